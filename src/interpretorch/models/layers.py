@@ -1,0 +1,114 @@
+"""Layer lookup by dotted name, default CAM layer discovery, and resuming a forward mid-network."""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Return every addressable submodule name of ``model`` in definition order."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str | nn.Module) -> nn.Module:
+    """Return the submodule called ``name``; unknown names raise a KeyError listing the closest names."""
+    if isinstance(name, nn.Module):
+        if not any(m is name for m in model.modules()):
+            raise KeyError("the given layer module is not part of this model")
+        return name
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return modules[name]
+    names = layer_names(model)
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
+    hint = f"; closest names: {', '.join(close)}" if close else f"; some valid names: {', '.join(names[-5:])}"
+    raise KeyError(f"model has no layer {name!r}{hint}")
+
+
+def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
+    """Return the dotted name of ``layer`` (a name or a submodule) inside ``model``."""
+    if isinstance(layer, str):
+        get_layer(model, layer)
+        return layer
+    for n, m in model.named_modules():
+        if m is layer and n:
+            return n
+    raise KeyError("the given layer module is not part of this model")
+
+
+def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Run one dry forward pass and list (name, output shape) of modules giving (B, C, H, W) outputs, in call order."""
+    from interpretorch.capture import preserved_state
+
+    found: list[tuple[str, tuple[int, ...]]] = []
+    handles = []
+
+    def make_hook(n: str) -> Callable:
+        def hook(_m: nn.Module, _i: object, out: object) -> None:
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                found.append((n, tuple(out.shape)))
+        return hook
+
+    with preserved_state(model):
+        model.eval()
+        try:
+            for n, m in model.named_modules():
+                if n:
+                    handles.append(m.register_forward_hook(make_hook(n)))
+            with torch.no_grad():
+                model(example[:1])
+        finally:
+            for h in handles:
+                h.remove()
+    return found
+
+
+def default_cam_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """Return the name of the last module whose output is (B, C, H, W) with more than one spatial cell."""
+    cands = [n for n, shape in spatial_layers(model, example) if shape[2] * shape[3] > 1]
+    if not cands:
+        raise ValueError("no module of this model gives a (B, C, H, W) output with H*W > 1; "
+                         "pass layer= explicitly (CAM methods need a spatial feature map)")
+    return cands[-1]
+
+
+def _children_chain(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """Return the (name, module) chain whose composition is ``module``'s forward, when known."""
+    if isinstance(module, nn.Sequential):
+        return list(module.named_children())
+    stages = getattr(module, "stages", None)
+    if callable(stages):
+        return list(stages())
+    return None
+
+
+def tail_after(model: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Return a function mapping ``name``'s output to the model output without recomputing the prefix.
+
+    Possible when every ancestor of the layer is a sequential chain (``nn.Sequential`` or a model
+    exposing ``stages()``); otherwise ``None`` and callers fall back to a full forward.
+    """
+    parts = name.split(".")
+    rest: list[list[nn.Module]] = []
+    module = model
+    for depth, part in enumerate(parts):
+        chain = _children_chain(module)
+        if chain is None:
+            return None
+        names = [n for n, _ in chain]
+        if part not in names:
+            return None
+        idx = names.index(part)
+        rest.append([m for _, m in chain[idx + 1:]])
+        module = chain[idx][1]
+    tail_modules: Sequence[nn.Module] = [m for level in reversed(rest) for m in level]
+
+    def tail(x: torch.Tensor) -> torch.Tensor:
+        for m in tail_modules:
+            x = m(x)
+        return x
+
+    return tail
