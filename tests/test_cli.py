@@ -1,0 +1,71 @@
+"""The `interpretorch` command: report files, bad images, user models and clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from interpretorch.cli import main
+
+
+def _check_report(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    html = (out / "index.html").read_text()
+    for img in results["images"]:
+        for rel in [img["image"]] + [m["overlay"] for m in img["methods"].values()]:
+            assert rel in html
+            with Image.open(out / rel) as im:  # every picture the page shows loads
+                im.load()
+                assert im.size[0] > 0
+        for m in img["methods"].values():
+            assert np.load(out / m["map"]).ndim == 2
+    return results
+
+
+def test_explain_without_arguments_uses_samples_and_pretrained_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain"]) == 0
+    out = tmp_path / "interpretorch-report"
+    results = _check_report(out)
+    assert [i["name"] for i in results["images"]] == ["chelsea", "coffee", "astronaut", "rocket"]
+    assert 281 <= results["images"][0]["predictions"][0]["index"] <= 285
+    assert len(results["images"][0]["predictions"]) == 5
+    assert set(results["images"][0]["methods"]) == set(results["method_names"]) and len(results["method_names"]) >= 7
+    gc = results["images"][1]["methods"]["gradcam"]
+    assert gc["layer"] == "_head_act" and gc["target"] in (967, 968) and gc["seconds"] > 0
+
+
+def test_bad_image_is_skipped_and_reported(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "rep"
+    code = main(["explain", str(folder), "--model", "tiny_cnn", "--methods", "gradcam,scorecam",
+                 "--out", str(out), "--target", "3"])
+    assert code == 1
+    assert "corrupt.png" in capsys.readouterr().err
+    results = _check_report(out)
+    assert [Path(i["file"]).name for i in results["images"]] == ["a.png", "b.jpg"]
+    assert results["failed"][0]["file"].endswith("corrupt.png")
+    assert "corrupt.png" in (out / "index.html").read_text()
+    assert all(i["methods"]["scorecam"]["target"] == 3 for i in results["images"])
+
+
+def test_user_model_factory_and_errors(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "rep"
+    assert main(["explain", str(img), "--model", "interpretorch.models.tiny:TinyCNN", "--size", "32",
+                 "--methods", "gradcam", "--out", str(out)]) == 0
+    assert _check_report(out)["layer"] == "features"
+    assert main(["explain", str(img), "--model", "tiny_cnn", "--layer", "feature", "--out", str(out)]) == 2
+    assert "features" in capsys.readouterr().err  # names the closest layer
+    assert main(["explain", str(tmp_path / "missing.png"), "--out", str(out)]) == 2
+    assert main(["explain", str(img), "--methods", "gradcamm", "--out", str(out)]) == 2
+    assert "did you mean" in capsys.readouterr().err
