@@ -46,13 +46,17 @@ class Capture:
                                "activation is ambiguous; choose a module that runs once")
         return self.activations[name]
 
-    def gradients(self, scores: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Return d(sum of scores)/d(activation) at each layer, without touching parameters or keeping the graph."""
+    def gradients(self, scores: torch.Tensor, names: Sequence[str] | None = None, *,
+                  retain_graph: bool = False) -> dict[str, torch.Tensor]:
+        """Return d(sum of scores)/d(activation) at each layer, without touching parameters.
+
+        The graph is freed unless ``retain_graph`` (for a second backward through the same forward).
+        """
         names = list(names or self.names)
         acts = [self[n] for n in names]
         if not scores.requires_grad:
             raise RuntimeError("the target scores do not depend on the captured layers")
-        grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+        grads = torch.autograd.grad(scores.sum(), acts, retain_graph=retain_graph, allow_unused=True)
         return {n: (g if g is not None else torch.zeros_like(a)) for n, a, g in zip(names, acts, grads)}
 
 

@@ -66,3 +66,71 @@ def split_target(target, sl: slice, n: int):
     if isinstance(target, torch.Tensor) and target.dim() == 1 and target.numel() == n and n > 1:
         return target[sl]
     return target
+
+
+SCORES = ("logit", "softmax")
+
+
+def callable_rows(target, out: torch.Tensor) -> torch.Tensor:
+    """Apply a callable target to a batch of (perturbed) outputs whose rows may come from different images."""
+    s = target(out)
+    if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
+        raise ValueError(f"a callable target must return one score per row of the outputs: expected shape "
+                         f"({out.shape[0]},), got {getattr(s, 'shape', type(s).__name__)}")
+    return s
+
+
+def row_scores(out: torch.Tensor, target, idx: torch.Tensor | None, score: str = "logit") -> torch.Tensor:
+    """Score of each output row: the class ``idx`` per row as a logit or softmax probability, or ``target(out)``."""
+    if idx is None:
+        return callable_rows(target, out)
+    if score == "softmax":
+        out = out.softmax(dim=1)
+    elif score != "logit":
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    return out.gather(1, idx[:, None]).squeeze(1)
+
+
+def clean_pass(model: nn.Module, x: torch.Tensor, target, batch_size: int | None
+               ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One no-grad forward over the unperturbed images: class index per image (None for a callable target)
+    and the outputs (B, ...), with the model in eval mode and its state restored afterwards."""
+    from interpretorch.capture import capture
+    from interpretorch.targets import check_finite, target_indices
+
+    idx_all, outs = [], []
+    n = x.shape[0]
+    with capture(model, [], grad=False), torch.no_grad():
+        for sl in chunks(n, batch_size):
+            out = model(x[sl])
+            check_finite(out)
+            idx = target_indices(out, split_target(target, sl, n))
+            if idx is not None:
+                idx_all.append(idx)
+            outs.append(out)
+    return (torch.cat(idx_all) if idx_all else None), torch.cat(outs)
+
+
+def as_baseline(baseline, x: torch.Tensor) -> torch.Tensor:
+    """Return ``baseline`` (a number, or a tensor shaped (C, H, W), (1, C, H, W) or (B, C, H, W)) expanded to ``x``."""
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    if not isinstance(baseline, torch.Tensor):
+        raise TypeError(f"baseline must be a number or a tensor, got {type(baseline).__name__}")
+    b = baseline.detach().to(device=x.device, dtype=x.dtype)
+    if b.dim() == x.dim() - 1:
+        b = b[None]
+    try:
+        return b.expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {tuple(baseline.shape)} does not match inputs of shape "
+                         f"{tuple(x.shape)}; give a number, {tuple(x.shape[1:])}, (1, *{tuple(x.shape[1:])}) "
+                         f"or {tuple(x.shape)}") from None
+
+
+def seed_for(seed: int, *stream: int) -> int:
+    """A well-mixed 63-bit seed for sub-stream ``stream`` of ``seed`` (so each sample draws the same noise
+    whatever the chunking)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(1, np.uint64)[0] >> 1)

@@ -1,12 +1,16 @@
 """Method names -> implementations, and ``explain`` which runs any set of them sharing passes."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from interpretorch.attribution.cam import CAM_METHODS, layer_cams
+from interpretorch.attribution.gradient import (deconvnet, gradient, gradient_x_input, guided_backprop,
+                                                guided_gradcam, integrated_gradients, smoothgrad, vargrad)
+from interpretorch.attribution.perturbation import occlusion, rise
 from interpretorch.attribution.score import ablation_cam, score_cam
 from interpretorch.explanation import Explanation
 from interpretorch.targets import Target
@@ -15,12 +19,30 @@ from interpretorch.targets import Target
 METHODS: dict[str, Callable[..., Explanation]] = {
     "scorecam": score_cam,
     "ablationcam": ablation_cam,
+    "gradient": gradient,
+    "gradient_x_input": gradient_x_input,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "vargrad": vargrad,
+    "guided_backprop": guided_backprop,
+    "deconvnet": deconvnet,
+    "guided_gradcam": guided_gradcam,
+    "occlusion": occlusion,
+    "rise": rise,
 }
 ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "x-grad-cam": "xgradcam",
            "score-cam": "scorecam", "ablation-cam": "ablationcam", "eigen-cam": "eigencam",
-           "layer-cam": "layercam", "hires-cam": "hirescam"}
+           "layer-cam": "layercam", "hires-cam": "hirescam",
+           "saliency": "gradient", "vanilla_gradient": "gradient", "grad": "gradient",
+           "gradientxinput": "gradient_x_input", "gradient*input": "gradient_x_input",
+           "gradxinput": "gradient_x_input", "input_x_gradient": "gradient_x_input",
+           "inputxgradient": "gradient_x_input", "ig": "integrated_gradients",
+           "integratedgradients": "integrated_gradients", "smooth_grad": "smoothgrad", "var_grad": "vargrad",
+           "guidedbackprop": "guided_backprop", "gbp": "guided_backprop", "deconv": "deconvnet",
+           "deconvolution": "deconvnet", "guidedgradcam": "guided_gradcam", "guided_grad_cam": "guided_gradcam",
+           "occ": "occlusion"}
 # Methods that need a spatial layer (the others work on the input pixels).
-LAYER_METHODS = set(CAM_METHODS) | {"scorecam", "ablationcam"}
+LAYER_METHODS = set(CAM_METHODS) | {"scorecam", "ablationcam", "guided_gradcam"}
 
 
 def register(name: str, fn: Callable[..., Explanation], layer: bool = False) -> None:
@@ -39,6 +61,9 @@ def canonical(name: str) -> str:
     """Return the registered spelling of a method name, or raise listing the valid ones."""
     key = name.strip().lower()
     key = ALIASES.get(key, key)
+    if key not in CAM_METHODS and key not in METHODS:  # guided-backprop, Guided Backprop, ...
+        spaced = key.replace("-", "_").replace(" ", "_")
+        key = ALIASES.get(spaced, spaced)
     if key not in CAM_METHODS and key not in METHODS:
         import difflib
 
@@ -54,7 +79,9 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     """Explain ``model``'s prediction on ``inputs`` with one method (returns an Explanation) or several (a dict).
 
     The gradient CAMs requested together share one forward/backward pass; ``options`` maps a method
-    name to its own keyword arguments; other keyword arguments go to every method.
+    name to its own keyword arguments; other keyword arguments go to every method that takes them
+    (``normalize=True`` reaches the CAMs, not the pixel attributions), and one that no requested
+    method takes is an error.
     """
     single = isinstance(methods, str) and methods != "all"
     if methods == "all":
@@ -62,14 +89,19 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     else:
         names = [canonical(m) for m in ([methods] if isinstance(methods, str) else methods)]
     options = {canonical(k): v for k, v in (options or {}).items()}
+    unused = [k for k in shared if not any(_accepts(_function(m), k) for m in names)]
+    if unused:
+        raise TypeError(f"option(s) {unused} are taken by none of the methods {names}; "
+                        "give method-specific options as options={'method': {...}}")
     result: dict[str, Explanation] = {}
     grouped = [m for m in names if m in CAM_METHODS and not options.get(m)]
     if grouped:
-        result.update(layer_cams(model, inputs, grouped, target, layer, batch_size=batch_size, **shared))
+        kw = {k: v for k, v in shared.items() if _accepts(layer_cams, k)}
+        result.update(layer_cams(model, inputs, grouped, target, layer, batch_size=batch_size, **kw))
     for m in names:
         if m in result:
             continue
-        kw = dict(shared)
+        kw = {k: v for k, v in shared.items() if _accepts(_function(m), k)}
         kw.update(options.get(m, {}))
         if batch_size is not None:
             kw.setdefault("batch_size", batch_size)
@@ -81,3 +113,13 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
             result[m] = METHODS[m](model, inputs, target, **kw)
     ordered = {m: result[m] for m in names}
     return ordered[names[0]] if single else ordered
+
+
+def _function(name: str) -> Callable[..., Explanation]:
+    return layer_cams if name in CAM_METHODS else METHODS[name]
+
+
+def _accepts(fn: Callable, key: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``key``."""
+    params = inspect.signature(fn).parameters
+    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

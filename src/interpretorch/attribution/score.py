@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, resolve_layer
+from interpretorch.attribution.common import callable_rows, check_inputs, resolve_layer
 from interpretorch.capture import capture, preserved_state
 from interpretorch.explanation import Explanation, normalize_maps, upsample
 from interpretorch.models.layers import get_layer, tail_after
@@ -78,7 +78,7 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
             o = model(x[bi] * masks[:, None])
             check_finite(o, "outputs on masked inputs")
             if idx is None:
-                s = _callable_rows(target, o)
+                s = callable_rows(target, o)
             else:
                 s = _score_of(o, target, idx[bi], weighting)
             weights[bi, ci] = s.to(weights.dtype)
@@ -86,14 +86,6 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
         weights = weights.softmax(dim=1)
     raw = torch.einsum("bc,bchw->bhw", weights.to(a.dtype), a)
     return _finish(raw, size, "scorecam", idx, name, clean, relu, normalize, weights)
-
-
-def _callable_rows(target, o: torch.Tensor) -> torch.Tensor:
-    """Apply a callable target to a batch of perturbed outputs (rows may come from different images)."""
-    s = target(o)
-    if not isinstance(s, torch.Tensor) or s.shape != (o.shape[0],):
-        raise ValueError("a callable target must return one score per row of the outputs")
-    return s
 
 
 def _finish(raw, size, method, idx, name, clean, relu, normalize, weights) -> Explanation:
@@ -140,7 +132,7 @@ def ablation_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1"
                 finally:
                     handle.remove()
             check_finite(o, "outputs with an ablated channel")
-            s = _callable_rows(target, o) if idx is None else o.gather(1, idx[bi][:, None]).squeeze(1)
+            s = callable_rows(target, o) if idx is None else o.gather(1, idx[bi][:, None]).squeeze(1)
             ablated[bi, ci] = s.to(ablated.dtype)
     denom = clean[:, None]
     denom = torch.where(denom.abs() > 1e-12, denom, torch.full_like(denom, 1e-12))

@@ -1,0 +1,121 @@
+"""Occlusion and RISE: agreement with Captum and with the papers' formulas, chunking, the model-state contract."""
+import pytest
+import torch
+from captum.attr import Occlusion
+from torch import nn
+
+from interpretorch.attribution import RiseMasks, explain, occlusion, rise
+from interpretorch.models import TinyCNN
+
+
+@pytest.fixture
+def tiny64():
+    """TinyCNN in float64 (in-place ReLUs, non-trivial BatchNorm, 10 classes) and a batch of 3 images."""
+    g = torch.Generator().manual_seed(0)
+    return TinyCNN().double().eval(), torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=g)
+
+
+@pytest.mark.parametrize("window,stride", [(4, 2), ((5, 3), (3, 2)), (16, 16), (3, 1)])
+def test_occlusion_matches_captum(tiny64, window, stride):
+    model, x = tiny64
+    kh, kw = (window, window) if isinstance(window, int) else window
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ours = occlusion(model, x, [0, 4, 9], window=window, stride=stride, baseline=0.3, batch_size=50)
+    ref = Occlusion(model).attribute(x, sliding_window_shapes=(3, kh, kw), strides=(3, sh, sw), baselines=0.3,
+                                     target=[0, 4, 9], perturbations_per_eval=20)
+    assert ours.maps.shape == (3, 16, 16)
+    # Captum builds its window in float32, so its result is float32 even for float64 inputs
+    torch.testing.assert_close(ours.maps, ref[:, 0].double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ref[:, 0], ref[:, 2])
+
+
+def test_occlusion_options(tiny64):
+    model, x = tiny64
+    a = occlusion(model, x, window=4, stride=2, batch_size=7)
+    torch.testing.assert_close(occlusion(model, x, window=4, stride=2, batch_size=1000).maps, a.maps)
+    torch.testing.assert_close(occlusion(model, x[2:], window=4, stride=2).maps, a.maps[2:])
+    probs = occlusion(model, x, window=4, stride=2, score="softmax")
+    torch.testing.assert_close(probs.scores, model(x).softmax(1).amax(1))
+    img = torch.randn(3, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(occlusion(model, x, window=4, stride=2, baseline=img).maps,
+                               occlusion(model, x, window=4, stride=2, baseline=img[None].expand(3, -1, -1, -1)).maps)
+    with pytest.raises(ValueError, match="larger than the images"):
+        occlusion(model, x, window=17)
+    with pytest.raises(ValueError, match="never be occluded"):
+        occlusion(model, x, window=4, stride=5)
+
+
+def test_occlusion_of_a_linear_model_is_the_mean_window_contribution():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1 * 6 * 6, 2)).double()
+    x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
+    contrib = (model[1].weight[1].detach().reshape(6, 6) * x[0, 0])
+    # 2x2 windows with stride 2 tile the image: each pixel gets its own window's summed contribution
+    e = occlusion(model, x, 1, window=2, stride=2)
+    expected = contrib.reshape(3, 2, 3, 2).sum((1, 3)).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    torch.testing.assert_close(e.maps[0], expected)
+
+
+def test_rise_masks_follow_the_paper():
+    masks = RiseMasks(500, (20, 30), grid=5, p=0.3, seed=1)
+    m = masks(torch.arange(500), dtype=torch.float64)
+    assert m.shape == (500, 20, 30) and m.min() >= 0 and m.max() <= 1
+    assert abs(m.mean() - 0.3) < 0.02  # E[M] = p
+    again = RiseMasks(500, (20, 30), grid=5, p=0.3, seed=1)(torch.tensor([7, 3]), dtype=torch.float64)
+    torch.testing.assert_close(again, m[[7, 3]])
+    assert not torch.equal(RiseMasks(500, (20, 30), grid=5, p=0.3, seed=2)(torch.arange(5)), m[:5].float())
+    # a kept cell is a smooth bump: masks are not binary, and neighbouring pixels differ little
+    assert ((m > 0.05) & (m < 0.95)).any() and (m[:, 1:] - m[:, :-1]).abs().max() < 0.5
+
+
+def test_rise_is_the_weighted_mean_of_masks(tiny64):
+    model, x = tiny64
+    e = rise(model, x, [1, 2, 3], n_masks=40, grid=4, p=0.4, baseline=0.1, batch_size=13, seed=5)
+    m = RiseMasks(40, (16, 16), grid=4, p=0.4, seed=5)(torch.arange(40), dtype=torch.float64)
+    for i, t in enumerate([1, 2, 3]):
+        masked = x[i] * m[:, None] + 0.1 * (1 - m[:, None])
+        s = model(masked).softmax(1)[:, t].detach()
+        torch.testing.assert_close(e.maps[i], (s[:, None, None] * m).sum(0) / (40 * 0.4))
+    torch.testing.assert_close(rise(model, x[1:2], 2, n_masks=40, grid=4, p=0.4, baseline=0.1, seed=5).maps,
+                               e.maps[1:2])
+
+
+def test_rise_and_occlusion_find_the_region_the_model_looks_at():
+    class Region(nn.Module):
+        def forward(self, x):
+            s = x[:, :, 4:10, 10:16].mean((1, 2, 3))
+            return torch.stack([s, -s], 1)
+
+    x = torch.ones(2, 3, 20, 20)
+    inside = torch.zeros(20, 20, dtype=torch.bool)
+    inside[4:10, 10:16] = True
+    r = rise(Region(), x, 0, n_masks=1000, grid=5, score="logit").maps
+    top = r.flatten(1).topk(int(inside.sum()), dim=1).indices  # as many pixels as the region has
+    assert (inside.flatten()[top].float().mean(1) > 0.75).all()
+    assert inside.flatten()[r.flatten(1).argmax(1)].all()
+    o = occlusion(Region(), x, 0, window=4, stride=2).maps
+    assert (o[:, ~inside] <= o[:, inside].min(1).values[:, None]).all() and (o[:, inside] > 0).all()
+
+
+@pytest.mark.parametrize("name,opts", [("occlusion", {"window": 8, "stride": 8}), ("rise", {"n_masks": 8})])
+def test_model_left_as_it_was(tiny64, name, opts, snapshot):
+    model, x = tiny64
+    ref = explain(model, x, name, options={name: opts}).maps
+    model.train()
+    snap = snapshot(model)
+    e = explain(model, x, name, options={name: opts})
+    snap.assert_unchanged()
+    torch.testing.assert_close(e.maps, ref)
+    with pytest.raises(KeyError, match="boom"):
+        explain(model, x, name, target=lambda o: {}["boom"], options={name: opts})
+    snap.assert_unchanged()
+
+
+def test_callable_target_rows(tiny64):
+    model, x = tiny64
+    fn = lambda out: out[:, 1] * 2  # noqa: E731
+    e = occlusion(model, x, fn, window=8, stride=8)
+    ref = Occlusion(lambda z: fn(model(z))[:, None]).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8),
+                                                               target=0)
+    torch.testing.assert_close(e.maps, ref[:, 0].double(), rtol=1e-5, atol=1e-6)
+    assert e.target is None
