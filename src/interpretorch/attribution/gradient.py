@@ -55,12 +55,14 @@ class _ReluRule(torch.autograd.Function):
         mode = ctx.state.mode
         if mode == "deconvnet":
             return g.clamp_min(0), None, None, None, None
-        mask = x > ctx.lo
-        if ctx.hi is not None:
-            mask &= x < ctx.hi
         if mode == "guided":
             g = g.clamp_min(0)
-        return g * mask, None, None, None, None
+        # The fused kernels of ReLU's and Hardtanh's own backward: g where lo < x (< hi), else 0.
+        if ctx.hi is None:
+            gx = torch.ops.aten.threshold_backward(g, x, ctx.lo)
+        else:
+            gx = torch.ops.aten.hardtanh_backward(g, x, ctx.lo, ctx.hi)
+        return gx, None, None, None, None
 
 
 @contextlib.contextmanager
