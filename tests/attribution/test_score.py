@@ -15,14 +15,15 @@ def _acts(model, x, upto):
         return model.features[:upto](x)
 
 
-def _direct_scorecam(model, x, layer_upto, target, weighting):
+def _direct_scorecam(model, x, layer_upto, target, weighting, align_corners=False):
     """One masked forward per (image, channel), exactly as the paper describes it."""
     a = _acts(model, x, layer_upto)
     out = torch.zeros(x.shape[0], *a.shape[2:])
     for b in range(x.shape[0]):
         weights = []
         for c in range(a.shape[1]):
-            up = F.interpolate(a[b:b + 1, c:c + 1], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+            up = F.interpolate(a[b:b + 1, c:c + 1], size=x.shape[-2:], mode="bilinear",
+                               align_corners=align_corners)[0, 0]
             span = up.max() - up.min()
             mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
             with torch.no_grad():
@@ -38,9 +39,15 @@ def _direct_scorecam(model, x, layer_upto, target, weighting):
 @pytest.mark.parametrize("weighting", ["softmax", "logit", "channel_softmax"])
 def test_scorecam_equals_direct_computation(tiny, images, weighting):
     target = [0, 1, 2, 3]
-    e = score_cam(tiny, images, target, "features.10", batch_size=7, weighting=weighting)
+    e = score_cam(tiny, images, target, "features.10", batch_size=7, weighting=weighting, align_corners=False)
     ref = _direct_scorecam(tiny, images, 11, target, weighting)
     assert torch.allclose(e.raw, ref, atol=1e-5 * float(ref.abs().max()) + 1e-7)
+
+
+def test_scorecam_align_corners_option(tiny, images):
+    e = score_cam(tiny, images, [0, 1, 2, 3], "features", weighting="channel_softmax", align_corners=True)
+    ref = _direct_scorecam(tiny, images, 11, [0, 1, 2, 3], "channel_softmax", align_corners=True)
+    assert torch.allclose(e.raw, ref, atol=1e-5 * float(ref.abs().max()))
 
 
 def test_scorecam_dedupes_constant_channels(images):

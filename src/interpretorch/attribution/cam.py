@@ -43,12 +43,20 @@ def _hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _eigencam(a: torch.Tensor) -> torch.Tensor:
-    """First principal component of the (centred) activations, signed to agree with their mean."""
+    """First principal component of the (centred) activations, signed to agree with their mean.
+
+    The projection X v1 equals s1 u1, so it is read off the top eigenvector of the smaller of the two
+    Gram matrices (HW x HW or C x C) instead of a full SVD.
+    """
     b, c, h, w = a.shape
     x = a.permute(0, 2, 3, 1).reshape(b, h * w, c).double()
     x = x - x.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(x, full_matrices=False)
-    proj = (x @ vh[:, 0, :, None]).squeeze(-1)  # (B, HW)
+    if h * w <= c:
+        evals, evecs = torch.linalg.eigh(x @ x.transpose(1, 2))  # ascending eigenvalues
+        proj = evecs[:, :, -1] * evals[:, -1:].clamp_min(0).sqrt()
+    else:
+        _, evecs = torch.linalg.eigh(x.transpose(1, 2) @ x)
+        proj = (x @ evecs[:, :, -1:]).squeeze(-1)
     ref = a.sum(1).reshape(b, h * w).double()
     sign = torch.sign(((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
