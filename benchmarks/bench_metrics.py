@@ -1,0 +1,204 @@
+"""Evaluation-metrics benchmark: deletion AUC against the forward passes it needs, and Quantus's pixel flipping.
+
+EfficientNet-Lite0, 8 photos at 224x224, CPU, one process, Grad-CAM maps computed once beforehand.
+
+* floor: the forward passes deletion needs and nothing else - 8 images x 100 steps of 1 % of the
+  pixels (the clean pass is shared with the other metrics and not counted), in batches of 64,
+  without gradients, on inputs prepared in advance. A second floor batches the way Quantus does:
+  one forward call per step holding all 8 images (96 steps).
+* interpretorch: ``deletion(model, x, maps, step=0.01)`` - ordering, building each perturbed input,
+  batched scoring; reported as its time and as a ratio to the floor.
+* Quantus: ``PixelFlipping`` with the same substrate (0 in input space), softmax scores, the same
+  model and maps. Quantus flips features (channel values: 3 x 224 x 224) and needs
+  ``features_in_step`` to divide 224 x 224, so exact 1 % pixel steps are impossible; its closest
+  setting is 1568 values per step = 522 2/3 pixels (1.04 %), 96 steps. interpretorch is also run
+  with 96 steps of 523 pixels for a like-for-like time, and the two curves are compared.
+
+Runs are interleaved (the order rotates every round) after a warm-up, and each entry reports the
+median of its repeats. Run in the development venv (Quantus installed)::
+
+    python benchmarks/bench_metrics.py [--repeats 3] [--road] [--threads 1 --clock cpu] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from interpretorch.attribution import layer_cams
+from interpretorch.metrics import deletion, road
+from interpretorch.models import load_model
+
+try:
+    warnings.filterwarnings("ignore")
+    import quantus
+except Exception as e:  # noqa: BLE001 - report, don't fail
+    quantus, QUANTUS_ERROR = None, f"{type(e).__name__}: {e}"
+else:
+    QUANTUS_ERROR = ""
+
+QUANTUS_FEATURES = 1568  # divides 224 * 224; 3 * 224 * 224 / 1568 = 96 steps
+
+
+def photos(n: int = 8) -> list[np.ndarray]:
+    """``n`` sample photos that ship with scikit-image."""
+    from skimage import data
+
+    names = ["chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry", "retina",
+             "hubble_deep_field"]
+    if not 1 <= n <= len(names):
+        raise ValueError(f"--images must be 1..{len(names)}")
+    out = [getattr(data, name)() for name in names[:n]]
+    return [img[0] if isinstance(img, tuple) else img for img in out]  # stereo_motorcycle: (left, right, disp)
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn: Callable[[], object], clock: str = "wall") -> float:
+    """Seconds ``fn`` takes on the wall clock or in process CPU time."""
+    now = CLOCKS[clock]
+    start = now()
+    fn()
+    return now() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall clock, or process CPU time (steadier with one thread on a busy machine)")
+    ap.add_argument("--road", action="store_true", help="also time ROAD (9 percentages, MoRF + LeRF)")
+    ap.add_argument("--skip-quantus", action="store_true")
+    ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    lm = load_model("efficientnet_lite0")
+    model = lm.model.eval()
+    x = lm.preprocess(photos(args.images))
+    b, c, h, w = x.shape
+    cam = layer_cams(model, x, ["gradcam"], layer=lm.cam_layer)["gradcam"]
+    maps = cam.maps
+    bs = args.batch_size
+
+    # The floor: the 100 perturbed inputs per image, prepared beforehand, through the model in batches.
+    steps, q_steps = 100, 96
+
+    def floor(xx: torch.Tensor, mm: torch.Tensor, n: int = steps) -> None:
+        prepared = xx.repeat_interleave(n, 0)
+        with torch.no_grad():
+            for i in range(0, prepared.shape[0], bs):
+                model(prepared[i:i + bs])
+
+    def floor_per_step(xx: torch.Tensor, mm: torch.Tensor, n: int = q_steps) -> None:
+        # Quantus's batching: one call per step holding every image.
+        with torch.no_grad():
+            for _ in range(n):
+                model(xx)
+
+    # name -> (function of (inputs, maps), forward passes it needs per image)
+    runs: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], object], int]] = {
+        "floor: the forward passes of 100 steps": (floor, steps),
+        "floor: 96 steps, one batch of all images per step": (floor_per_step, q_steps),
+        "interpretorch deletion, 1 % steps (100)": (
+            lambda xx, mm: deletion(model, xx, mm, step=0.01, substrate="zeros", batch_size=bs), steps),
+    }
+    if not args.skip_96:
+        runs["interpretorch deletion, 523 px steps (96)"] = (
+            lambda xx, mm: deletion(model, xx, mm, step=523, substrate="zeros", batch_size=bs), q_steps)
+    q_curves = {}
+    if quantus is not None and not args.skip_quantus:
+        metric = quantus.PixelFlipping(features_in_step=QUANTUS_FEATURES, perturb_baseline=0.0,
+                                       disable_warnings=True, display_progressbar=False)
+
+        def quantus_96(xx: torch.Tensor, mm: torch.Tensor) -> None:
+            with torch.no_grad():
+                yy = model(xx).argmax(1).numpy()
+            q_curves["last"] = np.asarray(metric(model=model, x_batch=xx.numpy(), y_batch=yy,
+                                                 a_batch=mm[:, None].numpy(), softmax=True, device="cpu",
+                                                 channel_first=True, batch_size=bs))
+
+        runs["Quantus PixelFlipping, 1568 values per step (96)"] = (quantus_96, q_steps)
+    if args.road:
+        runs["interpretorch ROAD, 9 percentages x MoRF + LeRF"] = (
+            lambda xx, mm: road(model, xx, mm, batch_size=bs), 18)
+        runs["floor: the forward passes of ROAD"] = (lambda xx, mm: floor(xx, mm, 18), 18)
+
+    names = list(runs)
+    for fn, _ in runs.values():  # warm-up on one image
+        fn(x[:1], maps[:1])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            fn = runs[n][0]
+            times[n].append(timed(lambda: fn(x, maps), args.clock))
+    med = {n: statistics.median(t) for n, t in times.items()}
+
+    per_pass = med[names[0]] / (b * steps)  # one image's forward pass, batches of 64
+    per_pass_step = med[names[1]] / (b * q_steps)  # one image's forward pass, one batch of the images per step
+    rows = []
+    for n in names:
+        passes = b * runs[n][1]
+        rows.append({"run": n, "seconds": med[n], "forward_passes": passes,
+                     "ratio_to_its_forward_passes": med[n] / (passes * per_pass),
+                     "ratio_to_per_step_batches": med[n] / (passes * per_pass_step)})
+
+    # Agreement: our 96-step curve against Quantus's (which starts after the first step).
+    agreement = None
+    ours = deletion(model, x, maps, step=523, substrate="zeros", batch_size=bs)
+    if "last" in q_curves:
+        q_curves = q_curves["last"]
+        ours_pts = ours.scores[:, 1:].numpy()
+        # Not identical by construction: Quantus's steps are 522 2/3 pixels (a pixel's channels can be
+        # split between steps), and the bilinear upsampling gives tied map values (about a quarter of
+        # the pixels here) which we remove in raster order and NumPy's unstable argsort in its own.
+        diff = np.abs(ours_pts - q_curves)
+        agreement = {"max_abs_curve_difference": float(diff.max()),
+                     "mean_abs_curve_difference": float(diff.mean()),
+                     "auc_interpretorch": ours.auc.tolist(),
+                     "auc_quantus_same_normalisation": np.trapezoid(
+                         np.concatenate([ours.scores[:, :1].numpy(), q_curves], 1), dx=1 / 96, axis=1).tolist()}
+    auc_1pct = deletion(model, x, maps, step=0.01, batch_size=bs).auc
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "clock": args.clock, "load_average": os.getloadavg(),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "quantus": getattr(quantus, "__version__", QUANTUS_ERROR or "skipped")}
+    print(f"Deletion, EfficientNet-Lite0, {b} images at {h}x{w}, Grad-CAM maps, batch {bs}, "
+          f"median of {args.repeats}, {args.clock} clock (torch {env['torch']}, {env['threads']} threads, "
+          f"Quantus {env['quantus']})\n")
+    print("| run | seconds | forward passes | / those passes in batches of 64 | / those passes, one batch per step |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['run']} | {r['seconds']:.2f} | {r['forward_passes']} | {r['ratio_to_its_forward_passes']:.2f} | "
+              f"{r['ratio_to_per_step_batches']:.2f} |")
+    print(f"\nmean deletion AUC (1 % steps): {float(auc_1pct.mean()):.4f}")
+    if agreement:
+        print(f"96-step curves, interpretorch vs Quantus: max |diff| {agreement['max_abs_curve_difference']:.4f}, "
+              f"mean |diff| {agreement['mean_abs_curve_difference']:.5f}; mean AUC "
+              f"{np.mean(agreement['auc_interpretorch']):.4f} vs {np.mean(agreement['auc_quantus_same_normalisation']):.4f}")
+    out = {"env": env, "rows": rows, "agreement": agreement, "auc_1pct": auc_1pct.tolist()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

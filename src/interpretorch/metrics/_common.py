@@ -1,0 +1,219 @@
+"""Shared plumbing of the metrics: map checks, substrates, and batched scoring forward passes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interpretorch.attribution.common import check_inputs, chunks, model_device
+from interpretorch.capture import preserved_state
+from interpretorch.explanation import Explanation, normalize_maps, reduce_channels, upsample
+from interpretorch.targets import Target, check_finite, target_indices, target_scores
+
+MapsLike = Union[Explanation, torch.Tensor]
+Substrate = Union[str, float, int, torch.Tensor]
+SUBSTRATES = ("zeros", "mean", "blur")
+
+
+def explanation_maps(maps: MapsLike) -> torch.Tensor:
+    """Return the raw map tensor of an Explanation or a tensor."""
+    if isinstance(maps, Explanation):
+        return maps.maps
+    if isinstance(maps, torch.Tensor):
+        return maps
+    raise TypeError(f"maps must be an Explanation or a tensor, got {type(maps).__name__}")
+
+
+def maps_2d(maps: MapsLike, inputs: torch.Tensor, rule: str = "abs_sum") -> torch.Tensor:
+    """Return (B, H, W) float maps at the inputs' resolution and device; channel maps are reduced by ``rule``."""
+    m = explanation_maps(maps).detach()
+    b, c = inputs.shape[:2]
+    if m.dim() == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.dim() == 4:
+        if m.shape[1] != c:
+            raise ValueError(f"pixel attributions have {m.shape[1]} channels but the inputs have {c}")
+        m = reduce_channels(m, rule)
+    if m.dim() != 3:
+        raise ValueError(f"maps must have shape (B, H, W) or (B, C, H, W), got {tuple(m.shape)}")
+    if m.shape[0] != b:
+        raise ValueError(f"got {m.shape[0]} maps for {b} images")
+    if not m.is_floating_point():
+        m = m.float()
+    if not torch.isfinite(m).all():
+        raise ValueError("maps contain NaN or infinite values")
+    m = m.to(device=inputs.device, dtype=inputs.dtype)
+    return upsample(m, tuple(inputs.shape[-2:]))
+
+
+def attributions(maps: MapsLike, inputs: torch.Tensor) -> torch.Tensor:
+    """Return attributions broadcastable to the inputs: (B, C, H, W) as given, or (B, 1, H, W) for 2-D maps."""
+    m = explanation_maps(maps).detach()
+    b, c, h, w = inputs.shape
+    if m.dim() == 3:
+        m = m[:, None]
+    if m.dim() != 4 or m.shape[0] != b or m.shape[1] not in (1, c):
+        raise ValueError(f"maps of shape {tuple(explanation_maps(maps).shape)} do not fit inputs of shape "
+                         f"{tuple(inputs.shape)}; expected (B, H, W), (B, 1, H, W) or (B, C, H, W)")
+    if not torch.isfinite(m).all():
+        raise ValueError("maps contain NaN or infinite values")
+    m = m.to(device=inputs.device, dtype=inputs.dtype)
+    if tuple(m.shape[-2:]) != (h, w):
+        m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+    return m
+
+
+def normalized_maps(maps: MapsLike, inputs: torch.Tensor, rule: str = "abs_sum") -> torch.Tensor:
+    """Return (B, H, W) maps min-max scaled to [0, 1] per image (constant maps become zeros)."""
+    return normalize_maps(maps_2d(maps, inputs, rule))
+
+
+def descending_rank(maps: torch.Tensor) -> torch.Tensor:
+    """Return, for (B, H, W) maps, each pixel's position when pixels are sorted by decreasing value.
+
+    Ties keep raster order (a stable sort), so a constant map removes pixels row by row.
+    """
+    b = maps.shape[0]
+    flat = maps.reshape(b, -1)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand(b, -1).contiguous())
+    return rank.reshape(maps.shape)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
+    """Blur (B, C, H, W) images with a separable, truncated Gaussian (reflect padding at the borders)."""
+    if sigma <= 0 or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"blur needs sigma > 0 and an odd kernel_size, got sigma={sigma}, kernel_size={kernel_size}")
+    r = kernel_size // 2
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    y = F.pad(x, (r, r, 0, 0), mode=mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, r, r), mode=mode)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def make_substrate(x: torch.Tensor, substrate: Substrate, *, blur_sigma: float = 5.0,
+                   blur_kernel: int = 11) -> torch.Tensor:
+    """Return the (B, C, H, W) images that removed pixels are replaced by (zeros, mean, blur, a value or a tensor)."""
+    if isinstance(substrate, str):
+        if substrate == "zeros":
+            return torch.zeros_like(x)
+        if substrate == "mean":
+            return x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+        if substrate == "blur":
+            return gaussian_blur(x, blur_sigma, blur_kernel)
+        raise ValueError(f"unknown substrate {substrate!r}; use one of {SUBSTRATES}, a number or a tensor")
+    if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
+        return torch.full_like(x, float(substrate))
+    if isinstance(substrate, torch.Tensor):
+        s = substrate.to(device=x.device, dtype=x.dtype)
+        try:
+            return torch.broadcast_to(s, x.shape).contiguous()
+        except RuntimeError as e:
+            raise ValueError(f"a substrate tensor of shape {tuple(s.shape)} does not broadcast to the inputs' "
+                             f"shape {tuple(x.shape)}") from e
+    raise TypeError(f"substrate must be one of {SUBSTRATES}, a number or a tensor, got {type(substrate).__name__}")
+
+
+def step_counts(n_pixels: int, step: float | int) -> torch.Tensor:
+    """Return the cumulative number of pixels changed after each step: [0, n_1, ..., n_pixels].
+
+    A float ``step`` in (0, 1] is a fraction of the image (``ceil(1/step)`` equal steps, rounded to
+    whole pixels); an int is a number of pixels per step (the last step may be smaller).
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        raise TypeError(f"step must be a fraction in (0, 1] or a positive number of pixels, got {step!r}")
+    if isinstance(step, float):
+        if not 0.0 < step <= 1.0:
+            raise ValueError(f"a fractional step must lie in (0, 1], got {step}; give an int for a pixel count")
+        n_steps = math.ceil(1.0 / step - 1e-9)
+        k = torch.arange(n_steps + 1, dtype=torch.float64)
+        return torch.round(k * n_pixels / n_steps).long()
+    if step < 1:
+        raise ValueError(f"a pixel step must be a positive integer, got {step}")
+    n_steps = math.ceil(n_pixels / step)
+    return torch.clamp(torch.arange(n_steps + 1) * step, max=n_pixels).long()
+
+
+def trapezoid_auc(fractions: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Area under (B, S+1) curves sampled at ``fractions`` in [0, 1] by the trapezoidal rule."""
+    dx = (fractions[1:] - fractions[:-1]).to(scores.dtype).to(scores.device)
+    return ((scores[:, 1:] + scores[:, :-1]) * 0.5 * dx).sum(dim=1)
+
+
+@dataclass
+class Scorer:
+    """Batched, gradient-free forward passes returning each row's target score (or class outputs)."""
+
+    model: nn.Module
+    target: Target
+    batch_size: int | None = 64
+    forwarded: int = 0
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the model's outputs for (N, C, H, W) inputs, ``batch_size`` rows at a time, in eval mode."""
+        outs = []
+        with preserved_state(self.model), torch.no_grad():
+            self.model.eval()
+            for sl in chunks(x.shape[0], self.batch_size):
+                out = self.model(x[sl])
+                check_finite(out)
+                outs.append(out)
+        self.forwarded += x.shape[0]
+        return torch.cat(outs)
+
+    def scores(self, outputs: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
+        """Return the target score of each output row: the class probability (``softmax``) or logit, or the callable's."""
+        if idx is None:
+            return target_scores(outputs, self.target)
+        if softmax:
+            outputs = torch.softmax(outputs.float(), dim=1).to(outputs.dtype)
+        return outputs.gather(1, idx[:, None].to(outputs.device)).squeeze(1)
+
+    def forward_scores(self, x: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
+        """Return the target scores of (N, C, H, W) inputs whose rows explain classes ``idx`` (N,)."""
+        return self.scores(self.outputs(x), idx, softmax)
+
+
+@dataclass
+class Clean:
+    """The clean forward pass, run once per image and shared by every metric."""
+
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    idx: torch.Tensor | None
+
+    def scores(self, scorer: Scorer, softmax: bool) -> torch.Tensor:
+        """Return the clean target score of each image."""
+        return scorer.scores(self.outputs, self.idx, softmax)
+
+
+def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None,
+            clean: torch.Tensor | None = None) -> tuple[Scorer, Clean]:
+    """Validate inputs, and run (or reuse) the clean forward pass: returns the scorer and the clean pass."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    x = check_inputs(model, inputs)
+    scorer = Scorer(model, target, batch_size)
+    if clean is None:
+        outputs = scorer.outputs(x)
+    else:
+        outputs = clean.detach().to(model_device(model))
+        if outputs.shape[0] != x.shape[0]:
+            raise ValueError(f"clean outputs hold {outputs.shape[0]} rows for {x.shape[0]} images")
+    idx = target_indices(outputs, target)
+    return scorer, Clean(x, outputs, idx)
+
+
+def batched_rows(n_rows: int, batch_size: int | None) -> Iterator[slice]:
+    """Slices of ``batch_size`` rows over ``n_rows`` perturbed inputs."""
+    return chunks(n_rows, batch_size)

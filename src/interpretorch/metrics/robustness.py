@@ -1,0 +1,134 @@
+"""Infidelity and Max-Sensitivity (Yeh et al. 2019, "On the (In)fidelity and Sensitivity of Explanations").
+
+* Infidelity: ``E_I[(I . Phi(x) - (f(x) - f(x - I)))^2]`` over random perturbations ``I``; with
+  ``normalize=True`` the map is first scaled by the optimal ``beta`` (as in the paper's experiments),
+  so maps of arbitrary scale (CAMs) compare fairly. Uses the given maps, never recomputes them.
+* Max-Sensitivity: ``max_{||y - x||_inf <= r} ||Phi(y) - Phi(x)|| / ||Phi(x)||`` by Monte Carlo;
+  it recomputes explanations at the perturbed inputs by definition, through ``explain_fn``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+from interpretorch.explanation import Explanation
+from interpretorch.metrics._common import MapsLike, attributions, batched_rows, explanation_maps, prepare
+from interpretorch.targets import Target
+
+Perturbation = Union[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]]
+ExplainFn = Callable[[nn.Module, torch.Tensor, Target], Explanation]
+PERTURBATIONS = ("gaussian", "square")
+
+
+def _sample_perturbation(x: torch.Tensor, kind: Perturbation, gen: torch.Generator, sigma: float,
+                         square: float, baseline: float) -> torch.Tensor:
+    """Return one perturbation I (B, C, H, W) per image: the model then sees ``x - I``."""
+    if callable(kind):
+        out = kind(x, gen)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise ValueError(f"a perturbation callable must return a tensor shaped like the inputs "
+                             f"{tuple(x.shape)}, got {getattr(out, 'shape', type(out))}")
+        return out.to(device=x.device, dtype=x.dtype)
+    if kind == "gaussian":
+        return (torch.randn(x.shape, generator=gen, dtype=torch.float64) * sigma).to(x.device, x.dtype)
+    if kind == "square":
+        b, _, h, w = x.shape
+        side = max(1, round(square * min(h, w)))
+        tops = torch.randint(0, h - side + 1, (b,), generator=gen)
+        lefts = torch.randint(0, w - side + 1, (b,), generator=gen)
+        ys = torch.arange(h)[None, :, None]
+        xs = torch.arange(w)[None, None, :]
+        inside = ((ys >= tops[:, None, None]) & (ys < tops[:, None, None] + side) &
+                  (xs >= lefts[:, None, None]) & (xs < lefts[:, None, None] + side)).to(x.device)
+        return torch.where(inside[:, None], x - baseline, torch.zeros_like(x))
+    raise ValueError(f"unknown perturbation {kind!r}; use one of {PERTURBATIONS} or a callable (x, generator) -> I")
+
+
+def infidelity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+               n_perturb: int = 16, perturbation: Perturbation = "gaussian", sigma: float = 0.2,
+               square: float = 0.25, baseline: float = 0.0, normalize: bool = True, softmax: bool = False,
+               seed: int = 0, batch_size: int | None = 64, clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image infidelity of the maps (Yeh et al. 2019); lower is better.
+
+    ``perturbation`` draws ``I``: "gaussian" noise N(0, sigma^2) on every input value (the noisy
+    baseline), "square" sets a random square of side ``square`` x the image size to ``baseline``, or
+    a callable ``(x, generator) -> I``. 2-D maps count for every channel of a pixel. ``normalize``
+    scales each map by the optimal ``beta = sum(e * d) / sum(e^2)`` first. Scores are logits unless
+    ``softmax``. One forward pass per perturbation and image (plus the shared clean pass).
+    """
+    if n_perturb < 1:
+        raise ValueError(f"n_perturb must be a positive integer, got {n_perturb}")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b = x.shape[0]
+    phi = attributions(maps, x)
+    gen = torch.Generator().manual_seed(int(seed))
+    perts = torch.stack([_sample_perturbation(x, perturbation, gen, sigma, square, baseline)
+                         for _ in range(n_perturb)], dim=1)  # (B, P, C, H, W)
+    dots = (perts * phi[:, None]).flatten(2).sum(-1).double()  # (B, P): I . Phi
+    f_clean = cl.scores(scorer, softmax).double()
+    f_pert = torch.empty(b * n_perturb, dtype=torch.float64, device=x.device)
+    flat = perts.reshape(b * n_perturb, *x.shape[1:])
+    img = torch.arange(b, device=x.device).repeat_interleave(n_perturb)
+    for sl in batched_rows(img.numel(), batch_size):
+        i = img[sl]
+        f_pert[sl] = scorer.forward_scores(x[i] - flat[sl], None if cl.idx is None else cl.idx[i], softmax).double()
+    diffs = f_clean[:, None] - f_pert.reshape(b, n_perturb)  # (B, P): f(x) - f(x - I)
+    if normalize:
+        denom = (dots ** 2).sum(1)
+        beta = torch.where(denom > 0, (dots * diffs).sum(1) / denom.clamp(min=1e-300), torch.ones_like(denom))
+        dots = dots * beta[:, None]
+    return ((dots - diffs) ** 2).mean(1).to(x.dtype)
+
+
+def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                    explain_fn: ExplainFn, radius: float = 0.2, n_samples: int = 10, relative: bool = True,
+                    perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                    seed: int = 0, batch_size: int | None = 64, clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image Max-Sensitivity (Yeh et al. 2019) of the maps under uniform noise of radius ``radius``; lower is better.
+
+    ``explain_fn(model, inputs, target) -> Explanation`` re-explains each noisy copy for the same
+    class as the clean image; ``maps`` must be that function's output on the clean inputs. The
+    distance is the Frobenius norm of the map difference, divided by the clean map's norm when
+    ``relative`` (as Quantus and Captum report it). ``perturb(x, generator)`` may replace the
+    uniform noise and returns the perturbed inputs.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
+    if not callable(explain_fn):
+        raise TypeError("max_sensitivity needs explain_fn(model, inputs, target) -> Explanation")
+    _, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b = x.shape[0]
+    phi = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
+    gen = torch.Generator().manual_seed(int(seed))
+    noisy = []
+    for _ in range(n_samples):
+        if perturb is not None:
+            y = perturb(x, gen)
+            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+                raise ValueError(f"perturb must return perturbed inputs shaped {tuple(x.shape)}")
+        else:
+            y = x + ((torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius).to(x.device, x.dtype)
+        noisy.append(y.to(device=x.device, dtype=x.dtype))
+    ys = torch.stack(noisy, dim=1).reshape(b * n_samples, *x.shape[1:])  # image-major rows
+    img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
+    tgt: Target = cl.idx[img] if cl.idx is not None else target
+    dist = torch.empty(b * n_samples, dtype=torch.float64, device=x.device)
+    for sl in batched_rows(img.numel(), batch_size):
+        t = tgt[sl] if isinstance(tgt, torch.Tensor) else tgt
+        e = explain_fn(model, ys[sl], t)
+        em = explanation_maps(e).detach().to(x.device)
+        if em.shape[0] != sl.stop - sl.start or em[0].numel() != phi.shape[1]:
+            raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
+                             f"{sl.stop - sl.start} maps shaped like the given ones {tuple(explanation_maps(maps).shape[1:])}")
+        dist[sl] = (em.reshape(em.shape[0], -1).double() - phi[img[sl]]).norm(dim=1)
+    dist = dist.reshape(b, n_samples)
+    if relative:
+        norm = phi.norm(dim=1)
+        # A zero clean map: any change is infinitely large relative to it, no change is 0.
+        dist = torch.where(norm[:, None] > 0, dist / norm.clamp(min=1e-300)[:, None],
+                           torch.where(dist > 0, torch.full_like(dist, float("inf")), dist))
+    return dist.max(dim=1).values.to(x.dtype)
