@@ -43,6 +43,74 @@ def reduce_channels(maps: torch.Tensor, rule: str = "abs_sum") -> torch.Tensor:
     raise ValueError(f"unknown channel reduction {rule!r}; choose one of {REDUCTIONS}")
 
 
+VISUALIZATIONS = ("abs_grayscale", "diverging")
+
+
+def _percentile_per_image(values: torch.Tensor, percentile: float) -> torch.Tensor:
+    """The ``percentile`` (0-100, linear interpolation as numpy) of each (H, W) map of a (B, H, W) batch."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    flat = values.reshape(values.shape[0], -1).double()
+    return torch.quantile(flat, percentile / 100.0, dim=1).to(values.dtype)
+
+
+def abs_grayscale(maps: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
+    """The "absolute grayscale" view of Adebayo et al. 2018: the sum over channels of |attribution|, scaled per
+    image from its minimum (0) to its ``percentile``-th percentile (1) and clipped there; (B, H, W) in [0, 1].
+
+    (B, H, W) maps use their absolute values. Clipping at the 99th percentile keeps a few extreme pixels from
+    washing out the rest of the map.
+    """
+    a = maps.detach().abs()
+    if a.dim() == 4:
+        a = a.sum(1)
+    a = a.double()
+    lo = a.reshape(a.shape[0], -1).amin(1)
+    hi = _percentile_per_image(a, percentile)
+    hi = torch.where(hi > lo, hi, a.reshape(a.shape[0], -1).amax(1))  # a sparse map: fall back to the maximum
+    span = (hi - lo).clamp_min(torch.finfo(torch.float64).tiny)
+    out = ((a - lo[:, None, None]) / span[:, None, None]).clamp(0, 1)
+    return torch.where((hi > lo)[:, None, None], out, torch.zeros_like(out)).to(torch.float32)
+
+
+def diverging(maps: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
+    """The "diverging" view of Adebayo et al. 2018: the signed sum over channels, divided per image by the
+    ``percentile``-th percentile of its absolute value and clipped; (B, H, W) in [-1, 1] with 0 kept at 0.
+
+    The span comes from |sum| (the saliency library takes the percentile of the signed sum, which shrinks the
+    span of maps that are mostly negative); positive and negative evidence get the same scale.
+    """
+    s = maps.detach()
+    if s.dim() == 4:
+        s = s.sum(1)
+    s = s.double()
+    span = _percentile_per_image(s.abs(), percentile)
+    span = torch.where(span > 0, span, s.reshape(s.shape[0], -1).abs().amax(1))
+    out = (s / span.clamp_min(torch.finfo(torch.float64).tiny)[:, None, None]).clamp(-1, 1)
+    return torch.where((span > 0)[:, None, None], out, torch.zeros_like(out)).to(torch.float32)
+
+
+def render_visualization(maps: torch.Tensor, kind: str = "abs_grayscale", percentile: float = 99.0,
+                         cmap: str | None = None) -> np.ndarray:
+    """Render maps with a sanity-check view (``abs_grayscale``: black 0 to white; ``diverging``: blue negative,
+    white 0, red positive, matplotlib's ``bwr``) as (B, H, W, 3) uint8; ``cmap`` picks another colormap."""
+    if kind == "abs_grayscale":
+        values = abs_grayscale(maps, percentile)
+        if cmap is None:
+            v = (values.cpu().numpy() * 255).round().astype(np.uint8)
+            return np.repeat(v[..., None], 3, axis=-1)
+        unit = values
+    elif kind == "diverging":
+        unit = (diverging(maps, percentile) + 1) / 2
+        cmap = cmap or "bwr"
+    else:
+        raise ValueError(f"unknown visualisation {kind!r}; choose one of {VISUALIZATIONS}")
+    import matplotlib
+
+    colors = matplotlib.colormaps[cmap](unit.cpu().numpy())[..., :3]
+    return (colors * 255).round().astype(np.uint8)
+
+
 def _to_uint8_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """Return (B, H, W, 3) uint8 images from (B, 3, H, W) floats in [0, 1] or uint8 HWC arrays."""
     if isinstance(images, torch.Tensor):
@@ -115,6 +183,12 @@ class Explanation:
 
         colors = matplotlib.colormaps[cmap](self.normalized(rule).cpu().numpy())[..., :3]
         return (colors * 255).round().astype(np.uint8)
+
+    def visualize(self, kind: str = "abs_grayscale", percentile: float = 99.0,
+                  cmap: str | None = None) -> np.ndarray:
+        """Render the maps as the sanity-check paper does: ``abs_grayscale`` or ``diverging``, clipped at the
+        ``percentile``-th percentile; returns (B, H, W, 3) uint8."""
+        return render_visualization(self.maps, kind, percentile, cmap)
 
     def save(self, path: str | Path) -> Path:
         """Write the explanation: ``.pt`` keeps tensors and metadata, ``.png`` the first heatmap."""

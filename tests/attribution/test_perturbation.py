@@ -68,6 +68,32 @@ def test_rise_masks_follow_the_paper():
     assert ((m > 0.05) & (m < 0.95)).any() and (m[:, 1:] - m[:, :-1]).abs().max() < 0.5
 
 
+def test_rise_with_given_masks_is_the_closed_form(tiny64):
+    """Given masks M_1..M_N: map = sum_i s_i M_i / (N E[M]), s_i the softmax score of x * M_i + b * (1 - M_i)
+    and E[M] the masks' mean; the masks come back in extras and can be passed again (also as RiseMasks)."""
+    model, x = tiny64
+    g = torch.Generator().manual_seed(0)
+    m = torch.rand(30, 16, 16, generator=g, dtype=torch.float64) * (torch.rand(30, 1, 1, generator=g) < 0.7)
+    e = rise(model, x, [4, 1, 8], masks=m, baseline=0.25, batch_size=8)
+    for i, t in enumerate([4, 1, 8]):
+        masked = x[i] * m[:, None] + 0.25 * (1 - m[:, None])
+        s = model(masked).softmax(1)[:, t].detach()
+        torch.testing.assert_close(e.maps[i], (s[:, None, None] * m).sum(0) / (30 * m.mean()))
+    assert e.extras["masks"] is not None and e.extras["n_masks"] == 30
+    torch.testing.assert_close(e.extras["p"], float(m.mean()))
+    torch.testing.assert_close(rise(model, x, [4, 1, 8], masks=e.extras["masks"][:, None], baseline=0.25).maps,
+                               e.maps)
+    gen = rise(model, x, [4, 1, 8], n_masks=20, grid=3, seed=2)
+    again = rise(model, x[:1], [4], masks=gen.extras["masks"])
+    torch.testing.assert_close(again.maps, gen.maps[:1])
+    with pytest.raises(ValueError, match=r"masks must have shape \(N, 16, 16\)"):
+        rise(model, x, masks=m[:, :8])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        rise(model, x, masks=m * 2)
+    with pytest.raises(ValueError, match="RISE masks are for"):
+        rise(model, x[..., :8], masks=gen.extras["masks"])
+
+
 def test_rise_is_the_weighted_mean_of_masks(tiny64):
     model, x = tiny64
     e = rise(model, x, [1, 2, 3], n_masks=40, grid=4, p=0.4, baseline=0.1, batch_size=13, seed=5)
@@ -95,6 +121,23 @@ def test_rise_and_occlusion_find_the_region_the_model_looks_at():
     assert inside.flatten()[r.flatten(1).argmax(1)].all()
     o = occlusion(Region(), x, 0, window=4, stride=2).maps
     assert (o[:, ~inside] <= o[:, inside].min(1).values[:, None]).all() and (o[:, inside] > 0).all()
+
+
+@pytest.mark.parametrize("name,opts", [("occlusion", {"window": 6, "stride": 4}),
+                                       ("occlusion", {"window": (5, 3), "stride": (2, 3), "score": "softmax"}),
+                                       ("rise", {"n_masks": 25, "grid": 3}),
+                                       ("rise", {"n_masks": 10, "score": "logit", "baseline": 0.2})])
+def test_a_batch_of_4_equals_4_single_calls(name, opts):
+    """Windows / masks of all images go through the model together, batch_size=7 rows at a time (chunks cut
+    across images); each image still gets exactly its own result."""
+    model = TinyCNN().double().eval()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    targets = [3, 0, 7, 3]
+    batch = explain(model, x, name, targets, batch_size=7, options={name: opts})
+    singles = [explain(model, x[i:i + 1], name, [targets[i]], batch_size=7, options={name: opts}) for i in range(4)]
+    torch.testing.assert_close(batch.maps, torch.cat([e.maps for e in singles]))
+    torch.testing.assert_close(batch.scores, torch.cat([e.scores for e in singles]))
+    assert batch.extras["forward_passes"] == sum(e.extras["forward_passes"] for e in singles)
 
 
 @pytest.mark.parametrize("name,opts", [("occlusion", {"window": 8, "stride": 8}), ("rise", {"n_masks": 8})])
