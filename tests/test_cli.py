@@ -69,3 +69,23 @@ def test_user_model_factory_and_errors(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "missing.png"), "--out", str(out)]) == 2
     assert main(["explain", str(img), "--methods", "gradcamm", "--out", str(out)]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_evaluate_adds_metrics_table_and_curves(tmp_path):
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / name)
+    out = tmp_path / "rep"
+    assert main(["evaluate", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", "tiny_cnn",
+                 "--methods", "gradcam,gradient", "--out", str(out)]) == 0
+    results = _check_report(out)
+    ev = results["evaluation"]
+    assert set(ev) == {"gradcam", "gradient"}
+    for entry in ev.values():
+        assert 0.0 <= entry["deletion"]["value"] <= 1.0 and 0.0 <= entry["insertion"]["value"] <= 1.0
+        assert len(entry["average_drop"]["per_image"]) == 2
+    html = (out / "index.html").read_text()
+    assert "Deletion AUC" in html and "images/curves.png" in html
+    with Image.open(out / "images" / "curves.png") as im:
+        im.load()
+    assert "evaluation_html" not in results

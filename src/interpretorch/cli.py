@@ -170,7 +170,8 @@ def run_explain(args: argparse.Namespace, evaluate: bool = False) -> int:
         from interpretorch.report.evaluation import add_evaluation
 
         add_evaluation(results, model, x, explanations, args)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "results.json").write_text(
+        json.dumps({k: v for k, v in results.items() if k != "evaluation_html"}, indent=2))
     page = write_report(results, out_dir)
     print(f"interpretorch: wrote {page}", file=sys.stderr)
     return 1 if failed else 0
