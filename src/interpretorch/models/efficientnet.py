@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interpretorch.models.layers import StagedModule
+
 # (expand ratio, kernel, stride, repeats, out channels) per stage of EfficientNet-Lite0.
 LITE0_STAGES = [
     (1, 3, 1, 1, 16),
@@ -60,7 +62,7 @@ class MBConvBlock(nn.Module):
         return h + x if self.residual else h
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(StagedModule):
     """EfficientNet-Lite0: stem, 16 MBConv blocks, 1x1 head conv, global average pool, linear."""
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
@@ -88,8 +90,3 @@ class EfficientNetLite(nn.Module):
         names = ["_conv_stem", "_bn0", "_stem_act", "_blocks", "_conv_head", "_bn1", "_head_act",
                  "_avg_pooling", "_flatten", "_dropout", "_fc"]
         return [(n, getattr(self, n)) for n in names]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, stage in self.stages():
-            x = stage(x)
-        return x

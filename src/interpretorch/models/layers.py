@@ -75,6 +75,19 @@ def default_cam_layer(model: nn.Module, example: torch.Tensor) -> str:
     return cands[-1]
 
 
+class StagedModule(nn.Module):
+    """A model whose forward is the composition of ``stages()``, so methods can resume after any stage."""
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Ordered (name, module) pairs whose composition is ``forward``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, stage in self.stages():
+            x = stage(x)
+        return x
+
+
 def _children_chain(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """Return the (name, module) chain whose composition is ``module``'s forward, when known."""
     if isinstance(module, nn.Sequential):

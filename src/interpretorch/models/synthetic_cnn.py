@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
+from interpretorch.models.layers import StagedModule
 from interpretorch.models.preprocess import Preprocess
 
 PREPROCESS = Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -27,7 +28,7 @@ def _block(cin: int, cout: int, dilation: int = 1) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-class SyntheticCNN(nn.Module):
+class SyntheticCNN(StagedModule):
     """Four conv-BN-ReLU blocks (the last dilated), two poolings, global average pooling and a linear head.
 
     At 64 px the ``features`` output is 32 x 16 x 16 with a 30 px receptive field.
@@ -45,11 +46,6 @@ class SyntheticCNN(nn.Module):
     def stages(self) -> list[tuple[str, nn.Module]]:
         """Ordered (name, module) pairs whose composition is ``forward``."""
         return [("features", self.features), ("pool", self.pool), ("flatten", self.flatten), ("fc", self.fc)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, stage in self.stages():
-            x = stage(x)
-        return x
 
 
 @dataclass(frozen=True)

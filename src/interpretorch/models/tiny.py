@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from interpretorch.models.layers import StagedModule
 
-class TinyCNN(nn.Module):
+
+class TinyCNN(StagedModule):
     """Conv-BN-ReLU(inplace) x3 with pooling, global average pooling and a linear classifier."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: int = 8, seed: int | None = 0) -> None:
@@ -37,8 +39,3 @@ class TinyCNN(nn.Module):
     def stages(self) -> list[tuple[str, nn.Module]]:
         """Ordered (name, module) pairs whose composition is ``forward``."""
         return [("features", self.features), ("pool", self.pool), ("flatten", self.flatten), ("fc", self.fc)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, stage in self.stages():
-            x = stage(x)
-        return x
