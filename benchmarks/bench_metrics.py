@@ -3,8 +3,8 @@
 EfficientNet-Lite0, 8 photos at 224x224, CPU, one process, Grad-CAM maps computed once beforehand.
 
 * floor: the forward passes deletion needs and nothing else - 8 images x 100 steps of 1 % of the
-  pixels (the clean pass is shared with the other metrics and not counted), in batches of 64,
-  without gradients, on inputs prepared in advance. A second floor batches the way Quantus does:
+  pixels (the clean pass is shared with the other metrics and not counted), in batches of
+  ``--batch-size`` (64), without gradients, on inputs prepared in advance. A second floor batches the way Quantus does:
   one forward call per step holding all 8 images (96 steps).
 * interpretorch: ``deletion(model, x, maps, step=0.01)`` - ordering, building each perturbed input,
   batched scoring; reported as its time and as a ratio to the floor.
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
             times[n].append(timed(lambda: fn(x, maps), args.clock))
     med = {n: statistics.median(t) for n, t in times.items()}
 
-    per_pass = med[names[0]] / (b * steps)  # one image's forward pass, batches of 64
+    per_pass = med[names[0]] / (b * steps)  # one image's forward pass, batches of --batch-size
     per_pass_step = med[names[1]] / (b * q_steps)  # one image's forward pass, one batch of the images per step
     rows = []
     for n in names:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"Deletion, EfficientNet-Lite0, {b} images at {h}x{w}, Grad-CAM maps, batch {bs}, "
           f"median of {args.repeats}, {args.clock} clock (torch {env['torch']}, {env['threads']} threads, "
           f"Quantus {env['quantus']})\n")
-    print("| run | seconds | forward passes | / those passes in batches of 64 | / those passes, one batch per step |")
+    print(f"| run | seconds | forward passes | / those passes in batches of {bs} | / those passes, one batch per step |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['run']} | {r['seconds']:.2f} | {r['forward_passes']} | {r['ratio_to_its_forward_passes']:.2f} | "
