@@ -65,7 +65,7 @@ def add_evaluation(results: dict[str, Any], model: nn.Module, inputs: torch.Tens
     """Evaluate the run's maps, store the numbers in ``results`` and the curves figure beside the report."""
     from interpretorch.metrics import evaluate
 
-    evaluation = evaluate(model, inputs, explanations, target=args.target, batch_size=args.batch_size or 64)
+    evaluation = evaluate(model, inputs, explanations, target=args.target, batch_size=args.batch_size or 16)
     results["evaluation"] = evaluation
     html = metrics_table_html(evaluation)
     fig = curves_figure(evaluation, Path(args.out) / "images" / "curves.png")
