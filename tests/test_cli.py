@@ -89,3 +89,37 @@ def test_evaluate_adds_metrics_table_and_curves(tmp_path):
     with Image.open(out / "images" / "curves.png") as im:
         im.load()
     assert "evaluation_html" not in results
+
+
+def test_all_methods_with_options_and_pixel_views(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "rep"
+    opts = ["rise.n_masks=12", "rise.grid=4", "integrated_gradients.steps=3", "integrated_gradients.baseline=blur",
+            "smoothgrad.n_samples=2", "vargrad.n_samples=2", "occlusion.window=(8,12)", "gradcam.relu=False"]
+    args = ["explain", str(img), "--model", "tiny_cnn", "--size", "32", "--methods", "all", "--out", str(out)]
+    assert main(args + [a for o in opts for a in ("--option", o)]) == 0
+    results = _check_report(out)
+    entry = results["images"][0]["methods"]
+    assert set(entry) == set(results["method_names"]) and {"rise", "occlusion", "guided_gradcam"} <= set(entry)
+    assert entry["rise"]["options"] == {"n_masks": 12, "grid": 4}
+    assert entry["occlusion"]["options"] == {"window": [8, 12]}
+    assert entry["integrated_gradients"]["options"] == {"steps": 3, "baseline": "blur"}
+    # gradcam ran on its own with its option; the other gradient CAMs still shared one pass
+    assert results["timing"]["gradcam"]["shared_with"] == [] and "layercam" in results["timing"]["gradcam++"]["shared_with"]
+    html = (out / "index.html").read_text()
+    for m in ("gradient", "guided_backprop", "integrated_gradients", "smoothgrad"):  # pixel maps: both views
+        e = entry[m]
+        assert e["signed"] and e["signed"] in html and e["view"].startswith("abs_grayscale")
+        with Image.open(out / e["overlay"]) as gray, Image.open(out / e["signed"]) as div:
+            g, d = np.asarray(gray.convert("RGB")), np.asarray(div.convert("RGB"))
+        assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()  # grayscale
+        assert g.max() == 255 and d.shape == g.shape  # clipped at the 99th percentile: the top pixels saturate
+    for m in ("gradcam", "occlusion", "rise"):
+        assert entry[m]["signed"] is None and entry[m]["view"] == "overlay"
+    assert main(args + ["--option", "rise.n_mask=5"]) == 2
+    assert "n_masks" in capsys.readouterr().err  # lists what rise takes
+    assert main(args[:-4] + ["--methods", "gradcam", "--out", str(out), "--option", "rise.n_masks=5"]) == 2
+    assert "not among the methods" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--option", "rise=5"])

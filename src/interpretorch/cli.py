@@ -26,6 +26,42 @@ def _parse_target(text: str) -> Any:
     return vals[0] if len(vals) == 1 else vals
 
 
+def _parse_option(text: str) -> tuple[str, str, Any]:
+    """``method.name=value`` -> (method, name, value); the value is a Python literal or else a string."""
+    import ast
+
+    head, eq, raw = text.partition("=")
+    method, dot, name = head.strip().rpartition(".")
+    if not eq or not dot or not method or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"--option must look like METHOD.NAME=VALUE (e.g. rise.n_masks=4000), "
+                                         f"got {text!r}")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        value = raw.strip()
+    return method.strip(), name, value
+
+
+def _method_options(pairs: Sequence[tuple[str, str, Any]], methods: Sequence[str]) -> dict[str, dict]:
+    """Group ``--option`` values by canonical method name, checking each method runs and takes the option."""
+    from interpretorch.attribution.registry import _accepts, _function, canonical
+
+    options: dict[str, dict] = {}
+    for method, name, value in pairs:
+        m = canonical(method)
+        if m not in methods:
+            raise ValueError(f"--option {method}.{name}: {m} is not among the methods run ({', '.join(methods)})")
+        if name in ("target", "layer", "batch_size", "model", "inputs") or not _accepts(_function(m), name):
+            import inspect
+
+            takes = [p for p in inspect.signature(_function(m)).parameters
+                     if p not in ("model", "inputs", "target", "layer", "batch_size", "methods")]
+            raise ValueError(f"--option {method}.{name}: {m} takes no option {name!r}; it takes {', '.join(takes)}"
+                             " (target, layer and batch size have their own flags)")
+        options.setdefault(m, {})[name] = value
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpretorch", description="Explain what a vision model sees.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -44,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         e.add_argument("--batch-size", type=int, default=None, help="images / perturbations per model call")
         e.add_argument("--size", type=int, default=None, help="input size for a user model (default 224)")
+        e.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE", type=_parse_option,
+                       help="a keyword argument for one method, e.g. rise.n_masks=4000 or "
+                            "integrated_gradients.baseline=blur (repeatable)")
         if name == "explain":
             e.add_argument("--evaluate", action="store_true", help="also compute the evaluation metrics")
     lay = sub.add_parser("layers", help="list a model's layers and their output shapes")
@@ -108,6 +147,7 @@ def run_explain(args: argparse.Namespace, evaluate: bool = False) -> int:
         print("interpretorch: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
         return 2
     methods = available_methods() if args.methods == "all" else [canonical(m) for m in args.methods.split(",") if m]
+    options = _method_options(args.option, methods)
     loaded = load_model(args.model, device=args.device)
     if args.size:
         loaded.preprocess = Preprocess(args.size, loaded.preprocess.mean, loaded.preprocess.std)
@@ -139,14 +179,14 @@ def run_explain(args: argparse.Namespace, evaluate: bool = False) -> int:
                                   "image": f"images/{stem}.png", "predictions": preds[i], "methods": {}})
     explanations = {}
     # The gradient CAMs share one forward/backward pass: run them as one step and report that shared time.
-    shared = [m for m in methods if m in CAM_METHODS]
-    steps: list[list[str]] = ([shared] if shared else []) + [[m] for m in methods if m not in CAM_METHODS]
+    shared = [m for m in methods if m in CAM_METHODS and m not in options]
+    steps: list[list[str]] = ([shared] if shared else []) + [[m] for m in methods if m not in shared]
     bar = tqdm(total=len(methods), desc="explaining", unit="method", file=sys.stderr)
     for step in steps:
         bar.set_postfix_str(",".join(step)[:40])
         t0 = time.perf_counter()
         got = explain(model, x, step, args.target, layer if step[0] in LAYER_METHODS else None,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, options={m: options[m] for m in step if m in options})
         seconds = time.perf_counter() - t0
         bar.update(len(step))
         for m in step:
@@ -156,14 +196,25 @@ def run_explain(args: argparse.Namespace, evaluate: bool = False) -> int:
     bar.close()
     for m, e in explanations.items():
         seconds = results["timing"][m]["seconds"]
-        overlays = e.overlay(display)
+        # Pixel attributions (B, C, H, W) are shown as the sanity-check paper does: |map| summed over channels in
+        # grayscale and the signed sum in a diverging colormap, both clipped at the 99th percentile. Heat maps
+        # over the image suit the smooth region maps (CAMs, occlusion, RISE), not pixel-level gradients.
+        pixel = e.maps.dim() == 4
+        pictures = e.visualize("abs_grayscale") if pixel else e.overlay(display)
+        signed = e.visualize("diverging") if pixel else None
         maps2d = e.map2d().float().cpu().numpy()
         for i, stem in enumerate(stems):
-            _save_png(overlays[i], out_dir / "images" / f"{stem}_{_file_safe(m)}.png")
-            np.save(out_dir / "maps" / f"{stem}_{_file_safe(m)}.npy", maps2d[i])
+            f = f"{stem}_{_file_safe(m)}"
+            _save_png(pictures[i], out_dir / "images" / f"{f}.png")
+            if signed is not None:
+                _save_png(signed[i], out_dir / "images" / f"{f}_signed.png")
+            np.save(out_dir / "maps" / f"{f}.npy", maps2d[i])
             tgt = None if e.target is None else int(e.target[i])
             results["images"][i]["methods"][m] = {
-                "overlay": f"images/{stem}_{_file_safe(m)}.png", "map": f"maps/{stem}_{_file_safe(m)}.npy",
+                "overlay": f"images/{f}.png", "map": f"maps/{f}.npy",
+                "signed": None if signed is None else f"images/{f}_signed.png",
+                "view": "abs_grayscale p99 (signed: diverging p99)" if pixel else "overlay",
+                "options": options.get(m, {}),
                 "target": tgt, "target_name": None if tgt is None or tgt >= len(class_names) else class_names[tgt],
                 "layer": e.layer, "seconds": seconds / len(x)}
     if evaluate:

@@ -472,8 +472,10 @@ def unit_noise(samples: list[int], shape: tuple[int, ...], seed: int = 0, *, dty
 
 def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, method: str, n_samples: int,
                   noise_level: float, stdev: float | torch.Tensor | None, base: str, seed: int,
-                  batch_size: int, base_options: dict | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Mean and mean square of ``base`` attributions over ``n_samples`` noisy copies of each image."""
+                  batch_size: int, base_options: dict | None, need: tuple[str, ...] = ("mean", "square")
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
+    """Mean and mean square of ``base`` attributions over ``n_samples`` noisy copies of each image (each None
+    when not in ``need``, so SmoothGrad does not pay for the squares)."""
     if base not in NOISE_BASES:
         raise ValueError(f"unknown base method {base!r} for {method}; choose one of {', '.join(NOISE_BASES)}")
     if n_samples < 1:
@@ -492,8 +494,8 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
     idx, out = clean_pass(model, x, target, batch_size)
     base_fn = NOISE_BASES[base]
     opts = dict(base_options or {})
-    total = torch.zeros_like(x, dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
+    total = torch.zeros_like(x, dtype=torch.float64) if "mean" in need else None
+    total_sq = torch.zeros_like(x, dtype=torch.float64) if "square" in need else None
     # Rows are sample-major (row r = sample r // b of image r % b); sample s draws the same unit noise
     # for every image and every chunking, so results do not depend on batch_size or batch composition.
     for sl in chunks(n_samples * b, batch_size):
@@ -504,12 +506,15 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
         rows = x[i] + sigma[i].view(-1, 1, 1, 1) * noise
         rows_target = target if idx is None else idx[i]
         a = base_fn(model, rows, rows_target, batch_size=batch_size, **opts).maps.double()
-        total.index_add_(0, i, a)
-        total_sq.index_add_(0, i, a * a)
-    mean, mean_sq = total / n_samples, total_sq / n_samples
+        if total is not None:
+            total.index_add_(0, i, a)
+        if total_sq is not None:
+            total_sq.index_add_(0, i, a.square_())
+    mean = None if total is None else total / n_samples
+    mean_sq = None if total_sq is None else total_sq / n_samples
     scores = row_scores(out, target, idx)
     extras = {"stdev": sigma, "n_samples": n_samples, "base": base}
-    return mean.to(x.dtype), mean_sq.to(x.dtype), {"idx": idx, "scores": scores, "extras": extras}
+    return mean, mean_sq, {"idx": idx, "scores": scores, "extras": extras, "dtype": x.dtype}
 
 
 def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_samples: int = 50,
@@ -525,9 +530,11 @@ def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", 
     """
     mean, mean_sq, info = _noise_tunnel(model, inputs, target, method="smoothgrad", n_samples=n_samples,
                                         noise_level=noise_level, stdev=stdev, base=base, seed=seed,
-                                        batch_size=batch_size, base_options=base_options)
-    return Explanation(maps=mean_sq if squared else mean, method="smoothgrad", target=info["idx"],
-                       scores=info["scores"], extras=info["extras"])
+                                        batch_size=batch_size, base_options=base_options,
+                                        need=("square",) if squared else ("mean",))
+    maps = (mean_sq if squared else mean).to(info["dtype"])
+    return Explanation(maps=maps, method="smoothgrad", target=info["idx"], scores=info["scores"],
+                       extras=info["extras"])
 
 
 def vargrad(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_samples: int = 50,
@@ -540,7 +547,8 @@ def vargrad(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, 
     mean, mean_sq, info = _noise_tunnel(model, inputs, target, method="vargrad", n_samples=n_samples,
                                         noise_level=noise_level, stdev=stdev, base=base, seed=seed,
                                         batch_size=batch_size, base_options=base_options)
-    return Explanation(maps=(mean_sq - mean * mean).clamp_min(0), method="vargrad", target=info["idx"],
+    var = (mean_sq - mean * mean).clamp_min(0).to(info["dtype"])
+    return Explanation(maps=var, method="vargrad", target=info["idx"],
                        scores=info["scores"], extras=info["extras"])
 
 
