@@ -162,3 +162,21 @@ def test_callable_target_rows(tiny64):
                                                                target=0)
     torch.testing.assert_close(e.maps, ref[:, 0].double(), rtol=1e-5, atol=1e-6)
     assert e.target is None
+
+
+def test_default_rows_per_pass_depend_on_the_device(tiny64):
+    from interpretorch.attribution.common import rows_per_pass
+
+    assert rows_per_pass(None, torch.device("cpu")) == 8 and rows_per_pass(None, torch.device("cuda")) == 64
+    assert rows_per_pass(5, torch.device("cpu")) == 5
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            rows_per_pass(bad, torch.device("cpu"))
+    model, x = tiny64
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    try:
+        rise(model, x[:1], n_masks=20)  # no batch_size: 8 masked rows per call on the CPU
+    finally:
+        handle.remove()
+    assert sizes == [1, 8, 8, 4]  # the clean pass, then 20 masked rows

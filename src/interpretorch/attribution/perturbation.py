@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import as_baseline, check_inputs, chunks, clean_pass, row_scores, seed_for
+from interpretorch.attribution.common import (as_baseline, check_inputs, chunks, clean_pass, row_scores,
+                                               rows_per_pass, seed_for)
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
 from interpretorch.targets import Target, check_finite
@@ -46,7 +47,7 @@ def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, targ
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
               window: int | tuple[int, int] | None = None, stride: int | tuple[int, int] | None = None,
-              baseline: float | torch.Tensor = 0.0, score: str = "logit", batch_size: int = 64) -> Explanation:
+              baseline: float | torch.Tensor = 0.0, score: str = "logit", batch_size: int | None = None) -> Explanation:
     """Occlusion (Zeiler & Fergus 2014): the drop of the target score when a window is set to ``baseline``,
     averaged over the windows covering each pixel.
 
@@ -55,10 +56,11 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
     (C, h, w) window. ``score``: "logit" (Captum) or "softmax" (the class probability); a callable
     target defines its own score. ``baseline``: a number or a tensor broadcastable to the inputs.
     The default window is 1/7 of the shorter image side (32 px at 224 px, about the cell of RISE's 7 x 7
-    grid) and the default stride half the window: 169 windows per 224 px image, about 6 s per image on a
-    2-core CPU for EfficientNet-Lite0. Each image costs one forward pass per window (``extras["forward_passes"]``).
+    grid) and the default stride half the window: 169 windows per 224 px image, 2.4 s per image on a
+    2-core CPU for EfficientNet-Lite0 at the default of 8 rows per pass there (64 on a GPU). Each image costs one forward pass per window (``extras["forward_passes"]``).
     """
     x = check_inputs(model, inputs)
+    batch_size = rows_per_pass(batch_size, x.device)
     b, _, h, w = x.shape
     if window is None:
         window = max(1, min(h, w) // 7)
@@ -150,7 +152,7 @@ def _as_masks(masks: "RiseMasks | torch.Tensor", size: tuple[int, int]) -> "Rise
 
 def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_masks: int = 1000, grid: int = 7,
          p: float = 0.5, baseline: float | torch.Tensor = 0.0, score: str = "softmax", seed: int = 0,
-         masks: "RiseMasks | torch.Tensor | None" = None, batch_size: int = 64) -> Explanation:
+         masks: "RiseMasks | torch.Tensor | None" = None, batch_size: int | None = None) -> Explanation:
     """RISE (Petsiuk et al. 2018): the sum of random masks weighted by the target score of the masked image,
     divided by N x E[M] (N masks, E[M] = p for generated masks).
 
@@ -160,10 +162,11 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
     map does not depend on the rest of the batch; ``extras["masks"]`` returns them for reuse. ``masks``
     takes such a ``RiseMasks``, or a tensor (N, H, W) of masks in [0, 1], in which case E[M] is their mean.
     Each image costs one forward pass per mask (``extras["forward_passes"]``). The default of 1000 masks keeps
-    a 224 px image at about 30 s on a 2-core CPU for EfficientNet-Lite0; the paper used 4000-8000, and the
-    map's noise falls as 1 / sqrt(n_masks), so raise it for figures.
+    a 224 px image at about 14 s on a 2-core CPU for EfficientNet-Lite0 (8 rows per pass, 64 on a GPU); the
+    paper used 4000-8000, and the map's noise falls as 1 / sqrt(n_masks), so raise it for figures.
     """
     x = check_inputs(model, inputs)
+    batch_size = rows_per_pass(batch_size, x.device)
     b, _, h, w = x.shape
     if masks is None:
         masks = RiseMasks(n_masks, (h, w), grid, p, seed)

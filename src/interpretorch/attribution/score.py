@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import callable_rows, check_inputs, resolve_layer
+from interpretorch.attribution.common import callable_rows, check_inputs, resolve_layer, rows_per_pass
 from interpretorch.capture import capture, preserved_state
 from interpretorch.explanation import Explanation, normalize_maps, upsample
 from interpretorch.models.layers import get_layer, tail_after
@@ -37,20 +37,21 @@ def _score_of(out: torch.Tensor, target: Target, idx: torch.Tensor | None, weigh
 
 
 def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
-              layer: str | nn.Module | None = None, *, batch_size: int = 16, weighting: str = "softmax",
+              layer: str | nn.Module | None = None, *, batch_size: int | None = None, weighting: str = "softmax",
               align_corners: bool = False, relu: bool = True, normalize: bool = False) -> Explanation:
     """Score-CAM (Wang et al. 2020): weight each channel by the target score of the input masked with it.
 
     ``weighting``: "softmax" (the paper: target class probability of each masked input), "logit"
     (raw target score), or "channel_softmax" (logits softmaxed across channels, pytorch-grad-cam's
     rule). Channels whose normalised map is constant give the same (all-zero) masked input, which is
-    evaluated once; masked inputs of all images are batched together through ``batch_size`` (16 is
-    fastest on CPU; raise it on a GPU). ``align_corners`` sets how the layer's maps are upsampled
+    evaluated once; masked inputs of all images are batched together through ``batch_size`` (default 8 on
+    CPU, where small batches are fastest, 64 on a GPU). ``align_corners`` sets how the layer's maps are upsampled
     into masks (pytorch-grad-cam uses True; False matches how the final map is upsampled).
     """
     if weighting not in SCORE_WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {SCORE_WEIGHTINGS}")
     x = check_inputs(model, inputs)
+    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
     a, out, idx, clean = _activations(model, x, name, target)
     b, c = a.shape[:2]
