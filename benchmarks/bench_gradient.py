@@ -13,6 +13,7 @@ short warm-up; times are medians of ``--repeats`` rounds and ratios medians of t
 
     python benchmarks/bench_gradient.py [--batch 8] [--repeats 3] [--rows 32] [--masks 250] [--json out.json]
                                         [--threads N] [--clock wall|cpu] [--only integrated smoothgrad ...]
+                                        [--ig-delta]
 
 Captum's GuidedBackprop hooks nn.ReLU modules only, so on this ReLU6 network it returns a plain gradient
 (the timing is the same amount of work); interpretorch's applies the rule to the ReLU6 activations.
@@ -92,7 +93,8 @@ def cases(model, x: torch.Tensor, args) -> dict[str, dict]:
                              method="gausslegendre"),
         captum=has and (lambda: IntegratedGradients(mc).attribute(x, target=tgt, n_steps=steps,
                                                                   method="gausslegendre",
-                                                                  internal_batch_size=rows)))
+                                                                  internal_batch_size=rows,
+                                                                  return_convergence_delta=args.ig_delta)))
     c[f"smoothgrad ({samples} samples)"] = dict(
         per_image=samples, grad=True,
         ours=lambda: explain(mo, x, "smoothgrad", tgt, batch_size=rows, n_samples=samples),
@@ -120,6 +122,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=32, help="occlusion window (default 32)")
     ap.add_argument("--stride", type=int, default=16, help="occlusion stride (default 16)")
     ap.add_argument("--masks", type=int, default=250, help="RISE masks (default 250)")
+    ap.add_argument("--ig-delta", action="store_true",
+                    help="Captum's IG also returns its convergence delta, as ours always does (f(x), f(x') passes)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall time (default) or process CPU time, steadier on a machine other jobs load")
@@ -158,7 +162,8 @@ def main() -> None:
                 t = clock()
                 r[k]()
                 times[n][k].append(clock() - t)
-    result = {"batch": args.batch, "rows": args.rows, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    result = {"batch": args.batch, "rows": args.rows, "captum_ig_delta": args.ig_delta,
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
               "captum": CAPTUM, "machine": platform.machine(), "repeats": args.repeats, "clock": args.clock,
               "load_before": load_before, "load_after": os.getloadavg()[0],
               "total_s": time.perf_counter() - t_start, "methods": {}}
