@@ -106,7 +106,8 @@ def test_all_methods_with_options_and_pixel_views(tmp_path, capsys):
     assert entry["occlusion"]["options"] == {"window": [8, 12]}
     assert entry["integrated_gradients"]["options"] == {"steps": 3, "baseline": "blur"}
     # gradcam ran on its own with its option; the other gradient CAMs still shared one pass
-    assert results["timing"]["gradcam"]["shared_with"] == [] and "layercam" in results["timing"]["gradcam++"]["shared_with"]
+    timing = results["timing"]
+    assert timing["gradcam"]["shared_with"] == [] and "layercam" in timing["gradcam++"]["shared_with"]
     html = (out / "index.html").read_text()
     for m in ("gradient", "guided_backprop", "integrated_gradients", "smoothgrad"):  # pixel maps: both views
         e = entry[m]
