@@ -30,8 +30,9 @@ class SamePadConv2d(nn.Conv2d):
         oh, ow = -(-ih // sh), -(-iw // sw)
         ph = max((oh - 1) * sh + kh - ih, 0)
         pw = max((ow - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        if ph % 2 == 0 and pw % 2 == 0:  # symmetric: the convolution pads, without a padded copy of x
+            return F.conv2d(x, self.weight, self.bias, self.stride, (ph // 2, pw // 2), self.dilation, self.groups)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
