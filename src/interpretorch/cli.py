@@ -26,6 +26,10 @@ def _parse_target(text: str) -> Any:
     return vals[0] if len(vals) == 1 else vals
 
 
+# Arguments the command line sets itself (or a method's signature plumbing), never through --option.
+_NOT_OPTIONS = ("model", "inputs", "target", "layer", "batch_size", "methods", "kwargs", "options")
+
+
 def _parse_option(text: str) -> tuple[str, str, Any]:
     """``method.name=value`` -> (method, name, value); the value is a Python literal or else a string."""
     import ast
@@ -44,6 +48,8 @@ def _parse_option(text: str) -> tuple[str, str, Any]:
 
 def _method_options(pairs: Sequence[tuple[str, str, Any]], methods: Sequence[str]) -> dict[str, dict]:
     """Group ``--option`` values by canonical method name, checking each method runs and takes the option."""
+    import inspect
+
     from interpretorch.attribution.registry import _accepts, _function, canonical
 
     options: dict[str, dict] = {}
@@ -51,11 +57,8 @@ def _method_options(pairs: Sequence[tuple[str, str, Any]], methods: Sequence[str
         m = canonical(method)
         if m not in methods:
             raise ValueError(f"--option {method}.{name}: {m} is not among the methods run ({', '.join(methods)})")
-        if name in ("target", "layer", "batch_size", "model", "inputs") or not _accepts(_function(m), name):
-            import inspect
-
-            takes = [p for p in inspect.signature(_function(m)).parameters
-                     if p not in ("model", "inputs", "target", "layer", "batch_size", "methods")]
+        if name in _NOT_OPTIONS or not _accepts(_function(m), name):
+            takes = [p for p in inspect.signature(_function(m)).parameters if p not in _NOT_OPTIONS]
             raise ValueError(f"--option {method}.{name}: {m} takes no option {name!r}; it takes {', '.join(takes)}"
                              " (target, layer and batch size have their own flags)")
         options.setdefault(m, {})[name] = value

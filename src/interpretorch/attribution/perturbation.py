@@ -47,7 +47,8 @@ def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, targ
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
               window: int | tuple[int, int] | None = None, stride: int | tuple[int, int] | None = None,
-              baseline: float | torch.Tensor = 0.0, score: str = "logit", batch_size: int | None = None) -> Explanation:
+              baseline: float | torch.Tensor = 0.0, score: str = "logit",
+              batch_size: int | None = None) -> Explanation:
     """Occlusion (Zeiler & Fergus 2014): the drop of the target score when a window is set to ``baseline``,
     averaged over the windows covering each pixel.
 
@@ -57,7 +58,8 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
     target defines its own score. ``baseline``: a number or a tensor broadcastable to the inputs.
     The default window is 1/7 of the shorter image side (32 px at 224 px, about the cell of RISE's 7 x 7
     grid) and the default stride half the window: 169 windows per 224 px image, 2.4 s per image on a
-    2-core CPU for EfficientNet-Lite0 at the default of 8 rows per pass there (64 on a GPU). Each image costs one forward pass per window (``extras["forward_passes"]``).
+    2-core CPU for EfficientNet-Lite0 at the default of 8 rows per pass there (64 on a GPU). Each image
+    costs one forward pass per window (``extras["forward_passes"]``).
     """
     x = check_inputs(model, inputs)
     batch_size = rows_per_pass(batch_size, x.device)

@@ -45,8 +45,8 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
     (raw target score), or "channel_softmax" (logits softmaxed across channels, pytorch-grad-cam's
     rule). Channels whose normalised map is constant give the same (all-zero) masked input, which is
     evaluated once; masked inputs of all images are batched together through ``batch_size`` (default 8 on
-    CPU, where small batches are fastest, 64 on a GPU). ``align_corners`` sets how the layer's maps are upsampled
-    into masks (pytorch-grad-cam uses True; False matches how the final map is upsampled).
+    CPU, where small batches are fastest, 64 on a GPU). ``align_corners`` sets how the layer's maps are
+    upsampled into masks (pytorch-grad-cam uses True; False matches how the final map is upsampled).
     """
     if weighting not in SCORE_WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {SCORE_WEIGHTINGS}")
