@@ -45,9 +45,20 @@ class Site:
 
 SiteLike = Union[str, nn.Module, Site]
 
+SCRIPTED = ("is TorchScript, where no hook can run, so layer methods (the CAMs, Score-/Ablation-CAM, Guided "
+            "Grad-CAM) cannot see its layers; use a pixel method (gradient, integrated_gradients, occlusion, rise) "
+            "or load the model as Python modules or as a torch.export program (.pt2)")
+
+
+def check_hookable(model: nn.Module, what: str = "the model") -> None:
+    """Raise a TypeError saying what to do instead when ``model`` is TorchScript (scripted or traced)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(f"{what} {SCRIPTED}")
+
 
 def parse_site(model: nn.Module, spec: SiteLike) -> Site:
     """Return the :class:`Site` a layer spec names, checking that the module exists."""
+    check_hookable(model)
     if isinstance(spec, Site):
         get_layer(model, spec.module)
         if spec.part not in ("output", "input"):
@@ -256,9 +267,7 @@ def capture(model: nn.Module, layers: SiteLike | Sequence[SiteLike], *, grad: bo
         try:
             for n, site in zip(names, sites):
                 m = get_layer(model, site.module)
-                if isinstance(m, torch.jit.ScriptModule):
-                    raise TypeError(f"layer {site.module!r} is TorchScript, where no hook can run; load the model "
-                                    "as Python modules or a torch.export program (.pt2) to use layer methods")
+                check_hookable(m, f"layer {site.module!r}")
                 if site.part == "input":
                     handles.append(m.register_forward_pre_hook(input_hook(n, site), with_kwargs=True))
                 else:
@@ -321,6 +330,7 @@ def token_grid(input_size: tuple[int, int], prefix_tokens: int | None = None
 
 def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """Run one dry forward pass and list (name, output shape) of modules giving (B, C, H, W) outputs, in call order."""
+    check_hookable(model)
     found: list[tuple[str, tuple[int, ...]]] = []
     handles = []
 

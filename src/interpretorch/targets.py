@@ -38,7 +38,7 @@ def check_target(target: Target, n: int) -> Target:
             raise TypeError(f"target must hold integer class indices, got a {target.dtype} tensor")
         return int(target)
     if isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.dtype == torch.bool:
+        if target.numel() and (target.is_floating_point() or target.dtype == torch.bool):
             raise TypeError(f"target must hold integer class indices, got a {target.dtype} tensor")
         idx = target.detach().reshape(-1).long()
     elif isinstance(target, (list, tuple)):
@@ -65,6 +65,10 @@ def target_indices(outputs: torch.Tensor, target: Target) -> torch.Tensor | None
     """Return one class index per output row (B,), or None when ``target`` is a callable."""
     if is_callable_target(target):
         return None
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"the model returns a {type(outputs).__name__}, not a (B, num_classes) tensor; pass a "
+                        "callable target that picks the scores (e.g. lambda out: out['logits'][:, 3]) or wrap "
+                        "the model so that it returns the logits")
     if outputs.dim() != 2:
         raise ValueError(f"class targets need (B, num_classes) outputs, got shape {tuple(outputs.shape)}; "
                          "pass a callable target for other heads")
@@ -87,9 +91,10 @@ def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor |
     softmax probability (``kind``), or ``target(outputs)`` for a callable target."""
     if is_callable_target(target):
         scores = target(outputs)
-        if not isinstance(scores, torch.Tensor) or scores.shape != (outputs.shape[0],):
+        rows = _tensors(outputs)[0].shape[0] if _tensors(outputs) else None
+        if not isinstance(scores, torch.Tensor) or scores.shape != (rows,):
             raise ValueError(f"a callable target must return one score per row of the outputs: expected shape "
-                             f"({outputs.shape[0]},), got {getattr(scores, 'shape', type(scores).__name__)}")
+                             f"({rows},), got {getattr(scores, 'shape', type(scores).__name__)}")
         return scores
     if kind not in SCORES:
         raise ValueError(f"unknown score {kind!r}; choose one of {SCORES}")
@@ -100,10 +105,37 @@ def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor |
     return outputs.gather(1, indices[:, None].to(outputs.device)).squeeze(1)
 
 
-def check_finite(outputs: torch.Tensor, what: str = "model outputs") -> None:
-    """Raise a clear error when ``outputs`` contain NaN or infinity."""
-    if not isinstance(outputs, torch.Tensor):
-        raise TypeError(f"{what} are a {type(outputs).__name__}, not a tensor; wrap the model so that it returns "
-                        "the logits (B, num_classes), or pass a callable target that picks the scores")
-    if not torch.isfinite(outputs).all():
+def _tensors(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def check_finite(outputs: object, what: str = "model outputs") -> None:
+    """Raise a clear error when ``outputs`` (a tensor, or tensors in a dict / tuple) hold NaN or infinity."""
+    tensors = _tensors(outputs)
+    if not tensors:
+        raise TypeError(f"{what} are a {type(outputs).__name__} holding no tensor; the model must return tensors")
+    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
         raise FloatingPointError(f"{what} contain NaN or infinite values; check the input and the model")
+
+
+def concat_outputs(chunks: list) -> object:
+    """Concatenate per-chunk model outputs along the batch: tensors, or dicts / tuples of tensors."""
+    first = chunks[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([c.detach() for c in chunks])
+    if isinstance(first, dict):
+        return {k: concat_outputs([c[k] for c in chunks]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(concat_outputs([c[i] for c in chunks]) for i in range(len(first)))
+    return first
+
+
+def tensor_outputs(outputs: object) -> torch.Tensor | None:
+    """``outputs`` detached when they are one tensor (what predictions can be read from), else None."""
+    return outputs.detach() if isinstance(outputs, torch.Tensor) else None

@@ -19,7 +19,8 @@ from interpretorch.batching import chunks
 from interpretorch.capture import capture, token_grid
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
+from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
+                                   target_scores, tensor_outputs)
 
 EPS = 1e-7
 
@@ -186,6 +187,9 @@ def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | 
             if a.dim() != 4:
                 raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}; CAMs need a (B, C, H, W) output "
                                  "or (B, T, C) tokens")
+            if a.shape[2] * a.shape[3] == 1:
+                raise ValueError(f"layer {name!r} gives 1x1 maps {tuple(a.shape)}, so every CAM would be constant; "
+                                 "choose a layer with a spatial output (`interpretorch layers` lists them)")
             g = rec.gradients(scores)[name] if need_grad else None
         a = a.detach()
         ctx = SimpleNamespace(model=model, idx=idx, fc=fc)
@@ -195,10 +199,10 @@ def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | 
         if idx is not None:
             idx_all.append(idx)
         scores_all.append(scores.detach())
-        outs.append(out.detach())
+        outs.append(out)
     idx_cat = torch.cat(idx_all) if idx_all else None
     score_cat = torch.cat(scores_all)
-    out_cat = torch.cat(outs)
+    out_cat = tensor_outputs(concat_outputs(outs))
     result = {}
     for m in methods:
         raw, maps = finish_region(torch.cat(raws[m]), size, relu, normalize)

@@ -13,8 +13,8 @@ from interpretorch.batching import ACCELERATOR_ROWS, CPU_ROWS, check_batch_size,
 from interpretorch.capture import default_cam_layer, frozen
 from interpretorch.explanation import normalize_maps, upsample
 from interpretorch.models.layers import layer_name
-from interpretorch.targets import (SCORES, Target, check_finite, check_target, split_target, target_indices,
-                                   target_scores)
+from interpretorch.targets import (SCORES, Target, check_finite, check_target, concat_outputs, split_target,
+                                   target_indices, target_scores)
 
 __all__ = ["model_device", "check_inputs", "resolve_layer", "rows_per_pass", "chunks", "check_batch_size",
            "CPU_ROWS", "ACCELERATOR_ROWS", "SCORES", "clean_pass", "score_rows", "as_baseline", "seed_for",
@@ -33,7 +33,8 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def check_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Validate a (B, C, H, W) float batch and return it detached on the model's device."""
+    """Validate a (B, C, H, W) float batch and return a detached copy on the model's device (a copy, so a model
+    whose first operation is in place cannot change the caller's tensor)."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (B, C, H, W), got {type(inputs).__name__}")
     if inputs.dim() == 3:
@@ -47,7 +48,9 @@ def check_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         raise ValueError("inputs hold no images (batch size 0)")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
-    return inputs.detach().to(model_device(model))
+    device = model_device(model)
+    x = inputs.detach()
+    return x.to(device) if x.device != device else x.clone()
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None, inputs: torch.Tensor) -> str:
@@ -59,9 +62,13 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None, inputs: torch
             parse_site(model, layer)
             return layer
         return layer_name(model, layer)
-    key = (tuple(inputs.shape[1:]), inputs.dtype)
+    # Keyed by the input shape and by which modules the model holds, so a model edited in place is searched
+    # again; only the last few shapes are kept.
+    key = (tuple(inputs.shape[1:]), inputs.dtype, tuple(id(m) for m in model.modules()))
     cache = _DEFAULT_LAYER.setdefault(model, {})
     if key not in cache:
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
         cache[key] = default_cam_layer(model, inputs)
     return cache[key]
 
@@ -86,7 +93,7 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: Target, batch_size: in
             if idx is not None:
                 idx_all.append(idx)
             outs.append(out)
-    return (torch.cat(idx_all) if idx_all else None), torch.cat(outs)
+    return (torch.cat(idx_all) if idx_all else None), concat_outputs(outs)
 
 
 def score_rows(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], n_rows: int,

@@ -18,7 +18,8 @@ from interpretorch.attribution.relu_rules import check_reach, relu_rule
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
+from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
+                                   target_scores, tensor_outputs)
 
 
 def input_grad(scores: torch.Tensor, rows: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
@@ -44,11 +45,11 @@ def grad_pass(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int
             rows = x[sl].clone().requires_grad_(True)
             if state is not None and k == 0:
                 with state.audit():
-                    out = model(rows)
+                    out = model(rows.clone())  # a non-leaf copy: in-place first ops stay legal
                 check_reach(state, method, model)
                 info = {"relu_reached": state.reached, "relu_unreached": state.unreached}
             else:
-                out = model(rows)
+                out = model(rows.clone())
             check_finite(out)
             t = split_target(target, sl)
             with state.pause() if state is not None else contextlib.nullcontext():  # the target is not the model
@@ -56,12 +57,13 @@ def grad_pass(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int
                 s = target_scores(out, t, idx)
             grads.append(input_grad(s, rows))
             scores_all.append(s.detach())
-            outs.append(out.detach())
+            outs.append(out)
             if idx is not None:
                 idx_all.append(idx)
     return torch.cat(grads), Explanation(maps=torch.empty(0), method=method,
                                          target=torch.cat(idx_all) if idx_all else None,
-                                         scores=torch.cat(scores_all), extras=info, outputs=torch.cat(outs))
+                                         scores=torch.cat(scores_all), extras=info,
+                                         outputs=tensor_outputs(concat_outputs(outs)))
 
 
 def gradient(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, batch_size: int | None = None,

@@ -13,7 +13,8 @@ from interpretorch.attribution.relu_rules import check_reach, relu_rule
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, upsample
-from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
+from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
+                                   target_scores, tensor_outputs)
 
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
                     batch_size: int | None = None) -> Explanation:
@@ -70,10 +71,10 @@ def guided_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target = "top
             rows = x[sl].clone().requires_grad_(True)
             if k == 0:
                 with rule.audit():
-                    out = model(rows)
+                    out = model(rows.clone())  # a non-leaf copy: in-place first ops stay legal
                 check_reach(rule, "guided_gradcam", model)
             else:
-                out = model(rows)
+                out = model(rows.clone())
             check_finite(out)
             t = split_target(target, sl)
             with rule.pause():
@@ -87,7 +88,7 @@ def guided_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target = "top
             grads.append(input_grad(s, rows))
         cams.append(F.relu(gradcam_rule(a.detach(), ga)))
         scores_all.append(s.detach())
-        outs.append(out.detach())
+        outs.append(out)
         if idx is not None:
             idx_all.append(idx)
     raw = torch.cat(cams)
@@ -95,7 +96,8 @@ def guided_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target = "top
     up = upsample(raw, size) if interpolate == "bilinear" else F.interpolate(raw[:, None], size=size)[:, 0]
     return Explanation(maps=torch.cat(grads) * up[:, None], method="guided_gradcam",
                        target=torch.cat(idx_all) if idx_all else None, layer=name, raw=raw,
-                       scores=torch.cat(scores_all), outputs=torch.cat(outs))
+                       scores=torch.cat(scores_all),
+                       outputs=tensor_outputs(concat_outputs(outs)))
 
 
 register("guided_gradcam", guided_gradcam, kind="pixel", needs_layer=True,

@@ -12,7 +12,8 @@ from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
 from interpretorch.imageops import gaussian_blur
-from interpretorch.targets import Target, check_finite, check_target
+from interpretorch.targets import Target, check_finite, check_target, tensor_outputs
+
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
@@ -101,7 +102,7 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target 
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
             rows = (base[i] + alphas_t[k].view(-1, 1, 1, 1) * diff[i]).requires_grad_(True)
-            o = model(rows)
+            o = model(rows.clone())  # a non-leaf copy: in-place first ops stay legal
             check_finite(o, "outputs on interpolated inputs")
             g = input_grad(row_scores(o, target, None if idx is None else idx[i]), rows)
             total.index_add_(0, i, g.to(acc) * weights_t[k].view(-1, 1, 1, 1))
@@ -114,7 +115,7 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target 
                                "integration": method, "forward_backward_passes": steps * b,
                                "forward_passes": 2 * b,
                                "baseline_kind": baseline if isinstance(baseline, str) else "given"},
-                       outputs=out)
+                       outputs=tensor_outputs(out))
 
 
 register("integrated_gradients", integrated_gradients, kind="pixel", aliases=("ig", "integratedgradients"))

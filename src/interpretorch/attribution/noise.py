@@ -8,7 +8,8 @@ from interpretorch.attribution.common import check_inputs, clean_pass, row_score
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.batching import chunks
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
+from interpretorch.targets import Target, check_target, tensor_outputs
+
 
 NOISE_TUNNELS = ("smoothgrad", "vargrad")
 
@@ -83,7 +84,7 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
     mean_sq = None if total_sq is None else total_sq / n_samples
     scores = row_scores(out, target, idx)
     extras = {"stdev": sigma, "n_samples": n_samples, "base": base}
-    return mean, mean_sq, {"idx": idx, "scores": scores, "extras": extras, "dtype": x.dtype, "outputs": out}
+    return mean, mean_sq, {"idx": idx, "scores": scores, "extras": extras, "dtype": x.dtype, "outputs": tensor_outputs(out)}
 
 
 def smoothgrad(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_samples: int = 50,

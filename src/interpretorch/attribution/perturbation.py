@@ -14,7 +14,7 @@ from interpretorch.attribution.common import (as_baseline, check_inputs, clean_p
                                                score_rows, seed_for)
 from interpretorch.attribution.registry import register
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
+from interpretorch.targets import Target, check_target, tensor_outputs
 
 
 def _pair(v: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -87,7 +87,7 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
                    lambda i, s, mask: total.index_add_(0, i, (clean[i] - s).to(x.dtype)[:, None, None] * mask))
     return Explanation(maps=total / count, method="occlusion", target=idx, scores=clean,
                        extras={"window": (kh, kw), "stride": (sh, sw), "score": score,
-                               "forward_passes": len(ys) * nx * b}, outputs=out)
+                               "forward_passes": len(ys) * nx * b}, outputs=tensor_outputs(out))
 
 
 register("occlusion", occlusion, kind="region", aliases=("occ",))
@@ -198,7 +198,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
     extras = {"n_masks": n, "p": mean_mask, "score": score, "masks": masks,
               "grid": masks.grid if isinstance(masks, RiseMasks) else None, "forward_passes": n * b}
     return Explanation(maps=total / (n * mean_mask), method="rise", target=idx,
-                       scores=row_scores(out, target, idx, score), extras=extras, outputs=out)
+                       scores=row_scores(out, target, idx, score), extras=extras, outputs=tensor_outputs(out))
 
 
 register("rise", rise, kind="region")

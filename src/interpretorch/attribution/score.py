@@ -14,7 +14,7 @@ from interpretorch.attribution.registry import register
 from interpretorch.capture import capture, frozen, patched
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import tail_after
-from interpretorch.targets import Target, check_finite, check_target, target_indices, target_scores
+from interpretorch.targets import Target, check_finite, check_target, target_indices, target_scores, tensor_outputs
 
 SCORE_WEIGHTINGS = ("softmax", "logit", "channel_softmax")
 
@@ -80,7 +80,7 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
         weights = weights.softmax(dim=1)
     raw, maps = finish_region(torch.einsum("bc,bchw->bhw", weights.to(a.dtype), a), size, relu, normalize)
     return Explanation(maps=maps, method="scorecam", target=idx, layer=name, raw=raw, scores=clean,
-                       extras={"channel_weights": weights}, outputs=out)
+                       extras={"channel_weights": weights}, outputs=tensor_outputs(out))
 
 
 register("scorecam", score_cam, kind="region", needs_layer=True, aliases=("score-cam",))
@@ -132,7 +132,7 @@ def ablation_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1"
     raw, maps = finish_region(torch.einsum("bc,bchw->bhw", weights.to(a.dtype), a), tuple(x.shape[-2:]), relu,
                               normalize)
     return Explanation(maps=maps, method="ablationcam", target=idx, layer=name, raw=raw, scores=clean,
-                       extras={"channel_weights": weights}, outputs=out)
+                       extras={"channel_weights": weights}, outputs=tensor_outputs(out))
 
 
 register("ablationcam", ablation_cam, kind="region", needs_layer=True, aliases=("ablation-cam",), default=True)

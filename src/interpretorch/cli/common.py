@@ -83,8 +83,17 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     from interpretorch.models import load_model
     from interpretorch.models.preprocess import Preprocess
 
+    import os
+
     device = check_device(args.device)
-    loaded = load_model(args.model, device=device)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
+        sys.path.insert(0, os.getcwd())
+    try:
+        loaded = load_model(args.model, device=device)
+    except (UserError, ValueError, KeyError, FileNotFoundError, TypeError, ImportError, AttributeError):
+        raise
+    except Exception as e:  # a user's factory that raises is the user's error, said in one line
+        raise UserError(f"--model {args.model}: building the model failed: {type(e).__name__}: {e}") from e
     pre = loaded.preprocess
     size = getattr(args, "size", None) or pre.size
     mean = getattr(args, "mean", None) or pre.mean

@@ -52,8 +52,18 @@ def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
 
 
 def _load_user_model(spec: str) -> nn.Module:
-    """Build a model from ``package.module:factory`` or a TorchScript file path."""
+    """Build a model from ``package.module:factory``, a torch.export program (``.pt2``, recommended) or a
+    TorchScript file (pixel methods only: no hook runs inside TorchScript)."""
     path = Path(spec)
+    if path.suffix == ".pt2":
+        if not path.exists():
+            raise FileNotFoundError(f"no such torch.export program: {spec!r}")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as e:  # noqa: BLE001 - any failure to read the archive is the file's fault
+            raise ValueError(f"{spec!r} is not a torch.export program (save one with torch.export.save): {e}") from e
+        # Unflattening restores the module hierarchy, so layers have their names and hooks again.
+        return torch.export.unflatten(program)
     if path.suffix in {".pt", ".pth", ".ts", ".torchscript"} or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"no such TorchScript file: {spec!r}")

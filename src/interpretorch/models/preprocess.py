@@ -26,11 +26,13 @@ def load_image(source: ImageLike) -> np.ndarray:
         try:
             with Image.open(path) as im:
                 im.load()
-                return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                return _rgb(im)
+        except Image.DecompressionBombError as e:
+            raise ImageLoadError(f"refusing image {str(path)!r}: {e}") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageLoadError(f"cannot read image {str(path)!r}: {e}") from e
     if isinstance(source, Image.Image):
-        return np.asarray(source.convert("RGB"))
+        return _rgb(source)
     arr = np.asarray(source)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
@@ -43,6 +45,18 @@ def load_image(source: ImageLike) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
     return arr
+
+
+def _rgb(im: "PIL.Image.Image") -> np.ndarray:  # noqa: F821
+    """RGB uint8 pixels of a PIL image; 16- and 32-bit grayscale are scaled to 8 bits, not saturated."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or (im.mode == "I" and a.max() > 255) else 255.0
+        if im.mode == "F":
+            top = max(float(a.max()), 1.0) if a.max() > 1.0 else 1.0
+        gray = np.clip(np.round(a / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
