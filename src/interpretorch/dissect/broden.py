@@ -47,8 +47,10 @@ class Row:
     sh: int
     sw: int
     masks: tuple[tuple[int, str], ...]      # (category index, mask file)
-    labels: tuple[tuple[int, int], ...]     # (category index, global label number) image-level
-    categories: tuple[int, ...]             # categories with any entry in this row
+    image_path: Path | None = None          # resolved, checked to lie inside the dataset
+    mask_paths: tuple[Path, ...] = ()
+    labels: tuple[tuple[int, int], ...] = ()  # (category index, global label number) image-level
+    categories: tuple[int, ...] = ()          # categories with any entry in this row
 
 
 @dataclass
@@ -206,7 +208,7 @@ def read_broden(root: str | Path, split: str | None = None) -> Broden:
                 raise BrodenError(f"{where}: {len(rec)} fields, the header has {len(header)}")
             rec = [c.strip() for c in rec]
             ih, iw, sh, sw = (_int(v, n, where, 1) for v, n in zip(rec[2:6], INDEX_COLUMNS[2:]))
-            masks, labels, present = [], [], []
+            masks, labels, present, paths = [], [], [], []
             for ci, cell in zip(col_cat, rec[6:]):
                 entries = [e.strip() for e in cell.split(";") if e.strip()]
                 if entries:
@@ -219,12 +221,12 @@ def read_broden(root: str | Path, split: str | None = None) -> Broden:
                                               "is not a label in label.csv")
                         labels.append((ci, num))
                     else:
-                        safe_path(root, e, where)
+                        paths.append(safe_path(root, e, where))
                         masks.append((ci, e))
-            safe_path(root, rec[0], where)
+            image_path = safe_path(root, rec[0], where)
             if split is None or rec[1] == split:
-                rows.append(Row(line, rec[0], rec[1], ih, iw, sh, sw, tuple(masks), tuple(labels),
-                                tuple(sorted(set(present)))))
+                rows.append(Row(line, rec[0], rec[1], ih, iw, sh, sw, tuple(masks), image_path, tuple(paths),
+                                tuple(labels), tuple(sorted(set(present)))))
     if not rows:
         raise BrodenError(f"index.csv has no images{'' if split is None else f' in split {split!r}'}")
     return Broden(root, categories, names, label_cat, rows)
@@ -278,6 +280,8 @@ class BrodenDataset(Dataset):
         if (self.std <= 0).any():
             raise ValueError(f"std must be positive, got {tuple(std)}")
         self.labels = labels
+        self._known = np.zeros(self.info.num_labels, dtype=bool)
+        self._known[[0] + list(self.info.label_category)] = True
         first = self.info.rows[0]
         if size is None:
             odd = [r for r in self.info.rows if (r.ih, r.iw) != (first.ih, first.iw)]
@@ -308,7 +312,7 @@ class BrodenDataset(Dataset):
         from PIL import Image
 
         row = self.info.rows[i]
-        path = safe_path(self.root, row.image, f"index.csv line {row.line}")
+        path = row.image_path
         if not path.is_file():
             raise BrodenError(f"index.csv line {row.line}: missing image file {str(path)!r}")
         try:
@@ -331,13 +335,15 @@ class BrodenDataset(Dataset):
         image = (image - self.mean) / self.std
         layers = []
         if self.labels:
-            for _ci, name in row.masks:
+            for (_ci, name), path in zip(row.masks, row.mask_paths):
                 where = f"index.csv line {row.line}"
-                m = decode_mask(safe_path(self.root, name, where), where)
+                m = decode_mask(path, where)
                 if m.shape != (row.sh, row.sw):
                     raise BrodenError(f"{where}: mask {name!r} is {m.shape[0]}x{m.shape[1]}, "
                                       f"the index says {row.sh}x{row.sw}")
-                bad = np.setdiff1d(np.unique(m), [0] + list(self.info.label_category))
+                counts = np.bincount(m.ravel(), minlength=self._known.size)
+                known = np.concatenate([self._known, np.zeros(counts.size - self._known.size, dtype=bool)])
+                bad = np.nonzero((counts > 0) & ~known)[0]
                 if bad.size:
                     raise BrodenError(f"{where}: mask {name!r} holds label {int(bad[0])}, not a label in label.csv")
                 layers.append(torch.from_numpy(m))
