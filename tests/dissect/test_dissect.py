@@ -131,3 +131,13 @@ def test_bad_inputs(probe_dir):
 
     with pytest.raises(ValueError, match="NaN"):
         dissect(NaNLayer(), probe_dir, ["feat"])
+
+
+def test_second_pass_from_cache_equals_forward_again(probe_dir):
+    model = TinyCNN(num_classes=3, width=4).eval()
+    layers = ["features.2", "features.5"]
+    a = dissect(model, probe_dir, layers, quantile=0.02, batch_size=5)
+    b = dissect(model, probe_dir, layers, quantile=0.02, batch_size=5, cache_bytes=0)
+    for name in layers:
+        assert torch.equal(a.layers[name].tally.intersect, b.layers[name].tally.intersect)
+        assert torch.equal(a.layers[name].tally.activation, b.layers[name].tally.activation)

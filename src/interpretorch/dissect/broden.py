@@ -280,6 +280,7 @@ class BrodenDataset(Dataset):
         if (self.std <= 0).any():
             raise ValueError(f"std must be positive, got {tuple(std)}")
         self.labels = labels
+        self.images = True  # False: items carry no image (a pass that needs only the labels)
         self._known = np.zeros(self.info.num_labels, dtype=bool)
         self._known[[0] + list(self.info.label_category)] = True
         first = self.info.rows[0]
@@ -330,9 +331,12 @@ class BrodenDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.info.rows[i]
-        arr = self.load_image(i)
-        image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        image = (image - self.mean) / self.std
+        if self.images:
+            arr = self.load_image(i)
+            image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+            image = (image - self.mean) / self.std
+        else:
+            image = torch.zeros(0)
         layers = []
         if self.labels:
             for (_ci, name), path in zip(row.masks, row.mask_paths):

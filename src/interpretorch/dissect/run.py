@@ -5,10 +5,12 @@ thresholds must be known before any IoU can be counted):
 
 1. **thresholds**: per unit the top-``quantile`` activation threshold (:class:`~.stats.TopQuantile`, exact when
    it fits in memory) and, from the same pass, each unit's top-activating images (for the report). Only the
-   images are read; the masks are not.
+   images are read; the masks are not. While the activations of this process's images fit in ``cache_bytes``
+   they are kept (as NetDissect-Lite keeps its feature files), so that the second pass runs no forward.
 2. **IoU**: the activation, upsampled to the mask size and thresholded, is counted against every label
    (:class:`~.stats.IoUTally`); each unit gets its best label overall and per category, and is a *detector*
-   when its best IoU reaches ``iou_threshold``.
+   when its best IoU reaches ``iou_threshold``. With the cache only the masks are read; without it (too
+   large, or a run resumed in this pass) the images are read and the model runs again.
 
 Both passes checkpoint every ``checkpoint_every`` batches and resume; under ``torchrun`` (torch.distributed
 initialised) each process takes every ``world``-th image and the statistics are reduced across processes, so
@@ -166,12 +168,14 @@ def _save(state: dict, path: Path) -> None:
 def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Sequence[str] | str, *,
             quantile: float = 0.005, iou_threshold: float = 0.04, batch_size: int | None = None, workers: int = 0,
             checkpoint: str | Path | None = None, checkpoint_every: int = 20, resume: bool = False,
-            top_images: int = 8, on_batch: Callable[[int, int], None] | None = None) -> Dissection:
+            top_images: int = 8, cache_bytes: int = 1 << 30,
+            on_batch: Callable[[int, int], None] | None = None) -> Dissection:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``: thresholds, IoU and detectors per unit.
 
     ``checkpoint`` is a file written every ``checkpoint_every`` batches and at the end of each pass (one file
     per process under torch.distributed); ``resume`` continues from it. ``on_batch(pass_number, batches_done)``
-    is called after every batch (progress, or stopping a run). The model is left exactly as it was.
+    is called after every batch (progress, or stopping a run). ``cache_bytes`` bounds the activations kept
+    between the passes (0: none; the second pass then runs the model again). The model is left as it was.
     """
     if isinstance(dataset, (str, Path)):
         dataset = BrodenDataset(dataset)
@@ -252,6 +256,9 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     tallies: dict[str, IoUTally] = {}
     images_only = copy.copy(dataset)
     images_only.labels = False
+    labels_only = copy.copy(dataset)
+    labels_only.images = False
+    cache: list[dict[str, torch.Tensor]] | None = [] if cache_bytes > 0 and state["done"] == 0 else None
     with capture(model, names, grad=False) as rec, torch.no_grad():
         if state["pass"] == 1:
             done = state["done"]
@@ -265,6 +272,12 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
                         tops[name] = TopImages(a.shape[1], top_images, device)
                     quant[name].update(a)
                     tops[name].update(a, batch["index"])
+                if cache is not None:
+                    per_batch = sum(rec[k].numel() * rec[k].element_size() for k in names)
+                    if per_batch * -(-len(mine) // bs) <= cache_bytes:
+                        cache.append({k: rec[k].to("cpu", copy=True) for k in names})
+                    else:
+                        cache = None
                 done += 1
                 if done % checkpoint_every == 0:
                     checkpoint_now(1, done)
@@ -286,12 +299,17 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
                 tallies[name].load_state_dict(state["pass2"][name])
         if state["pass"] == 2:
             done = state["done"]
-            for batch in loader(dataset, done):
-                forward(rec, batch["image"])
+            cached = cache is not None and len(cache) == -(-len(mine) // bs)
+            for batch in loader(labels_only if cached else dataset, done):
+                if cached:
+                    acts = {k: v.to(device, non_blocking=True) for k, v in cache[done].items()}
+                else:
+                    forward(rec, batch["image"])
+                    acts = {k: activations(rec, k) for k in names}
                 pixel, labels = batch["pixel"].to(device), batch["image_labels"].to(device)
                 masks = label_masks(pixel, labels, info.num_labels)
                 for name in names:
-                    tallies[name].update(activations(rec, name), thresholds[name], pixel, labels,
+                    tallies[name].update(acts[name], thresholds[name], pixel, labels,
                                          batch["categories"], masks=masks)
                 done += 1
                 if done % checkpoint_every == 0:
