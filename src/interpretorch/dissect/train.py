@@ -71,37 +71,54 @@ def targets(dataset: BrodenDataset, batch: dict) -> tuple[torch.Tensor, torch.Te
     return scene, area.argmax(dim=1)
 
 
-def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 32, lr: float = 3e-3,
+def train_probe_cnn(data: str | Path, *, epochs: int = 6, batch_size: int = 64, lr: float = 1e-2,
                     seed: int = 0, width: int = 16, log: bool = False) -> ProbeCNN:
-    """Train a ProbeCNN on the probe set in ``data`` (scene + object/texture presence); returns it in eval mode."""
-    torch.manual_seed(seed)
+    """Train a ProbeCNN on the probe set in ``data`` (scene + shape of the largest object); returns it in eval mode.
+
+    Single-threaded and seeded (AdamW with a one-cycle schedule, random left-right flips), so the same data
+    and seed give the same weights on one platform; the global RNG and thread count are restored afterwards.
+    """
     ds = BrodenDataset(data, mean=PROBE_MEAN, std=PROBE_STD)
     items = collate([ds[i] for i in range(len(ds))])  # a probe set is small: keep it in memory
     scene, shape = targets(ds, items)
     x = items["image"]
-    model = ProbeCNN(width=width, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    n_s = model.sizes[0]
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=g)
-        total, correct = 0.0, 0
-        for s in range(0, len(x), batch_size):
-            idx = order[s:s + batch_size]
-            xb = x[idx]
-            if torch.rand((), generator=g) < 0.5:
-                xb = xb.flip(3)  # left-right flips keep every label
-            out = model(xb)
-            loss = F.cross_entropy(out[:, :n_s], scene[idx]) + F.cross_entropy(out[:, n_s:], shape[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            correct += int((out[:, n_s:].argmax(1) == shape[idx]).sum())
-        if log:
-            print(f"epoch {epoch + 1}: loss {total / len(x):.3f}, shape accuracy {correct / len(x):.3f}")
-    return model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = ProbeCNN(width=width, seed=seed)
+            opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
+            steps = epochs * -(-len(x) // batch_size)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+            g = torch.Generator().manual_seed(seed)
+            n_s = model.sizes[0]
+            for epoch in range(epochs):
+                model.train()
+                order = torch.randperm(len(x), generator=g)
+                total, correct = 0.0, 0
+                for s in range(0, len(x), batch_size):
+                    idx = order[s:s + batch_size]
+                    xb = x[idx]
+                    if torch.rand((), generator=g) < 0.5:
+                        xb = xb.flip(3)  # left-right flips keep every label
+                    out = model(xb)
+                    loss = F.cross_entropy(out[:, :n_s], scene[idx]) + F.cross_entropy(out[:, n_s:], shape[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    total += float(loss.detach()) * len(idx)
+                    correct += int((out[:, n_s:].argmax(1) == shape[idx]).sum())
+                if log:
+                    print(f"epoch {epoch + 1}: loss {total / len(x):.3f}, shape accuracy {correct / len(x):.3f}",
+                          flush=True)
+            model.eval()
+            for p in model.parameters():
+                p.grad = None
+            return model
+    finally:
+        torch.set_num_threads(threads)
 
 
 def evaluate(model: ProbeCNN, data: str | Path) -> dict:
@@ -121,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Train a ProbeCNN on a probe set and save its weights")
     p.add_argument("--data", required=True, help="probe set folder (interpretorch make-probe)")
     p.add_argument("--out", required=True, help="weights file to write")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
