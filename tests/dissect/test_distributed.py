@@ -39,3 +39,4 @@ def test_two_processes_equal_one(tmp_path):
             assert torch.equal(one[layer][key], two[layer][key]), (layer, key)
         assert one[layer]["images"] == two[layer]["images"] == 21
         assert one[layer]["intersect"].sum() > 0
+        assert two[layer]["top"].shape[1] == 12 and two[layer]["top"].max() < 21  # no shard padding kept

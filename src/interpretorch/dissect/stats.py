@@ -187,9 +187,10 @@ class TopImages:
         if not _dist_ready():
             return
         dist = torch.distributed
-        width = torch.tensor([self.values.shape[1]], device=self.device)
-        dist.all_reduce(width, op=dist.ReduceOp.MAX)
-        w = int(width.item())
+        real = torch.tensor([self.values.shape[1]], device=self.device)
+        widths = [torch.zeros_like(real) for _ in range(dist.get_world_size())]
+        dist.all_gather(widths, real)
+        w = int(max(x.item() for x in widths))
         vals = torch.full((self.units, w), -math.inf, device=self.device)
         idx = torch.full((self.units, w), -1, dtype=torch.long, device=self.device)
         vals[:, :self.values.shape[1]], idx[:, :self.indices.shape[1]] = self.values, self.indices
@@ -198,8 +199,10 @@ class TopImages:
         dist.all_gather(pv, vals)
         dist.all_gather(pi, idx)
         v, i = torch.cat(pv, 1), torch.cat(pi, 1)
-        i = torch.where(i < 0, torch.iinfo(torch.long).max, i)  # padding sorts last
+        i = torch.where(i < 0, torch.iinfo(torch.long).max, i)  # padding sorts last among equal values
         self._keep(v, i)
+        keep = min(self.n, int(sum(x.item() for x in widths)))  # every unit saw the same images
+        self.values, self.indices = self.values[:, :keep], self.indices[:, :keep]
 
     def state_dict(self) -> dict:
         """Return the tracker's state (tensors on CPU)."""
