@@ -9,7 +9,7 @@ training. This script measures what a 4-block ProbeCNN (``interpretorch.dissect.
 3. dissect ``conv1.2`` .. ``conv4.2`` of the trained and of the untrained (same seed) network on the held-out
    set and print detectors per category per layer.
 
-    python benchmarks/dissect_probe_cnn.py [--train 1500] [--probe 300] [--size 64] [--epochs 6]
+    python benchmarks/dissect_probe_cnn.py [--train 1500] [--probe 300] [--size 64] [--epochs 10]
                                            [--quantile 0.005] [--iou 0.04] [--json out.json] [--out DIR]
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=1500)
     p.add_argument("--probe", type=int, default=300)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--quantile", type=float, default=0.005)
     p.add_argument("--iou", type=float, default=0.04)
     p.add_argument("--json", default=None)

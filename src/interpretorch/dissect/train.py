@@ -71,7 +71,7 @@ def targets(dataset: BrodenDataset, batch: dict) -> tuple[torch.Tensor, torch.Te
     return scene, area.argmax(dim=1)
 
 
-def train_probe_cnn(data: str | Path, *, epochs: int = 6, batch_size: int = 64, lr: float = 1e-2,
+def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-2,
                     seed: int = 0, width: int = 16, log: bool = False) -> ProbeCNN:
     """Train a ProbeCNN on the probe set in ``data`` (scene + shape of the largest object); returns it in eval mode.
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Train a ProbeCNN on a probe set and save its weights")
     p.add_argument("--data", required=True, help="probe set folder (interpretorch make-probe)")
     p.add_argument("--out", required=True, help="weights file to write")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
