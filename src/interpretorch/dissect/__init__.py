@@ -6,14 +6,9 @@ tally.csv, a JSON summary and an HTML page. Statistics stream, checkpoint, resum
 """
 from interpretorch.dissect.broden import BrodenDataset, BrodenError, read_broden
 from interpretorch.dissect.probe import make_probe
+from interpretorch.dissect.report import write_layer_report
 from interpretorch.dissect.run import Dissection, LayerDissection, dissect, write_summary, write_tally
 
 __all__ = ["BrodenDataset", "BrodenError", "read_broden", "make_probe", "dissect", "Dissection",
            "LayerDissection", "write_summary", "write_tally", "write_layer_report"]
 
-
-def write_layer_report(*args, **kwargs):
-    """Write the HTML report of one dissected layer (see interpretorch.dissect.report.write_layer_report)."""
-    from interpretorch.dissect.report import write_layer_report as _write
-
-    return _write(*args, **kwargs)
