@@ -7,10 +7,13 @@ training. This script measures what a 4-block ProbeCNN (``interpretorch.dissect.
    seed 1), both at ``--size`` px;
 2. train the CNN (scene + shape of the largest object), report its held-out accuracy;
 3. dissect ``conv1.2`` .. ``conv4.2`` of the trained and of the untrained (same seed) network on the held-out
-   set and print detectors per category per layer.
+   set and print detectors per category per layer;
+4. Net2Vec on the trained ``--net2vec-layer``: per pixel concept, the IoU of the learned unit combination beside
+   the best single unit's (both on the odd-indexed held-out images; the even ones train).
 
     python benchmarks/dissect_probe_cnn.py [--train 1500] [--probe 300] [--size 64] [--epochs 10]
                                            [--quantile 0.005] [--iou 0.04] [--json out.json] [--out DIR]
+                                           [--net2vec-layer conv4.2] [--net2vec-steps 100]
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 
 from interpretorch.dissect.broden import BrodenDataset
+from interpretorch.dissect.net2vec import net2vec
 from interpretorch.dissect.probe import make_probe
 from interpretorch.dissect.run import dissect, write_summary
 from interpretorch.dissect.train import PROBE_LAYERS, PROBE_MEAN, PROBE_STD, ProbeCNN, evaluate, train_probe_cnn
@@ -47,6 +51,8 @@ def main() -> None:
     p.add_argument("--quantile", type=float, default=0.005)
     p.add_argument("--iou", type=float, default=0.04)
     p.add_argument("--json", default=None)
+    p.add_argument("--net2vec-layer", default="conv4.2")
+    p.add_argument("--net2vec-steps", type=int, default=100)
     p.add_argument("--out", default=None, help="also keep the probe sets, weights and summaries here")
     args = p.parse_args()
     tmp = tempfile.TemporaryDirectory()
@@ -71,6 +77,14 @@ def main() -> None:
         print("\n".join(table(res, ds.categories)))
         out[tag] = res.summary()
         write_summary(res, root / f"summary_{tag}.json")
+    t = time.perf_counter()
+    vecs = net2vec(model, ds, args.net2vec_layer, quantile=args.quantile, steps=args.net2vec_steps, batch_size=32)
+    print(f"\nNet2Vec on {args.net2vec_layer} ({time.perf_counter() - t:.1f} s): concept, IoU of the combination, "
+          "best single unit and its IoU")
+    for v in sorted(vecs, key=lambda v: (v.category, v.label)):
+        print(f"  {v.category:8s} {v.label:10s} {v.iou:.3f}   unit {v.unit:3d} {v.unit_iou:.3f}")
+    out["net2vec"] = [{"label": v.label, "category": v.category, "iou": v.iou, "unit": v.unit,
+                       "unit_iou": v.unit_iou} for v in vecs]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     tmp.cleanup()

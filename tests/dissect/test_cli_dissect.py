@@ -85,6 +85,7 @@ def test_torchrun_two_processes_write_the_same_tally(probe, tmp_path):
         proc = subprocess.run(cmd + common + ["--out", str(tmp_path / out)], capture_output=True, text=True,
                               timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "one" / "conv2.2_tally.csv").read_bytes() == (tmp_path / "two" / "conv2.2_tally.csv").read_bytes()
+    one, two = (tmp_path / d / "conv2.2_tally.csv" for d in ("one", "two"))
+    assert one.read_bytes() == two.read_bytes()
     assert json.loads((tmp_path / "one" / "summary.json").read_text()) == \
         json.loads((tmp_path / "two" / "summary.json").read_text())

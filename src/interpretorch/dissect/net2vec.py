@@ -122,7 +122,8 @@ def net2vec(model: nn.Module, dataset: BrodenDataset, layer: str, *, quantile: f
         for _ in range(steps):
             logits = torch.einsum("lu,nus->nls", w, xt) + b.view(1, -1, 1)
             weight = (alpha * yt + (1 - alpha) * (1 - yt)) * vt
-            loss = F.binary_cross_entropy_with_logits(logits, yt, weight=weight, reduction="sum") / vt.sum().clamp(min=1)
+            loss = F.binary_cross_entropy_with_logits(logits, yt, weight=weight, reduction="sum")
+            loss = loss / vt.sum().clamp(min=1)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -69,7 +69,7 @@ def _fill_pattern(fill: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_probe_image(seed: int, index: int, size: int) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
-    """Draw image ``index`` of set ``seed``: uint8 (size, size, 3) RGB, per category (size, size) label numbers, scene."""
+    """Draw image ``index`` of set ``seed``: uint8 RGB image, per category its label numbers, and the scene label."""
     rng = np.random.default_rng([int(seed), int(index)])
     num = _numbers()
     scene = list(SCENES)[int(rng.integers(len(SCENES)))]

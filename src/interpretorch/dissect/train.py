@@ -1,7 +1,8 @@
 """Train a small CNN on a probe set (its scene, and the shape of its largest object), to dissect it.
 
 ``python -m interpretorch.dissect.train --data DIR --out probe_cnn.pt`` writes the weights (a state dict);
-``interpretorch dissect --model interpretorch.dissect.train:ProbeCNN --weights probe_cnn.pt`` dissects them.
+``interpretorch dissect --model interpretorch.dissect.train:ProbeCNN --weights probe_cnn.pt --mean 0.5,0.5,0.5
+--std 0.25,0.25,0.25 --layers conv1.2,conv4.2`` dissects them (the normalisation it was trained with).
 Training is seeded and deterministic on the CPU for a given torch build.
 """
 from __future__ import annotations
@@ -23,8 +24,8 @@ PROBE_STD = (0.25, 0.25, 0.25)
 class ProbeCNN(nn.Module):
     """Four conv-BN-ReLU blocks (max-pooling between them), global average pooling and a linear head.
 
-    Dissect ``conv1.2`` .. ``conv4.2`` (the ReLU outputs, at 1, 1/2, 1/4, 1/8 of the input size). ``forward`` returns the scene logits followed by the
-    logits of the shape of the largest object, concatenated.
+    Dissect ``conv1.2`` .. ``conv4.2`` (the ReLU outputs, at 1, 1/2, 1/4, 1/8 of the input size). ``forward``
+    returns the scene logits followed by the logits of the shape of the largest object, concatenated.
     """
 
     def __init__(self, scenes: int = 5, shapes: int = 4, width: int = 16,
