@@ -8,10 +8,13 @@ masks, as Broden). Both sides read the images from disk through the same DataLoa
 - **dissect**: ``dissect(model, dataset, layers, ...)``, both passes (thresholds, then IoU), all counts. With
   the activation cache (default) the second pass reads only the masks; ``no cache`` runs the model twice.
 
-Rounds are interleaved after one warm-up; times are medians of ``--repeats`` rounds.
+Rounds are interleaved after one warm-up; times are medians of ``--repeats`` rounds. ``--clock cpu`` times the
+process's CPU seconds (``time.process_time``), steadier than wall time on a shared machine; it only sees the
+work of this process, so use it with ``--workers 0``.
 
     python benchmarks/bench_dissect.py [--images 200] [--batch 16] [--workers 0] [--threads N] [--repeats 3]
                                        [--layers _blocks.15] [--device cpu] [--data DIR] [--json out.json]
+                                       [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -43,7 +46,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", default=None, help="an existing Broden-format folder (default: a new probe set)")
     p.add_argument("--json", default=None)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = p.parse_args()
+    if args.clock == "cpu" and args.workers:
+        p.error("--clock cpu does not see DataLoader worker processes; use --workers 0")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     tmp = None
@@ -82,13 +89,13 @@ def main() -> None:
     for r in range(args.repeats + 1):
         order = names[r % len(names):] + names[:r % len(names)]
         for k in order:
-            t0 = time.perf_counter()
+            t0 = clock()
             jobs[k]()
             if r:  # round 0 warms up
-                times[k].append(time.perf_counter() - t0)
+                times[k].append(clock() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     n = len(ds)
-    out = {"images": n, "size": args.size, "batch": args.batch, "workers": args.workers, "layers": layers,
+    out = {"clock": args.clock, "images": n, "size": args.size, "batch": args.batch, "workers": args.workers, "layers": layers,
            "device": args.device, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "machine": platform.machine(),
            "seconds": med, "images_per_s": {k: n / v for k, v in med.items()},

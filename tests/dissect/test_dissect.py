@@ -133,11 +133,11 @@ def test_bad_inputs(probe_dir):
         dissect(NaNLayer(), probe_dir, ["feat"])
 
 
-def test_second_pass_from_cache_equals_forward_again(probe_dir):
+def test_second_pass_from_cache_equals_forward_again_with_workers(probe_dir):
     model = TinyCNN(num_classes=3, width=4).eval()
     layers = ["features.2", "features.5"]
     a = dissect(model, probe_dir, layers, quantile=0.02, batch_size=5)
-    b = dissect(model, probe_dir, layers, quantile=0.02, batch_size=5, cache_bytes=0)
+    b = dissect(model, probe_dir, layers, quantile=0.02, batch_size=5, cache_bytes=0, workers=1)
     for name in layers:
         assert torch.equal(a.layers[name].tally.intersect, b.layers[name].tally.intersect)
         assert torch.equal(a.layers[name].tally.activation, b.layers[name].tally.activation)
