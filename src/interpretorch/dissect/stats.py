@@ -291,28 +291,32 @@ class IoUTally:
         if categories.shape != (a.shape[0], self.num_categories) or pixel.shape[0] != a.shape[0]:
             raise ValueError(f"labels for {pixel.shape[0]} images and categories {tuple(categories.shape)} do not "
                              f"match {a.shape[0]} images x {self.num_categories} categories")
-        cats = categories.to(self.device).float()
+        cats = categories.to(self.device)
         sh, sw = pixel.shape[-2:]
         if masks is None:
             masks = label_masks(pixel.to(self.device), image_labels.to(self.device), self.num_labels)
         present, y = masks
         self.truth.index_add_(0, present, y.sum(dim=(0, 1)))
         self.images += a.shape[0]
-        yf = y.float()
-        t = thresholds.to(self.device).float()
         b = a.shape[0]
+        # one matmul gives the intersections and, from the appended column of ones, the region areas
+        yf = torch.cat([y.float(), torch.ones((b, sh * sw, 1), device=self.device)], dim=2)
+        t = thresholds.to(self.device).float()
         step = max(1, max_elements // max(1, b * sh * sw))
         for u0 in range(0, self.units, step):
             u1 = min(self.units, u0 + step)
             up = a[:, u0:u1].float()
             if up.shape[-2:] != (sh, sw):
                 up = F.interpolate(up, size=(sh, sw), mode="bilinear", align_corners=False)
-            region = (up > t[u0:u1, None, None]).reshape(b, u1 - u0, sh * sw).float()
-            area = region.sum(dim=2)  # (B, Uc), exact in float32 (< 2**24 pixels per image)
-            self.activation[u0:u1] += (area.T @ cats).round().long()
+            else:
+                up = up.clone()
+            # up - t > 0 exactly when up > t (IEEE subtraction with gradual underflow); 1.0 / 0.0 in place
+            region = up.sub_(t[u0:u1].view(1, -1, 1, 1)).gt_(0.0).reshape(b, u1 - u0, sh * sw)
+            # counts < 2**24 per image are exact in float32
+            counts = torch.bmm(region, yf).round_().long()  # (B, Uc, L_b + 1)
+            self.activation[u0:u1] += (counts[:, :, -1:] * cats[:, None, :].long()).sum(dim=0)
             if present.numel():
-                inter = torch.bmm(region, yf).round().long().sum(dim=0)  # (Uc, L_b)
-                self.intersect[u0:u1].index_add_(1, present, inter)
+                self.intersect[u0:u1].index_add_(1, present, counts[:, :, :-1].sum(dim=0))
 
     def iou(self) -> torch.Tensor:
         """Return IoU (U, L); labels without a category or with an empty union get 0."""
