@@ -73,12 +73,13 @@ class LayerDissection:
         """One dict per unit: best label / category / IoU and, per category, its best label's counts."""
         label, score = self.best()
         cat_of = self.tally.label_category.cpu()
+        per_cat = [self.best(ci) for ci in range(len(self.categories))]
         rows = []
         for u in range(self.units):
             row = {"unit": u, "category": self.categories[int(cat_of[label[u]])], "label": self.label_names[label[u]],
                    "score": float(score[u])}
             for ci, cname in enumerate(self.categories):
-                lab, val = self.best(ci)
+                lab, val = per_cat[ci]
                 lab_u = int(lab[u])
                 row[f"{cname}-label"] = self.label_names[lab_u]
                 row[f"{cname}-truth"] = int(self.tally.truth[lab_u])
@@ -196,6 +197,10 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     bs = rows_per_pass(batch_size, device)
     rank, world = _world()
     n = len(dataset)
+    if n < world:
+        raise ValueError(f"the dataset has {n} images, fewer than the {world} processes sharing it")
+    if top_images < 1:
+        raise ValueError(f"top_images must be positive, got {top_images}")
     mine = list(range(rank, n, world))
     info = dataset.info
     label_category = torch.full((info.num_labels,), -1, dtype=torch.long)
