@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Declare the dissect flags."""
     p.add_argument("--data", required=True, help="Broden-format dataset folder (index.csv, label.csv, ...)")
     add_model_arguments(p)
+    for action in p._actions:  # dissection feeds images at their stored size unless --size is given
+        if action.dest == "size":
+            action.help = "resize every image to SIZE x SIZE pixels (default: the size stored in the dataset)"
     p.add_argument("--weights", default=None, help="a state dict (torch.save) to load into --model")
     p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. _blocks.15,_head_act")
     p.add_argument("--out", default="dissect-out", help="output folder (default: %(default)s)")
