@@ -1,0 +1,115 @@
+"""HTML report per dissected layer: the detector headline, a bar chart of detectors per concept, and per unit
+its top-activating images with the thresholded region outlined."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jinja2 import Environment, PackageLoader, select_autoescape
+from torch import nn
+
+from interpretorch.attribution.common import model_device, rows_per_pass
+from interpretorch.capture import capture
+from interpretorch.dissect.broden import BrodenDataset, collate
+from interpretorch.dissect.run import Dissection, LayerDissection
+
+CATEGORY_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
+
+
+def file_stem(layer: str) -> str:
+    """A file-name-safe stem for a layer name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer) or "layer"
+
+
+def _bar_chart(ld: LayerDissection, path: Path) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    concepts = ld.summary()["detectors_per_concept"]
+    if not concepts:
+        return False
+    names = list(concepts)
+    colors = [CATEGORY_COLORS[ld.categories.index(n.split("/", 1)[0]) % len(CATEGORY_COLORS)] for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * len(names) + 1.5), 3.2), dpi=100)
+    ax.bar(range(len(names)), [concepts[n] for n in names], color=colors)
+    ax.set_xticks(range(len(names)), [n.split("/", 1)[1] for n in names], rotation=70, fontsize=8)
+    ax.set_ylabel("detectors (units)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=CATEGORY_COLORS[i % len(CATEGORY_COLORS)])
+               for i, c in enumerate(ld.categories) if any(n.startswith(c + "/") for n in names)]
+    ax.legend(handles, [c for c in ld.categories if any(n.startswith(c + "/") for n in names)], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _outline(region: np.ndarray) -> np.ndarray:
+    """Boundary pixels of a bool mask (inside pixels with a 4-neighbour outside)."""
+    pad = np.pad(region, 1)
+    inner = pad[1:-1, 1:-1] & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return region & ~inner
+
+
+def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset: BrodenDataset,
+                       out_dir: str | Path, *, max_units: int = 64, batch_size: int | None = None,
+                       model_name: str = "model", tally_file: str | None = None) -> Path:
+    """Write ``out_dir/<layer>.html`` (and its images); returns the page's path. The model is left unchanged."""
+    from PIL import Image
+
+    ld = result.layers[layer]
+    out = Path(out_dir)
+    stem = file_stem(layer)
+    img_dir = out / f"{stem}_files"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    chart = f"{stem}_files/concepts.png" if _bar_chart(ld, img_dir / "concepts.png") else None
+
+    label, score = ld.best()
+    cat_of = ld.tally.label_category.cpu()
+    order = sorted(range(ld.units), key=lambda u: (-float(score[u]), u))[:max_units]
+    wanted = sorted({int(i) for u in order for i in ld.top_indices[u].tolist() if i >= 0})
+    device = model_device(model)
+    bs = rows_per_pass(batch_size, device)
+    acts: dict[int, torch.Tensor] = {}
+    with capture(model, [layer], grad=False) as rec, torch.no_grad():
+        for s in range(0, len(wanted), bs):
+            idx = wanted[s:s + bs]
+            batch = collate([dataset[i] for i in idx])
+            rec.calls.clear()
+            model(batch["image"].to(device))
+            a = rec[layer][:, order].float().cpu()
+            for j, i in enumerate(idx):
+                acts[i] = a[j]
+    units = []
+    for pos, u in enumerate(order):
+        t = float(ld.thresholds[u])
+        tiles = []
+        for i in (int(v) for v in ld.top_indices[u].tolist() if v >= 0):
+            img = dataset.load_image(i).copy()
+            a = acts[i][pos][None, None]
+            up = F.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+            region = up > t
+            dim = np.where(region[..., None], img, (img * 0.45).astype(np.uint8))
+            dim[_outline(region)] = (255, 230, 0)
+            tiles.append(dim)
+        if not tiles:
+            continue
+        gap = np.full((tiles[0].shape[0], 3, 3), 255, np.uint8)
+        strip = np.concatenate([x for tile in tiles for x in (tile, gap)][:-1], axis=1)
+        Image.fromarray(strip).save(img_dir / f"unit{u:04d}.png")
+        units.append({"unit": u, "label": ld.label_names[label[u]], "category": ld.categories[int(cat_of[label[u]])],
+                      "iou": float(score[u]), "threshold": t, "detector": float(score[u]) >= ld.iou_threshold,
+                      "strip": f"{stem}_files/unit{u:04d}.png",
+                      "images": [dataset.info.rows[int(i)].image for i in ld.top_indices[u].tolist() if i >= 0]})
+    env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("layer.html").render(
+        s=ld.summary(), units=units, shown=len(units), chart=chart, model_name=model_name,
+        dataset=str(dataset.root), images=result.images, quantile=result.quantile,
+        tally=tally_file or f"{stem}_tally.csv")
+    page = out / f"{stem}.html"
+    page.write_text(html, encoding="utf-8")
+    return page

@@ -1,0 +1,40 @@
+"""HTML report: headline numbers, escaped file names, outlined regions, model unchanged."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from dissect_handmade import Channels, write_handmade
+from interpretorch.dissect.broden import BrodenDataset
+from interpretorch.dissect.report import _outline, write_layer_report
+from interpretorch.dissect.run import dissect
+
+
+def test_outline():
+    region = np.zeros((5, 5), bool)
+    region[1:4, 1:4] = True
+    ring = region.copy()
+    ring[2, 2] = False
+    assert np.array_equal(_outline(region), ring)
+
+
+def test_layer_report(tmp_path, snapshot):
+    root = write_handmade(tmp_path / "d")
+    (root / "images" / "b.png").rename(root / "images" / "<b>.png")
+    index = (root / "index.csv").read_text().replace("b.png,train", "<b>.png,train")
+    (root / "index.csv").write_text(index)
+    ds = BrodenDataset(root, mean=(0, 0, 0), std=(1, 1, 1))
+    model = Channels()
+    snap = snapshot(model)
+    res = dissect(model, ds, "feat", quantile=0.25, iou_threshold=0.3, top_images=2)
+    page = write_layer_report(res, "feat", model, ds, tmp_path / "out")
+    html = page.read_text()
+    assert "<b>2/3</b> units covering <b>2</b> concepts" in html
+    assert "&lt;b&gt;.png" in html and "<b>.png" not in html
+    # unit 1 (G) on image B: region = column 0, outlined in yellow, the rest dimmed
+    strip = np.asarray(Image.open(tmp_path / "out" / "feat_files" / "unit0001.png"))
+    assert strip.shape == (4, 4 + 3 + 4, 3)
+    assert (tmp_path / "out" / "feat_files" / "concepts.png").exists()
+    b_tile = strip[:, :4] if res.layers["feat"].top_indices[1, 0] == 1 else strip[:, 7:]
+    assert (b_tile[:, 0] == (255, 230, 0)).all() and (b_tile[:, 1:] != (255, 230, 0)).any(axis=-1).all()
+    snap.assert_unchanged()
