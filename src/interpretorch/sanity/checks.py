@@ -22,8 +22,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass, resolve_layer
-from interpretorch.attribution.registry import LAYER_METHODS, canonical, explain
+from interpretorch.attribution.common import check_inputs, clean_pass
+from interpretorch.attribution.registry import canonical, explain
+from interpretorch.models.layers import layer_name
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
 from interpretorch.sanity.similarity import METRICS, baselines, compare
 from interpretorch.targets import Target
@@ -151,22 +152,29 @@ class _Explainer:
                  options: dict[str, dict] | None) -> None:
         self.methods, self.target, self.layer = methods, target, layer
         self.batch_size, self.options = batch_size, options
+        self.used_layer: str | None = None
 
     def __call__(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = explain(model, x, self.methods, target=self.target, layer=self.layer, batch_size=self.batch_size,
                       options=self.options)
+        if self.used_layer is None:
+            self.used_layer = next((e.layer for e in out.values() if e.layer is not None), None)
         return {m: e.maps.detach() for m, e in out.items()}
 
 
-def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, batch_size, options):
+def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, batch_size, options, metrics,
+             rule):
     names = _methods(methods)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"unknown similarity metric(s) {unknown or list(metrics)}; choose from {METRICS}")
+    if rule.metric not in metrics:
+        raise ValueError(f"the verdict metric {rule.metric!r} is not among the metrics computed {list(metrics)}")
     x = check_inputs(model, inputs)
     idx, _ = clean_pass(model, x, target, batch_size)
-    fixed = idx if idx is not None else target
-    if layer is None and any(m in LAYER_METHODS for m in names):
-        layer = resolve_layer(model, None, x)
-    elif layer is not None and not isinstance(layer, str):
-        layer = resolve_layer(model, layer, x)
+    fixed = idx if idx is not None else target  # the original model's classes, for every model explained
+    if layer is not None:  # a name, so that it also designates the layer of the copies
+        layer = layer_name(model, layer)
     return names, x, idx, _Explainer(names, fixed, layer, batch_size, options)
 
 
@@ -177,8 +185,6 @@ def _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metric
     for m in names:
         for kind, vals in baselines(original[m], x, metrics, seed=seed, options=metric_options).items():
             base.setdefault(kind, {})[m] = vals
-    if rule.metric not in metrics:
-        raise ValueError(f"the verdict metric {rule.metric!r} is not among the metrics computed {list(metrics)}")
     verdicts = {m: decide(sims[m][rule.metric], steps, rule) for m in names}
     k = keep_maps
     return SanityResult(mode, list(steps), step_blocks, names, sims, base, verdicts, idx,
@@ -190,7 +196,8 @@ def _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metric
 def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] = ("gradient",),
                         *, mode: str = "cascading", blocks: Sequence[str] | None = None,
                         granularity: str = "stages", init: str = "reset", std: float = 0.01,
-                        reset_running_stats: bool = False, seed: int = 0, target: Target = "top1",
+                        reset_running_stats: bool = False, seed: int = 0, seeding: str = "per_block",
+                        target: Target = "top1",
                         layer: str | nn.Module | None = None, batch_size: int | None = None,
                         options: dict[str, dict] | None = None, metrics: Sequence[str] = METRICS,
                         metric_options: dict[str, dict] | None = None, rule: VerdictRule = VerdictRule(),
@@ -201,16 +208,17 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
     running statistics, ``similarity`` for the metrics, this module's docstring for the verdict.
     """
     started = time.perf_counter()
-    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options)
+    metrics = tuple(metrics)
+    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
     block_list: list[Block] = randomization_blocks(model, blocks, granularity)
     plan = plan_steps(block_list, mode)
     steps = [s for s, _ in plan]
     step_blocks = [[m for i in ids for m in block_list[i].modules] for _, ids in plan]
     original = explainer(model, x)
-    metrics = tuple(metrics)
     per_step: dict[str, list] = {"sims": [], "maps": []}
     for s, (name, work) in enumerate(randomized_models(model, mode, block_list, init=init, std=std,
-                                                       reset_running_stats=reset_running_stats, seed=seed)):
+                                                       reset_running_stats=reset_running_stats, seed=seed,
+                                                       seeding=seeding)):
         maps = explainer(work, x)
         per_step["sims"].append({m: compare(original[m], maps[m], metrics, metric_options) for m in names})
         if keep_maps:
@@ -220,7 +228,8 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
                 f"{m} {float(_nanmean(per_step['sims'][-1][m][rule.metric])):.3f}" for m in names
                 if rule.metric in metrics), flush=True)
     config = {"init": init, "std": std if init == "normal" else None, "reset_running_stats": reset_running_stats,
-              "seed": seed, "granularity": granularity if blocks is None else "blocks", "layer": explainer.layer,
+              "seed": seed, "seeding": seeding, "granularity": granularity if blocks is None else "blocks",
+              "layer": explainer.used_layer,
               "metrics": list(metrics), "rule": {"metric": rule.metric, "threshold": rule.threshold,
                                                  "by_step": rule.by_step}}
     return _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metrics, metric_options, rule,
@@ -239,13 +248,13 @@ def data_randomization(model: nn.Module, random_label_model: nn.Module, inputs: 
     if type(model) is not type(random_label_model):
         raise TypeError(f"the data test compares one architecture: got {type(model).__name__} and "
                         f"{type(random_label_model).__name__}")
-    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options)
+    metrics = tuple(metrics)
+    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
     original = explainer(model, x)
     maps = explainer(random_label_model, x)
-    metrics = tuple(metrics)
     per_step = {"sims": [{m: compare(original[m], maps[m], metrics, metric_options) for m in names}],
                 "maps": [{m: maps[m][:keep_maps].cpu() for m in names}] if keep_maps else []}
-    config = {"seed": seed, "layer": explainer.layer, "metrics": list(metrics),
+    config = {"seed": seed, "layer": explainer.used_layer, "metrics": list(metrics),
               "rule": {"metric": rule.metric, "threshold": rule.threshold, "by_step": rule.by_step}}
     return _collect("data", ["random labels"], [], names, original, per_step, x, idx, metrics, metric_options,
                     rule, keep_maps, config, started, seed)

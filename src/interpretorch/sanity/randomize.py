@@ -18,9 +18,10 @@ Normalisation layers' running statistics are *kept* by default (``reset_running_
 paper's code: it re-initialised the trainable variables only, and the moving mean / variance of TensorFlow's
 batch norm are not trainable. ``reset_running_stats=True`` sets them to mean 0, variance 1.
 
-Seeding: block ``i`` (its index from the input side) is always drawn from the stream ``seed_for(seed, i)``, so a
-block gets the same random weights in every step, in both modes, whatever the other blocks; the global RNG is
-left as it was.
+Seeding (``seeding``): ``"per_block"`` (default) draws block ``i`` (its index from the input side) from the stream
+``seed_for(seed, i)``, so a block gets the same random weights in every step, in both modes, whatever the other
+blocks; ``"shared"`` re-seeds the global generator with ``seed`` before each block (Quantus's MPRT convention, for
+side-by-side comparisons). The global RNG is left as it was either way.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from interpretorch.models.layers import get_layer
 MODES = ("cascading", "independent")
 INITS = ("reset", "normal")
 GRANULARITIES = ("stages", "modules")
+SEEDINGS = ("per_block", "shared")
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
@@ -187,24 +189,30 @@ def private_copy(model: nn.Module) -> nn.Module:
 
 def randomized_models(model: nn.Module, mode: str = "cascading", blocks: Sequence[Block] | None = None, *,
                       init: str = "reset", std: float = 0.01, reset_running_stats: bool = False,
-                      seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
+                      seed: int = 0, seeding: str = "per_block") -> Iterator[tuple[str, nn.Module]]:
     """Yield (step name, randomized copy) for each step of ``mode``; one private copy is updated step by step.
 
     The yielded model is only valid until the next step (cascading adds a block, independent restores the
     previous one); the caller's ``model`` is never modified.
     """
+    if seeding not in SEEDINGS:
+        raise ValueError(f"unknown seeding {seeding!r}; choose one of {SEEDINGS}")
     blocks = list(blocks) if blocks is not None else randomization_blocks(model)
     steps = plan_steps(blocks, mode)
     kw = dict(init=init, std=std, reset_running_stats=reset_running_stats)
+
+    def block_seed(i: int) -> int:
+        return seed_for(seed, i) if seeding == "per_block" else int(seed)
+
     work = private_copy(model)
     if mode == "cascading":
         for name, idx in steps:
-            randomize_block(work, blocks[idx[-1]], seed=seed_for(seed, idx[-1]), **kw)
+            randomize_block(work, blocks[idx[-1]], seed=block_seed(idx[-1]), **kw)
             yield name, work
     else:
         for name, (i,) in steps:
             saved = _state(work, blocks[i])
-            randomize_block(work, blocks[i], seed=seed_for(seed, i), **kw)
+            randomize_block(work, blocks[i], seed=block_seed(i), **kw)
             try:
                 yield name, work
             finally:

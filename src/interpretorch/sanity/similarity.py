@@ -20,6 +20,7 @@ from interpretorch.explanation import abs_grayscale, diverging
 
 METRICS = ("spearman_abs", "spearman", "ssim", "hog", "topk")
 HOG_CORRELATIONS = ("pearson", "spearman")
+SSIM_MIN_SIDE = 11
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -113,13 +114,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     Normalisation (the paper's ``normalize_image``): each map, all channels together, scaled to [0, 1]; pixel
     maps keep their channels (mean SSIM over channels). ``data_range`` 1 is the range of the scaled maps (the
     paper's ``compare_ssim`` of scikit-image 0.14 inferred 2, the range of the float dtype, which raises the
-    stabilising constants; pass ``data_range=2`` for its numbers).
+    stabilising constants; pass ``data_range=2`` for its numbers). Maps under 11 px a side (the Gaussian window)
+    get NaN.
     """
     from skimage.metrics import structural_similarity
 
     _check_pair(a, b)
     if not _is_image(a):
         raise ValueError(f"SSIM needs image maps (B, H, W) or (B, C, H, W), got shape {tuple(a.shape)}")
+    if min(a.shape[-2:]) < SSIM_MIN_SIDE:  # the Gaussian window (sigma 1.5, 11 px) does not fit
+        return torch.full((a.shape[0],), float("nan"), dtype=torch.float64)
     x, ch = _as_hwc(minmax(a))
     y, _ = _as_hwc(minmax(b))
     vals = [structural_similarity(x[i], y[i], gaussian_weights=True, data_range=data_range, channel_axis=ch)
