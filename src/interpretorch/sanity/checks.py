@@ -201,10 +201,11 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
                         layer: str | nn.Module | None = None, batch_size: int | None = None,
                         options: dict[str, dict] | None = None, metrics: Sequence[str] = METRICS,
                         metric_options: dict[str, dict] | None = None, rule: VerdictRule = VerdictRule(),
-                        keep_maps: int = 4, progress: bool = False) -> SanityResult:
+                        keep_maps: int = 4, max_steps: int | None = None, progress: bool = False) -> SanityResult:
     """The model-parameter randomization test (``mode`` cascading or independent) of ``methods`` on ``inputs``.
 
-    ``keep_maps`` first images keep their maps for the figure. See ``randomize`` for blocks, ``init`` and the
+    ``keep_maps`` first images keep their maps for the figure; ``max_steps`` stops after that many steps (the top
+    blocks only: a quicker check, whose verdict can only look at those steps). See ``randomize`` for blocks, ``init`` and the
     running statistics, ``similarity`` for the metrics, this module's docstring for the verdict.
     """
     started = time.perf_counter()
@@ -212,13 +213,17 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
     names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
     block_list: list[Block] = randomization_blocks(model, blocks, granularity)
     plan = plan_steps(block_list, mode)
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+        plan = plan[:max_steps]
     steps = [s for s, _ in plan]
     step_blocks = [[m for i in ids for m in block_list[i].modules] for _, ids in plan]
     original = explainer(model, x)
     per_step: dict[str, list] = {"sims": [], "maps": []}
-    for s, (name, work) in enumerate(randomized_models(model, mode, block_list, init=init, std=std,
-                                                       reset_running_stats=reset_running_stats, seed=seed,
-                                                       seeding=seeding)):
+    models = randomized_models(model, mode, block_list, init=init, std=std, reset_running_stats=reset_running_stats,
+                               seed=seed, seeding=seeding)
+    for s, (name, work) in zip(range(len(plan)), models):
         maps = explainer(work, x)
         per_step["sims"].append({m: compare(original[m], maps[m], metrics, metric_options) for m in names})
         if keep_maps:
