@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--methods", default="gradient,gradcam")
     ap.add_argument("--skip-quantus", action="store_true")
+    ap.add_argument("--top", type=int, default=None, help="only the top N blocks (a quick check of the script)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -121,6 +122,8 @@ def main() -> None:
     with torch.no_grad():
         target = model(x).argmax(1)
     blocks = randomization_blocks(model)
+    if args.top:
+        blocks = blocks[-args.top:]
     steps = len(blocks)
     load_before = os.getloadavg()[0]
     rows = []
@@ -138,7 +141,7 @@ def main() -> None:
             r = model_randomization(model, x, [method], mode="cascading", target=target, layer=layer,
                                     seeding="shared", seed=43, reset_running_stats=True,
                                     metrics=("spearman_abs",), metric_options={"spearman_abs": {"percentile": 100.0}},
-                                    keep_maps=0)
+                                    keep_maps=0, max_steps=steps)
             ours_t.append(now() - t)
             if not args.skip_quantus and not QUANTUS.startswith("unavailable"):
                 metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman,

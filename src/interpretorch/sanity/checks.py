@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass
+from interpretorch.attribution.common import check_inputs
 from interpretorch.attribution.registry import canonical, explain
 from interpretorch.models.layers import layer_name
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
@@ -161,6 +161,16 @@ class _Explainer:
             self.used_layer = next((e.layer for e in out.values() if e.layer is not None), None)
         return {m: e.maps.detach() for m, e in out.items()}
 
+    def original(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Explain with the trained model, then fix its explained classes for every later model."""
+        out = explain(model, x, self.methods, target=self.target, layer=self.layer, batch_size=self.batch_size,
+                      options=self.options)
+        self.used_layer = next((e.layer for e in out.values() if e.layer is not None), None)
+        idx = next((e.target for e in out.values() if e.target is not None), None)
+        if idx is not None:  # "top1" or indices -> the original model's classes (validated by the method)
+            self.target = idx.detach()
+        return {m: e.maps.detach() for m, e in out.items()}, idx
+
 
 def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, batch_size, options, metrics,
              rule):
@@ -171,11 +181,9 @@ def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, bat
     if rule.metric not in metrics:
         raise ValueError(f"the verdict metric {rule.metric!r} is not among the metrics computed {list(metrics)}")
     x = check_inputs(model, inputs)
-    idx, _ = clean_pass(model, x, target, batch_size)
-    fixed = idx if idx is not None else target  # the original model's classes, for every model explained
     if layer is not None:  # a name, so that it also designates the layer of the copies
         layer = layer_name(model, layer)
-    return names, x, idx, _Explainer(names, fixed, layer, batch_size, options)
+    return names, x, _Explainer(names, target, layer, batch_size, options)
 
 
 def _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metrics, metric_options, rule,
@@ -210,7 +218,7 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
     """
     started = time.perf_counter()
     metrics = tuple(metrics)
-    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
+    names, x, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
     block_list: list[Block] = randomization_blocks(model, blocks, granularity)
     plan = plan_steps(block_list, mode)
     if max_steps is not None:
@@ -219,7 +227,7 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
         plan = plan[:max_steps]
     steps = [s for s, _ in plan]
     step_blocks = [[m for i in ids for m in block_list[i].modules] for _, ids in plan]
-    original = explainer(model, x)
+    original, idx = explainer.original(model, x)
     per_step: dict[str, list] = {"sims": [], "maps": []}
     models = randomized_models(model, mode, block_list, init=init, std=std, reset_running_stats=reset_running_stats,
                                seed=seed, seeding=seeding)
@@ -254,8 +262,8 @@ def data_randomization(model: nn.Module, random_label_model: nn.Module, inputs: 
         raise TypeError(f"the data test compares one architecture: got {type(model).__name__} and "
                         f"{type(random_label_model).__name__}")
     metrics = tuple(metrics)
-    names, x, idx, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
-    original = explainer(model, x)
+    names, x, explainer = _prepare(model, inputs, methods, target, layer, batch_size, options, metrics, rule)
+    original, idx = explainer.original(model, x)
     maps = explainer(random_label_model, x)
     per_step = {"sims": [{m: compare(original[m], maps[m], metrics, metric_options) for m in names}],
                 "maps": [{m: maps[m][:keep_maps].cpu() for m in names}] if keep_maps else []}
