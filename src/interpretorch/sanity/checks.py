@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import torch
 from torch import nn
 
 from interpretorch.attribution.common import check_inputs
-from interpretorch.attribution.registry import canonical, explain
+from interpretorch.attribution.registry import BoundMethod, bind, get_method
+from interpretorch.explanation import Explanation
 from interpretorch.models.layers import layer_name
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
 from interpretorch.sanity.similarity import METRICS, baselines, compare
@@ -135,36 +136,59 @@ class SanityResult:
                 "config": self.config, "seconds": self.seconds}
 
 
-def _methods(methods: str | Sequence[str]) -> list[str]:
-    names = [methods] if isinstance(methods, str) else list(methods)
-    if not names:
+MethodLike = Union[str, BoundMethod]
+
+
+def bind_methods(model: nn.Module, methods: MethodLike | Sequence[MethodLike], layer: str | nn.Module | None = None,
+                 batch_size: int | None = None, options: dict[str, dict] | None = None) -> list[BoundMethod]:
+    """Method names (or ``interpretorch.bind`` results) as bound methods; ``layer`` goes to the layer methods,
+    always as a dotted name so that it also designates the layer of ``model``'s copies."""
+    items = [methods] if isinstance(methods, (str, BoundMethod)) else list(methods)
+    if not items:
         raise ValueError("no methods to check; name at least one")
-    out = [canonical(m) for m in names]
-    if len(set(out)) != len(out):
+    if layer is not None:
+        layer = layer_name(model, layer)
+    options = {get_method(k).name: dict(v) for k, v in (options or {}).items()}
+    bound = []
+    for m in items:
+        if isinstance(m, BoundMethod):
+            if m.layer is not None and not isinstance(m.layer, str):
+                m = bind(m.name, layer=layer_name(model, m.layer), batch_size=m.batch_size, **m.options)
+            bound.append(m)
+            continue
+        spec = get_method(m)
+        kw = options.get(spec.name, {})
+        if spec.needs_layer and layer is not None:
+            kw.setdefault("layer", layer)
+        if batch_size is not None:
+            kw.setdefault("batch_size", batch_size)
+        bound.append(bind(spec.name, **kw))
+    names = [b.name for b in bound]
+    if len(set(names)) != len(names):
         raise ValueError(f"a method is named twice: {names}")
-    return out
+    stray = [k for k in options if k not in names]
+    if stray:
+        raise ValueError(f"options given for {', '.join(stray)}, which is not among the methods run "
+                         f"({', '.join(names)})")
+    return bound
 
 
 class _Explainer:
-    """Explains a batch with several methods for fixed targets (one call per model, CAMs sharing passes)."""
+    """Explains a batch with each bound method, for the classes the trained model was asked about."""
 
-    def __init__(self, methods: list[str], target: Target, layer: str | None, batch_size: int | None,
-                 options: dict[str, dict] | None) -> None:
-        self.methods, self.target, self.layer = methods, target, layer
-        self.batch_size, self.options = batch_size, options
+    def __init__(self, methods: list[BoundMethod], target: Target) -> None:
+        self.methods, self.target = methods, target
         self.used_layer: str | None = None
 
+    def _run(self, model: nn.Module, x: torch.Tensor) -> dict[str, Explanation]:
+        return {b.name: b(model, x, self.target) for b in self.methods}
+
     def __call__(self, model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = explain(model, x, self.methods, target=self.target, layer=self.layer, batch_size=self.batch_size,
-                      options=self.options)
-        if self.used_layer is None:
-            self.used_layer = next((e.layer for e in out.values() if e.layer is not None), None)
-        return {m: e.maps.detach() for m, e in out.items()}
+        return {m: e.maps.detach() for m, e in self._run(model, x).items()}
 
     def original(self, model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
         """Explain with the trained model, then fix its explained classes for every later model."""
-        out = explain(model, x, self.methods, target=self.target, layer=self.layer, batch_size=self.batch_size,
-                      options=self.options)
+        out = self._run(model, x)
         self.used_layer = next((e.layer for e in out.values() if e.layer is not None), None)
         idx = next((e.target for e in out.values() if e.target is not None), None)
         if idx is not None:  # "top1" or indices -> the original model's classes (validated by the method)
@@ -174,16 +198,14 @@ class _Explainer:
 
 def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, batch_size, options, metrics,
              rule):
-    names = _methods(methods)
+    bound = bind_methods(model, methods, layer, batch_size, options)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise ValueError(f"unknown similarity metric(s) {unknown or list(metrics)}; choose from {METRICS}")
     if rule.metric not in metrics:
         raise ValueError(f"the verdict metric {rule.metric!r} is not among the metrics computed {list(metrics)}")
     x = check_inputs(model, inputs)
-    if layer is not None:  # a name, so that it also designates the layer of the copies
-        layer = layer_name(model, layer)
-    return names, x, _Explainer(names, target, layer, batch_size, options)
+    return [b.name for b in bound], x, _Explainer(bound, target)
 
 
 def _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metrics, metric_options, rule,
@@ -201,7 +223,8 @@ def _collect(mode, steps, step_blocks, names, original, per_step, x, idx, metric
                         config, time.perf_counter() - started)
 
 
-def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] = ("gradient",),
+def model_randomization(model: nn.Module, inputs: torch.Tensor,
+                        methods: MethodLike | Sequence[MethodLike] = ("gradient",),
                         *, mode: str = "cascading", blocks: Sequence[str] | None = None,
                         granularity: str = "stages", init: str = "reset", std: float = 0.01,
                         reset_running_stats: bool = False, seed: int = 0, seeding: str = "per_block",
@@ -250,7 +273,7 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor, methods: str | S
 
 
 def data_randomization(model: nn.Module, random_label_model: nn.Module, inputs: torch.Tensor,
-                       methods: str | Sequence[str] = ("gradient",), *, target: Target = "top1",
+                       methods: MethodLike | Sequence[MethodLike] = ("gradient",), *, target: Target = "top1",
                        layer: str | nn.Module | None = None, batch_size: int | None = None,
                        options: dict[str, dict] | None = None, metrics: Sequence[str] = METRICS,
                        metric_options: dict[str, dict] | None = None, rule: VerdictRule = VerdictRule(by_step=0),
@@ -273,7 +296,7 @@ def data_randomization(model: nn.Module, random_label_model: nn.Module, inputs: 
                     rule, keep_maps, config, started, seed)
 
 
-def cascading_verdicts(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str],
+def cascading_verdicts(model: nn.Module, inputs: torch.Tensor, methods: MethodLike | Sequence[MethodLike],
                        **kwargs: Any) -> dict[str, Verdict]:
     """Each method's verdict in the cascading randomization test (for a badge next to its maps)."""
     kwargs.setdefault("keep_maps", 0)
