@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from interpretorch.cli.common import (UserError, add_model_arguments, collect_images, load_model_from_args,
-                                      output_dir, parse_target)
+                                      output_dir, parse_target, positive_int)
 
 NAME = "sanity"
 HELP = "model-parameter / data randomization sanity checks of saliency methods, as an HTML report"
@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-std", type=float, default=0.01, help="std of --init normal (default: %(default)s)")
     p.add_argument("--reset-running-stats", action="store_true",
                    help="also reset normalisation layers' running statistics (the paper kept them)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="stop after this many steps (the top blocks only: a quicker check)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
     p.add_argument("--target", type=parse_target, default="top1",
                    help="'top1' (default: the original model's top class, kept at every step), a class index, "
@@ -124,8 +126,10 @@ def run(args: argparse.Namespace) -> int:
                                      granularity=args.granularity, init=args.init, std=args.init_std,
                                      reset_running_stats=args.reset_running_stats, seed=args.seed,
                                      target=args.target, layer=args.layer or loaded.cam_layer,
-                                     batch_size=args.batch_size, rule=_rule(args, 0.5), progress=True)
-        index = save_report(result, out, images=loaded.preprocess.display(arrays), image_names=[Path(n).name for n in names],
+                                     batch_size=args.batch_size, rule=_rule(args, 0.5), max_steps=args.max_steps,
+                                     progress=True)
+        index = save_report(result, out, images=loaded.preprocess.display(arrays),
+                            image_names=[Path(n).name for n in names],
                             model_name=args.model)
     data = json.loads((out / "sanity.json").read_text())
     for m, e in data["methods"].items():

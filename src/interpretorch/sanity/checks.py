@@ -236,8 +236,8 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor,
     """The model-parameter randomization test (``mode`` cascading or independent) of ``methods`` on ``inputs``.
 
     ``keep_maps`` first images keep their maps for the figure; ``max_steps`` stops after that many steps (the top
-    blocks only: a quicker check, whose verdict can only look at those steps). See ``randomize`` for blocks, ``init`` and the
-    running statistics, ``similarity`` for the metrics, this module's docstring for the verdict.
+    blocks only: a quicker check, whose verdict can only look at those steps). See ``randomize`` for blocks,
+    ``init`` and the running statistics, ``similarity`` for the metrics, this module's docstring for the verdict.
     """
     started = time.perf_counter()
     metrics = tuple(metrics)

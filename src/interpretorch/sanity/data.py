@@ -31,12 +31,12 @@ class RandomLabelConfig:
     data_seed: int = TrainConfig.data_seed  # the true-label model's training stream
     label_seed: int = 3
     test_seed: int = TrainConfig.val_seed  # the true-label model's validation stream
-    n_train: int = 512
+    n_train: int = 128
     n_test: int = 500
     size: int = 64
     max_epochs: int = 300
     target_accuracy: float = 0.95
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 3e-3
     width: int = TrainConfig.width
 
@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     run = train_random_label_cnn(RandomLabelConfig(**{k: getattr(args, k) for k in asdict(defaults)}), verbose=True)
     path = save_random_label_cnn(run, args.out)
     print(f"train accuracy (permuted labels) {run.train_accuracy:.4f}, test accuracy (true labels) "
-          f"{run.test_accuracy:.4f} (chance {run.chance:.2f}); {run.epochs} epochs in {run.seconds:.1f} s; wrote {path}")
+          f"{run.test_accuracy:.4f} (chance {run.chance:.2f}); {run.epochs} epochs in {run.seconds:.1f} s; "
+          f"wrote {path}")
 
 
 if __name__ == "__main__":
