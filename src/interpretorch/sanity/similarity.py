@@ -163,7 +163,7 @@ def topk(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.05) -> torch.Tens
 
     Importance is the sum over channels of |map| (the paper's abs-grayscale view before clipping; top-k is not in
     the paper, whose views leave the order of pixels unchanged, so no further normalisation is needed). Ties at
-    the k-th value are broken by position.
+    the k-th value are broken as ``torch.topk`` breaks them.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
