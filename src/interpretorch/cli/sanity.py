@@ -78,8 +78,6 @@ def _data_test(args: argparse.Namespace, methods: list[str], out: Path) -> Path:
     from interpretorch.sanity.data import (RandomLabelConfig, load_random_label_cnn, train_random_label_cnn)
     from interpretorch.sanity.report import save_report
 
-    if args.images:
-        raise UserError("--mode data runs on the synthetic localisation set; give no images")
     if args.model != "efficientnet_lite0" and args.model != "synthetic_cnn":
         raise UserError("--mode data is shipped for SyntheticCNN only; leave --model out")
     if args.data_images < 1:
@@ -112,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     methods = [canonical(m) for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise UserError("--methods is empty; name at least one method")
+    if args.mode == "data" and args.images:
+        raise UserError("--mode data runs on the synthetic localisation set; give no images")
     out = output_dir(args.out)
     if args.mode == "data":
         index = _data_test(args, methods, out)
