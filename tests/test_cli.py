@@ -124,3 +124,23 @@ def test_all_methods_with_options_and_pixel_views(tmp_path, capsys):
     assert "not among the methods" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(args + ["--option", "rise=5"])
+
+
+def test_shared_model_flags_and_one_line_errors(tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "rep"
+    assert main(["explain", str(img), "--model", "tiny_cnn", "--size", "48", "--mean", "0.4,0.4,0.4", "--std",
+                 "0.2,0.2,0.2", "--methods", "gradcam", "--out", str(out)]) == 0
+    with Image.open(out / json.loads((out / "results.json").read_text())["images"][0]["image"]) as im:
+        assert im.size == (48, 48)
+    (tmp_path / "file").write_text("")
+    for bad, word in ((["--device", "gpu"], "device"), (["--out", str(tmp_path / "file")], "existing file"),
+                      (["--target", "1,2"], "2 targets for 1 images"), (["--methods", ","], "names no method")):
+        assert main(["explain", str(img), "--model", "tiny_cnn", "--out", str(out)] + bad) == 2
+        err = capsys.readouterr().err
+        assert word in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["explain", "--size", "0"])
+    assert main(["layers", "--model", "tiny_cnn"]) == 0
+    assert "features" in capsys.readouterr().out

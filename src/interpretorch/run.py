@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import check_inputs, clean_pass, resolve_layer
-from interpretorch.attribution.registry import available_methods, canonical, default_methods, explain, get_method
+from interpretorch.attribution.registry import explain, get_method, method_options, resolve_methods
 from interpretorch.explanation import Explanation
 from interpretorch.targets import Target, check_target
 
@@ -104,19 +104,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
-    if methods is None:
-        names_ = default_methods()
-    elif methods == "all":
-        names_ = available_methods()
-    else:
-        names_ = list(dict.fromkeys(canonical(m) for m in ([methods] if isinstance(methods, str) else methods)))
-    if not names_:
-        raise ValueError("no method given; name at least one (interpretorch methods lists them)")
-    opts = {canonical(k): dict(v) for k, v in (options or {}).items()}
-    for m, o in opts.items():
-        if m not in names_:
-            raise ValueError(f"options given for {m}, which is not among the methods run ({', '.join(names_)})")
-        get_method(m).check_options(o)
+    names_ = resolve_methods(methods)
+    opts = method_options(names_, options)
     layered = any(get_method(m).needs_layer for m in names_)
     if layer is not None and not layered:
         raise ValueError(f"layer= is for the layer methods; {', '.join(names_)} explain the input pixels")

@@ -1,6 +1,7 @@
 """The seeded synthetic localisation set, and the script that reproduces the cached CNN weights."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,31 @@ def test_fixture_is_small_and_loads():
     assert TrainConfig(**ckpt["config"]) == TrainConfig()
 
 
-def test_training_script_reproduces_the_cached_weights(tmp_path, capsys):
-    """The fixture is what ``python -m interpretorch.models.synthetic_cnn --out ...`` writes (about 20 s)."""
+def test_the_training_data_are_the_same_everywhere():
+    """The fixture's training stream, pinned by hash: no numpy, scikit-image or CPU change may alter it.
+
+    Checked equal with numpy 1.26.4 / scikit-image 0.22.0 / scipy 1.11.4 and numpy 2.4.6 /
+    scikit-image 0.26.0 / scipy 1.17.1, and with numpy's AVX-512 kernels disabled.
+    """
+    d = make_localisation_set(64, seed=TrainConfig().data_seed)
+    h = hashlib.sha256()
+    for name in ("images", "labels", "masks", "boxes"):
+        h.update(getattr(d, name).contiguous().numpy().tobytes())
+    assert h.hexdigest() == "8f7130d0189e7276e7e56868a53a5a7913782ad75cb89f99a712a470655fb35c"
+
+
+def test_training_script_reaches_the_cached_accuracy(tmp_path, capsys):
+    """``python -m interpretorch.models.synthetic_cnn --out ...`` retrains a model as good as the fixture.
+
+    What can be promised across machines is the accuracy, not the bits: the data are identical
+    everywhere (test above), but oneDNN's convolutions and MKL's matmuls round differently on
+    different instruction sets, and 200 training steps amplify that. On one machine with torch
+    2.13.0+cpu, AVX-512, oneDNN limited to AVX2, and oneDNN and MKL limited to AVX2 gave three
+    different sets of weights (first conv weight -0.075, -0.072, 0.017; the fixture's is -0.002) with
+    validation accuracies 0.990, 0.992, 0.992 (the fixture's 0.994). So this checks the retrained
+    model's config and layout, and that its validation accuracy is within 0.01 (5 of 500 images) of
+    the fixture's; bit-for-bit determinism on one machine is ``test_a_short_training_run_is_deterministic``.
+    """
     out = tmp_path / "w.pt"
     threads = torch.get_num_threads()
     rng = torch.random.get_rng_state()
@@ -83,13 +107,13 @@ def test_training_script_reproduces_the_cached_weights(tmp_path, capsys):
     new = torch.load(out, weights_only=True)
     ref = torch.load(FIXTURE, weights_only=True)
     assert new["config"] == ref["config"]
-    assert new["state_dict"].keys() == ref["state_dict"].keys()
-    for k, v in ref["state_dict"].items():
-        assert torch.allclose(new["state_dict"][k].float(), v.float(), rtol=1e-4, atol=1e-5), k
-    assert new["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=0.004)
+    assert {k: v.shape for k, v in new["state_dict"].items()} == {k: v.shape for k, v in ref["state_dict"].items()}
+    assert new["made_with"]["torch"] == torch.__version__
+    assert new["val_accuracy"] == pytest.approx(ref["val_accuracy"], abs=0.01)
 
 
 def test_a_short_training_run_is_deterministic():
+    """Two trainings with one config give the same weights bit for bit (on one machine: see above)."""
     cfg = TrainConfig(n_train=128, n_val=32, epochs=1, batch_size=32)
     m1, a1 = train_synthetic_cnn(cfg)
     m2, a2 = train_synthetic_cnn(cfg)

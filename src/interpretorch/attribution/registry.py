@@ -191,6 +191,29 @@ def bind(method: str, **options: Any) -> BoundMethod:
     return BoundMethod(method, options)
 
 
+def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
+    """Registered names of ``methods``: one name, several, "all", or None for ``default_methods()``."""
+    if methods is None:
+        names = default_methods()
+    elif methods == "all":
+        names = available_methods()
+    else:
+        names = list(dict.fromkeys(canonical(m) for m in ([methods] if isinstance(methods, str) else methods)))
+    if not names:
+        raise ValueError("no method given; name at least one (interpretorch.available_methods() lists them)")
+    return names
+
+
+def method_options(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict]:
+    """``options`` keyed by registered names, each checked against its method, which must be among ``names``."""
+    out = {canonical(k): dict(v) for k, v in (options or {}).items()}
+    for m, opts in out.items():
+        if m not in names:
+            raise ValueError(f"options given for {m}, which is not among the methods run ({', '.join(names)})")
+        _METHODS[m].check_options(opts)
+    return out
+
+
 def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] = "gradcam",
             target: Target = "top1", layer: str | nn.Module | None = None, *, batch_size: int | None = None,
             options: dict[str, dict] | None = None, **shared: Any) -> Explanation | dict[str, Explanation]:
@@ -203,18 +226,9 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     the number of rows per model call.
     """
     single = isinstance(methods, str) and methods != "all"
-    if methods == "all":
-        names = available_methods()
-    else:
-        names = list(dict.fromkeys(canonical(m) for m in ([methods] if isinstance(methods, str) else methods)))
-    if not names:
-        raise ValueError("no method given; name at least one (see interpretorch.available_methods())")
+    names = resolve_methods(methods)
     specs = {n: _METHODS[n] for n in names}
-    options = {canonical(k): dict(v) for k, v in (options or {}).items()}
-    for m, opts in options.items():
-        if m not in specs:
-            raise ValueError(f"options given for {m}, which is not among the methods run ({', '.join(names)})")
-        specs[m].check_options(opts)
+    options = method_options(names, options)
     unused = [k for k in shared if not any(s.accepts(k) for s in specs.values())]
     if unused:
         raise TypeError(f"option(s) {unused} are taken by none of the methods {names}; "

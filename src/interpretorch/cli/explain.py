@@ -68,17 +68,15 @@ def run(args: argparse.Namespace) -> int:
     """Explain the images with each method and write index.html, results.json and the pictures."""
     from tqdm import tqdm
 
-    from interpretorch.attribution.registry import available_methods, canonical
+    from interpretorch.attribution.registry import resolve_methods
     from interpretorch.report import write_report
     from interpretorch.report.html import render_html
     from interpretorch.run import plan_steps, run as run_methods
 
-    if args.methods == "all":
-        methods = available_methods()
-    else:
-        methods = list(dict.fromkeys(canonical(m) for m in args.methods.split(",") if m.strip()))
-    if not methods:
+    wanted = args.methods if args.methods == "all" else [m for m in args.methods.split(",") if m.strip()]
+    if not wanted:
         raise UserError("--methods names no method; `interpretorch methods` lists them")
+    methods = resolve_methods(wanted)
     options = method_options(args.option, methods)
     out_dir = output_dir(args.out)
     loaded = load_model_from_args(args)

@@ -2,7 +2,14 @@
 
 ``python -m interpretorch.models.synthetic_cnn --out synthetic_cnn.pt`` trains it from scratch
 (about half a minute on two CPU cores, single-threaded so the weights do not depend on the thread
-count) and writes ``{"state_dict", "config", "val_accuracy"}``; ``load_synthetic_cnn`` reads it back.
+count) and writes ``{"state_dict", "config", "val_accuracy", "made_with"}``; ``load_synthetic_cnn``
+reads it back.
+
+The data are bit-identical everywhere, but the weights are only reproducible bit for bit on one kind
+of CPU with one torch build: the convolution and matmul kernels (oneDNN, MKL) pick their vector
+instruction set at run time, their float32 rounding differs in the last bits between e.g. AVX-512
+and AVX2, and 200 steps of training amplify that into visibly different weights of the same
+accuracy. ``made_with`` records the torch version and CPU capability the weights came from.
 """
 from __future__ import annotations
 
@@ -69,7 +76,8 @@ def train_synthetic_cnn(config: TrainConfig = TrainConfig(), verbose: bool = Fal
     """Train the CNN on the synthetic set from scratch; returns the model (eval mode) and its validation accuracy.
 
     Runs single-threaded with seeded initialisation, data and shuffling, so the same config gives
-    the same weights on the same platform; the global RNG and thread count are restored afterwards.
+    the same weights on the same platform (CPU kind and torch build; another CPU gives other weights
+    of about the same accuracy); the global RNG and thread count are restored afterwards.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -115,10 +123,15 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def save_synthetic_cnn(model: SyntheticCNN, path: str | Path, config: TrainConfig, val_accuracy: float) -> Path:
-    """Write the weights with the config that reproduces them."""
+    """Write the weights with the config that reproduces them and the platform that made them."""
+    import numpy as np
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "config": asdict(config), "val_accuracy": val_accuracy}, path)
+    made_with = {"torch": str(torch.__version__), "numpy": str(np.__version__),
+                 "cpu_capability": str(torch.backends.cpu.get_cpu_capability())}
+    torch.save({"state_dict": model.state_dict(), "config": asdict(config), "val_accuracy": val_accuracy,
+                "made_with": made_with}, path)
     return path
 
 
