@@ -154,3 +154,19 @@ def test_cascading_verdicts_for_a_badge():
     model = TinyCNN(num_classes=5).eval()
     v = cascading_verdicts(model, _x(2, 32), ["gradient", "gradcam"])
     assert set(v) == {"gradient", "gradcam"} and all(isinstance(x.passes, bool) for x in v.values())
+
+
+def test_bound_methods_and_a_layer_given_as_a_module():
+    from interpretorch import bind
+
+    model = TinyCNN(num_classes=5).eval()
+    x = _x(2, 32)
+    by_name = model_randomization(model, x, ["gradcam"], layer="features.8", max_steps=1, metrics=["spearman_abs"])
+    bound = model_randomization(model, x, [bind("gradcam", layer=model.features[8]), bind("gradient")],
+                                max_steps=1, metrics=["spearman_abs"])
+    assert bound.methods == ["gradcam", "gradient"] and bound.config["layer"] == "features.8"
+    assert torch.equal(bound.similarity["gradcam"]["spearman_abs"], by_name.similarity["gradcam"]["spearman_abs"])
+    with pytest.raises(ValueError, match="named twice"):
+        model_randomization(model, x, ["gradient", bind("gradient")])
+    with pytest.raises(ValueError, match="not among the methods run"):
+        model_randomization(model, x, ["gradient"], options={"gradcam": {}})
