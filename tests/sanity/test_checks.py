@@ -109,7 +109,7 @@ def test_callers_model_is_bit_identical_after_every_mode_also_when_it_raises(mod
     x = _x(2, 32)
     x0 = x.clone()
     rng = torch.random.get_rng_state()
-    model_randomization(model, x, ["gradient", "gradcam", "guided_backprop"], mode=mode, init="normal", std=0.05,
+    model_randomization(model, x, ["gradient", "gradcam"], mode=mode, init="normal", std=0.05,
                         reset_running_stats=True, keep_maps=0)
     snap.assert_unchanged()
     with pytest.raises(RuntimeError, match="boom"):
