@@ -144,3 +144,18 @@ def test_shared_model_flags_and_one_line_errors(tmp_path, capsys):
         main(["explain", "--size", "0"])
     assert main(["layers", "--model", "tiny_cnn"]) == 0
     assert "features" in capsys.readouterr().out
+
+
+def test_explain_sanity_adds_a_verdict_badge_per_method(tmp_path):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "rep"
+    assert main(["explain", str(img), "--model", "tiny_cnn", "--size", "32", "--methods", "gradcam,gradient",
+                 "--sanity", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["sanity"]) == {"gradcam", "gradient"}
+    for v in results["sanity"].values():
+        assert isinstance(v["passes"], bool) and v["report"] == "sanity/index.html"
+    html = (out / "index.html").read_text()
+    assert "sanity: passes" in html or "sanity: fails" in html
+    assert (out / "sanity" / "index.html").exists() and (out / "sanity" / "sanity.json").exists()

@@ -51,6 +51,7 @@ class RunResult:
     evaluation: dict[str, dict] | None = None
     evaluation_seconds: float | None = None
     failed: list[dict[str, str]] = field(default_factory=list)
+    sanity: dict[str, dict] | None = None
 
     @property
     def explanations(self) -> dict[str, Explanation]:

@@ -62,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
                         "integrated_gradients.baseline=blur (repeatable)")
     if evaluate_flag:
         p.add_argument("--evaluate", action="store_true", help="also compute the evaluation metrics")
+    p.add_argument("--sanity", action="store_true",
+                   help="also run the cascading model-randomization sanity check of each method (Adebayo et al. "
+                        "2018): a pass / fail badge per method, linked to the figure in DIR/sanity/")
+    p.add_argument("--sanity-steps", type=int, default=None, metavar="N",
+                   help="with --sanity: randomize only the top N blocks (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +113,24 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     result.failed = failed
     result.device = args.device
+    if getattr(args, "sanity", False):
+        result.sanity = _sanity(loaded, x, display, result, args, out_dir)
     page = write_report(result, out_dir)
     print(f"interpretorch: wrote {page}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _sanity(loaded, x, display, result, args: argparse.Namespace, out_dir) -> dict[str, dict]:
+    """The cascading randomization test of the run's methods (same targets, options and layer), written to
+    ``out_dir/sanity/``; returns each method's verdict as JSON-ready values with the report's path."""
+    from interpretorch.sanity import model_randomization
+    from interpretorch.sanity.report import save_report
+
+    idx = next((r.explanation.target for r in result.methods.values() if r.explanation.target is not None), None)
+    sanity = model_randomization(loaded.model, x, list(result.methods), mode="cascading",
+                                 target=idx if idx is not None else args.target, layer=result.layer,
+                                 batch_size=args.batch_size, options={m: r.options for m, r in result.methods.items()
+                                                                      if r.options},
+                                 max_steps=args.sanity_steps)
+    save_report(sanity, out_dir / "sanity", images=display)
+    return {m: {**v.to_dict(), "report": "sanity/index.html"} for m, v in sanity.verdicts.items()}

@@ -83,6 +83,8 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True) 
                 "view": "abs_grayscale p99 (signed: diverging p99)" if pixel else "overlay",
                 "options": mr.options, "target": tgt, "target_name": result.class_name(tgt),
                 "layer": e.layer, "seconds": mr.seconds / n}
+    if getattr(result, "sanity", None):
+        results["sanity"] = result.sanity
     if result.evaluation is not None:
         results["evaluation"] = result.evaluation
         results["evaluation_seconds"] = result.evaluation_seconds
