@@ -1,0 +1,176 @@
+"""AttnLRP (Achtibat et al. 2024) as one forward and one modified backward pass.
+
+Relevance is Gradient x Input under a modified backward: every operation of the forward pass keeps the
+invariant "relevance of a tensor = tensor * its modified gradient", so the relevance of any intermediate tensor
+(or of the input) is read off as ``t * t.grad``. The rules, applied while the model runs inside ``attnlrp_rules``:
+
+* linear maps (``F.linear``, convolutions, additions, the residual stream): the plain gradient, which is the
+  epsilon rule with epsilon -> 0 (biases absorb their share of the relevance);
+* LayerNorm (``F.layer_norm``): the standard deviation is treated as a constant (the identity rule on the
+  normalisation), so the centring and the affine map pass relevance linearly;
+* element-wise non-linearities (``F.gelu``, ``torch.tanh``, ``F.silu``): the identity rule R_x = R_y, i.e. the
+  gradient is multiplied by f(x) / x instead of f'(x);
+* products of two activations (``torch.matmul`` / ``@`` / ``torch.bmm`` when both operands carry relevance:
+  Q K^T and A V): the uniform rule, each operand gets half of the relevance (the gradient is halved);
+* softmax: AttnLRP's rule R_x = x * (R_s - s * sum R_s) is exactly x * (plain softmax gradient), so softmax
+  keeps its gradient;
+* fused attention (``F.scaled_dot_product_attention``) is decomposed into those pieces, with its mask.
+
+Nothing is patched on the model: a ``TorchFunctionMode`` sees the functional calls the modules make. Code that
+runs below Python (TorchScript, ``nn.MultiheadAttention``'s fused function) keeps plain gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+from torch.overrides import TorchFunctionMode
+
+
+class _HalfGrad(Function):
+    """Identity forward; the backward halves the gradient (the uniform rule for a product of two inputs)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return 0.5 * g
+
+
+class _IdentityRule(Function):
+    """y = f(x) forward; the backward multiplies by f(x) / x (the identity rule R_x = R_y)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:  # noqa: D102
+        tiny = torch.finfo(x.dtype).eps
+        ratio = torch.where(x.abs() > tiny, y / torch.where(x.abs() > tiny, x, torch.ones_like(x)),
+                            torch.full_like(x, limit))
+        ctx.save_for_backward(ratio)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # noqa: D102
+        (ratio,) = ctx.saved_tensors
+        return g * ratio, None, None
+
+
+def _gelu_ratio_free(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU through the identity rule: gelu(x) / x is Phi(x) (or its tanh form), so no division is needed."""
+    y = F.gelu(x, approximate=approximate)
+    if not x.requires_grad:
+        return y
+    return _IdentityRule.apply(x, y.detach(), 0.5)
+
+
+def _identity_rule(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
+    if not x.requires_grad:
+        return y
+    return _IdentityRule.apply(x, y.detach(), limit)
+
+
+def _layer_norm_const_std(x: torch.Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
+    dims = tuple(range(-len(tuple(normalized_shape)), 0))
+    mean = x.mean(dims, keepdim=True)
+    var = (x - mean).pow(2).mean(dims, keepdim=True)
+    y = (x - mean) / (var + eps).sqrt().detach()
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    return _HalfGrad.apply(t) if t.requires_grad else t
+
+
+def _both_relevant(a: object, b: object) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad and b.requires_grad
+
+
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if enable_gqa and query.shape[-3] != key.shape[-3]:
+        rep = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    logits = torch.matmul(query, key.transpose(-2, -1))
+    if _both_relevant(query, key):
+        logits = _half(logits)
+    logits = logits * scale
+    t, s = logits.shape[-2], logits.shape[-1]
+    if is_causal:
+        causal = torch.ones(t, s, dtype=torch.bool, device=logits.device).tril()
+        logits = logits.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask
+    probs = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
+    out = torch.matmul(probs, value)
+    return _half(out) if _both_relevant(probs, value) else out
+
+
+@dataclass
+class RuleCounts:
+    """How many operations of each kind the rules reached during the forward pass."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str) -> None:
+        """Count one operation."""
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+
+class _AttnLRPMode(TorchFunctionMode):
+    def __init__(self, counts: RuleCounts) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        if func is F.layer_norm:
+            self.counts.add("layer_norm")
+            return _layer_norm_const_std(*args, **kwargs)
+        if func is F.gelu:
+            self.counts.add("gelu")
+            return _gelu_ratio_free(*args, **kwargs)
+        if func in (torch.tanh, torch.Tensor.tanh):
+            self.counts.add("tanh")
+            return _identity_rule(args[0], func(*args, **kwargs), 1.0)
+        if func is F.silu:
+            self.counts.add("silu")
+            return _identity_rule(args[0], func(*args, **kwargs), 0.5)
+        if func is F.scaled_dot_product_attention:
+            self.counts.add("sdpa")
+            if kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0):
+                raise ValueError("AttnLRP needs the model in eval mode (attention dropout is active)")
+            return _sdpa(*args, **kwargs)
+        if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm):
+            out = func(*args, **kwargs)
+            if len(args) >= 2 and _both_relevant(args[0], args[1]):
+                self.counts.add("matmul")
+                return _half(out)
+            return out
+        if func is torch.Tensor.__rmatmul__:
+            out = func(*args, **kwargs)
+            if len(args) >= 2 and _both_relevant(args[0], args[1]):
+                self.counts.add("matmul")
+                return _half(out)
+            return out
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def attnlrp_rules() -> Iterator[RuleCounts]:
+    """While active, forward passes build graphs whose gradients implement AttnLRP (see the module docstring)."""
+    counts = RuleCounts()
+    with _AttnLRPMode(counts):
+        yield counts
+
