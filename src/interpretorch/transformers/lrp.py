@@ -94,7 +94,8 @@ def _both_relevant(a: object, b: object) -> bool:
     return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.requires_grad and b.requires_grad
 
 
-def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+def _sdpa(state: "RuleCounts", query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
     if enable_gqa and query.shape[-3] != key.shape[-3]:
         rep = query.shape[-3] // key.shape[-3]
         key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
@@ -113,15 +114,38 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
         else:
             logits = logits + attn_mask
     probs = torch.nan_to_num(torch.softmax(logits, dim=-1), nan=0.0)
+    if state.conservative:
+        probs = probs.detach()
+    if state.record and probs.requires_grad:
+        logits.retain_grad()
+        probs.retain_grad()
+        state.softmax.append((logits, probs))
     out = torch.matmul(probs, value)
     return _half(out) if _both_relevant(probs, value) else out
 
 
 @dataclass
 class RuleCounts:
-    """How many operations of each kind the rules reached during the forward pass."""
+    """How many operations of each kind the rules reached during the forward pass; with ``record`` the logits
+    and probabilities of each decomposed attention (their ``.grad`` is kept, so their relevance can be read)."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    conservative: bool = False
+    record: bool = False
+    softmax: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+    def softmax_leak(self) -> list[torch.Tensor]:
+        """Per recorded attention: relevance at its probabilities minus at its logits, per image (B,) - what the
+        softmax rule's bias term absorbs."""
+        out = []
+        for logits, probs in self.softmax:
+            if logits.grad is None or probs.grad is None:
+                raise RuntimeError("run the backward pass first")
+            lg = torch.where(torch.isfinite(logits), logits, torch.zeros_like(logits))
+            r_in = (lg * logits.grad).flatten(1).sum(1)
+            r_out = (probs * probs.grad).flatten(1).sum(1)
+            out.append((r_out - r_in).detach())
+        return out
 
     def add(self, name: str) -> None:
         """Count one operation."""
@@ -151,7 +175,10 @@ class _AttnLRPMode(TorchFunctionMode):
             self.counts.add("sdpa")
             if kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0):
                 raise ValueError("AttnLRP needs the model in eval mode (attention dropout is active)")
-            return _sdpa(*args, **kwargs)
+            return _sdpa(self.counts, *args, **kwargs)
+        if func in (F.softmax, torch.softmax, torch.Tensor.softmax) and self.counts.conservative:
+            self.counts.add("softmax")
+            return func(*args, **kwargs).detach()
         if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm):
             out = func(*args, **kwargs)
             if len(args) >= 2 and _both_relevant(args[0], args[1]):
@@ -168,9 +195,14 @@ class _AttnLRPMode(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def attnlrp_rules() -> Iterator[RuleCounts]:
-    """While active, forward passes build graphs whose gradients implement AttnLRP (see the module docstring)."""
-    counts = RuleCounts()
+def attnlrp_rules(*, conservative: bool = False, record: bool = False) -> Iterator[RuleCounts]:
+    """While active, forward passes build graphs whose gradients implement AttnLRP (see the module docstring).
+
+    ``conservative=True`` gives CP-LRP (Ali et al. 2022) instead: attention probabilities are constants, so all
+    relevance flows through the values. ``record=True`` keeps each fused attention's logits and probabilities
+    for ``RuleCounts.softmax_leak``.
+    """
+    counts = RuleCounts(conservative=conservative, record=record)
     with _AttnLRPMode(counts):
         yield counts
 
