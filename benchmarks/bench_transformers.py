@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from interpretorch.attribution.gradient import integrated_gradients
+from interpretorch.attribution.integrated import integrated_gradients
 from interpretorch.capture import capture
 from interpretorch.data.synthetic import make_localisation_set
 from interpretorch.metrics.localisation import pointing_chance, pointing_game

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -58,11 +56,9 @@ def test_minilm_similarity_matches_sentence_transformers(minilm, snapshot):
 
 
 def _command():
-    path = Path(__file__).resolve().parents[2] / "src" / "interpretorch" / "cli" / "explain_text.py"
-    spec = importlib.util.spec_from_file_location("explain_text_cmd", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from interpretorch.cli import explain_text
+
+    return explain_text
 
 
 def test_explain_text_command(tmp_path, minilm):
@@ -84,3 +80,6 @@ def test_explain_text_command(tmp_path, minilm):
         cmd.run(parser.parse_args([FIRST, "--methods", "bogus", "--out", str(tmp_path)]))
     with pytest.raises(cmd.UserError, match="one or two"):
         cmd.run(parser.parse_args(["a", "b", "c", "--out", str(tmp_path)]))
+    from interpretorch.cli import main
+
+    assert main(["explain-text", FIRST, "--methods", "nope", "--out", str(tmp_path)]) == 2

@@ -58,3 +58,21 @@ def test_grid_and_errors(vit):
         attention_rollout(vit, torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match="NaN"):
         attention_rollout(vit, torch.full((1, 3, 32, 32), float("nan")))
+
+
+def test_registered_methods_run_through_explain(vit, snapshot):
+    from interpretorch.attribution.registry import explain, get_method
+    from interpretorch.transformers.methods import NAMES, register_methods
+
+    register_methods()
+    register_methods()  # idempotent
+    assert get_method("chefer").name == "gradient_rollout"
+    x = torch.randn(2, 3, 32, 32)
+    snap = snapshot(vit)
+    out = explain(vit, x, list(NAMES), target=[0, 1])
+    assert set(out) == set(NAMES)
+    direct = gradient_rollout(vit, x, target=[0, 1])
+    assert torch.allclose(out["gradient_rollout"].maps, direct.maps)
+    for e in out.values():
+        assert e.maps.shape == (2, 32, 32)
+    snap.assert_unchanged()

@@ -5,11 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-try:
-    from interpretorch.cli.common import UserError
-except ImportError:  # before the CLI package lands on main
-    class UserError(Exception):
-        """A problem with the command line, reported in one line (exit code 2)."""
+from interpretorch.cli.common import UserError
 
 NAME = "explain-text"
 HELP = "explain a text encoder: which words drive a sentence's prediction or two sentences' similarity"

@@ -1,24 +1,22 @@
-"""Registration of the transformer methods with the method registry (the lead calls ``register_methods()``)."""
+"""Registration of the image-transformer methods with the method registry (``register_methods()``)."""
 from __future__ import annotations
+
+NAMES = ("attention", "rollout", "gradient_rollout", "attnlrp", "token_gradcam")
 
 
 def register_methods() -> None:
-    """Register attention, rollout, gradient_rollout, attnlrp and token_gradcam for image transformers."""
-    from interpretorch.attribution import registry
+    """Register attention, rollout, gradient_rollout, attnlrp and token_gradcam (idempotent)."""
+    from interpretorch.attribution.registry import register
     from interpretorch.transformers.vision import (attention_rollout, attnlrp, gradient_rollout, raw_attention,
                                                    token_gradcam)
 
-    entries = [("attention", raw_attention, "region", False, ("raw_attention",),
-                "The class token's attention in the last layer (heads averaged)."),
-               ("rollout", attention_rollout, "region", False, ("attention_rollout",),
-                "Attention rollout (Abnar & Zuidema 2020)."),
-               ("gradient_rollout", gradient_rollout, "region", False, ("chefer", "grad_rollout"),
-                "Gradient-weighted attention rollout (Chefer et al. 2021)."),
-               ("attnlrp", attnlrp, "region", False, ("attn_lrp",), "AttnLRP (Achtibat et al. 2024)."),
-               ("token_gradcam", token_gradcam, "region", True, ("vit_gradcam",),
-                "Grad-CAM on transformer patch tokens.")]
-    for name, fn, kind, needs_layer, aliases, doc in entries:
-        try:  # the registry of the architecture issue
-            registry.register(name, fn, kind=kind, needs_layer=needs_layer, aliases=aliases, doc=doc)
-        except TypeError:  # the older registry: register(name, fn, layer=...)
-            registry.register(name, fn, layer=needs_layer)
+    register("attention", raw_attention, kind="region", aliases=("raw_attention",), replace=True,
+             doc="The class token's attention to the patches in the last layer, heads averaged.")
+    register("rollout", attention_rollout, kind="region", aliases=("attention_rollout",), replace=True,
+             doc="Attention rollout (Abnar & Zuidema 2020), read out at the class token.")
+    register("gradient_rollout", gradient_rollout, kind="region", aliases=("chefer", "grad_rollout"),
+             replace=True, doc="Gradient-weighted attention rollout (Chefer et al. 2021, LRP-free rule).")
+    register("attnlrp", attnlrp, kind="region", aliases=("attn_lrp",), replace=True,
+             doc="AttnLRP (Achtibat et al. 2024): one forward and one modified backward pass.")
+    register("token_gradcam", token_gradcam, kind="region", needs_layer=True, aliases=("vit_gradcam",),
+             replace=True, doc="Grad-CAM on transformer patch tokens (default: the input of the last attention).")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.gradient import ig_quadrature
+from interpretorch.attribution.integrated import ig_quadrature
 from interpretorch.capture import capture
 from interpretorch.transformers.attention import capture_attention
 from interpretorch.transformers.lrp import attnlrp_rules

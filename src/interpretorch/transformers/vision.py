@@ -14,11 +14,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, chunks, rows_per_pass, split_target
+from interpretorch.attribution.common import check_inputs
+from interpretorch.batching import chunks, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, upsample
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import Target, check_finite, target_indices, target_scores
+from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.transformers.attention import attention_modules, capture_attention
 from interpretorch.transformers.lrp import attnlrp_rules
 from interpretorch.transformers.rollout import (fuse_heads, gradient_rollout_matrix, readout, rollout_matrix)
@@ -50,9 +51,10 @@ def _run(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int
          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     x = check_inputs(model, inputs)
     n = x.shape[0]
+    target = check_target(target, n)
     maps, idx_all, scores = [], [], []
     for sl in chunks(n, rows_per_pass(batch_size, x.device)):
-        m, idx, s = per_chunk(x[sl], split_target(target, sl, n))
+        m, idx, s = per_chunk(x[sl], split_target(target, sl))
         maps.append(m)
         scores.append(s)
         if idx is not None:
