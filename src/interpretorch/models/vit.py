@@ -270,7 +270,9 @@ def load_tiny_vit(path: str | Path | None = None, device: str | torch.device = "
     model = _build(config)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.eval().to(device)
-    return LoadedModel(model, PREPROCESS, list(SHAPES), f"blocks.{config.depth - 1}", "tiny_vit")
+    # the CAM layer of a class-token ViT is the input of the last attention: the last block's output reaches the
+    # class only through its class token, so its patch tokens get no gradient
+    return LoadedModel(model, PREPROCESS, list(SHAPES), f"blocks.{config.depth - 1}.norm1", "tiny_vit")
 
 
 def main(argv: list[str] | None = None) -> None:
