@@ -25,6 +25,9 @@ def test_gelu_identity_rule():
     x[0, 0] = 0.0
     r_out, (r_in,) = _relevance_through(F.gelu, x)
     assert torch.allclose(r_in, r_out, atol=1e-12)  # R_x = R_y element-wise
+    for fn in (lambda t: F.gelu(t, approximate="tanh"), torch.tanh, F.silu):
+        r_out, (r_in,) = _relevance_through(fn, x)
+        assert torch.allclose(r_in, r_out, atol=1e-12)
 
 
 def test_layer_norm_treats_the_std_as_constant():

@@ -44,13 +44,10 @@ class _HalfGrad(Function):
 
 
 class _IdentityRule(Function):
-    """y = f(x) forward; the backward multiplies by f(x) / x (the identity rule R_x = R_y)."""
+    """y = f(x) forward (given); the backward multiplies by ``ratio`` = f(x) / x (the identity rule R_x = R_y)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:  # noqa: D102
-        tiny = torch.finfo(x.dtype).eps
-        ratio = torch.where(x.abs() > tiny, y / torch.where(x.abs() > tiny, x, torch.ones_like(x)),
-                            torch.full_like(x, limit))
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(ratio)
         return y
 
@@ -60,18 +57,32 @@ class _IdentityRule(Function):
         return g * ratio, None, None
 
 
-def _gelu_ratio_free(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """GELU through the identity rule: gelu(x) / x is Phi(x) (or its tanh form), so no division is needed."""
+def _safe_ratio(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
+    """y / x, with its limit f'(0) where x is (nearly) 0."""
+    small = x.abs() <= torch.finfo(x.dtype).eps
+    return torch.where(small, torch.full_like(x, limit), y / torch.where(small, torch.ones_like(x), x))
+
+
+def _gelu_identity(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """GELU through the identity rule: gelu(x) / x is Phi(x) (or its tanh form), computed without a division."""
     y = F.gelu(x, approximate=approximate)
     if not x.requires_grad:
         return y
-    return _IdentityRule.apply(x, y.detach(), 0.5)
+    with torch.no_grad():
+        if approximate == "tanh":
+            ratio = 0.5 * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))
+        else:
+            ratio = 0.5 * (1 + torch.erf(x * 0.5 ** 0.5))
+    return _IdentityRule.apply(x, y.detach(), ratio)
 
 
 def _identity_rule(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
+    """Element-wise f through the identity rule, from x and y = f(x); ``limit`` = f'(0)."""
     if not x.requires_grad:
         return y
-    return _IdentityRule.apply(x, y.detach(), limit)
+    with torch.no_grad():
+        ratio = _safe_ratio(x, y, limit)
+    return _IdentityRule.apply(x, y.detach(), ratio)
 
 
 def _layer_norm_const_std(x: torch.Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
@@ -164,7 +175,7 @@ class _AttnLRPMode(TorchFunctionMode):
             return _layer_norm_const_std(*args, **kwargs)
         if func is F.gelu:
             self.counts.add("gelu")
-            return _gelu_ratio_free(*args, **kwargs)
+            return _gelu_identity(*args, **kwargs)
         if func in (torch.tanh, torch.Tensor.tanh):
             self.counts.add("tanh")
             return _identity_rule(args[0], func(*args, **kwargs), 1.0)
