@@ -105,7 +105,7 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
-    names_ = resolve_methods(methods)
+    names_ = resolve_methods(methods, model)
     opts = method_options(names_, options)
     layered = any(get_method(m).needs_layer for m in names_)
     if layer is not None and not layered:

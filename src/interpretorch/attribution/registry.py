@@ -35,6 +35,7 @@ class MethodSpec:
     group: str | None = None
     default: bool = False
     doc: str = ""
+    applies: Callable[[nn.Module], bool] | None = None
     _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -42,6 +43,10 @@ class MethodSpec:
         """The method's own options with their defaults (``inspect.Parameter.empty`` when required)."""
         return {n: p.default for n, p in self._params.items()
                 if n not in CALL_ARGUMENTS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+    def applies_to(self, model: nn.Module) -> bool:
+        """Whether the method can explain ``model`` (e.g. attention methods need attention modules)."""
+        return self.applies is None or bool(self.applies(model))
 
     def accepts(self, key: str) -> bool:
         """Whether the method takes the keyword ``key``."""
@@ -80,13 +85,14 @@ def _key(name: str) -> str:
 
 def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", needs_layer: bool = False,
              aliases: Sequence[str] = (), group: str | None = None, default: bool = False, doc: str | None = None,
-             replace: bool = False) -> MethodSpec:
+             applies: Callable[[nn.Module], bool] | None = None, replace: bool = False) -> MethodSpec:
     """Add a method under ``name`` (and ``aliases``); returns its description.
 
     ``kind``: "pixel" ((B, C, H, W) maps on the input), "region" ((B, H, W) maps, usually from a layer) or
     "token" ((B, T) maps); ``needs_layer``: it explains a hidden layer (and takes ``layer``);
     ``group``: the name of a shared pass registered with ``register_group`` that computes several
-    methods of the group at once; ``default``: part of ``interpretorch explain``'s default set.
+    methods of the group at once; ``default``: part of ``interpretorch explain``'s default set;
+    ``applies(model)``: whether it can explain a model (what ``"all"`` keeps; None: every model).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -100,7 +106,7 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
             raise ValueError(f"method name(s) {taken} are already registered; pass replace=True to override")
     params = inspect.signature(fn).parameters
     first = (doc or inspect.getdoc(fn) or "").strip().split("\n")[0]
-    spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first,
+    spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first, applies,
                       dict(params))
     _METHODS[key] = spec
     for a in spec.aliases:
@@ -115,6 +121,11 @@ def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> 
 
 def _load_builtins() -> None:
     import interpretorch.attribution  # noqa: F401 - its modules register the built-in methods
+
+    if "attnlrp" not in _METHODS:
+        from interpretorch.transformers.methods import register_methods
+
+        register_methods()
 
 
 def _layer_methods() -> list[str]:
@@ -191,12 +202,13 @@ def bind(method: str, **options: Any) -> BoundMethod:
     return BoundMethod(method, options)
 
 
-def resolve_methods(methods: str | Sequence[str] | None) -> list[str]:
-    """Registered names of ``methods``: one name, several, "all", or None for ``default_methods()``."""
+def resolve_methods(methods: str | Sequence[str] | None, model: nn.Module | None = None) -> list[str]:
+    """Registered names of ``methods``: one name, several, "all" (those that apply to ``model`` when given), or
+    None for ``default_methods()``."""
     if methods is None:
         names = default_methods()
     elif methods == "all":
-        names = available_methods()
+        names = [s.name for s in method_specs() if model is None or s.applies_to(model)]
     else:
         names = list(dict.fromkeys(canonical(m) for m in ([methods] if isinstance(methods, str) else methods)))
     if not names:
@@ -226,7 +238,7 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     the number of rows per model call.
     """
     single = isinstance(methods, str) and methods != "all"
-    names = resolve_methods(methods)
+    names = resolve_methods(methods, model)
     specs = {n: _METHODS[n] for n in names}
     options = method_options(names, options)
     unused = [k for k in shared if not any(s.accepts(k) for s in specs.values())]

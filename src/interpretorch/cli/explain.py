@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     options = method_options(args.option, methods)
     out_dir = output_dir(args.out)
     loaded = load_model_from_args(args)
+    if wanted == "all":
+        methods = resolve_methods("all", loaded.model)
     names, arrays, failed = collect_images(args.images)
     if not arrays:
         import json

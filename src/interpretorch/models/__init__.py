@@ -19,7 +19,7 @@ __all__ = ["LoadedModel", "load_model", "imagenet_classes", "EfficientNetLite", 
            "get_layer", "layer_names", "tail_after", "find_images", "load_image",
            "ImageLoadError", "MODELS"]
 
-MODELS = ("efficientnet_lite0", "tiny_cnn")
+MODELS = ("efficientnet_lite0", "tiny_cnn", "tiny_vit")
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _load_user_model(spec: str) -> nn.Module:
 
 
 def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu") -> LoadedModel:
-    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``) or a user model, in eval mode on ``device``."""
+    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``) or a user model, in eval mode on ``device``."""
     if name == "efficientnet_lite0":
         model = EfficientNetLite()
         model.load_state_dict(_efficientnet_lite0_weights(), strict=True)
@@ -96,6 +96,10 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "c
     elif name == "tiny_cnn":
         loaded = LoadedModel(TinyCNN(), Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
                              [f"class {i}" for i in range(10)], "features", name)
+    elif name == "tiny_vit":
+        from interpretorch.models.vit import load_tiny_vit
+
+        return load_tiny_vit(device=device)
     else:
         model = _load_user_model(name)
         loaded = LoadedModel(model, Preprocess(224), [], None, name)

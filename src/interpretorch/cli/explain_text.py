@@ -1,0 +1,69 @@
+"""`interpretorch explain-text "sentence" ["second sentence"]`: token attributions of a BERT-style text model."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from interpretorch.cli.common import UserError
+
+NAME = "explain-text"
+HELP = "explain a text encoder: which words drive a sentence's prediction or two sentences' similarity"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's arguments."""
+    from interpretorch.transformers.text import TEXT_METHODS
+
+    parser.add_argument("sentences", nargs="+", metavar="SENTENCE",
+                        help="one sentence (explain its prediction) or two (explain their cosine similarity)")
+    parser.add_argument("--model", default="minilm",
+                        help="'minilm' (the offline all-MiniLM-L6-v2) or a local Hugging Face model folder")
+    parser.add_argument("--methods", default=",".join(TEXT_METHODS),
+                        help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
+    parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
+    parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
+    parser.add_argument("--target", default="top1", help="class to explain for a classification head (default top1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain the sentences and write the report; returns the exit code."""
+    from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
+        load_text_model, write_text_report
+
+    sentences = list(args.sentences)
+    if len(sentences) > 2:
+        raise UserError(f"give one or two sentences, got {len(sentences)}")
+    if any(not s.strip() for s in sentences):
+        raise UserError("a sentence is empty")
+    methods = [m.strip().lower().replace("-", "_") for m in args.methods.split(",") if m.strip()]
+    aliases = {"ig": "integrated_gradients", "lrp": "attnlrp", "chefer": "gradient_rollout"}
+    methods = [aliases.get(m, m) for m in methods]
+    unknown = [m for m in methods if m not in TEXT_METHODS]
+    if unknown or not methods:
+        raise UserError(f"unknown method(s) {unknown or args.methods!r}; choose from {', '.join(TEXT_METHODS)}")
+    if args.ig_steps < 1:
+        raise UserError(f"--ig-steps must be a positive integer, got {args.ig_steps}")
+    if args.model != "minilm" and not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model!r} is neither 'minilm' nor a local model folder")
+    start = time.perf_counter()
+    try:
+        tm = load_text_model(args.model)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the text model {args.model!r}: {e}") from None
+    if len(sentences) == 2:
+        if tm.pooling != "mean":
+            raise UserError("two sentences need a sentence encoder (mean pooling); this model has a classifier")
+        result = explain_similarity(tm, sentences[0], sentences[1], methods, ig_steps=args.ig_steps)
+    else:
+        target = args.target if args.target == "top1" else int(args.target)
+        result = explain_sentence(tm, sentences[0], methods, target=target, ig_steps=args.ig_steps)
+    result["model"] = tm.name
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    path = write_text_report(result, args.out)
+    print(f"wrote {path} and {Path(args.out) / 'results.json'}")
+    for sent in result["sentences"]:
+        for m, d in sent["methods"].items():
+            top = sorted(zip(d["tokens"], d["scores"]), key=lambda p: -p[1])[:3]
+            print(f"{sent['text']!r} {m}: " + ", ".join(f"{w} {v:.3f}" for w, v in top))
+    return 0
