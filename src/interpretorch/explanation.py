@@ -135,7 +135,9 @@ class Explanation:
 
     ``maps`` is (B, H, W) at input resolution, or (B, C, H, W) for pixel attributions; ``raw`` keeps
     the layer-resolution maps of layer methods. ``target`` holds the explained class per image
-    (or None for a callable target), ``scores`` the explained output per image.
+    (or None for a callable target), ``scores`` the explained output per image, and ``outputs`` the
+    model's outputs on the unperturbed images when the method computed them anyway (so a caller gets the
+    predictions without another forward pass).
     """
 
     maps: torch.Tensor
@@ -145,6 +147,7 @@ class Explanation:
     raw: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    outputs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])

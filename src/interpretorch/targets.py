@@ -1,4 +1,8 @@
-"""Turn a user's ``target`` (top1, int, ints per image, or callable) into per-image scores."""
+"""What is explained: turn a user's ``target`` (top1, int, one int per image, or callable) into scores per row.
+
+``check_target`` validates a target once for the whole batch, before any chunking; ``target_scores`` is the
+one place where rows of model outputs become the scores a method explains.
+"""
 from __future__ import annotations
 
 from typing import Callable, Sequence, Union
@@ -6,47 +10,100 @@ from typing import Callable, Sequence, Union
 import torch
 
 Target = Union[str, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
+SCORES = ("logit", "softmax")
+
+
+def is_callable_target(target: Target) -> bool:
+    """Whether ``target`` is a function of the outputs rather than class indices."""
+    return callable(target) and not isinstance(target, torch.Tensor)
+
+
+def check_target(target: Target, n: int) -> Target:
+    """Validate ``target`` for ``n`` images; returns "top1", an int, a (n,) long tensor, or the callable.
+
+    A per-image target (list, tuple or 1-D tensor) must hold exactly one class per image.
+    """
+    if is_callable_target(target):
+        return target
+    if target is None or (isinstance(target, str) and target == "top1"):
+        return "top1"
+    if isinstance(target, str):
+        raise ValueError(f"unknown target {target!r}; use 'top1', an int, a list of ints or a callable")
+    if isinstance(target, bool):
+        raise TypeError("target must be 'top1', an int, one int per image or a callable, not a bool")
+    if isinstance(target, int):
+        return target
+    if isinstance(target, torch.Tensor) and target.dim() == 0:
+        if target.is_floating_point():
+            raise TypeError(f"target must hold integer class indices, got a {target.dtype} tensor")
+        return int(target)
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got a {target.dtype} tensor")
+        idx = target.detach().reshape(-1).long()
+    elif isinstance(target, (list, tuple)):
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            raise TypeError(f"a per-image target must be a list of ints, got {list(target)!r}")
+        idx = torch.tensor(list(target), dtype=torch.long)
+    else:
+        raise TypeError(f"target must be 'top1', an int, one int per image or a callable, "
+                        f"got {type(target).__name__}")
+    if idx.numel() != n:
+        raise ValueError(f"got {idx.numel()} targets for {n} images; give exactly one class per image, "
+                         "or a single int for all of them")
+    return idx
+
+
+def split_target(target: Target, sl: slice) -> Target:
+    """The part of a checked target that belongs to images ``sl`` (shared targets pass through)."""
+    if isinstance(target, torch.Tensor):
+        return target[sl]
+    return target
 
 
 def target_indices(outputs: torch.Tensor, target: Target) -> torch.Tensor | None:
-    """Return one class index per image (B,), or None when ``target`` is a callable."""
-    if callable(target) and not isinstance(target, torch.Tensor):
+    """Return one class index per output row (B,), or None when ``target`` is a callable."""
+    if is_callable_target(target):
         return None
     if outputs.dim() != 2:
         raise ValueError(f"class targets need (B, num_classes) outputs, got shape {tuple(outputs.shape)}; "
                          "pass a callable target for other heads")
     b, k = outputs.shape
-    if target is None or (isinstance(target, str) and target == "top1"):
+    target = check_target(target, b)
+    if isinstance(target, str):
         idx = outputs.detach().argmax(dim=1)
-    elif isinstance(target, str):
-        raise ValueError(f"unknown target {target!r}; use 'top1', an int, a list of ints or a callable")
     elif isinstance(target, int):
         idx = torch.full((b,), target, dtype=torch.long, device=outputs.device)
     else:
-        idx = torch.as_tensor(target, dtype=torch.long, device=outputs.device).reshape(-1)
-        if idx.numel() == 1:
-            idx = idx.expand(b).clone()
-        if idx.numel() != b:
-            raise ValueError(f"got {idx.numel()} targets for {b} images; give one per image or a single int")
+        idx = target.to(outputs.device)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= k):
         raise ValueError(f"target class out of range [0, {k}): {idx.tolist()}")
     return idx
 
 
-def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor | None = None) -> torch.Tensor:
-    """Return the (B,) scores to explain: the chosen logit per image, or ``target(outputs)``."""
-    if callable(target) and not isinstance(target, torch.Tensor):
+def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor | None = None,
+                  kind: str = "logit") -> torch.Tensor:
+    """Return the score of each output row: class ``indices`` (or those ``target`` picks) as a logit or
+    softmax probability (``kind``), or ``target(outputs)`` for a callable target."""
+    if is_callable_target(target):
         scores = target(outputs)
         if not isinstance(scores, torch.Tensor) or scores.shape != (outputs.shape[0],):
-            raise ValueError(f"a callable target must return a (B,) tensor, got "
-                             f"{getattr(scores, 'shape', type(scores))} for B={outputs.shape[0]}")
+            raise ValueError(f"a callable target must return one score per row of the outputs: expected shape "
+                             f"({outputs.shape[0]},), got {getattr(scores, 'shape', type(scores).__name__)}")
         return scores
+    if kind not in SCORES:
+        raise ValueError(f"unknown score {kind!r}; choose one of {SCORES}")
     if indices is None:
         indices = target_indices(outputs, target)
-    return outputs.gather(1, indices[:, None]).squeeze(1)
+    if kind == "softmax":
+        outputs = outputs.softmax(dim=1)
+    return outputs.gather(1, indices[:, None].to(outputs.device)).squeeze(1)
 
 
 def check_finite(outputs: torch.Tensor, what: str = "model outputs") -> None:
     """Raise a clear error when ``outputs`` contain NaN or infinity."""
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"{what} are a {type(outputs).__name__}, not a tensor; wrap the model so that it returns "
+                        "the logits (B, num_classes), or pass a callable target that picks the scores")
     if not torch.isfinite(outputs).all():
         raise FloatingPointError(f"{what} contain NaN or infinite values; check the input and the model")

@@ -12,7 +12,9 @@ from torch import nn
 
 from interpretorch.attribution import (deconvnet, explain, gradient, gradient_x_input, guided_backprop,
                                        guided_gradcam, integrated_gradients, layer_cams, smoothgrad, vargrad)
-from interpretorch.attribution.gradient import gaussian_blur, ig_baseline, ig_quadrature, unit_noise
+from interpretorch.attribution.integrated import ig_baseline, ig_quadrature
+from interpretorch.attribution.noise import unit_noise
+from interpretorch.imageops import gaussian_blur
 from interpretorch.models import TinyCNN
 
 TARGETS = ["top1", 3, [1, 4, 7]]

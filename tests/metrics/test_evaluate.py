@@ -81,7 +81,7 @@ def test_never_recomputes_explanations(setup, monkeypatch):
         raise AssertionError("evaluate recomputed an explanation")
 
     monkeypatch.setattr(registry, "explain", forbidden)
-    monkeypatch.setattr(registry, "layer_cams", forbidden)
+    monkeypatch.setattr(registry.MethodSpec, "__call__", forbidden)
     monkeypatch.setattr(cam, "layer_cams", forbidden)
     res = evaluate(model, x, exps, boxes=boxes, **OPTS)
     assert res["gradcam"]["deletion"]["value"] is not None

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from interpretorch.models import (default_cam_layer, get_layer, imagenet_classes, load_model, load_image,
-                                  ImageLoadError, tail_after, TinyCNN)
+from interpretorch.capture import default_cam_layer
+from interpretorch.models import (get_layer, imagenet_classes, load_model, load_image, ImageLoadError, tail_after,
+                                  TinyCNN)
 
 
 def test_pretrained_classifies_sample_photos(pretrained, sample_batch):

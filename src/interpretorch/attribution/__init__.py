@@ -1,11 +1,17 @@
-"""Attribution methods: the CAM family, score-based CAMs, gradient and perturbation attributions, and the registry."""
-from interpretorch.attribution.cam import CAM_METHODS, layer_cams
-from interpretorch.attribution.gradient import (deconvnet, gradient, gradient_x_input, guided_backprop,
-                                                guided_gradcam, integrated_gradients, relu_rule, smoothgrad, vargrad)
-from interpretorch.attribution.perturbation import RiseMasks, occlusion, rise
-from interpretorch.attribution.registry import available_methods, explain, register
+"""Attribution methods. Importing a module registers its methods; the import order is the registry's order."""
+from interpretorch.attribution.registry import (MethodSpec, available_methods, bind, canonical, default_methods,
+                                                explain, get_method, method_specs, register, register_group)
+from interpretorch.attribution.cam import CAM_METHODS, CAM_RULES, cam_rule, layer_cams  # noqa: I001
 from interpretorch.attribution.score import ablation_cam, score_cam
+from interpretorch.attribution.gradient import gradient, gradient_x_input
+from interpretorch.attribution.integrated import integrated_gradients
+from interpretorch.attribution.noise import smoothgrad, vargrad
+from interpretorch.attribution.guided import deconvnet, guided_backprop, guided_gradcam
+from interpretorch.attribution.perturbation import RiseMasks, occlusion, rise
+from interpretorch.attribution.relu_rules import relu_rule
 
-__all__ = ["CAM_METHODS", "layer_cams", "available_methods", "explain", "register", "ablation_cam", "score_cam",
-           "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "vargrad", "guided_backprop",
-           "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise", "RiseMasks"]
+__all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
+           "method_specs", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule", "layer_cams",
+           "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
+           "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",
+           "RiseMasks"]

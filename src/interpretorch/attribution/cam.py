@@ -1,27 +1,94 @@
-"""Activation x gradient class activation maps, all from one forward and one backward pass."""
+"""Class activation maps: each CAM is only its weighting rule on (activations, gradients), and every CAM requested
+together shares one forward and one backward pass to the layer.
+
+Adding a CAM is one decorated rule: ``@cam_rule("name")`` registers it as a method of the shared pass.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, chunks, resolve_layer, split_target
-from interpretorch.capture import capture
-from interpretorch.explanation import Explanation, normalize_maps, upsample
-from interpretorch.targets import Target, check_finite, target_indices, target_scores
+from interpretorch.attribution.common import check_inputs, finish_region, resolve_layer, rows_per_pass
+from interpretorch.attribution.registry import register, register_group
+from interpretorch.batching import chunks
+from interpretorch.capture import capture, token_grid
+from interpretorch.explanation import Explanation
+from interpretorch.models.layers import get_layer
+from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 
 EPS = 1e-7
 
 
-def _gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def find_classifier(model: nn.Module, channels: int, fc: str | nn.Module | None = None) -> nn.Linear:
+    """Return the final linear layer reading ``channels`` pooled features (for CAM)."""
+    if fc is not None:
+        lin = get_layer(model, fc) if isinstance(fc, str) else fc
+    else:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        lin = linears[-1] if linears else None
+    if not isinstance(lin, nn.Linear) or lin.in_features != channels:
+        found = "no linear layer" if lin is None else \
+            f"{type(lin).__name__} with in_features={getattr(lin, 'in_features', '?')}"
+        raise ValueError("CAM needs a model that ends in global average pooling followed by one linear layer "
+                         f"reading the layer's {channels} channels; found {found}. "
+                         "Pass fc='name' or use Grad-CAM (identical up to scale for such models)")
+    return lin
+
+
+@dataclass(frozen=True)
+class CamRule:
+    """A CAM's weighting rule ``fn(activations, gradients, context) -> (B, h, w)`` and whether it needs gradients."""
+
+    fn: Callable[[torch.Tensor, torch.Tensor | None, SimpleNamespace], torch.Tensor]
+    uses_gradients: bool = True
+
+
+CAM_RULES: dict[str, CamRule] = {}
+
+
+def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = True, default: bool = False
+             ) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn(a, g, ctx)`` as the CAM ``name``, a region method of the shared CAM pass.
+
+    ``a`` and ``g`` are the layer's (B, C, h, w) activations and the target's gradients there (None
+    when ``uses_gradients`` is False); ``ctx`` has ``model``, ``idx`` (class per image or None) and ``fc``.
+    """
+    def decorate(fn: Callable) -> Callable:
+        CAM_RULES[name] = CamRule(fn, uses_gradients)
+        register(name, _single_cam(name), kind="region", needs_layer=True, aliases=aliases, group="cam",
+                 default=default, doc=(fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+    return decorate
+
+
+def _single_cam(method: str) -> Callable[..., Explanation]:
+    """The registered function of one CAM: the shared pass asked for that CAM alone."""
+    def fn(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", layer: str | nn.Module | None = None,
+           *, batch_size: int | None = None, relu: bool = True, normalize: bool = False,
+           fc: str | nn.Module | None = None, reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           prefix_tokens: int | None = None) -> Explanation:
+        return layer_cams(model, inputs, [method], target, layer, batch_size=batch_size, relu=relu,
+                          normalize=normalize, fc=fc, reshape=reshape, prefix_tokens=prefix_tokens)[method]
+    fn.__name__ = fn.__qualname__ = method.replace("+", "p")
+    fn.__doc__ = f"{method} on its own (the shared CAM pass asked for this CAM alone)."
+    return fn
+
+
+@cam_rule("gradcam", aliases=("grad-cam",), default=True)
+def gradcam_rule(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace | None = None) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): channels weighted by their spatially averaged gradient."""
     return (g.mean(dim=(2, 3), keepdim=True) * a).sum(1)
 
 
-def _gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    # Chattopadhyay et al. 2018, eq. 19 with the exponential of the score: the second and third
-    # derivatives become powers of the first.
+@cam_rule("gradcam++", aliases=("gradcampp", "grad-cam++"), default=True)
+def _gradcampp(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhyay et al. 2018): positive gradients weighted per pixel by alpha."""
+    # Eq. 19 with the exponential of the score: the second and third derivatives become powers of the first.
     g2, g3 = g.pow(2), g.pow(3)
     denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g3
     alpha = torch.where(g != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
@@ -29,24 +96,40 @@ def _gradcampp(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (w * a).sum(1)
 
 
-def _xgradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+@cam_rule("xgradcam", aliases=("x-grad-cam",), default=True)
+def _xgradcam(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020): channels weighted by activation-normalised gradient x activation."""
     w = (g * a).sum(dim=(2, 3), keepdim=True) / (a.sum(dim=(2, 3), keepdim=True) + EPS)
     return (w * a).sum(1)
 
 
-def _layercam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+@cam_rule("layercam", aliases=("layer-cam",), default=True)
+def _layercam(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021): activations weighted per pixel by their positive gradient."""
     return (F.relu(g) * a).sum(1)
 
 
-def _hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+@cam_rule("hirescam", aliases=("hires-cam",), default=True)
+def _hirescam(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): the element-wise product of gradients and activations."""
     return (g * a).sum(1)
 
 
-def _eigencam(a: torch.Tensor) -> torch.Tensor:
-    """First principal component of the (centred) activations, signed to agree with their mean.
+@cam_rule("cam", uses_gradients=False)
+def _cam(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
+    """CAM (Zhou et al. 2016): the final linear layer's class weights applied to the layer's channels."""
+    if ctx.idx is None:
+        raise ValueError("CAM needs class indices; a callable target is not supported (use Grad-CAM)")
+    weight = find_classifier(ctx.model, a.shape[1], ctx.fc).weight
+    return torch.einsum("bc,bchw->bhw", weight.detach()[ctx.idx].to(a.dtype), a)
+
+
+@cam_rule("eigencam", aliases=("eigen-cam",), uses_gradients=False, default=True)
+def eigencam_rule(a: torch.Tensor, g: None = None, ctx: SimpleNamespace | None = None) -> torch.Tensor:
+    """Eigen-CAM (Muhammad & Yeasin 2020): the first principal component of the activations (class-agnostic).
 
     The projection X v1 equals s1 u1, so it is read off the top eigenvector of the smaller of the two
-    Gram matrices (HW x HW or C x C) instead of a full SVD.
+    Gram matrices (HW x HW or C x C) instead of a full SVD; signed to agree with the activations' mean.
     """
     b, c, h, w = a.shape
     x = a.permute(0, 2, 3, 1).reshape(b, h * w, c).double()
@@ -63,95 +146,66 @@ def _eigencam(a: torch.Tensor) -> torch.Tensor:
     return (proj * sign[:, None]).reshape(b, h, w).to(a.dtype)
 
 
-GRADIENT_RULES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": _gradcam,
-    "gradcam++": _gradcampp,
-    "xgradcam": _xgradcam,
-    "layercam": _layercam,
-    "hirescam": _hirescam,
-}
-ACTIVATION_METHODS = ("cam", "eigencam")
-CAM_METHODS = tuple(GRADIENT_RULES) + ACTIVATION_METHODS
-
-
-def find_classifier(model: nn.Module, channels: int, fc: str | nn.Module | None = None) -> nn.Linear:
-    """Return the final linear layer reading ``channels`` pooled features (for CAM)."""
-    from interpretorch.models.layers import get_layer
-
-    if fc is not None:
-        lin = get_layer(model, fc) if isinstance(fc, str) else fc
-    else:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        lin = linears[-1] if linears else None
-    if not isinstance(lin, nn.Linear) or lin.in_features != channels:
-        found = "no linear layer" if lin is None else \
-            f"{type(lin).__name__} with in_features={getattr(lin, 'in_features', '?')}"
-        raise ValueError("CAM needs a model that ends in global average pooling followed by one linear layer "
-                         f"reading the layer's {channels} channels; found {found}. "
-                         "Pass fc='name' or use Grad-CAM (identical up to scale for such models)")
-    return lin
-
-
-def _cam_maps(a: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
-    if idx is None:
-        raise ValueError("CAM needs class indices; a callable target is not supported (use Grad-CAM)")
-    w = weight.detach()[idx].to(a.dtype)  # (B, C)
-    return torch.einsum("bc,bchw->bhw", w, a)
-
-
 def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | str = ("gradcam",),
                target: Target = "top1", layer: str | nn.Module | None = None, *,
                batch_size: int | None = None, relu: bool = True, normalize: bool = False,
-               fc: str | nn.Module | None = None) -> dict[str, Explanation]:
-    """Compute several CAMs (gradcam, gradcam++, xgradcam, layercam, hirescam, cam, eigencam) from one pass.
+               fc: str | nn.Module | None = None, reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               prefix_tokens: int | None = None) -> dict[str, Explanation]:
+    """Compute several CAMs (gradcam, gradcam++, xgradcam, layercam, hirescam, cam, eigencam, ...) from one pass.
 
-    Every requested method shares a single forward and (when any needs gradients) a single
-    backward pass to ``layer`` per chunk of ``batch_size`` images.
+    Every requested CAM shares a single forward and (when any needs gradients) a single backward
+    pass to ``layer`` per ``batch_size`` images. ``layer`` may name a module's output, a member of a
+    tuple / dict output ("blocks.3.attn:0") or an input; token outputs (B, T, C) are laid out as a
+    patch grid (``capture.token_grid``: class / register tokens dropped, ``prefix_tokens`` of them
+    when given, else inferred), or by ``reshape`` when given.
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
-    unknown = [m for m in methods if m not in CAM_METHODS]
+    unknown = [m for m in methods if m not in CAM_RULES]
     if unknown:
-        raise ValueError(f"unknown CAM method(s) {unknown}; available: {', '.join(CAM_METHODS)}")
+        raise ValueError(f"unknown CAM method(s) {unknown}; available: {', '.join(CAM_RULES)}")
     x = check_inputs(model, inputs)
+    n = x.shape[0]
+    target = check_target(target, n)
+    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
-    need_grad = any(m in GRADIENT_RULES for m in methods)
+    size = tuple(x.shape[-2:])
+    layout = reshape if reshape is not None else token_grid(size, prefix_tokens)
+    need_grad = any(CAM_RULES[m].uses_gradients for m in methods)
     raws: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     idx_all: list[torch.Tensor] = []
     scores_all: list[torch.Tensor] = []
-    n = x.shape[0]
+    outs: list[torch.Tensor] = []
     for sl in chunks(n, batch_size):
-        with capture(model, name, grad=need_grad) as rec:
+        with capture(model, name, grad=need_grad, reshape=layout) as rec:
             out = model(x[sl])
             check_finite(out)
-            t = split_target(target, sl, n)
+            t = split_target(target, sl)
             idx = target_indices(out, t)
             scores = target_scores(out, t, idx)
             a = rec[name]
             if a.dim() != 4:
-                raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}; CAMs need a (B, C, H, W) output")
+                raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}; CAMs need a (B, C, H, W) output "
+                                 "or (B, T, C) tokens")
             g = rec.gradients(scores)[name] if need_grad else None
         a = a.detach()
+        ctx = SimpleNamespace(model=model, idx=idx, fc=fc)
         for m in methods:
-            if m in GRADIENT_RULES:
-                r = GRADIENT_RULES[m](a, g)
-            elif m == "cam":
-                r = _cam_maps(a, find_classifier(model, a.shape[1], fc).weight, idx)
-            else:
-                r = _eigencam(a)
-            raws[m].append(r)
+            rule = CAM_RULES[m]
+            raws[m].append(rule.fn(a, g if rule.uses_gradients else None, ctx))
         if idx is not None:
             idx_all.append(idx)
         scores_all.append(scores.detach())
-    size = tuple(x.shape[-2:])
+        outs.append(out.detach())
     idx_cat = torch.cat(idx_all) if idx_all else None
     score_cat = torch.cat(scores_all)
+    out_cat = torch.cat(outs)
     result = {}
     for m in methods:
-        raw = torch.cat(raws[m])
-        if relu:
-            raw = F.relu(raw)
-        maps = upsample(raw, size)
-        if normalize:
-            maps = normalize_maps(maps)
-        result[m] = Explanation(maps=maps, method=m, target=idx_cat, layer=name, raw=raw, scores=score_cat)
+        raw, maps = finish_region(torch.cat(raws[m]), size, relu, normalize)
+        result[m] = Explanation(maps=maps, method=m, target=idx_cat, layer=name, raw=raw, scores=score_cat,
+                                outputs=out_cat)
     return result
+
+
+register_group("cam", layer_cams)
+CAM_METHODS = tuple(CAM_RULES)

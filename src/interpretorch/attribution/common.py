@@ -1,13 +1,24 @@
-"""Input checks and batching helpers shared by every attribution method."""
+"""What every attribution method shares: input checks, the layer to explain, the clean pass, the chunked
+perturbed-rows loop, baselines, seeds, and the finish of region maps."""
 from __future__ import annotations
 
 import weakref
-from typing import Iterator
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.models.layers import default_cam_layer, layer_name
+from interpretorch.batching import ACCELERATOR_ROWS, CPU_ROWS, check_batch_size, chunks, rows_per_pass
+from interpretorch.capture import default_cam_layer, frozen
+from interpretorch.explanation import normalize_maps, upsample
+from interpretorch.models.layers import layer_name
+from interpretorch.targets import (SCORES, Target, check_finite, check_target, split_target, target_indices,
+                                   target_scores)
+
+__all__ = ["model_device", "check_inputs", "resolve_layer", "rows_per_pass", "chunks", "check_batch_size",
+           "CPU_ROWS", "ACCELERATOR_ROWS", "SCORES", "clean_pass", "score_rows", "as_baseline", "seed_for",
+           "finish_region", "row_scores", "split_target"]
 
 _DEFAULT_LAYER: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
@@ -21,14 +32,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def check_inputs(model: nn.Module, inputs: torch.Tensor, expect_dim: int = 4) -> torch.Tensor:
-    """Validate a (B, C, H, W) float batch and move it to the model's device."""
+def check_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Validate a (B, C, H, W) float batch and return it detached on the model's device."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch.Tensor of shape (B, C, H, W), got {type(inputs).__name__}")
-    if inputs.dim() == expect_dim - 1:
+    if inputs.dim() == 3:
         raise ValueError(f"inputs have shape {tuple(inputs.shape)}; expected a batch (B, C, H, W) - "
                          "add a batch dimension with inputs[None]")
-    if inputs.dim() != expect_dim:
+    if inputs.dim() != 4:
         raise ValueError(f"inputs must have shape (B, C, H, W), got {tuple(inputs.shape)}")
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be floating point (preprocessed images), got {inputs.dtype}")
@@ -40,8 +51,13 @@ def check_inputs(model: nn.Module, inputs: torch.Tensor, expect_dim: int = 4) ->
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None, inputs: torch.Tensor) -> str:
-    """Return the dotted layer name to use: the given one (validated) or the default CAM layer."""
+    """Return the layer to use: the given one (validated) or the default CAM layer for these inputs."""
     if layer is not None:
+        if isinstance(layer, str) and ":" in layer:
+            from interpretorch.capture import parse_site
+
+            parse_site(model, layer)
+            return layer
         return layer_name(model, layer)
     key = (tuple(inputs.shape[1:]), inputs.dtype)
     cache = _DEFAULT_LAYER.setdefault(model, {})
@@ -50,82 +66,51 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module | None, inputs: torch
     return cache[key]
 
 
-# Rows per model call for methods that expand each image into many rows (IG steps, noise samples, occlusion
-# windows, RISE masks) when the caller gives no batch_size. On CPU small batches are faster per row:
-# EfficientNet-Lite0 at 224 px on the 2-core development VM took 17-28 ms per forward at 2-8 rows, 31-36 ms at
-# 16, 45 ms at 32 and 62-64 ms at 64 (and fwd+bwd 37 ms at 4-16 rows against 60 ms at 32), since the activations
-# of a small batch stay in cache. GPUs want large batches.
-CPU_ROWS, ACCELERATOR_ROWS = 8, 64
+def row_scores(out: torch.Tensor, target: Target, idx: torch.Tensor | None, score: str = "logit") -> torch.Tensor:
+    """Score of each output row: class ``idx`` per row as a logit or probability, or ``target(out)``."""
+    return target_scores(out, target, idx, score)
 
 
-def rows_per_pass(batch_size: int | None, device: torch.device) -> int:
-    """Return ``batch_size`` when given, else the default rows per model call on ``device``."""
-    if batch_size is None:
-        return CPU_ROWS if torch.device(device).type == "cpu" else ACCELERATOR_ROWS
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
-
-
-def chunks(n: int, size: int | None) -> Iterator[slice]:
-    """Yield slices covering range(n) in pieces of at most ``size`` (all at once when None)."""
-    if size is not None and size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {size}")
-    step = n if not size else size
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
-
-
-def split_target(target, sl: slice, n: int):
-    """Return the part of a per-image ``target`` that belongs to images ``sl`` (shared targets pass through)."""
-    if isinstance(target, (list, tuple)) and len(target) == n:
-        return list(target)[sl]
-    if isinstance(target, torch.Tensor) and target.dim() == 1 and target.numel() == n and n > 1:
-        return target[sl]
-    return target
-
-
-SCORES = ("logit", "softmax")
-
-
-def callable_rows(target, out: torch.Tensor) -> torch.Tensor:
-    """Apply a callable target to a batch of (perturbed) outputs whose rows may come from different images."""
-    s = target(out)
-    if not isinstance(s, torch.Tensor) or s.shape != (out.shape[0],):
-        raise ValueError(f"a callable target must return one score per row of the outputs: expected shape "
-                         f"({out.shape[0]},), got {getattr(s, 'shape', type(s).__name__)}")
-    return s
-
-
-def row_scores(out: torch.Tensor, target, idx: torch.Tensor | None, score: str = "logit") -> torch.Tensor:
-    """Score of each output row: the class ``idx`` per row as a logit or softmax probability, or ``target(out)``."""
-    if idx is None:
-        return callable_rows(target, out)
-    if score == "softmax":
-        out = out.softmax(dim=1)
-    elif score != "logit":
-        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-    return out.gather(1, idx[:, None]).squeeze(1)
-
-
-def clean_pass(model: nn.Module, x: torch.Tensor, target, batch_size: int | None
+def clean_pass(model: nn.Module, x: torch.Tensor, target: Target, batch_size: int | None
                ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """One no-grad forward over the unperturbed images: class index per image (None for a callable target)
-    and the outputs (B, ...), with the model in eval mode and its state restored afterwards."""
-    from interpretorch.capture import capture
-    from interpretorch.targets import check_finite, target_indices
-
-    idx_all, outs = [], []
+    and the outputs (B, ...), with the model left as it was."""
     n = x.shape[0]
-    with capture(model, [], grad=False), torch.no_grad():
+    target = check_target(target, n)
+    idx_all, outs = [], []
+    with frozen(model):
         for sl in chunks(n, batch_size):
             out = model(x[sl])
             check_finite(out)
-            idx = target_indices(out, split_target(target, sl, n))
+            idx = target_indices(out, split_target(target, sl))
             if idx is not None:
                 idx_all.append(idx)
             outs.append(out)
     return (torch.cat(idx_all) if idx_all else None), torch.cat(outs)
+
+
+def score_rows(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], n_rows: int,
+               make_rows: Callable[[torch.Tensor], tuple[torch.Tensor, object]], *,
+               image_of: Callable[[torch.Tensor], torch.Tensor], device: torch.device, target: Target,
+               idx: torch.Tensor | None, score: str, batch_size: int,
+               consume: Callable[[torch.Tensor, torch.Tensor, object], None], what: str,
+               frozen_model: nn.Module | None = None) -> None:
+    """Score ``n_rows`` perturbed rows, ``batch_size`` per model call, without gradients.
+
+    ``make_rows(r)`` builds the rows numbered ``r`` (a 1-D tensor) and returns (model inputs, extra);
+    ``image_of(r)`` gives the image each row belongs to, whose class ``idx`` (or the callable ``target``)
+    scores it; ``consume(rows' images, scores, extra)`` accumulates. ``model`` may be any function of the
+    rows (the network after a layer, say); ``frozen_model`` is then the network it belongs to.
+    """
+    owner = frozen_model if frozen_model is not None else model
+    with frozen(owner):
+        for sl in chunks(n_rows, batch_size):
+            r = torch.arange(sl.start, sl.stop, device=device)
+            i = image_of(r)
+            rows, extra = make_rows(r)
+            o = model(rows)
+            check_finite(o, f"outputs on {what}")
+            consume(i, target_scores(o, target, None if idx is None else idx[i], score), extra)
 
 
 def as_baseline(baseline, x: torch.Tensor) -> torch.Tensor:
@@ -151,3 +136,15 @@ def seed_for(seed: int, *stream: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def finish_region(raw: torch.Tensor, size: tuple[int, int], relu: bool, normalize: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The end of every region method: optional ReLU of the layer-resolution map, bilinear upsampling to the
+    input, optional min-max normalisation; returns (raw, maps)."""
+    if relu:
+        raw = F.relu(raw)
+    maps = upsample(raw, size)
+    if normalize:
+        maps = normalize_maps(maps)
+    return raw, maps

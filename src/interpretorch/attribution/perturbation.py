@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import (as_baseline, check_inputs, chunks, clean_pass, row_scores,
-                                               rows_per_pass, seed_for)
-from interpretorch.capture import capture
+from interpretorch.attribution.common import (as_baseline, check_inputs, clean_pass, row_scores, rows_per_pass,
+                                               score_rows, seed_for)
+from interpretorch.attribution.registry import register
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_finite
+from interpretorch.targets import Target, check_target
 
 
 def _pair(v: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -31,18 +31,12 @@ def _starts(size: int, window: int, stride: int) -> torch.Tensor:
 
 
 def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, target: Target,
-                   idx: torch.Tensor | None, score: str, batch_size: int | None, what: str, accumulate) -> None:
-    """Score ``n_rows`` perturbed rows built chunk by chunk by ``rows_fn(perturbation, image)`` and hand each
-    chunk's (image indices, scores, what rows_fn returned beside the rows) to ``accumulate``."""
+                   idx: torch.Tensor | None, score: str, batch_size: int, what: str, accumulate) -> None:
+    """Score ``n_rows`` perturbation-major rows (row r = perturbation r // B of image r % B) built by
+    ``rows_fn(perturbation, image)`` and hand each chunk's (images, scores, extra) to ``accumulate``."""
     b = x.shape[0]
-    with capture(model, [], grad=False), torch.no_grad():
-        for sl in chunks(n_rows, batch_size):
-            r = torch.arange(sl.start, sl.stop, device=x.device)
-            i = r % b  # rows are perturbation-major: row r = perturbation r // b of image r % b
-            rows, extra = rows_fn(r // b, i)
-            o = model(rows)
-            check_finite(o, f"outputs on {what}")
-            accumulate(i, row_scores(o, target, None if idx is None else idx[i], score), extra)
+    score_rows(model, n_rows, lambda r: rows_fn(r // b, r % b), image_of=lambda r: r % b, device=x.device,
+               target=target, idx=idx, score=score, batch_size=batch_size, consume=accumulate, what=what)
 
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
@@ -62,6 +56,7 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
     costs one forward pass per window (``extras["forward_passes"]``).
     """
     x = check_inputs(model, inputs)
+    target = check_target(target, x.shape[0])
     batch_size = rows_per_pass(batch_size, x.device)
     b, _, h, w = x.shape
     if window is None:
@@ -92,7 +87,10 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
                    lambda i, s, mask: total.index_add_(0, i, (clean[i] - s).to(x.dtype)[:, None, None] * mask))
     return Explanation(maps=total / count, method="occlusion", target=idx, scores=clean,
                        extras={"window": (kh, kw), "stride": (sh, sw), "score": score,
-                               "forward_passes": len(ys) * nx * b})
+                               "forward_passes": len(ys) * nx * b}, outputs=out)
+
+
+register("occlusion", occlusion, kind="region", aliases=("occ",))
 
 
 class RiseMasks:
@@ -168,6 +166,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
     paper used 4000-8000, and the map's noise falls as 1 / sqrt(n_masks), so raise it for figures.
     """
     x = check_inputs(model, inputs)
+    target = check_target(target, x.shape[0])
     batch_size = rows_per_pass(batch_size, x.device)
     b, _, h, w = x.shape
     if masks is None:
@@ -199,4 +198,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
     extras = {"n_masks": n, "p": mean_mask, "score": score, "masks": masks,
               "grid": masks.grid if isinstance(masks, RiseMasks) else None, "forward_passes": n * b}
     return Explanation(maps=total / (n * mean_mask), method="rise", target=idx,
-                       scores=row_scores(out, target, idx, score), extras=extras)
+                       scores=row_scores(out, target, idx, score), extras=extras, outputs=out)
+
+
+register("rise", rise, kind="region")

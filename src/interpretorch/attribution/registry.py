@@ -1,125 +1,246 @@
-"""Method names -> implementations, and ``explain`` which runs any set of them sharing passes."""
+"""One description per method, ``register`` to add one, ``bind`` to fix its options, and ``explain`` which runs any
+set of them, sharing passes where their descriptions say they can.
+
+A method is a function ``fn(model, inputs, target="top1", [layer=None,] *, batch_size=None, **options) ->
+Explanation``; its description says what its map is (``kind``), whether it explains a hidden layer, its
+aliases, and which shared pass (``group``) it can join. Its options are read off its signature.
+"""
 from __future__ import annotations
 
+import difflib
 import inspect
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from interpretorch.attribution.cam import CAM_METHODS, layer_cams
-from interpretorch.attribution.gradient import (deconvnet, gradient, gradient_x_input, guided_backprop,
-                                                guided_gradcam, integrated_gradients, smoothgrad, vargrad)
-from interpretorch.attribution.perturbation import occlusion, rise
-from interpretorch.attribution.score import ablation_cam, score_cam
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target
+from interpretorch.targets import Target, check_target
 
-# name -> function(model, inputs, target=..., layer=..., batch_size=..., **options) -> Explanation
-METHODS: dict[str, Callable[..., Explanation]] = {
-    "scorecam": score_cam,
-    "ablationcam": ablation_cam,
-    "gradient": gradient,
-    "gradient_x_input": gradient_x_input,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
-    "vargrad": vargrad,
-    "guided_backprop": guided_backprop,
-    "deconvnet": deconvnet,
-    "guided_gradcam": guided_gradcam,
-    "occlusion": occlusion,
-    "rise": rise,
-}
-ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "x-grad-cam": "xgradcam",
-           "score-cam": "scorecam", "ablation-cam": "ablationcam", "eigen-cam": "eigencam",
-           "layer-cam": "layercam", "hires-cam": "hirescam",
-           "saliency": "gradient", "vanilla_gradient": "gradient", "grad": "gradient",
-           "gradientxinput": "gradient_x_input", "gradient*input": "gradient_x_input",
-           "gradxinput": "gradient_x_input", "input_x_gradient": "gradient_x_input",
-           "inputxgradient": "gradient_x_input", "ig": "integrated_gradients",
-           "integratedgradients": "integrated_gradients", "smooth_grad": "smoothgrad", "var_grad": "vargrad",
-           "guidedbackprop": "guided_backprop", "gbp": "guided_backprop", "deconv": "deconvnet",
-           "deconvolution": "deconvnet", "guidedgradcam": "guided_gradcam", "guided_grad_cam": "guided_gradcam",
-           "occ": "occlusion"}
-# Methods that need a spatial layer (the others work on the input pixels).
-LAYER_METHODS = set(CAM_METHODS) | {"scorecam", "ablationcam", "guided_gradcam"}
+KINDS = ("pixel", "region", "token")
+# What is never an option: the arguments every method takes, set by explain / bind / the CLI themselves.
+CALL_ARGUMENTS = ("model", "inputs", "target", "layer", "batch_size")
 
 
-def register(name: str, fn: Callable[..., Explanation], layer: bool = False) -> None:
-    """Add a method under ``name`` (``layer=True`` when it explains a hidden layer)."""
-    METHODS[name] = fn
-    if layer:
-        LAYER_METHODS.add(name)
+@dataclass(frozen=True)
+class MethodSpec:
+    """The description of one registered method."""
+
+    name: str
+    fn: Callable[..., Explanation]
+    kind: str = "pixel"
+    needs_layer: bool = False
+    aliases: tuple[str, ...] = ()
+    group: str | None = None
+    default: bool = False
+    doc: str = ""
+    _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's own options with their defaults (``inspect.Parameter.empty`` when required)."""
+        return {n: p.default for n, p in self._params.items()
+                if n not in CALL_ARGUMENTS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+    def accepts(self, key: str) -> bool:
+        """Whether the method takes the keyword ``key``."""
+        return key in self._params or any(p.kind is p.VAR_KEYWORD for p in self._params.values())
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise a TypeError naming any option the method does not take, and listing those it does."""
+        bad = [k for k in options if k in CALL_ARGUMENTS or not self.accepts(k)]
+        if bad:
+            raise TypeError(f"{self.name} takes no option {', '.join(map(repr, bad))}; it takes "
+                            f"{', '.join(self.options) or 'none'} (target, layer and batch_size are arguments "
+                            "of every call)")
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
+                 layer: str | nn.Module | None = None, *, batch_size: int | None = None,
+                 **options: Any) -> Explanation:
+        """Run the method: the one way every caller calls a registered method."""
+        if layer is not None and not self.needs_layer:
+            raise ValueError(f"{self.name} explains the input pixels and takes no layer; drop layer= "
+                             f"(it is for the layer methods: {', '.join(_layer_methods())})")
+        self.check_options(options)
+        if self.needs_layer:
+            return self.fn(model, inputs, target, layer, batch_size=batch_size, **options)
+        return self.fn(model, inputs, target, batch_size=batch_size, **options)
+
+
+_METHODS: dict[str, MethodSpec] = {}
+_ALIASES: dict[str, str] = {}
+# group name -> runner(model, inputs, methods, target, layer, *, batch_size, **options) -> {method: Explanation}
+GROUPS: dict[str, Callable[..., dict[str, Explanation]]] = {}
+
+
+def _key(name: str) -> str:
+    return name.strip().lower()
+
+
+def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", needs_layer: bool = False,
+             aliases: Sequence[str] = (), group: str | None = None, default: bool = False, doc: str | None = None,
+             replace: bool = False) -> MethodSpec:
+    """Add a method under ``name`` (and ``aliases``); returns its description.
+
+    ``kind``: "pixel" ((B, C, H, W) maps on the input), "region" ((B, H, W) maps, usually from a layer) or
+    "token" ((B, T) maps); ``needs_layer``: it explains a hidden layer (and takes ``layer``);
+    ``group``: the name of a shared pass registered with ``register_group`` that computes several
+    methods of the group at once; ``default``: part of ``interpretorch explain``'s default set.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not callable(fn):
+        raise TypeError(f"a method must be callable, got {type(fn).__name__}")
+    key = _key(name)
+    names = [key] + [_key(a) for a in aliases]
+    if not replace:
+        taken = [n for n in names if n in _METHODS or (n in _ALIASES and _ALIASES[n] != key)]
+        if taken:
+            raise ValueError(f"method name(s) {taken} are already registered; pass replace=True to override")
+    params = inspect.signature(fn).parameters
+    first = (doc or inspect.getdoc(fn) or "").strip().split("\n")[0]
+    spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first,
+                      dict(params))
+    _METHODS[key] = spec
+    for a in spec.aliases:
+        _ALIASES[a] = key
+    return spec
+
+
+def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> None:
+    """Declare a shared pass: ``runner(model, inputs, methods, target, layer, *, batch_size, **options)``."""
+    GROUPS[name] = runner
+
+
+def _load_builtins() -> None:
+    import interpretorch.attribution  # noqa: F401 - its modules register the built-in methods
+
+
+def _layer_methods() -> list[str]:
+    return [n for n, s in _METHODS.items() if s.needs_layer]
 
 
 def available_methods() -> list[str]:
-    """Return every method name ``explain`` accepts."""
-    return list(CAM_METHODS) + [m for m in METHODS if m not in CAM_METHODS]
+    """Return every registered method name, in registration order."""
+    _load_builtins()
+    return list(_METHODS)
+
+
+def method_specs() -> list[MethodSpec]:
+    """Return the description of every registered method."""
+    _load_builtins()
+    return list(_METHODS.values())
+
+
+def default_methods() -> list[str]:
+    """The methods ``interpretorch explain`` runs when none are named."""
+    return [s.name for s in method_specs() if s.default]
 
 
 def canonical(name: str) -> str:
-    """Return the registered spelling of a method name, or raise listing the valid ones."""
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in CAM_METHODS and key not in METHODS:  # guided-backprop, Guided Backprop, ...
+    """Return the registered spelling of a method name or alias, or raise listing the valid ones."""
+    _load_builtins()
+    key = _key(name)
+    key = _ALIASES.get(key, key)
+    if key not in _METHODS:  # guided-backprop, Guided Backprop, ...
         spaced = key.replace("-", "_").replace(" ", "_")
-        key = ALIASES.get(spaced, spaced)
-    if key not in CAM_METHODS and key not in METHODS:
-        import difflib
-
-        close = difflib.get_close_matches(key, available_methods(), n=3)
+        key = _ALIASES.get(spaced, spaced)
+    if key not in _METHODS:
+        close = difflib.get_close_matches(key, list(_METHODS) + list(_ALIASES), n=3)
+        close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))
         raise ValueError(f"unknown method {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                         + f" Available: {', '.join(available_methods())}")
+                         + f" Available: {', '.join(_METHODS)}")
     return key
+
+
+def get_method(name: str) -> MethodSpec:
+    """Return the description of the method called ``name`` (or an alias of it)."""
+    return _METHODS[canonical(name)]
+
+
+class BoundMethod:
+    """A method with its options fixed: call it as ``bound(model, inputs, target)``."""
+
+    def __init__(self, method: str, options: Mapping[str, Any]) -> None:
+        self.spec = get_method(method)
+        opts = dict(options)
+        self.layer = opts.pop("layer", None)
+        self.batch_size = opts.pop("batch_size", None)
+        if self.layer is not None and not self.spec.needs_layer:
+            raise ValueError(f"{self.spec.name} explains the input pixels and takes no layer")
+        self.spec.check_options(opts)
+        self.options = opts
+
+    @property
+    def name(self) -> str:
+        """The method's registered name."""
+        return self.spec.name
+
+    def __call__(self, model: nn.Module, inputs: torch.Tensor, target: Target = "top1") -> Explanation:
+        return self.spec(model, inputs, target, self.layer, batch_size=self.batch_size, **self.options)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"bind({self.name!r}{', ' if opts else ''}{opts})"
+
+
+def bind(method: str, **options: Any) -> BoundMethod:
+    """Return ``method`` with ``options`` fixed (``layer`` and ``batch_size`` too), as a callable
+    ``(model, inputs, target) -> Explanation``; unknown options are an error here, not at call time."""
+    return BoundMethod(method, options)
 
 
 def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] = "gradcam",
             target: Target = "top1", layer: str | nn.Module | None = None, *, batch_size: int | None = None,
-            options: dict[str, dict] | None = None, **shared) -> Explanation | dict[str, Explanation]:
+            options: dict[str, dict] | None = None, **shared: Any) -> Explanation | dict[str, Explanation]:
     """Explain ``model``'s prediction on ``inputs`` with one method (returns an Explanation) or several (a dict).
 
-    The gradient CAMs requested together share one forward/backward pass; ``options`` maps a method
-    name to its own keyword arguments; other keyword arguments go to every method that takes them
-    (``normalize=True`` reaches the CAMs, not the pixel attributions), and one that no requested
-    method takes is an error.
+    Methods of one shared pass (the gradient CAMs) requested together run as one forward/backward;
+    ``options`` maps a method name to its own keyword arguments; other keyword arguments go to every
+    method that takes them (``normalize=True`` reaches the CAMs, not the pixel attributions), and one
+    that no requested method takes is an error. ``layer`` is for the layer methods; ``batch_size`` is
+    the number of rows per model call.
     """
     single = isinstance(methods, str) and methods != "all"
     if methods == "all":
         names = available_methods()
     else:
-        names = [canonical(m) for m in ([methods] if isinstance(methods, str) else methods)]
-    options = {canonical(k): v for k, v in (options or {}).items()}
-    unused = [k for k in shared if not any(_accepts(_function(m), k) for m in names)]
+        names = list(dict.fromkeys(canonical(m) for m in ([methods] if isinstance(methods, str) else methods)))
+    if not names:
+        raise ValueError("no method given; name at least one (see interpretorch.available_methods())")
+    specs = {n: _METHODS[n] for n in names}
+    options = {canonical(k): dict(v) for k, v in (options or {}).items()}
+    for m, opts in options.items():
+        if m not in specs:
+            raise ValueError(f"options given for {m}, which is not among the methods run ({', '.join(names)})")
+        specs[m].check_options(opts)
+    unused = [k for k in shared if not any(s.accepts(k) for s in specs.values())]
     if unused:
         raise TypeError(f"option(s) {unused} are taken by none of the methods {names}; "
                         "give method-specific options as options={'method': {...}}")
+    if layer is not None and not any(s.needs_layer for s in specs.values()):
+        raise ValueError(f"layer= is for the layer methods ({', '.join(_layer_methods())}); "
+                         f"{', '.join(names)} explain the input pixels")
+    if isinstance(inputs, torch.Tensor) and inputs.dim() > 0:
+        target = check_target(target, inputs.shape[0])
     result: dict[str, Explanation] = {}
-    grouped = [m for m in names if m in CAM_METHODS and not options.get(m)]
-    if grouped:
-        kw = {k: v for k, v in shared.items() if _accepts(layer_cams, k)}
-        result.update(layer_cams(model, inputs, grouped, target, layer, batch_size=batch_size, **kw))
-    for m in names:
+    groups: dict[str, list[str]] = {}
+    for m, s in specs.items():
+        if s.group is not None and not options.get(m):
+            groups.setdefault(s.group, []).append(m)
+    for g, members in groups.items():
+        if g not in GROUPS:
+            raise ValueError(f"{members[0]} joins the shared pass {g!r}, which no register_group() declared")
+        runner = GROUPS[g]
+        params = inspect.signature(runner).parameters
+        kw = {k: v for k, v in shared.items() if k in params}
+        result.update(runner(model, inputs, members, target, layer, batch_size=batch_size, **kw))
+    for m, s in specs.items():
         if m in result:
             continue
-        kw = {k: v for k, v in shared.items() if _accepts(_function(m), k)}
+        kw = {k: v for k, v in shared.items() if s.accepts(k)}
         kw.update(options.get(m, {}))
-        if batch_size is not None:
-            kw.setdefault("batch_size", batch_size)
-        if m in CAM_METHODS:
-            result[m] = layer_cams(model, inputs, [m], target, layer, **kw)[m]
-        elif m in LAYER_METHODS:
-            result[m] = METHODS[m](model, inputs, target, layer, **kw)
-        else:
-            result[m] = METHODS[m](model, inputs, target, **kw)
+        result[m] = s(model, inputs, target, layer if s.needs_layer else None, batch_size=batch_size, **kw)
     ordered = {m: result[m] for m in names}
     return ordered[names[0]] if single else ordered
-
-
-def _function(name: str) -> Callable[..., Explanation]:
-    return layer_cams if name in CAM_METHODS else METHODS[name]
-
-
-def _accepts(fn: Callable, key: str) -> bool:
-    """Whether ``fn`` takes a keyword argument ``key``."""
-    params = inspect.signature(fn).parameters
-    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, chunks, model_device
-from interpretorch.capture import preserved_state
+from interpretorch.attribution.common import check_inputs, model_device
+from interpretorch.batching import check_batch_size, chunks, rows_per_pass
+from interpretorch.capture import frozen
+from interpretorch.imageops import gaussian_blur
 from interpretorch.explanation import Explanation, normalize_maps, reduce_channels, upsample
-from interpretorch.targets import Target, check_finite, target_indices, target_scores
+from interpretorch.targets import Target, check_finite, check_target, target_indices, target_scores
 
 MapsLike = Union[Explanation, torch.Tensor]
 Substrate = Union[str, float, int, torch.Tensor]
@@ -85,22 +87,6 @@ def descending_rank(maps: torch.Tensor) -> torch.Tensor:
     return rank.reshape(maps.shape)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float = 5.0, kernel_size: int = 11) -> torch.Tensor:
-    """Blur (B, C, H, W) images with a separable, truncated Gaussian (reflect padding at the borders)."""
-    if sigma <= 0 or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"blur needs sigma > 0 and an odd kernel_size, got sigma={sigma}, kernel_size={kernel_size}")
-    r = kernel_size // 2
-    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
-    y = F.pad(x, (r, r, 0, 0), mode=mode)
-    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, r, r), mode=mode)
-    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def make_substrate(x: torch.Tensor, substrate: Substrate, *, blur_sigma: float = 5.0,
                    blur_kernel: int = 11) -> torch.Tensor:
     """Return the (B, C, H, W) images that removed pixels are replaced by (zeros, mean, blur, a value or a tensor)."""
@@ -156,14 +142,16 @@ class Scorer:
 
     model: nn.Module
     target: Target
-    batch_size: int | None = 64
+    batch_size: int | None = None
     forwarded: int = 0
+
+    def __post_init__(self) -> None:
+        self.batch_size = rows_per_pass(self.batch_size, model_device(self.model))
 
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Return the model's outputs for (N, C, H, W) inputs, ``batch_size`` rows at a time, in eval mode."""
         outs = []
-        with preserved_state(self.model), torch.no_grad():
-            self.model.eval()
+        with frozen(self.model):
             for sl in chunks(x.shape[0], self.batch_size):
                 out = self.model(x[sl])
                 check_finite(out)
@@ -173,11 +161,7 @@ class Scorer:
 
     def scores(self, outputs: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
         """Return the target score of each output row: the class probability (``softmax``) or logit, or the callable's."""
-        if idx is None:
-            return target_scores(outputs, self.target)
-        if softmax:
-            outputs = torch.softmax(outputs.float(), dim=1).to(outputs.dtype)
-        return outputs.gather(1, idx[:, None].to(outputs.device)).squeeze(1)
+        return target_scores(outputs, self.target, idx, "softmax" if softmax else "logit")
 
     def forward_scores(self, x: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
         """Return the target scores of (N, C, H, W) inputs whose rows explain classes ``idx`` (N,)."""
@@ -200,9 +184,9 @@ class Clean:
 def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None,
             clean: torch.Tensor | None = None) -> tuple[Scorer, Clean]:
     """Validate inputs, and run (or reuse) the clean forward pass: returns the scorer and the clean pass."""
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_batch_size(batch_size)
     x = check_inputs(model, inputs)
+    target = check_target(target, x.shape[0])
     scorer = Scorer(model, target, batch_size)
     if clean is None:
         outputs = scorer.outputs(x)
@@ -215,5 +199,5 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
 
 
 def batched_rows(n_rows: int, batch_size: int | None) -> Iterator[slice]:
-    """Slices of ``batch_size`` rows over ``n_rows`` perturbed inputs."""
+    """Slices of ``batch_size`` rows over ``n_rows`` perturbed inputs (the default rule when None)."""
     return chunks(n_rows, batch_size)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -73,14 +74,77 @@ def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
 
 
 def _default_explain_fn(exp: Explanation) -> Callable[[nn.Module, torch.Tensor, Target], Explanation]:
-    from interpretorch.attribution import registry
+    from interpretorch.attribution.registry import bind, get_method
 
-    name = registry.canonical(exp.method)
-    layer = exp.layer if name in registry.LAYER_METHODS else None
+    spec = get_method(exp.method)
+    return bind(spec.name, layer=exp.layer) if spec.needs_layer else bind(spec.name)
 
-    def fn(model: nn.Module, x: torch.Tensor, target: Target) -> Explanation:
-        return registry.explain(model, x, name, target, layer)
-    return fn
+
+@dataclass
+class _Context:
+    """What every metric of one ``evaluate`` call shares."""
+
+    model: nn.Module
+    x: torch.Tensor
+    target: Target
+    rule: str
+    common: dict[str, Any]
+    opt: dict[str, dict]
+    boxes: Boxes | None
+    masks: torch.Tensor | None
+    wanted: list[str]
+    options: Mapping[str, Any]
+    drops: dict[str, torch.Tensor]
+
+
+def _confidence(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+    conf = confidence(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt["confidence"])
+    c.drops[name] = conf.drop
+    return {"average_drop": _entry(conf.drop * 100), "increase_in_confidence": _entry(conf.increase * 100)}
+
+
+def _curve(fn: Callable[..., Any], key: str) -> Callable[[_Context, str, Explanation], dict[str, Any]]:
+    def compute(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+        return {key: fn(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt[key]).to_dict()}
+    return compute
+
+
+def _road(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+    r = road(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt["road"])
+    return {f"road_{o}": r.to_dict(o) for o in ("morf", "lerf") if getattr(r, f"{o}_scores") is not None}
+
+
+def _pointing(fn: Callable[..., torch.Tensor], key: str) -> Callable[[_Context, str, Explanation], dict[str, Any]]:
+    def compute(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+        return {key: _entry(fn(exp, boxes=c.boxes, masks=c.masks, rule=c.rule, **c.opt[key]))}
+    return compute
+
+
+def _infidelity(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+    return {"infidelity": _entry(infidelity(c.model, c.x, exp, c.target, **c.common, **c.opt["infidelity"]))}
+
+
+def _max_sensitivity(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
+    fn = c.options.get("explain_fn")
+    if isinstance(fn, Mapping):
+        fn = fn.get(name)
+    if fn is None:
+        fn = _default_explain_fn(exp)
+    return {"max_sensitivity": _entry(max_sensitivity(c.model, c.x, exp, c.target, explain_fn=fn, **c.common,
+                                                      **c.opt["max_sensitivity"]))}
+
+
+# computation -> (the metrics it gives, how to compute them for one method's maps); "win" comes from the drops.
+METRICS: dict[str, tuple[tuple[str, ...], Callable[[_Context, str, Explanation], dict[str, Any]]]] = {
+    "confidence": (("average_drop", "increase_in_confidence", "win"), _confidence),
+    "deletion": (("deletion",), _curve(deletion, "deletion")),
+    "insertion": (("insertion",), _curve(insertion, "insertion")),
+    "road": (("road",), _road),
+    "pointing_game": (("pointing_game",), _pointing(pointing_game, "pointing_game")),
+    "energy_pointing_game": (("energy_pointing_game",), _pointing(energy_pointing_game, "energy_pointing_game")),
+    "infidelity": (("infidelity",), _infidelity),
+    "max_sensitivity": (("max_sensitivity",), _max_sensitivity),
+}
 
 
 def _check_target(name: str, exp: Explanation, idx: torch.Tensor | None) -> None:
@@ -93,7 +157,7 @@ def _check_target(name: str, exp: Explanation, idx: torch.Tensor | None) -> None
 
 
 def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, Explanation], *,
-             target: Target = "top1", batch_size: int | None = 64, boxes: Boxes | None = None,
+             target: Target = "top1", batch_size: int | None = None, boxes: Boxes | None = None,
              masks: torch.Tensor | None = None, metrics: str | Sequence[str] | None = None,
              **options: Any) -> dict[str, dict]:
     """Evaluate each method's maps with the saliency metrics; returns {method: {metric: entry}}, JSON-ready.
@@ -154,48 +218,19 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     opt = {k: dict(options.get(k, {})) for k in OPTION_GROUPS}
 
     scorer, cl = prepare(model, inputs, target, batch_size)
-    x, outputs = cl.inputs, cl.outputs
-    common = dict(batch_size=batch_size, clean=outputs)
+    ctx = _Context(model, cl.inputs, target, rule, dict(batch_size=scorer.batch_size, clean=cl.outputs), opt, boxes,
+                   masks, wanted, options, {})
     results: dict[str, dict] = {}
-    drops: dict[str, torch.Tensor] = {}
     for name, exp in explanations.items():
         _check_target(name, exp, cl.idx)
         res: dict[str, Any] = {"target": None if cl.idx is None else cl.idx.tolist()}
-        if {"average_drop", "increase_in_confidence", "win"} & set(wanted):
-            conf = confidence(model, x, exp, target, rule=rule, **common, **opt["confidence"])
-            drops[name] = conf.drop
-            if "average_drop" in wanted:
-                res["average_drop"] = _entry(conf.drop * 100)
-            if "increase_in_confidence" in wanted:
-                res["increase_in_confidence"] = _entry(conf.increase * 100)
-        if "deletion" in wanted:
-            res["deletion"] = deletion(model, x, exp, target, rule=rule, **common, **opt["deletion"]).to_dict()
-        if "insertion" in wanted:
-            res["insertion"] = insertion(model, x, exp, target, rule=rule, **common, **opt["insertion"]).to_dict()
-        if "road" in wanted:
-            r = road(model, x, exp, target, rule=rule, **common, **opt["road"])
-            for o in ("morf", "lerf"):
-                if getattr(r, f"{o}_scores") is not None:
-                    res[f"road_{o}"] = r.to_dict(o)
-        if "pointing_game" in wanted:
-            res["pointing_game"] = _entry(pointing_game(exp, boxes=boxes, masks=masks, rule=rule,
-                                                        **opt["pointing_game"]))
-        if "energy_pointing_game" in wanted:
-            res["energy_pointing_game"] = _entry(energy_pointing_game(exp, boxes=boxes, masks=masks, rule=rule,
-                                                                      **opt["energy_pointing_game"]))
-        if "infidelity" in wanted:
-            res["infidelity"] = _entry(infidelity(model, x, exp, target, **common, **opt["infidelity"]))
-        if "max_sensitivity" in wanted:
-            fn = options.get("explain_fn")
-            if isinstance(fn, Mapping):
-                fn = fn.get(name)
-            if fn is None:
-                fn = _default_explain_fn(exp)
-            res["max_sensitivity"] = _entry(max_sensitivity(model, x, exp, target, explain_fn=fn, **common,
-                                                            **opt["max_sensitivity"]))
+        for gives, compute in METRICS.values():
+            if set(gives) & set(wanted):
+                res.update({k: v for k, v in compute(ctx, name, exp).items()
+                            if k in wanted or k.startswith("road_")})
         results[name] = res
     if "win" in wanted:
-        for name, share in win_percentage(drops).items():
+        for name, share in win_percentage(ctx.drops).items():
             results[name]["win"] = _entry(share)
     # Keep the metric order of METRIC_INFO in every method's dict.
     order = ["target"] + list(METRIC_INFO)

@@ -62,7 +62,7 @@ class Confidence:
 
 def confidence(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
                softmax: bool = True, baseline: Substrate = "zeros", rule: str = "abs_sum",
-               batch_size: int | None = 64, clean: torch.Tensor | None = None, **substrate_kw) -> Confidence:
+               batch_size: int | None = None, clean: torch.Tensor | None = None, **substrate_kw) -> Confidence:
     """Score each input multiplied by its min-max normalised map (Grad-CAM++ protocol) beside the clean score.
 
     The masked input is ``baseline + map * (x - baseline)``; with the default zero baseline that is
@@ -74,7 +74,7 @@ def confidence(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
     m = normalized_maps(maps, x, rule)[:, None]
     base = make_substrate(x, baseline, **substrate_kw)
     masked = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for sl in batched_rows(x.shape[0], batch_size):
+    for sl in batched_rows(x.shape[0], scorer.batch_size):
         xm = base[sl] + m[sl] * (x[sl] - base[sl])
         masked[sl] = scorer.forward_scores(xm, None if cl.idx is None else cl.idx[sl], softmax)
     return Confidence(cl.scores(scorer, softmax), masked)
@@ -151,7 +151,7 @@ def _pixel_curve(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target:
         ks = torch.arange(1, n_steps + 1, device=x.device)
     img = torch.arange(b, device=x.device).repeat_interleave(ks.numel())
     kk = ks.repeat(b)
-    for sl in batched_rows(img.numel(), batch_size):
+    for sl in batched_rows(img.numel(), scorer.batch_size):
         i, k = img[sl], kk[sl]
         changed = rank[i] < counts[k].view(-1, 1, 1, 1)
         xp = torch.where(changed, x[i], sub[i]) if insert else torch.where(changed, sub[i], x[i])
@@ -162,7 +162,7 @@ def _pixel_curve(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target:
 
 def deletion(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
              step: float | int = 0.01, substrate: Substrate = "zeros", softmax: bool = True,
-             rule: str = "abs_sum", batch_size: int | None = 64, clean: torch.Tensor | None = None,
+             rule: str = "abs_sum", batch_size: int | None = None, clean: torch.Tensor | None = None,
              blur_sigma: float = 5.0, blur_kernel: int = 11) -> Curve:
     """Deletion curve (RISE): replace pixels by ``substrate`` in order of decreasing saliency; lower AUC is better.
 
@@ -177,7 +177,7 @@ def deletion(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Tar
 
 def insertion(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
               step: float | int = 0.01, substrate: Substrate = "blur", softmax: bool = True,
-              rule: str = "abs_sum", batch_size: int | None = 64, clean: torch.Tensor | None = None,
+              rule: str = "abs_sum", batch_size: int | None = None, clean: torch.Tensor | None = None,
               blur_sigma: float = 5.0, blur_kernel: int = 11) -> Curve:
     """Insertion curve (RISE): reveal pixels of the input over a blurred copy in order of decreasing saliency.
 
@@ -299,7 +299,7 @@ class RoadResult:
 
 def road(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
          percentages: Sequence[float] = ROAD_PERCENTAGES, order: str = "both", noise: float = 0.01,
-         seed: int = 0, softmax: bool = True, rule: str = "abs_sum", batch_size: int | None = 64,
+         seed: int = 0, softmax: bool = True, rule: str = "abs_sum", batch_size: int | None = None,
          clean: torch.Tensor | None = None) -> RoadResult:
     """ROAD (Rong et al. 2022): remove the top (MoRF) / bottom (LeRF) p% pixels, impute them, re-score.
 
@@ -326,7 +326,7 @@ def road(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target 
     # (order, image, percentage) rows, batched through the model together; each imputation
     # operator is built once for its image and mask and used once.
     rows = [(o, i, j) for o in range(len(orders)) for i in range(b) for j in range(n_pct)]
-    for sl in batched_rows(len(rows), batch_size):
+    for sl in batched_rows(len(rows), scorer.batch_size):
         chunk = rows[sl]
         batch = []
         for o, i, j in chunk:

@@ -49,7 +49,7 @@ def _sample_perturbation(x: torch.Tensor, kind: Perturbation, gen: torch.Generat
 def infidelity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
                n_perturb: int = 16, perturbation: Perturbation = "gaussian", sigma: float = 0.2,
                square: float = 0.25, baseline: float = 0.0, normalize: bool = True, softmax: bool = False,
-               seed: int = 0, batch_size: int | None = 64, clean: torch.Tensor | None = None) -> torch.Tensor:
+               seed: int = 0, batch_size: int | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image infidelity of the maps (Yeh et al. 2019); lower is better.
 
     ``perturbation`` draws ``I``: "gaussian" noise N(0, sigma^2) on every input value (the noisy
@@ -72,7 +72,7 @@ def infidelity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
     f_pert = torch.empty(b * n_perturb, dtype=torch.float64, device=x.device)
     flat = perts.reshape(b * n_perturb, *x.shape[1:])
     img = torch.arange(b, device=x.device).repeat_interleave(n_perturb)
-    for sl in batched_rows(img.numel(), batch_size):
+    for sl in batched_rows(img.numel(), scorer.batch_size):
         i = img[sl]
         f_pert[sl] = scorer.forward_scores(x[i] - flat[sl], None if cl.idx is None else cl.idx[i], softmax).double()
     diffs = f_clean[:, None] - f_pert.reshape(b, n_perturb)  # (B, P): f(x) - f(x - I)
@@ -86,7 +86,7 @@ def infidelity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
 def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
                     explain_fn: ExplainFn, radius: float = 0.2, n_samples: int = 10, relative: bool = True,
                     perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                    seed: int = 0, batch_size: int | None = 64, clean: torch.Tensor | None = None) -> torch.Tensor:
+                    seed: int = 0, batch_size: int | None = None, clean: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image Max-Sensitivity (Yeh et al. 2019) of the maps under uniform noise of radius ``radius``; lower is better.
 
     ``explain_fn(model, inputs, target) -> Explanation`` re-explains each noisy copy for the same
@@ -99,7 +99,7 @@ def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, targ
         raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
     if not callable(explain_fn):
         raise TypeError("max_sensitivity needs explain_fn(model, inputs, target) -> Explanation")
-    _, cl = prepare(model, inputs, target, batch_size, clean)
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
     x = cl.inputs
     b = x.shape[0]
     phi = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
@@ -117,7 +117,7 @@ def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, targ
     img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
     tgt: Target = cl.idx[img] if cl.idx is not None else target
     dist = torch.empty(b * n_samples, dtype=torch.float64, device=x.device)
-    for sl in batched_rows(img.numel(), batch_size):
+    for sl in batched_rows(img.numel(), scorer.batch_size):
         t = tgt[sl] if isinstance(tgt, torch.Tensor) else tgt
         e = explain_fn(model, ys[sl], t)
         em = explanation_maps(e).detach().to(x.device)

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from interpretorch.models.efficientnet import EfficientNetLite
-from interpretorch.models.layers import default_cam_layer, get_layer, layer_names, tail_after
+from interpretorch.models.layers import get_layer, layer_names, tail_after
 from interpretorch.models.preprocess import Preprocess, find_images, load_image, ImageLoadError
 from interpretorch.models.tiny import TinyCNN
 
 __all__ = ["LoadedModel", "load_model", "imagenet_classes", "EfficientNetLite", "TinyCNN", "Preprocess",
-           "get_layer", "layer_names", "default_cam_layer", "tail_after", "find_images", "load_image",
+           "get_layer", "layer_names", "tail_after", "find_images", "load_image",
            "ImageLoadError", "MODELS"]
 
 MODELS = ("efficientnet_lite0", "tiny_cnn")

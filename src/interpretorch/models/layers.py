@@ -1,4 +1,4 @@
-"""Layer lookup by dotted name, default CAM layer discovery, and resuming a forward mid-network."""
+"""Layer lookup by dotted name and resuming a forward mid-network (no hooks here: they live in capture.py)."""
 from __future__ import annotations
 
 import difflib
@@ -37,42 +37,6 @@ def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
         if m is layer and n:
             return n
     raise KeyError("the given layer module is not part of this model")
-
-
-def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Run one dry forward pass and list (name, output shape) of modules giving (B, C, H, W) outputs, in call order."""
-    from interpretorch.capture import preserved_state
-
-    found: list[tuple[str, tuple[int, ...]]] = []
-    handles = []
-
-    def make_hook(n: str) -> Callable:
-        def hook(_m: nn.Module, _i: object, out: object) -> None:
-            if isinstance(out, torch.Tensor) and out.dim() == 4:
-                found.append((n, tuple(out.shape)))
-        return hook
-
-    with preserved_state(model):
-        model.eval()
-        try:
-            for n, m in model.named_modules():
-                if n:
-                    handles.append(m.register_forward_hook(make_hook(n)))
-            with torch.no_grad():
-                model(example[:1])
-        finally:
-            for h in handles:
-                h.remove()
-    return found
-
-
-def default_cam_layer(model: nn.Module, example: torch.Tensor) -> str:
-    """Return the name of the last module whose output is (B, C, H, W) with more than one spatial cell."""
-    cands = [n for n, shape in spatial_layers(model, example) if shape[2] * shape[3] > 1]
-    if not cands:
-        raise ValueError("no module of this model gives a (B, C, H, W) output with H*W > 1; "
-                         "pass layer= explicitly (CAM methods need a spatial feature map)")
-    return cands[-1]
 
 
 class StagedModule(nn.Module):

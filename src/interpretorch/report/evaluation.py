@@ -4,11 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-from torch import nn
-
-from interpretorch.explanation import Explanation
-
 
 def curves_figure(evaluation: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path | None:
     """Plot the mean deletion and insertion curves of every method side by side; returns the PNG path."""
@@ -37,8 +32,9 @@ def curves_figure(evaluation: Mapping[str, Mapping[str, Any]], path: str | Path)
     return Path(path)
 
 
-def metrics_table_html(evaluation: Mapping[str, Mapping[str, Any]]) -> str:
-    """Return an HTML table: one row per method, one column per metric, best value in bold."""
+def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The metrics table as data for the template: columns (label, unit, direction) and rows of cells
+    (text, best) - one row per method, the best value of each column marked."""
     from interpretorch.metrics import METRIC_INFO
 
     cols = [m for m in METRIC_INFO if any(m in v for v in evaluation.values())]
@@ -47,28 +43,13 @@ def metrics_table_html(evaluation: Mapping[str, Mapping[str, Any]]) -> str:
         vals = [v[c]["value"] for v in evaluation.values() if c in v and v[c]["value"] is not None]
         if vals:
             best[c] = (min if METRIC_INFO[c][1] == "lower" else max)(vals)
-    head = "".join(f"<th>{METRIC_INFO[c][0]}{' (%)' if METRIC_INFO[c][2] == '%' else ''}<br>"
-                   f"<small>{METRIC_INFO[c][1]} is better</small></th>" for c in cols)
+    columns = [{"label": METRIC_INFO[c][0] + (" (%)" if METRIC_INFO[c][2] == "%" else ""),
+                "better": METRIC_INFO[c][1]} for c in cols]
     rows = []
     for method, entry in evaluation.items():
         cells = []
         for c in cols:
             v = entry.get(c, {}).get("value")
-            text = "-" if v is None else f"{v:.3f}"
-            cells.append(f"<td><b>{text}</b></td>" if v is not None and v == best.get(c) else f"<td>{text}</td>")
-        rows.append(f"<tr><td class='l'>{method}</td>{''.join(cells)}</tr>")
-    return f"<table><tr><th class='l'>method</th>{head}</tr>{''.join(rows)}</table>"
-
-
-def add_evaluation(results: dict[str, Any], model: nn.Module, inputs: torch.Tensor,
-                   explanations: Mapping[str, Explanation], args: Any) -> None:
-    """Evaluate the run's maps, store the numbers in ``results`` and the curves figure beside the report."""
-    from interpretorch.metrics import evaluate
-
-    evaluation = evaluate(model, inputs, explanations, target=args.target, batch_size=args.batch_size or 16)
-    results["evaluation"] = evaluation
-    html = metrics_table_html(evaluation)
-    fig = curves_figure(evaluation, Path(args.out) / "images" / "curves.png")
-    if fig is not None:
-        html += '<p><img src="images/curves.png" alt="deletion and insertion curves" style="max-width:100%"></p>'
-    results["evaluation_html"] = html
+            cells.append({"text": "-" if v is None else f"{v:.3f}", "best": v is not None and v == best.get(c)})
+        rows.append({"method": method, "cells": cells})
+    return {"columns": columns, "rows": rows}

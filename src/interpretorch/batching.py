@@ -1,0 +1,40 @@
+"""The one batching rule: ``batch_size`` is the number of rows put through the model in one call, everywhere.
+
+A row is whatever one method feeds the model: an image, an interpolation step of Integrated Gradients, a noisy
+copy of SmoothGrad, an occluded window, a RISE mask, a masked input of Score-CAM, an ablated channel of
+Ablation-CAM, a perturbed copy in a metric. When the caller gives no ``batch_size`` the default depends only on
+the device: small batches are fastest per row on a CPU (their activations stay in cache: EfficientNet-Lite0 at
+224 px on the 2-core development VM took 17-28 ms per forward at 2-8 rows, 31-36 ms at 16, 45 ms at 32 and
+62-64 ms at 64), large ones on an accelerator.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+CPU_ROWS, ACCELERATOR_ROWS = 8, 64
+
+
+def check_batch_size(batch_size: object) -> int | None:
+    """Return ``batch_size`` when it is None or a positive int, else raise a ValueError naming it."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer (rows per model call) or None, got {batch_size!r}")
+    return batch_size
+
+
+def rows_per_pass(batch_size: int | None, device: torch.device | str) -> int:
+    """Return ``batch_size`` when given (validated), else the default rows per model call on ``device``."""
+    size = check_batch_size(batch_size)
+    if size is None:
+        return CPU_ROWS if torch.device(device).type == "cpu" else ACCELERATOR_ROWS
+    return size
+
+
+def chunks(n: int, size: int | None) -> Iterator[slice]:
+    """Yield slices covering range(n) in pieces of at most ``size`` rows (all at once when None)."""
+    step = check_batch_size(size) or max(n, 1)
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))

@@ -1,0 +1,6 @@
+"""``python -m interpretorch.cli``."""
+import sys
+
+from interpretorch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""What every command shares: the model flags, loading a model from them, image lists, targets, user errors."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit code 2."""
+
+
+def user_error_message(e: BaseException) -> str:
+    """The one-line message shown for a user error (a KeyError's text without its quotes)."""
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    return str(e)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def three_floats(text: str) -> tuple[float, float, float]:
+    """argparse type: three comma-separated numbers (one per colour channel)."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers such as 0.485,0.456,0.406, "
+                                         f"got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def add_model_arguments(p: argparse.ArgumentParser, default_model: str = "efficientnet_lite0") -> None:
+    """Add the flags every model-running command shares: --model, --device, --batch-size, --size, --mean, --std."""
+    p.add_argument("--model", default=default_model,
+                   help="efficientnet_lite0, tiny_cnn, package.module:factory, or a saved model file "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="rows put through the model per call (an image, a noise sample, a mask, ...); "
+                        "default 8 on the CPU, 64 on a GPU")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="input size in pixels (default: the model's own, 224 for a user model)")
+    p.add_argument("--mean", type=three_floats, default=None,
+                   help="per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default: the model's own, "
+                        "ImageNet's for a user model)")
+    p.add_argument("--std", type=three_floats, default=None,
+                   help="per-channel normalisation std, e.g. 0.229,0.224,0.225")
+
+
+def check_device(device: str) -> torch.device:
+    """Return ``device`` as a torch.device, or raise a UserError naming what is available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are available")
+    elif dev.type != "cpu":
+        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def load_model_from_args(args: argparse.Namespace) -> Any:
+    """Load ``--model`` on ``--device`` with its preprocessing adjusted by ``--size``, ``--mean`` and ``--std``."""
+    from interpretorch.models import load_model
+    from interpretorch.models.preprocess import Preprocess
+
+    device = check_device(args.device)
+    loaded = load_model(args.model, device=device)
+    pre = loaded.preprocess
+    size = getattr(args, "size", None) or pre.size
+    mean = getattr(args, "mean", None) or pre.mean
+    std = getattr(args, "std", None) or pre.std
+    if (size, tuple(mean), tuple(std)) != (pre.size, tuple(pre.mean), tuple(pre.std)):
+        loaded.preprocess = Preprocess(size, mean, std)
+    return loaded
+
+
+def parse_target(text: str) -> Any:
+    """argparse type for --target: 'top1', a class index, or comma-separated indices (one per image)."""
+    if text == "top1":
+        return "top1"
+    try:
+        vals = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--target must be 'top1', a class index or comma-separated indices, "
+                                         f"got {text!r}") from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def collect_images(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray], list[dict]]:
+    """Load every image (the bundled samples when none are given); unreadable ones are named, not fatal."""
+    from interpretorch.data.samples import sample_images
+    from interpretorch.models.preprocess import ImageLoadError, find_images, load_image
+
+    if not paths:
+        named = sample_images()
+        return [n for n, _ in named], [a for _, a in named], []
+    names, arrays, failed = [], [], []
+    for f in find_images(paths):
+        try:
+            arrays.append(load_image(f))
+            names.append(str(f))
+        except ImageLoadError as e:
+            print(f"interpretorch: skipping {f}: {e}", file=sys.stderr)
+            failed.append({"file": str(f), "error": str(e)})
+    return names, arrays, failed
+
+
+def output_dir(path: str) -> Path:
+    """Return ``path`` as a folder to write into, creating it; a UserError when it names an existing file."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {path!r} is an existing file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -1,0 +1,20 @@
+"""``interpretorch evaluate``: explain, then score the maps with the evaluation metrics."""
+from __future__ import annotations
+
+import argparse
+
+from interpretorch.cli import explain
+
+NAME = "evaluate"
+HELP = "saliency maps plus faithfulness metrics, as an HTML report"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``explain``."""
+    explain.add_arguments(p, evaluate_flag=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain and evaluate."""
+    args.evaluate = True
+    return explain.run(args)
