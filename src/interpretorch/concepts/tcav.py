@@ -32,14 +32,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, chunks, model_device, rows_per_pass, split_target
+from interpretorch.attribution.common import check_inputs, chunks, model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.concepts.cache import ActivationCache, Images, model_fingerprint
 from interpretorch.concepts.cav import CAVs, feature_gradients, train_cavs
 from interpretorch.concepts.stats import bonferroni as bonferroni_correct
 from interpretorch.concepts.stats import ttest_pvalue
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import Target, check_finite, target_indices, target_scores
+from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 
 
 def class_gradients(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str], target: Target = "top1", *,
@@ -49,6 +49,7 @@ def class_gradients(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str
     Returns ({layer: (N, ...) gradients}, the class index per input or None for a callable target).
     """
     x = check_inputs(model, inputs)
+    target = check_target(target, x.shape[0])
     layers = list(layers)
     bs = rows_per_pass(batch_size, model_device(model))
     grads: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
@@ -60,7 +61,7 @@ def class_gradients(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str
             rec.calls.clear()
             out = model(x[sl])
             check_finite(out)
-            t = split_target(target, sl, n)
+            t = split_target(target, sl)
             idx = target_indices(out, t)
             scores = target_scores(out, t, idx)
             g = rec.gradients(scores, layers)
