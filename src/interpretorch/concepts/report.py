@@ -49,16 +49,15 @@ def score_figure(result: TCAVResult, path: Path) -> str:
                edgecolor="black", linewidth=0.5)
         base = rows[0].random_score
         ax.axhspan(base - rows[0].random_std, base + rows[0].random_std, color="tab:red", alpha=0.12)
-        ax.axhline(base, color="tab:red", lw=1, ls="--", label="random runs")
+        ax.axhline(base, color="tab:red", lw=1, ls="--")
         for x, r in zip(xs, rows):
             ax.text(x, min(1.02, r.score + r.score_std + 0.03), "*" if r.significant else "n.s.", ha="center",
                     fontsize=9 if r.significant else 7)
         ax.set_xticks(xs)
         ax.set_xticklabels(concepts, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.12)
-        ax.set_title(layer, fontsize=9)
+        ax.set_title(f"{layer} (red: random runs, mean +- std)", fontsize=8)
         ax.set_ylabel("TCAV score")
-    axes[0][0].legend(fontsize=7, loc="upper left")
     return _save_png(fig, path)
 
 
