@@ -126,3 +126,15 @@ def test_cams_run_on_a_transformer_block_through_the_token_grid(snapshot):
     one = it.explain(model, x[1:2], "gradcam", target=1, layer="blocks.0")  # batch equals single calls
     torch.testing.assert_close(one.maps[0], es["gradcam"].maps[1], rtol=1e-5, atol=1e-6)
     snap.assert_unchanged()
+
+
+def test_recorded_activations_survive_a_following_in_place_relu():
+    from interpretorch.models import TinyCNN
+
+    model, x = TinyCNN(num_classes=3).eval(), torch.randn(2, 3, 16, 16)
+    with capture(model, "features.1", grad=False) as rec:  # BatchNorm, then ReLU(inplace=True)
+        model(x)
+    with torch.no_grad():
+        ref = model.features[1](model.features[0](x))
+    assert (rec["features.1"] < 0).any()
+    torch.testing.assert_close(rec["features.1"], ref)

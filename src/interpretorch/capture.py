@@ -222,7 +222,8 @@ def capture(model: nn.Module, layers: SiteLike | Sequence[SiteLike], *, grad: bo
         """Record ``t`` under ``n``; returns what the network should continue with."""
         rec.calls[n] = rec.calls.get(n, 0) + 1
         if not grad:
-            rec.activations[n] = t.detach()
+            # A copy: a later in-place op (ReLU(inplace=True)) must not change what was recorded.
+            rec.activations[n] = t.detach().clone()
             return t
         # The network continues on a copy, so later in-place ops (ReLU(inplace=True)) cannot change the
         # recorded tensor: activation and gradient belong to this site.

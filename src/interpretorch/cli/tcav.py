@@ -1,0 +1,132 @@
+"""``interpretorch tcav``: TCAV scores of a class for concepts (folders or generated), with significance tests."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from interpretorch.cli.common import (UserError, add_model_arguments, load_model_from_args, output_dir,
+                                      parse_target, positive_int)
+
+NAME = "tcav"
+HELP = "TCAV: how much a class depends on human concepts (image folders or generated patterns), with p-values"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Class images, concepts, random sets, layers, the CAV and test options, and the shared model flags."""
+    p.add_argument("--images", nargs="+", required=True, help="folders or files of the class's images")
+    p.add_argument("--target", type=parse_target, required=True, help="the class index to explain")
+    p.add_argument("--concepts", nargs="+", required=True,
+                   help="concept image folders, or generator names (stripes, zigzag, dots, checker, solid, "
+                        "texture, solid_red, ...)")
+    p.add_argument("--random", nargs="+", required=True,
+                   help="random image folders, one set each; with a single folder, --runs sets are drawn from it")
+    p.add_argument("--layers", required=True, help="comma-separated layer names (`interpretorch layers` lists them)")
+    p.add_argument("--runs", type=positive_int, default=10, help="random runs when one --random folder is given "
+                   "(default: %(default)s)")
+    p.add_argument("--set-size", type=positive_int, default=50,
+                   help="images per generated concept and per random set drawn from one folder (default: %(default)s)")
+    p.add_argument("--loss", choices=("hinge", "logistic"), default="hinge",
+                   help="CAV classifier: hinge (SGD, as the original TCAV) or logistic (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.01, help="L2 strength of the CAV classifier (default: %(default)s)")
+    p.add_argument("--features", choices=("flatten", "mean"), default="flatten",
+                   help="CAV features: flattened activations (original) or channel means (default: %(default)s)")
+    p.add_argument("--significance", type=float, default=0.05, help="test level (default: %(default)s)")
+    p.add_argument("--bonferroni", action="store_true", help="correct p-values over the concepts")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, SGD and drawn sets (default: %(default)s)")
+    p.add_argument("--cache", default=None, help="activation cache folder (default: OUT/cache)")
+    add_model_arguments(p)
+    p.add_argument("--out", default="interpretorch-tcav", help="output folder (default: %(default)s)")
+
+
+def _image_files(path: str) -> list[Path]:
+    from interpretorch.models.preprocess import find_images
+
+    files = find_images([path])
+    if not files:
+        raise UserError(f"no images found in {path!r}")
+    return files
+
+
+def _load(files: list[Path], preprocess) -> "torch.Tensor":  # noqa: F821
+    from interpretorch.models.preprocess import ImageLoadError
+
+    try:
+        return preprocess.display([str(f) for f in files])
+    except ImageLoadError as e:
+        raise UserError(str(e)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run TCAV and write tcav.json, tcav_details.json and index.html into --out."""
+    import torch
+
+    from interpretorch.concepts.cache import ActivationCache
+    from interpretorch.concepts.generate import concept_set, generator_names, random_sets
+    from interpretorch.concepts.maps import concept_maps
+    from interpretorch.concepts.report import write_tcav_report
+    from interpretorch.concepts.tcav import run_tcav
+
+    out = output_dir(args.out)
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()]
+    if not layers:
+        raise UserError("--layers is empty; give comma-separated layer names")
+    loaded = load_model_from_args(args)
+    model, pre = loaded.model, loaded.preprocess
+    from interpretorch.models.layers import get_layer
+
+    for layer in layers:
+        try:
+            get_layer(model, layer)
+        except KeyError as e:
+            raise UserError(str(e.args[0])) from None
+    class_files = [f for d in args.images for f in _image_files(d)]
+    class_display = _load(class_files, pre)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = pre.normalize(class_display).to(device)
+
+    concepts: dict = {}
+    for spec in args.concepts:
+        path = Path(spec)
+        if path.exists():
+            name = path.name or str(path)
+            concepts[name] = _image_files(spec)
+        else:
+            if spec.strip().lower() not in {g.lower() for g in generator_names()} and not spec.startswith("solid_"):
+                raise UserError(f"--concepts {spec!r} is neither a folder nor a generator; generators: "
+                                f"{', '.join(generator_names())}")
+            try:
+                concepts[spec] = pre.normalize(concept_set(spec, args.set_size, pre.size, seed=args.seed))
+            except ValueError as e:
+                raise UserError(str(e)) from None
+    if len(args.random) == 1:
+        files = _image_files(args.random[0])
+        imgs = pre.normalize(_load(files, pre))
+        per_set = min(args.set_size, len(files))
+        if args.runs < 2:
+            raise UserError("significance needs at least 2 random sets: use --runs 2 or more")
+        randoms = {f"random_{i}": s for i, s in enumerate(random_sets(imgs, args.runs, per_set, args.seed))}
+    else:
+        randoms = {f"random_{i}": _image_files(d) for i, d in enumerate(args.random)}
+    cache = ActivationCache(args.cache or out / "cache")
+    result = run_tcav(model, x, concepts, randoms, layers, args.target, cache=cache, preprocess=pre,
+                      batch_size=args.batch_size, loss=args.loss, alpha=args.alpha, features=args.features,
+                      seed=args.seed, significance=args.significance, bonferroni=args.bonferroni)
+    # concept maps at the last layer: the mean direction of each concept's runs, on its top-projecting images
+    maps = {}
+    layer = layers[-1]
+    R = len(result.randoms)
+    vec = result.cavs.vectors[layer]
+    for ci, c in enumerate(result.concepts):
+        v = vec[ci * R:(ci + 1) * R].mean(0)
+        v = v / v.norm().clamp_min(1e-12)
+        m = concept_maps(model, x, v, layer, features=args.features, batch_size=args.batch_size)[:, 0]
+        top = m.flatten(1).sum(1).argsort(descending=True)[:6]
+        maps[c] = (class_display[top.cpu()], m[top].cpu(), layer, top.tolist())
+    paths = write_tcav_report(result, out, concept_maps=maps, image_names=[str(f) for f in class_files],
+                              title=f"TCAV of class {args.target}")
+    for r in result.results:
+        mark = "" if r.significant else " (n.s.)"
+        print(f"{r.layer:24s} {r.concept:20s} score {r.score:.3f} +- {r.score_std:.3f}{mark}  "
+              f"random {r.random_score:.3f}  p={r.p_value:.3g}")
+    print(f"wrote {paths['json']} and {paths['html']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Concept-based explanations: CAVs, TCAV with significance testing, concept maps and concept discovery."""

@@ -1,0 +1,137 @@
+"""Write TCAV and discovery results: ``tcav.json`` / ``concepts.json``, figures and an HTML page."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from interpretorch.concepts.discovery import DiscoveryResult
+from interpretorch.concepts.tcav import TCAVResult
+
+
+def _env():
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("interpretorch.concepts", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = lambda v, d=3: "-" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else v)
+    return env
+
+
+def _save_png(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f"{path.parent.name}/{path.name}"
+
+
+def score_figure(result: TCAVResult, path: Path) -> str:
+    """Bars of TCAV scores per layer with run std error bars, the random baseline band, and significance marks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result.layers
+    concepts = result.concepts
+    fig, axes = plt.subplots(1, len(layers), figsize=(max(4.0, 1.0 + 0.9 * len(concepts)) * len(layers), 3.4),
+                             squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        rows = [result.get(c, layer) for c in concepts]
+        xs = np.arange(len(rows))
+        colours = ["tab:blue" if r.significant else "lightgray" for r in rows]
+        ax.bar(xs, [r.score for r in rows], yerr=[r.score_std for r in rows], color=colours, capsize=3,
+               edgecolor="black", linewidth=0.5)
+        base = rows[0].random_score
+        ax.axhspan(base - rows[0].random_std, base + rows[0].random_std, color="tab:red", alpha=0.12)
+        ax.axhline(base, color="tab:red", lw=1, ls="--")
+        for x, r in zip(xs, rows):
+            ax.text(x, min(1.02, r.score + r.score_std + 0.03), "*" if r.significant else "n.s.", ha="center",
+                    fontsize=9 if r.significant else 7)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(concepts, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.12)
+        ax.set_title(f"{layer} (red: random runs, mean +- std)", fontsize=8)
+        ax.set_ylabel("TCAV score")
+    return _save_png(fig, path)
+
+
+def concept_map_figure(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path) -> str:
+    """A row of images with their concept maps overlaid (jet, scaled per image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.8), squeeze=False)
+    for ax, img, m in zip(axes[0], images, maps):
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        m = m.cpu().float()
+        span = (m.max() - m.min()).clamp_min(1e-12)
+        ax.imshow(((m - m.min()) / span).numpy(), cmap="jet", alpha=0.45)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return _save_png(fig, path)
+
+
+def patches_figure(patches: torch.Tensor, title: str, path: Path) -> str:
+    """A row of a concept's top patches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, patches.shape[0])
+    fig, axes = plt.subplots(1, n, figsize=(1.2 * n, 1.4), squeeze=False)
+    for ax, p in zip(axes[0], patches):
+        ax.imshow(p.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return _save_png(fig, path)
+
+
+def write_tcav_report(result: TCAVResult, out_dir: str | Path, *, concept_maps: dict | None = None,
+                      image_names: Sequence[str] | None = None, title: str = "TCAV") -> dict[str, Path]:
+    """Write ``tcav.json``, ``tcav_details.json``, figures and ``index.html`` into ``out_dir``.
+
+    ``concept_maps`` maps a concept name to (display images (k, 3, H, W), maps (k, H, W), layer, image indices).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tcav.json").write_text(json.dumps(result.to_json(), indent=2))
+    (out / "tcav_details.json").write_text(json.dumps(result.details_json(), indent=2))
+    fig = score_figure(result, out / "figures" / "scores.png")
+    maps = []
+    for i, (concept, (imgs, m, layer, idx)) in enumerate((concept_maps or {}).items()):
+        names = [image_names[j] if image_names else str(j) for j in idx]
+        maps.append({"concept": concept, "layer": layer, "images": names,
+                     "figure": concept_map_figure(imgs, m, f"{concept} at {layer}", out / "figures" / f"map_{i}.png")})
+    rows = [r for r in result.results]
+    html = _env().get_template("tcav.html").render(title=title, r=result, rows=rows, figure=fig, maps=maps,
+                                                    options=result.options)
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return {"json": out / "tcav.json", "html": out / "index.html", "details": out / "tcav_details.json"}
+
+
+def write_discovery_report(result: DiscoveryResult, out_dir: str | Path, *, image_names: Sequence[str] | None = None,
+                           title: str = "Discovered concepts") -> dict[str, Path]:
+    """Write ``concepts.json``, one patch figure per concept and ``index.html`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_json(image_names)
+    (out / "concepts.json").write_text(json.dumps(data, indent=2))
+    shown = []
+    for i, c in enumerate(result.concepts):
+        fig = None
+        if c.examples is not None and len(c.examples):
+            fig = patches_figure(c.examples, c.name, out / "figures" / f"concept_{i}.png")
+        shown.append({"c": c, "json": data["concepts"][i], "figure": fig})
+    html = _env().get_template("discover.html").render(title=title, r=result, concepts=shown)
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return {"json": out / "concepts.json", "html": out / "index.html"}

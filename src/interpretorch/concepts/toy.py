@@ -1,0 +1,178 @@
+"""A controlled concept data set and a small CNN trained on it: the class is decided by one concept.
+
+Each image is a textured background (scikit-image brick / grass / gravel, tinted) with a pattern patch
+pasted at a random place: **stripes** for class 0, **dots** for class 1 (colours, angles, widths random). Half
+of the images of *both* classes also carry a **checker** patch somewhere else, so the checkerboard is a
+concept the images contain that does not decide the class. This is the controlled experiment of TCAV
+(Kim et al. 2018, section 4.3) in miniature: a model that classifies well must use stripes and dots and has
+no reason to use checkerboards, and we know where each concept is in every image.
+
+``train_concept_cnn`` trains the CNN from scratch in a few seconds, single-threaded and seeded, so the same
+config gives the same weights on the same platform.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interpretorch.concepts.generate import checker_image, dots_image, solid_image, stripes_image, texture_image
+from interpretorch.models.layers import StagedModule
+from interpretorch.models.preprocess import Preprocess
+
+CLASSES = ("stripes", "dots")
+PREPROCESS = Preprocess(48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+PATTERNS = {"stripes": stripes_image, "dots": dots_image, "checker": checker_image, "solid": solid_image}
+DISTRACTOR = "solid"
+
+
+def _pattern(name: str, rng: np.random.Generator, patch: int) -> np.ndarray:
+    if name == "checker":
+        return checker_image(rng, patch, scales=(3, 4), angles=(0,))
+    return PATTERNS[name](rng, patch)
+
+
+@dataclass
+class ConceptImages:
+    """Images (N, 3, S, S) in [0, 1], labels (N,), the box of the deciding patch and of the checker patch
+    (N, 4) ``x0, y0, x1, y1`` (the checker box is all -1 when the image has none)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    distractor_boxes: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+
+def _place(rng: np.random.Generator, size: int, patch: int, avoid: tuple[int, int] | None) -> tuple[int, int]:
+    """A random top-left corner for a patch, not overlapping the patch at ``avoid``."""
+    if avoid is None:
+        return int(rng.integers(0, size - patch + 1)), int(rng.integers(0, size - patch + 1))
+    pos = np.arange(size - patch + 1)
+    xs, ys = np.meshgrid(pos, pos, indexing="xy")
+    ok = (np.abs(xs - avoid[0]) >= patch) | (np.abs(ys - avoid[1]) >= patch)
+    cand = np.flatnonzero(ok.ravel())
+    if cand.size == 0:
+        raise ValueError(f"two {patch} px patches do not fit side by side in {size} px images")
+    k = int(cand[rng.integers(cand.size)])
+    return int(xs.ravel()[k]), int(ys.ravel()[k])
+
+
+def make_concept_images(n: int, seed: int = 0, size: int = 48, patch: int = 16, distractor_rate: float = 0.5,
+                        patterns: tuple[str, ...] = CLASSES, distractor: str = DISTRACTOR) -> ConceptImages:
+    """``n`` images whose label is which of ``patterns`` is pasted on them; image i depends only on (seed, i)."""
+    imgs, labels, boxes, cboxes = [], [], [], []
+    for i in range(n):
+        rng = np.random.default_rng([int(seed), i, 7])
+        img = texture_image(rng, size)
+        label = int(rng.integers(len(patterns)))
+        x0, y0 = _place(rng, size, patch, None)
+        img[y0:y0 + patch, x0:x0 + patch] = _pattern(patterns[label], rng, patch)
+        cbox = (-1, -1, -1, -1)
+        if rng.uniform() < distractor_rate:
+            cx, cy = _place(rng, size, patch, (x0, y0))
+            img[cy:cy + patch, cx:cx + patch] = _pattern(distractor, rng, patch)
+            cbox = (cx, cy, cx + patch, cy + patch)
+        imgs.append(img)
+        labels.append(label)
+        boxes.append((x0, y0, x0 + patch, y0 + patch))
+        cboxes.append(cbox)
+    return ConceptImages(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().contiguous(),
+                         torch.tensor(labels), torch.tensor(boxes, dtype=torch.float32),
+                         torch.tensor(cboxes, dtype=torch.float32),
+                         {"seed": seed, "size": size, "patch": patch, "patterns": patterns})
+
+
+def concept_examples(pattern: str, n: int, seed: int, size: int = 48, patch: int = 16) -> torch.Tensor:
+    """``n`` images of one pattern patch on the same kind of backgrounds (a concept set for TCAV)."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([int(seed), i, 11])
+        img = texture_image(rng, size)
+        x0, y0 = _place(rng, size, patch, None)
+        img[y0:y0 + patch, x0:x0 + patch] = _pattern(pattern, rng, patch)
+        out.append(img)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().contiguous()
+
+
+def backgrounds(n: int, seed: int, size: int = 48) -> torch.Tensor:
+    """``n`` bare tinted texture backgrounds (random sets for TCAV)."""
+    imgs = [texture_image(np.random.default_rng([int(seed), i, 13]), size) for i in range(n)]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().contiguous()
+
+
+class ConceptCNN(StagedModule):
+    """Three conv-BN-ReLU blocks with pooling, a fourth block, global average pooling and a linear head."""
+
+    def __init__(self, num_classes: int = len(CLASSES), width: int = 12) -> None:
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2),
+                                      *block(2 * w, 4 * w), *block(4 * w, 4 * w))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.fc = nn.Linear(4 * w, num_classes)
+
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        """Ordered (name, module) pairs whose composition is ``forward``."""
+        return [("features", self.features), ("pool", self.pool), ("flatten", self.flatten), ("fc", self.fc)]
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Everything that determines the trained weights."""
+
+    seed: int = 0
+    data_seed: int = 1
+    n_train: int = 1200
+    n_val: int = 300
+    epochs: int = 6
+    batch_size: int = 50
+    lr: float = 1e-2
+    weight_decay: float = 1e-3
+    width: int = 12
+
+
+def train_concept_cnn(config: ToyConfig = ToyConfig()) -> tuple[ConceptCNN, float, float]:
+    """Train the CNN on ``make_concept_images``; returns (model in eval mode, validation accuracy, seconds)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            data = make_concept_images(config.n_train + config.n_val, seed=config.data_seed)
+            x = PREPROCESS.normalize(data.images)
+            y = data.labels
+            xt, yt, xv, yv = x[:config.n_train], y[:config.n_train], x[config.n_train:], y[config.n_train:]
+            model = ConceptCNN(len(CLASSES), config.width)
+            opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
+            steps = config.epochs * -(-config.n_train // config.batch_size)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
+            gen = torch.Generator().manual_seed(config.seed)
+            for _ in range(config.epochs):
+                model.train()
+                perm = torch.randperm(config.n_train, generator=gen)
+                for i in range(0, config.n_train, config.batch_size):
+                    idx = perm[i:i + config.batch_size]
+                    loss = F.cross_entropy(model(xt[idx]), yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+            model.eval()
+            for p in model.parameters():
+                p.grad = None
+            with torch.no_grad():
+                acc = float((model(xv).argmax(1) == yv).float().mean())
+            return model, acc, time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
