@@ -123,7 +123,9 @@ def test_a_users_factory_from_the_working_directory_and_one_that_raises(tmp_path
     (tmp_path / "mymodels.py").write_text(
         "from interpretorch.models import TinyCNN\n"
         "def good():\n    return TinyCNN(num_classes=3)\n"
-        "def bad():\n    raise RuntimeError('no weights here')\n")
+        "def bad():\n    raise RuntimeError('no weights here')\n"
+        "import torch\n"
+        "def gray():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
     img = tmp_path / "a.png"
@@ -132,6 +134,9 @@ def test_a_users_factory_from_the_working_directory_and_one_that_raises(tmp_path
     assert main(["explain", str(img), "--model", "mymodels:bad", "--size", "32"]) == 2
     err = capsys.readouterr().err
     assert "no weights here" in err and "Traceback" not in err
+    assert main(["explain", str(img), "--model", "mymodels:gray", "--size", "32", "--methods", "gradient"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot take the images" in err and "(1, 3, 32, 32)" in err and "Traceback" not in err
 
 
 CHUNK_METHODS = {"gradcam": {}, "gradient": {}, "integrated_gradients": {"steps": 3},

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from interpretorch.cli.common import (UserError, add_model_arguments, collect_images, load_model_from_args,
                                       output_dir, parse_target)
+from interpretorch.models import MODELS
 
 NAME = "explain"
 HELP = "saliency maps for images, as an HTML report"
@@ -69,6 +70,19 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
                    help="with --sanity: randomize only the top N blocks (default: all)")
 
 
+def _probe(model, x, spec: str) -> None:
+    """One image through a user's model first, so a model that cannot take these inputs is a one-line error."""
+    from interpretorch.capture import frozen
+
+    try:
+        with frozen(model):
+            model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        first = str(e).strip().split("\n")[0]
+        raise UserError(f"--model {spec} cannot take the images as preprocessed, shape {tuple(x.shape)} "
+                        f"(set --size, --mean and --std for its input): {type(e).__name__}: {first}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Explain the images with each method and write index.html, results.json and the pictures."""
     from tqdm import tqdm
@@ -99,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     display = loaded.preprocess.display(arrays)
     x = loaded.preprocess.normalize(display).to(args.device)
+    if args.model not in MODELS:
+        _probe(loaded.model, x[:1], args.model)
     evaluate = getattr(args, "evaluate", False)
     bar = tqdm(total=len(plan_steps(methods, options)), desc="explaining", unit="step", file=sys.stderr)
 
