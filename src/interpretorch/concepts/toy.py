@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.concepts.generate import checker_image, dots_image, solid_image, stripes_image, texture_image
 from interpretorch.models.layers import StagedModule
 from interpretorch.models.preprocess import Preprocess
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
 
 CLASSES = ("stripes", "dots")
 PREPROCESS = Preprocess(48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -143,36 +143,18 @@ class ToyConfig:
 
 def train_concept_cnn(config: ToyConfig = ToyConfig()) -> tuple[ConceptCNN, float, float]:
     """Train the CNN on ``make_concept_images``; returns (model in eval mode, validation accuracy, seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            data = make_concept_images(config.n_train + config.n_val, seed=config.data_seed)
-            x = PREPROCESS.normalize(data.images)
-            y = data.labels
-            xt, yt, xv, yv = x[:config.n_train], y[:config.n_train], x[config.n_train:], y[config.n_train:]
-            model = ConceptCNN(len(CLASSES), config.width)
-            opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
-            steps = config.epochs * -(-config.n_train // config.batch_size)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
-            gen = torch.Generator().manual_seed(config.seed)
-            for _ in range(config.epochs):
-                model.train()
-                perm = torch.randperm(config.n_train, generator=gen)
-                for i in range(0, config.n_train, config.batch_size):
-                    idx = perm[i:i + config.batch_size]
-                    loss = F.cross_entropy(model(xt[idx]), yt[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-            model.eval()
-            for p in model.parameters():
-                p.grad = None
-            with torch.no_grad():
-                acc = float((model(xv).argmax(1) == yv).float().mean())
-            return model, acc, time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
+    with seeded_single_thread(config.seed):
+        data = make_concept_images(config.n_train + config.n_val, seed=config.data_seed)
+        x = PREPROCESS.normalize(data.images)
+        y = data.labels
+        xt, yt, xv, yv = x[:config.n_train], y[:config.n_train], x[config.n_train:], y[config.n_train:]
+        model = ConceptCNN(len(CLASSES), config.width)
+        opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
+        steps = config.epochs * -(-config.n_train // config.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
+        gen = torch.Generator().manual_seed(config.seed)
+        for _ in range(config.epochs):
+            train_epoch(model, xt, yt, opt, gen, config.batch_size, sched)
+        acc = accuracy(finish(model), xv, yv)
+        return model, acc, time.perf_counter() - start

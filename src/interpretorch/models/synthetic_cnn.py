@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
 from interpretorch.models.layers import StagedModule
 from interpretorch.models.preprocess import Preprocess
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
 
 PREPROCESS = Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CAM_LAYER = "features"
@@ -79,47 +79,24 @@ def train_synthetic_cnn(config: TrainConfig = TrainConfig(), verbose: bool = Fal
     the same weights on the same platform (CPU kind and torch build; another CPU gives other weights
     of about the same accuracy); the global RNG and thread count are restored afterwards.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            train = make_localisation_set(config.n_train, seed=config.data_seed, size=config.size)
-            val = make_localisation_set(config.n_val, seed=config.val_seed, size=config.size)
-            x, y = PREPROCESS.normalize(train.images), train.labels
-            xv, yv = PREPROCESS.normalize(val.images), val.labels
-            model = SyntheticCNN(len(train.classes), config.width)
-            opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
-            steps_per_epoch = -(-config.n_train // config.batch_size)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
-            gen = torch.Generator().manual_seed(config.seed)
-            start = time.perf_counter()
-            for epoch in range(config.epochs):
-                model.train()
-                perm = torch.randperm(config.n_train, generator=gen)
-                for i in range(0, config.n_train, config.batch_size):
-                    idx = perm[i:i + config.batch_size]
-                    loss = F.cross_entropy(model(x[idx]), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                if verbose:
-                    acc = _accuracy(model, xv, yv)
-                    print(f"epoch {epoch + 1}/{config.epochs}: loss {loss.item():.3f}, val accuracy {acc:.3f}, "
-                          f"{time.perf_counter() - start:.1f} s", flush=True)
-            model.eval()
-            for p in model.parameters():
-                p.grad = None
-            return model, _accuracy(model, xv, yv)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
+    with seeded_single_thread(config.seed):
+        train = make_localisation_set(config.n_train, seed=config.data_seed, size=config.size)
+        val = make_localisation_set(config.n_val, seed=config.val_seed, size=config.size)
+        x, y = PREPROCESS.normalize(train.images), train.labels
+        xv, yv = PREPROCESS.normalize(val.images), val.labels
+        model = SyntheticCNN(len(train.classes), config.width)
+        opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = -(-config.n_train // config.batch_size)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
+        gen = torch.Generator().manual_seed(config.seed)
+        start = time.perf_counter()
+        for epoch in range(config.epochs):
+            loss = train_epoch(model, x, y, opt, gen, config.batch_size, sched)
+            if verbose:
+                acc = accuracy(model, xv, yv)
+                print(f"epoch {epoch + 1}/{config.epochs}: loss {loss.item():.3f}, val accuracy {acc:.3f}, "
+                      f"{time.perf_counter() - start:.1f} s", flush=True)
+        return finish(model), accuracy(model, xv, yv)
 
 
 def save_synthetic_cnn(model: SyntheticCNN, path: str | Path, config: TrainConfig, val_accuracy: float) -> Path:

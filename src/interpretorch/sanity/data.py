@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
 from interpretorch.models.synthetic_cnn import PREPROCESS, SyntheticCNN, TrainConfig
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,6 @@ def permuted_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
     return labels[torch.randperm(labels.numel(), generator=g)]
 
 
-def _accuracy(model: SyntheticCNN, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
-
 def train_random_label_cnn(config: RandomLabelConfig = RandomLabelConfig(), verbose: bool = False) -> RandomLabelRun:
     """Train ``SyntheticCNN`` on permuted labels until it fits them (``target_accuracy``) or ``max_epochs``.
 
@@ -79,46 +73,30 @@ def train_random_label_cnn(config: RandomLabelConfig = RandomLabelConfig(), verb
     """
     if not 0 < config.target_accuracy <= 1:
         raise ValueError(f"target_accuracy must be in (0, 1], got {config.target_accuracy}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            train = make_localisation_set(config.n_train, seed=config.data_seed, size=config.size)
-            test = make_localisation_set(config.n_test, seed=config.test_seed, size=config.size)
-            x, y = PREPROCESS.normalize(train.images), permuted_labels(train.labels, config.label_seed)
-            xt, yt = PREPROCESS.normalize(test.images), test.labels
-            model = SyntheticCNN(len(SHAPES), config.width)
-            opt = torch.optim.Adam(model.parameters(), config.lr)
-            gen = torch.Generator().manual_seed(config.seed)
-            acc, epoch = 0.0, 0
-            for epoch in range(1, config.max_epochs + 1):
-                model.train()
-                perm = torch.randperm(config.n_train, generator=gen)
-                for i in range(0, config.n_train, config.batch_size):
-                    idx = perm[i:i + config.batch_size]
-                    loss = F.cross_entropy(model(x[idx]), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                acc = _accuracy(model, x, y)
-                if verbose and (epoch % 10 == 0 or acc >= config.target_accuracy):
-                    print(f"epoch {epoch}: loss {loss.item():.3f}, train accuracy (permuted labels) {acc:.3f}, "
-                          f"{time.perf_counter() - start:.1f} s", flush=True)
-                if acc >= config.target_accuracy:
-                    break
-            if acc < config.target_accuracy:
-                raise RuntimeError(f"the random-label model reached {acc:.3f} training accuracy in "
-                                   f"{config.max_epochs} epochs, below the target {config.target_accuracy}; "
-                                   "raise max_epochs or lower n_train")
-            for p in model.parameters():
-                p.grad = None
-            model.eval()
-            return RandomLabelRun(model, acc, _accuracy(model, xt, yt), 1.0 / len(SHAPES), epoch,
-                                  time.perf_counter() - start, config)
-    finally:
-        torch.set_num_threads(threads)
+    with seeded_single_thread(config.seed):
+        train = make_localisation_set(config.n_train, seed=config.data_seed, size=config.size)
+        test = make_localisation_set(config.n_test, seed=config.test_seed, size=config.size)
+        x, y = PREPROCESS.normalize(train.images), permuted_labels(train.labels, config.label_seed)
+        xt, yt = PREPROCESS.normalize(test.images), test.labels
+        model = SyntheticCNN(len(SHAPES), config.width)
+        opt = torch.optim.Adam(model.parameters(), config.lr)
+        gen = torch.Generator().manual_seed(config.seed)
+        acc, epoch = 0.0, 0
+        for epoch in range(1, config.max_epochs + 1):
+            loss = train_epoch(model, x, y, opt, gen, config.batch_size)
+            acc = accuracy(model, x, y)
+            if verbose and (epoch % 10 == 0 or acc >= config.target_accuracy):
+                print(f"epoch {epoch}: loss {loss.item():.3f}, train accuracy (permuted labels) {acc:.3f}, "
+                      f"{time.perf_counter() - start:.1f} s", flush=True)
+            if acc >= config.target_accuracy:
+                break
+        if acc < config.target_accuracy:
+            raise RuntimeError(f"the random-label model reached {acc:.3f} training accuracy in "
+                               f"{config.max_epochs} epochs, below the target {config.target_accuracy}; "
+                               "raise max_epochs or lower n_train")
+        return RandomLabelRun(finish(model), acc, accuracy(model, xt, yt), 1.0 / len(SHAPES), epoch,
+                              time.perf_counter() - start, config)
 
 
 def save_random_label_cnn(run: RandomLabelRun, path: str | Path) -> Path:
