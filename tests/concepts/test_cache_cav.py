@@ -98,16 +98,18 @@ def _train_rows(acts, p, q, layer, pair_index, seed=0, test_fraction=0.2):
     return x, y, xt, yt
 
 
-def test_hinge_cavs_equal_sklearn_sgd_all_at_once():
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 3.0])
+def test_hinge_cavs_equal_sklearn_sgd_all_at_once(alpha):
     from sklearn.linear_model import SGDClassifier
 
     acts = _sets()
-    pairs = [("c", "r"), ("c", "r2"), ("r", "r2")]
-    cavs = train_cavs(acts, pairs, ["l", "m"], loss="hinge", test_fraction=0.2, shuffle=False)
+    acts["s"] = {k: v[:17] for k, v in acts["r2"].items()}  # a smaller set: its problems have padded rows
+    pairs = [("c", "r"), ("c", "r2"), ("r", "r2"), ("c", "s")]
+    cavs = train_cavs(acts, pairs, ["l", "m"], loss="hinge", test_fraction=0.2, shuffle=False, alpha=alpha)
     for layer in ("l", "m"):
         for i, (p, q) in enumerate(pairs):
             x, y, xt, yt = _train_rows(acts, p, q, layer, i)
-            sk = SGDClassifier(loss="hinge", alpha=0.01, max_iter=1000, tol=1e-3, shuffle=False).fit(x, y)
+            sk = SGDClassifier(loss="hinge", alpha=alpha, max_iter=1000, tol=1e-3, shuffle=False).fit(x, y)
             w = cavs.weights[layer][i].double().numpy()
             np.testing.assert_allclose(w, sk.coef_[0], rtol=1e-4, atol=1e-4 * np.abs(sk.coef_).max())
             assert abs(float(cavs.bias[layer][i]) - sk.intercept_[0]) < 1e-4 * max(1, abs(sk.intercept_[0]))

@@ -278,47 +278,75 @@ def _few_threads(device: torch.device) -> Iterator[None]:
 
 def _sgd_hinge(K: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, alpha: float, max_epochs: int, tol: float,
                n_iter_no_change: int, seed: int, shuffle: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scikit-learn's SGDClassifier(loss="hinge", learning_rate="optimal") for every problem at once, in dual form."""
+    """scikit-learn's SGDClassifier(loss="hinge", learning_rate="optimal") for every problem at once, in dual form.
+
+    The weights are ``w = X^T a`` with ``a = s * ah`` (scikit-learn's ``wscale``). Within an epoch the visit order,
+    step sizes and decay factors are known in advance, so everything but the margins is computed for the whole
+    epoch at once; the Python loop does only what is truly sequential: seven small operations per visited row.
+    """
     P, n = y.shape
-    device = K.device
-    a = torch.zeros(P, n, dtype=torch.float64, device=device)
-    b = torch.zeros(P, dtype=torch.float64, device=device)
+    device, dt = K.device, torch.float64
+    ah = torch.zeros(P, n, dtype=dt, device=device)
+    Kah = torch.zeros(P, n, dtype=dt, device=device)  # K ah, in row order
+    q = torch.zeros(P, dtype=dt, device=device)  # ah K ah, so |w|^2 = s^2 q
+    s = torch.ones(P, dtype=dt, device=device)
+    b = torch.zeros(P, dtype=dt, device=device)
     n_valid = valid.sum(1)
     typw = math.sqrt(1.0 / math.sqrt(alpha))
     t0 = 1.0 / (typw * alpha)  # scikit-learn's "optimal" initial step: eta0 = typw / max(1, dloss(-typw, 1))
-    t = torch.ones(P, dtype=torch.float64, device=device)
-    best = torch.full((P,), float("inf"), dtype=torch.float64, device=device)
+    t = torch.ones(P, dtype=dt, device=device)  # 1 + the number of updates so far, per problem
+    best = torch.full((P,), float("inf"), dtype=dt, device=device)
     no_improve = torch.zeros(P, dtype=torch.long, device=device)
     active = torch.ones(P, dtype=torch.bool, device=device)
     epochs = torch.zeros(P, dtype=torch.long, device=device)
     gen = torch.Generator().manual_seed(int(seed))
-    rows = torch.arange(P, device=device)
-    Ka = torch.zeros_like(a)  # K a, kept up to date: each step changes a by a scale and one coordinate
-    aKa = torch.zeros_like(b)  # |w|^2
     diag = torch.diagonal(K, dim1=1, dim2=2)
+    rows = torch.arange(P, device=device)
+    K_rows = K.reshape(P * n, n)
+    z_t = torch.empty(n, P, dtype=dt, device=device)  # margins y (w.x + b) at each visit of the epoch
+    kah_t = torch.empty(n, P, dtype=dt, device=device)  # (K ah)_j just before each visit
     for _ in range(max_epochs):
-        # a permutation of each problem's valid rows, padded rows last
-        keys = (torch.rand(P, n, generator=gen, dtype=torch.float64).to(device) if shuffle
-                else torch.linspace(0, 0.5, n, dtype=torch.float64, device=device).expand(P, n))
-        keys = keys + (~valid).double() * 2
-        order = keys.argsort(dim=1)
-        objective = torch.zeros(P, dtype=torch.float64, device=device)
-        for step in range(n):
-            j = order[:, step]
-            live = active & valid[rows, j]
-            yj = y[rows, j]
-            ka_j = Ka[rows, j]
-            z = yj * (ka_j + b)
-            objective += torch.where(live, (1 - z).clamp_min(0) + 0.5 * alpha * aKa, torch.zeros_like(z))
-            eta = 1.0 / (alpha * (t0 + t - 1))
-            u = torch.where(live & (z <= 1), eta * yj, torch.zeros_like(z))
-            c = torch.where(live, 1 - eta * alpha, torch.ones_like(eta))
-            a = a * c[:, None]
-            a[rows, j] += u
-            aKa = c * c * aKa + 2 * c * u * ka_j + u * u * diag[rows, j]
-            Ka = Ka * c[:, None] + u[:, None] * K[rows, j]
-            b = b + u
-            t = t + live.double()
+        # a permutation of each problem's valid rows, padded rows last; everything below is in visit order
+        keys = (torch.rand(P, n, generator=gen, dtype=dt).to(device) if shuffle
+                else torch.linspace(0, 0.5, n, dtype=dt, device=device).expand(P, n))
+        order = (keys + (~valid).double() * 2).argsort(dim=1)
+        live = valid.gather(1, order) & active[:, None]
+        yo = y.gather(1, order)
+        lf = live.double()
+        tk = t[:, None] + torch.cumsum(lf, 1) - lf  # t at each visit
+        eta = 1.0 / (alpha * (t0 + tk - 1))
+        # w *= max(0, 1 - eta alpha); at a problem's first update w is zero, so its factor is irrelevant
+        c = torch.where(live & (tk > 1), (1 - eta * alpha).clamp_min(0), torch.ones_like(eta))
+        s_after = s[:, None] * torch.cumprod(c, 1)
+        s_before = torch.cat([s[:, None], s_after[:, :-1]], 1)
+        step = torch.where(live, eta * yo, torch.zeros_like(eta))
+        # per visit k: z = y s_before (K ah)_k + y b; if z <= 1: b += eta y, ah_k += eta y / s_after
+        y_t, ys_t = yo.T.contiguous(), (yo * s_before).T.contiguous()
+        step_t, v_t = step.T.contiguous(), (step / s_after).T.contiguous()
+        flat_t = (order + rows[:, None] * n).T.contiguous()  # visit k of problem p: row p * n + order[p, k]
+        for k in range(n):
+            j = flat_t[k]
+            kk = Kah.view(-1).index_select(0, j)
+            kah_t[k] = kk
+            zk = torch.addcmul(y_t[k] * b, ys_t[k], kk, out=z_t[k])
+            hit = zk <= 1
+            b += step_t[k] * hit
+            Kah.addcmul_(K_rows.index_select(0, j), (v_t[k] * hit)[:, None])
+        z, kah = z_t.T, kah_t.T
+        u = step * (z <= 1)
+        v = u / s_after
+        # ah K ah before each visit: each update adds v_j to one coordinate j
+        dq = 2 * v * kah + v * v * diag.gather(1, order)
+        q_before = q[:, None] + torch.cumsum(dq, 1) - dq
+        objective = torch.where(live, (1 - z).clamp_min(0) + 0.5 * alpha * s_before ** 2 * q_before,
+                                torch.zeros_like(z)).sum(1)
+        # back to row order, the scale folded into ah so that it never underflows
+        s_end = s_after[:, -1]
+        ah = (ah + torch.zeros_like(ah).scatter_(1, order, v)) * s_end[:, None]
+        Kah = Kah * s_end[:, None]
+        q = (q + dq.sum(1)) * s_end ** 2
+        s = torch.ones_like(s)
+        t = t + lf.sum(1)
         epochs += active.long()
         objective = objective / n_valid.double()
         worse = objective > best - tol
@@ -328,7 +356,7 @@ def _sgd_hinge(K: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, alpha: flo
         active = active & (no_improve < n_iter_no_change)
         if not active.any():
             break
-    return a, b, epochs
+    return ah * s[:, None], b, epochs
 
 
 def _gd_logistic(K: torch.Tensor, y: torch.Tensor, valid: torch.Tensor, alpha: float, max_iter: int, tol: float
