@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -295,6 +294,35 @@ def patched(model: nn.Module, layer: SiteLike, fn: Callable[[torch.Tensor], torc
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def intercepted(model: nn.Module, layers: Sequence[str],
+                fn: Callable[[str, nn.Module, tuple, dict, Any], Any]) -> Iterator[None]:
+    """While the body runs, call ``fn(name, module, args, kwargs, output)`` after each of ``layers`` runs.
+
+    A result other than None replaces the module's output. For code that needs a module's own inputs (keyword
+    masks included) to recompute what it does, e.g. attention probabilities that fused kernels never materialise.
+    """
+    mods = []
+    for n in layers:
+        m = get_layer(model, n)
+        check_hookable(m, f"layer {n!r}")
+        mods.append((n, m))
+
+    def make_hook(n: str) -> Callable:
+        def hook(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+            return fn(n, m, args, kwargs, out)
+        return hook
+
+    handles = []
+    try:
+        for n, m in mods:
+            handles.append(m.register_forward_hook(make_hook(n), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def token_grid(input_size: tuple[int, int], prefix_tokens: int | None = None

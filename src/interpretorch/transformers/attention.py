@@ -20,10 +20,9 @@ Supported modules (``attention_modules`` finds them):
 * Hugging Face BERT-style self-attention (``query`` / ``key`` / ``value`` linears, ``num_attention_heads``;
   eager and SDPA paths; padding masks as the model builds them).
 
-The hooks use ``register_forward_hook(..., with_kwargs=True)`` because the module inputs (masks passed as
-keyword arguments) are needed; ``interpretorch.capture.capture`` records outputs only, so the hooks live here in
-one context manager that removes them and restores the model's flags on exit (a note for the generalised
-capture).
+The module inputs (masks passed as keyword arguments) are needed, so the hooks come from
+``interpretorch.capture.intercepted``, which hands them to the recomputation; the one context manager here
+restores the model's flags on exit.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.capture import preserved_state
+from interpretorch.capture import intercepted, preserved_state
 from interpretorch.models.layers import get_layer
 
 KINDS = ("qkv", "mha", "bert")
@@ -261,24 +260,24 @@ def capture_attention(model: nn.Module, modules: Sequence[str] | None = None, *,
         kinds.append(kind)
     rec = AttentionRecord(names)
 
-    def make_hook(name: str, kind: str) -> Callable:
-        def hook(m: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
-            rec.calls[name] = rec.calls.get(name, 0) + 1
-            if name not in rec.order:
-                rec.order.append(name)
-            with torch.enable_grad() if grad else torch.no_grad():
-                parts = _PARTS[kind](m, args, kwargs)
-                probs = attention_probs(parts.q, parts.k, parts.mask, parts.scale)
-                if not grad:
-                    rec.probs[name] = probs.detach()
-                    return None
-                if not probs.requires_grad:  # the first attention layer when the inputs need no gradient
-                    probs = probs.detach().requires_grad_(True)
-                rec.probs[name] = probs
-                return parts.finish(torch.matmul(probs, parts.v), out)
-        return hook
+    kind_of = dict(zip(names, kinds))
 
-    handles = []
+    def hook(name: str, m: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+        kind = kind_of[name]
+        rec.calls[name] = rec.calls.get(name, 0) + 1
+        if name not in rec.order:
+            rec.order.append(name)
+        with torch.enable_grad() if grad else torch.no_grad():
+            parts = _PARTS[kind](m, args, kwargs)
+            probs = attention_probs(parts.q, parts.k, parts.mask, parts.scale)
+            if not grad:
+                rec.probs[name] = probs.detach()
+                return None
+            if not probs.requires_grad:  # the first attention layer when the inputs need no gradient
+                probs = probs.detach().requires_grad_(True)
+            rec.probs[name] = probs
+            return parts.finish(torch.matmul(probs, parts.v), out)
+
     with preserved_state(model):
         if eval_mode:
             model.eval()
@@ -286,13 +285,9 @@ def capture_attention(model: nn.Module, modules: Sequence[str] | None = None, *,
             for p in model.parameters():
                 p.requires_grad_(False)
         try:
-            for n, m, kind in zip(names, mods, kinds):
-                handles.append(m.register_forward_hook(make_hook(n, kind), with_kwargs=True))
-            with torch.enable_grad() if grad else contextlib.nullcontext():
+            with intercepted(model, names, hook), torch.enable_grad() if grad else contextlib.nullcontext():
                 yield rec
         finally:
-            for hnd in handles:
-                hnd.remove()
             rec.probs = {k: v.detach() for k, v in rec.probs.items()}
 
 

@@ -8,6 +8,8 @@ ViT / timm / the project's ``TinyViT`` (whose ``grid`` attribute is used when pr
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Callable
 
@@ -153,23 +155,10 @@ def default_token_layer(model: nn.Module) -> str:
 
 def token_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", layer: str | None = None, *,
                   prefix_tokens: int = 1, batch_size: int | None = None) -> Explanation:
-    """Grad-CAM on transformer tokens: the patch tokens of ``layer`` (B, T, C) reshaped to their grid, channel
+    """Grad-CAM on transformer tokens: the patch tokens of ``layer`` (B, T, C) laid out on their grid, channel
     weights = mean gradient over patches, map = ReLU(sum of weighted channels)."""
-    name = layer or default_token_layer(model)
+    from interpretorch.attribution.cam import layer_cams
 
-    def chunk(rows, t):
-        with capture(model, [name]) as rec:
-            out = model(rows)
-            check_finite(out)
-            idx = target_indices(out, t)
-            s = target_scores(out, t, idx)
-            g = rec.gradients(s)[name]
-            a = rec[name]
-        if a.dim() != 3:
-            raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}, not (B, tokens, channels)")
-        a, g = a.detach()[:, prefix_tokens:], g[:, prefix_tokens:]
-        cam = torch.relu((g.mean(1, keepdim=True) * a).sum(-1))
-        return torch.cat([cam.new_zeros(cam.shape[0], prefix_tokens), cam], 1), idx, s.detach()
-    x, tok, idx, scores = _run(model, inputs, target, batch_size, chunk)
-    maps, raw = _to_region(tok, model, prefix_tokens, tuple(x.shape[-2:]))
-    return Explanation(maps, "token_gradcam", idx, name, raw, scores)
+    name = layer or default_token_layer(model)
+    e = layer_cams(model, inputs, "gradcam", target, name, batch_size=batch_size, prefix_tokens=prefix_tokens)
+    return dataclasses.replace(e["gradcam"], method="token_gradcam")
