@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from interpretorch.cli.common import UserError, positive_int
-from interpretorch.cli.gandissect import add_gan_arguments, load_pair, run_and_write
+from interpretorch.cli.gandissect import add_gan_arguments, distributed, load_pair, run_and_write
 
 NAME = "gan-intervene"
 HELP = ("ablate a concept's top units of a generator layer (beside random units and another concept's units) and "
@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gan-intervene-out", help="output folder (default: %(default)s)")
 
 
-def run(args: argparse.Namespace) -> int:
+@distributed
+def run(args: argparse.Namespace, rank: int = 0) -> int:
     """Dissect the layer, intervene on the concept, write tally.csv, interventions.json and the report."""
     pair = load_pair(args)
     if args.concept not in pair.classes:
@@ -42,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
     if args.other is not None and (args.other not in pair.classes or args.other == args.concept):
         raise UserError(f"--other {args.other!r} must be another class of the segmenter: {pair.classes}")
     return run_and_write(args, pair, [args.layer], [args.concept], lambda units: args.units, region=args.region,
-                         other=args.other)
+                         other=args.other, rank=rank)

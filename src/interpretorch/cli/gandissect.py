@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from interpretorch.cli.common import UserError, check_device, output_dir, positive_int
 
 NAME = "gandissect"
@@ -68,7 +70,6 @@ def _z_shape(text: str | None, generator) -> tuple[int, ...]:
 
 def load_pair(args: argparse.Namespace):
     """The GANPair the flags name: the shipped one, or the user's generator and segmenter."""
-    from interpretorch.gan.dissect import default_layers
     from interpretorch.gan.models import GANPair, shipped_pair
     from interpretorch.models import load_model
 
@@ -79,6 +80,10 @@ def load_pair(args: argparse.Namespace):
         return shipped_pair(device)
     if args.generator is None or args.segmenter is None:
         raise UserError("give both --generator and --segmenter (a user's generator needs a segmenter of its images)")
+    import os
+
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
+        sys.path.insert(0, os.getcwd())
     models = {}
     for flag, spec in (("--generator", args.generator), ("--segmenter", args.segmenter)):
         if ":" not in spec:
@@ -97,15 +102,16 @@ def load_pair(args: argparse.Namespace):
     if not classes:
         raise UserError("the segmenter has no class_names attribute; give --classes a,b,c (one per logit channel)")
     z_shape = _z_shape(args.z_shape, gen)
-    layers = default_layers(gen, z_shape) if not getattr(args, "layers", None) else []
     cats = getattr(seg, "class_categories", None)
-    return GANPair(gen, seg, z_shape, classes, list(cats) if cats else [], layers, args.generator)
+    return GANPair(gen, seg, z_shape, classes, list(cats) if cats else [], [], args.generator)
 
 
 def parse_layers(text: str | None, pair) -> list[str]:
     """The comma-separated --layers, or the pair's default (middle) layers."""
+    from interpretorch.gan.dissect import default_layers
+
     if not text:
-        return list(pair.layers)
+        return list(pair.layers) or default_layers(pair.generator, pair.z_shape)
     layers = [n.strip() for n in text.split(",") if n.strip()]
     if not layers:
         raise UserError("--layers is empty; give comma-separated layer names")
@@ -125,9 +131,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gandissect-out", help="output folder (default: %(default)s)")
 
 
-def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: list[str] | None,
-                  k_for, region=None, other=None) -> int:
-    """Dissect ``layers``, run the interventions for ``concepts`` (all when None), write every output."""
+def distributed(body):
+    """Run ``body(rank)`` inside the torchrun process group when launched by torchrun (the group is left after)."""
+    def run(args: argparse.Namespace) -> int:
+        from interpretorch.cli.dissect import _init_distributed
+
+        rank, world, args.device = _init_distributed(args.device)
+        try:
+            return body(args, rank)
+        finally:
+            if world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+    run.__doc__ = body.__doc__
+    return run
+
+
+def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: list[str] | None, k_for,
+                  region=None, other=None, rank: int = 0) -> int:
+    """Dissect ``layers`` (under torchrun: shared by the processes), run the interventions for ``concepts`` (all
+    when None) and write every output (rank 0)."""
     from interpretorch.dissect.report import file_stem
     from interpretorch.dissect.run import write_tally
     from interpretorch.gan.dissect import dissect_generator
@@ -138,6 +160,8 @@ def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: l
     result = dissect_generator(pair.generator, pair.segmenter, layers, pair.classes, categories=pair.categories,
                                z_shape=pair.z_shape, samples=args.samples, seed=args.seed, quantile=args.quantile,
                                iou_threshold=args.iou, batch_size=args.batch_size)
+    if rank != 0:  # under torchrun the other processes helped with the dissection; rank 0 does the rest
+        return 0
     tallies = {}
     for name, ld in result.layers.items():
         tallies[name] = write_tally(ld, out / f"{file_stem(name)}_tally.csv").name
@@ -170,7 +194,8 @@ def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: l
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+@distributed
+def run(args: argparse.Namespace, rank: int = 0) -> int:
     """Dissect, intervene on every segmented concept, write tally CSVs, summary.json, interventions.json, report."""
     pair = load_pair(args)
     layers = parse_layers(args.layers, pair)
@@ -178,4 +203,4 @@ def run(args: argparse.Namespace) -> int:
     def k_for(units: int) -> int:
         return max(1, min(args.units, units // 4))
 
-    return run_and_write(args, pair, layers, [] if args.no_interventions else None, k_for)
+    return run_and_write(args, pair, layers, [] if args.no_interventions else None, k_for, rank=rank)

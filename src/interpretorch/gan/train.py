@@ -45,7 +45,7 @@ class GANConfig:
 
 
 def _made_with() -> dict:
-    return {"torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor()}
+    return {"torch": str(torch.__version__), "machine": platform.machine(), "processor": platform.processor()}
 
 
 def train_gan(config: GANConfig, verbose: bool = False) -> tuple[Generator, Discriminator, dict]:
@@ -79,15 +79,16 @@ def train_gan(config: GANConfig, verbose: bool = False) -> tuple[Generator, Disc
             if verbose and (it + 1) % 100 == 0:
                 print(f"gan iter {it + 1}/{config.iters}: loss_d {loss_d.item():.3f}, loss_g {loss_g.item():.3f}, "
                       f"{time.perf_counter() - start:.1f} s", flush=True)
-        stats = {"loss_d": float(loss_d), "loss_g": float(loss_g), "seconds": time.perf_counter() - start}
+        stats = {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()), "seconds": time.perf_counter() - start}
         return finish(g), finish(d), stats
 
 
-def train_segmenter(config: GANConfig, verbose: bool = False) -> tuple[Segmenter, dict]:
-    """Train the segmenter on synthetic images and their concept masks; returns it (eval) and pixel accuracy."""
+def train_segmenter(config: GANConfig, verbose: bool = False, n_val: int = 500) -> tuple[Segmenter, dict]:
+    """Train the segmenter on synthetic images and their concept masks; returns it (eval) and its pixel accuracy
+    on ``n_val`` held-out images (which do not change the weights)."""
     with seeded_single_thread(config.seed + 2):
         x, y = concept_targets(config.seg_data_seed, 0, config.seg_n_train, IMAGE_SIZE)
-        xv, yv = concept_targets(config.seg_data_seed, config.seg_n_train, 500, IMAGE_SIZE)
+        xv, yv = concept_targets(config.seg_data_seed, config.seg_n_train, n_val, IMAGE_SIZE)
         s = Segmenter(len(CONCEPTS), config.s_width, seed=config.seed + 2)
         opt = torch.optim.AdamW(s.parameters(), config.seg_lr, weight_decay=1e-4)
         steps = config.seg_epochs * -(-len(x) // config.seg_batch_size)
@@ -137,10 +138,10 @@ def pixel_accuracy(segmenter: torch.nn.Module, x: torch.Tensor, y: torch.Tensor)
         return float((segmenter(x).argmax(1) == y).float().mean())
 
 
-def train_all(config: GANConfig, verbose: bool = False) -> dict:
+def train_all(config: GANConfig, verbose: bool = False, n_val: int = 500) -> dict:
     """Train generator, discriminator and segmenter; returns checkpoint dicts keyed by file name."""
     g, d, gstats = train_gan(config, verbose)
-    s, sstats = train_segmenter(config, verbose)
+    s, sstats = train_segmenter(config, verbose, n_val)
     meta = {"config": asdict(config), "made_with": _made_with()}
     return {"generator.pt": {"state_dict": g.state_dict(), **meta, "stats": gstats},
             "discriminator.pt": {"state_dict": d.state_dict(), **meta, "stats": gstats},
