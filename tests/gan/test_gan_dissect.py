@@ -66,9 +66,10 @@ def test_streaming_does_not_change_the_counts():
     g, s = RandomGenerator().eval(), RandomSegmenter().eval()
     ref = dissect_generator(g, s, ["up1"], s.class_names, z_shape=(8,), samples=30,
                             quantile=0.02, batch_size=30)
-    for bs, cache in ((4, 1 << 30), (7, 0)):  # small batches, with and without the cached activations
+    # small batches, with and without the cached activations, upsampled 2 units or 1 unit at a time
+    for bs, cache, most in ((4, 1 << 30, 1 << 25), (7, 0, 1 << 25), (30, 0, 2 * 16 * 16 * 30), (9, 0, 1)):
         d = dissect_generator(g, s, ["up1"], s.class_names, z_shape=(8,), samples=30, quantile=0.02,
-                              batch_size=bs, cache_bytes=cache)
+                              batch_size=bs, cache_bytes=cache, max_upsampled=most)
         a, b = d.layers["up1"].tally, ref.layers["up1"].tally
         assert torch.equal(a.intersect, b.intersect) and torch.equal(a.activation, b.activation)
         assert torch.equal(a.truth, b.truth)
