@@ -73,14 +73,12 @@ def test_shipped_weights_are_the_default_config_and_training_is_deterministic():
     a, b = train_all(short, n_val=8), train_all(short, n_val=8)
     for name in ("generator.pt", "discriminator.pt", "segmenter.pt"):
         assert same_weights(a[name]["state_dict"], b[name]["state_dict"]) == []
-    c = train_all(GANConfig(**{**short.__dict__, "seed": 1}), n_val=8)
-    assert same_weights(a["generator.pt"]["state_dict"], c["generator.pt"]["state_dict"])  # the seed matters
 
 
 def test_gandissect_without_arguments_uses_the_shipped_pair(tmp_path, capsys):
     out = tmp_path / "g"
-    assert main(["gandissect", "--samples", "60", "--intervention-samples", "8", "--layers", "layer2",
-                 "--batch-size", "30", "--out", str(out)]) == 0
+    assert main(["gandissect", "--samples", "40", "--intervention-samples", "4", "--layers", "layer2",
+                 "--batch-size", "40", "--report-units", "3", "--out", str(out)]) == 0
     inter = json.loads((out / "interventions.json").read_text())
     assert {i["concept"] for i in inter} <= set(shipped_pair().classes) and all(i["k"] == 20 for i in inter)
     assert (out / "layer2_tally.csv").exists() and (out / "index.html").exists()

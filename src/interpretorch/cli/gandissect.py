@@ -45,6 +45,9 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intervention-samples", type=positive_int, default=200,
                    help="samples (a separate seeded stream) each intervention is measured on (default: %(default)s)")
     p.add_argument("--value", type=float, default=0.0, help="value ablated units are set to (default: 0)")
+    p.add_argument("--report-units", type=positive_int, default=32,
+                   help="units shown with their top samples per layer in the report, best IoU first "
+                        "(default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="latent samples through the generator per call (default 8 on the CPU, 64 on a GPU)")
@@ -189,7 +192,7 @@ def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: l
     if items or concepts == []:
         write_interventions(items, out / "interventions.json")
     write_gan_report(result, pair.generator, out, z_shape=pair.z_shape, interventions=items, model_name=pair.name,
-                     batch_size=args.batch_size, tally_files=tallies)
+                     max_units=args.report_units, batch_size=args.batch_size, tally_files=tallies)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
