@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from interpretorch.cli.common import UserError, check_device, output_dir, positive_int
+
+if TYPE_CHECKING:
+    from interpretorch.gan.models import GANPair
 
 NAME = "gandissect"
 HELP = ("label each unit of a generator's layers by IoU with a segmentation of its images (GAN Dissection), and "
@@ -53,7 +56,7 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
                    help="latent samples through the generator per call (default 8 on the CPU, 64 on a GPU)")
 
 
-def _z_shape(text: str | None, generator) -> tuple[int, ...]:
+def _z_shape(text: str | None, generator: object) -> tuple[int, ...]:
     if text:
         try:
             shape = tuple(int(v) for v in text.split(","))
@@ -71,7 +74,7 @@ def _z_shape(text: str | None, generator) -> tuple[int, ...]:
     raise UserError("the generator has no z_shape or z_dim attribute; give --z-shape (e.g. --z-shape 128)")
 
 
-def load_pair(args: argparse.Namespace):
+def load_pair(args: argparse.Namespace) -> GANPair:
     """The GANPair the flags name: the shipped one, or the user's generator and segmenter."""
     from interpretorch.gan.models import GANPair, shipped_pair
     from interpretorch.models import load_model
@@ -109,7 +112,7 @@ def load_pair(args: argparse.Namespace):
     return GANPair(gen, seg, z_shape, classes, list(cats) if cats else [], [], args.generator)
 
 
-def parse_layers(text: str | None, pair) -> list[str]:
+def parse_layers(text: str | None, pair: GANPair) -> list[str]:
     """The comma-separated --layers, or the pair's default (middle) layers."""
     from interpretorch.gan.dissect import default_layers
 
@@ -134,8 +137,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="gandissect-out", help="output folder (default: %(default)s)")
 
 
-def distributed(body):
-    """Run ``body(rank)`` inside the torchrun process group when launched by torchrun (the group is left after)."""
+def distributed(body: Callable[[argparse.Namespace, int], int]) -> Callable[[argparse.Namespace], int]:
+    """Run ``body(args, rank)`` inside the torchrun process group when launched by torchrun (left after)."""
     def run(args: argparse.Namespace) -> int:
         from interpretorch.cli.dissect import _init_distributed
 
@@ -149,8 +152,9 @@ def distributed(body):
     return run
 
 
-def run_and_write(args: argparse.Namespace, pair, layers: list[str], concepts: list[str] | None, k_for,
-                  region=None, other=None, rank: int = 0) -> int:
+def run_and_write(args: argparse.Namespace, pair: GANPair, layers: list[str], concepts: list[str] | None,
+                  k_for: Callable[[int], int], region: tuple[int, int, int, int] | None = None,
+                  other: str | None = None, rank: int = 0) -> int:
     """Dissect ``layers`` (under torchrun: shared by the processes), run the interventions for ``concepts`` (all
     when None) and write every output (rank 0)."""
     from interpretorch.dissect.report import file_stem

@@ -16,7 +16,7 @@ from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.dissect.report import _outline, file_stem
 from interpretorch.gan.dissect import GANDissection, sample_z
-from interpretorch.gan.intervene import ConceptInterventions, generate
+from interpretorch.gan.intervene import ConceptInterventions
 
 SCALE = 3  # generated images are small: show them 3x larger
 
@@ -159,5 +159,3 @@ def write_gan_report(dissection: GANDissection, generator: nn.Module, out_dir: s
     page.write_text(html, encoding="utf-8")
     return page
 
-
-__all__ = ["write_gan_report", "write_interventions", "unit_strips", "intervention_grid", "to_uint8", "generate"]
