@@ -10,6 +10,7 @@ Each has ``state_dict`` / ``load_state_dict`` (checkpoint and resume), ``merge``
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -280,10 +281,11 @@ class IoUTally:
 
     def update(self, activations: torch.Tensor, thresholds: torch.Tensor, pixel: torch.Tensor,
                image_labels: torch.Tensor, categories: torch.Tensor, *, masks: tuple | None = None,
-               max_elements: int = 1 << 25) -> None:
+               max_elements: int = 1 << 25, upsample: Callable | None = None) -> None:
         """Tally one batch: activations (B, U, h, w), thresholds (U,), and the batch's labels (see label_masks).
 
-        ``masks`` may pass ``label_masks(pixel, image_labels, L)`` computed once for several layers.
+        ``masks`` may pass ``label_masks(pixel, image_labels, L)`` computed once for several layers;
+        ``upsample(maps, (sh, sw))`` may replace F.interpolate's bilinear upsampling (it must return a new tensor).
         """
         a = activations.detach().to(self.device)
         if a.dim() != 4 or a.shape[1] != self.units:
@@ -307,7 +309,8 @@ class IoUTally:
             u1 = min(self.units, u0 + step)
             up = a[:, u0:u1].float()
             if up.shape[-2:] != (sh, sw):
-                up = F.interpolate(up, size=(sh, sw), mode="bilinear", align_corners=False)
+                up = F.interpolate(up, size=(sh, sw), mode="bilinear", align_corners=False) if upsample is None \
+                    else upsample(up, (sh, sw))
             else:
                 up = up.clone()
             # up - t > 0 exactly when up > t (IEEE subtraction with gradual underflow); 1.0 / 0.0 in place

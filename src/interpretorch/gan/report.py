@@ -1,0 +1,161 @@
+"""HTML report of a GAN dissection: per layer the unit labels and IoUs (with each top unit's samples, its region
+outlined), and per concept the same samples before and after ablating its units and after inserting them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jinja2 import Environment, PackageLoader, select_autoescape
+from torch import nn
+
+from interpretorch.attribution.common import model_device, rows_per_pass
+from interpretorch.capture import capture
+from interpretorch.dissect.report import _outline, file_stem
+from interpretorch.gan.dissect import GANDissection, sample_z
+from interpretorch.gan.intervene import ConceptInterventions
+
+SCALE = 3  # generated images are small: show them 3x larger
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) images -> (N, H, W, 3) uint8, mapping [-1, 1] (or [0, 1] when no value is negative)."""
+    x = images.detach().float().cpu()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = x[:, :3]
+    if float(x.min()) < 0:
+        x = (x + 1) / 2
+    return (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def _big(img: np.ndarray) -> np.ndarray:
+    return img.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+
+
+def _tile(img: np.ndarray, mask: np.ndarray | None, box: tuple[int, int, int, int] | None = None,
+          color: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
+    out = _big(img).copy()
+    if mask is not None:
+        out[_outline(_big_mask(mask))] = color
+    if box is not None:
+        x0, y0, x1, y1 = (v * SCALE for v in box)
+        out[y0, x0:x1] = out[y1 - 1, x0:x1] = (0, 200, 255)
+        out[y0:y1, x0] = out[y0:y1, x1 - 1] = (0, 200, 255)
+    return out
+
+
+def _big_mask(m: np.ndarray) -> np.ndarray:
+    return m.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+
+
+def _row(tiles: Sequence[np.ndarray]) -> np.ndarray:
+    gap = np.full((tiles[0].shape[0], 3, 3), 255, np.uint8)
+    return np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+
+
+def _grid(rows: Sequence[np.ndarray]) -> np.ndarray:
+    gap = np.full((3, rows[0].shape[1], 3), 255, np.uint8)
+    return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+
+
+def _save(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+
+
+def unit_strips(generator: nn.Module, dissection: GANDissection, layer: str, units: Sequence[int],
+                z_shape: Sequence[int], out_dir: Path, *, batch_size: int | None = None) -> dict[int, str]:
+    """Write, per unit, a strip of its top-activating samples with its thresholded region outlined."""
+    ld = dissection.layers[layer]
+    wanted = sorted({int(i) for u in units for i in ld.top_indices[u].tolist() if i >= 0})
+    if not wanted:
+        return {}
+    z = sample_z(max(wanted) + 1, z_shape, dissection.seed)[wanted]
+    device = model_device(generator)
+    bs = rows_per_pass(batch_size, device)
+    acts, imgs = [], []
+    with capture(generator, [layer], grad=False) as rec:
+        for i in range(0, len(z), bs):
+            rec.calls.clear()
+            imgs.append(generator(z[i:i + bs].to(device)).cpu())
+            acts.append(rec[layer][:, list(units)].float().cpu())
+    images, a = torch.cat(imgs), torch.cat(acts)
+    pics = to_uint8(images)
+    up = F.interpolate(a, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    row_of = {s: r for r, s in enumerate(wanted)}
+    out = {}
+    for pos, u in enumerate(units):
+        t = float(ld.thresholds[u])
+        tiles = []
+        for s in (int(v) for v in ld.top_indices[u].tolist() if v >= 0):
+            r = row_of[s]
+            tiles.append(_tile(pics[r], (up[r, pos] > t).numpy()))
+        name = f"{file_stem(layer)}_files/unit{u:04d}.png"
+        _save(_row(tiles), out_dir / name)
+        out[u] = name
+    return out
+
+
+def intervention_grid(ci: ConceptInterventions, out_dir: Path) -> str:
+    """Write the before / ablated (top, random) / inserted grid of one concept; returns its relative path."""
+    rows = []
+    region = ci.insertion.region if ci.insertion is not None else None
+    for key in ("before", "top", "random", "insert"):
+        if key not in ci.images:
+            continue
+        pics = to_uint8(ci.images[key])
+        masks = ci.masks[key].numpy()
+        rows.append(_row([_tile(p, m, region if key == "insert" else None) for p, m in zip(pics, masks)]))
+    name = f"{file_stem(ci.layer)}_files/{file_stem(ci.concept)}_interventions.png"
+    _save(_grid(rows), out_dir / name)
+    return name
+
+
+def write_interventions(items: Sequence[ConceptInterventions], path: str | Path) -> Path:
+    """Write interventions.json: per layer and concept the ablation and insertion numbers."""
+    path = Path(path)
+    path.write_text(json.dumps([ci.to_dict() for ci in items], indent=2))
+    return path
+
+
+def write_gan_report(dissection: GANDissection, generator: nn.Module, out_dir: str | Path, *, z_shape: Sequence[int],
+                     interventions: Sequence[ConceptInterventions] = (), model_name: str = "generator",
+                     max_units: int = 32, batch_size: int | None = None,
+                     tally_files: dict[str, str] | None = None) -> Path:
+    """Write ``out_dir/index.html`` and its images; returns the page's path. The generator is left unchanged."""
+    out = Path(out_dir)
+    layers = []
+    for name, ld in dissection.layers.items():
+        (out / f"{file_stem(name)}_files").mkdir(parents=True, exist_ok=True)
+        label, score = ld.best()
+        cat_of = ld.tally.label_category.cpu()
+        order = sorted(range(ld.units), key=lambda u: (-float(score[u]), u))
+        strips = unit_strips(generator, dissection, name, order[:max_units], z_shape, out, batch_size=batch_size)
+        units = [{"unit": u, "label": ld.label_names[label[u]], "category": ld.categories[int(cat_of[label[u]])],
+                  "iou": float(score[u]), "threshold": float(ld.thresholds[u]),
+                  "detector": float(score[u]) >= ld.iou_threshold, "strip": strips.get(u)} for u in order]
+        concepts = [{"concept": c, "top": [(u, float(ld.iou[u, i + 1])) for u in
+                                           dissection.top_units(name, c, min(5, ld.units))]}
+                    for i, c in enumerate(dissection.classes)]
+        layers.append({"name": name, "s": ld.summary(), "units": units, "concepts": concepts,
+                       "tally": (tally_files or {}).get(name, f"{file_stem(name)}_tally.csv")})
+    cards = []
+    for ci in interventions:
+        (out / f"{file_stem(ci.layer)}_files").mkdir(parents=True, exist_ok=True)
+        cards.append({"concept": ci.concept, "layer": ci.layer, "k": ci.k, "grid": intervention_grid(ci, out),
+                      "numbers": ci.to_dict()})
+    env = Environment(loader=PackageLoader("interpretorch.gan", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    share = dissection.summary()["concept_pixel_share"]
+    html = env.get_template("gan.html").render(
+        model_name=model_name, samples=dissection.samples, seed=dissection.seed, quantile=dissection.quantile,
+        iou_threshold=dissection.iou_threshold, layers=layers, cards=cards, share=share, scale=SCALE)
+    page = out / "index.html"
+    page.write_text(html, encoding="utf-8")
+    return page
+
