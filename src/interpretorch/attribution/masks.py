@@ -68,7 +68,12 @@ def apply_pyramid(pyramid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class SmoothMaxMask:
     """Extremal Perturbation's smooth mask: parameters on a grid every ``step`` pixels, each pixel the smooth max
-    (softmax-weighted, coldness 20) of the nearby parameters times a kernel exp(-2 max(d / sigma - 1/2, 0)^2)."""
+    (softmax-weighted, coldness 20) of the nearby parameters times a kernel exp(-2 max(d / sigma - 1/2, 0)^2).
+
+    The mask is computed on the image plus a margin of ``sigma`` pixels (as the paper's code: the area
+    constraint applies to that canvas, so a region at the border is not penalised); ``__call__`` returns
+    the image's part and the whole canvas.
+    """
 
     def __init__(self, size: tuple[int, int], step: int, sigma: float, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> None:
@@ -76,35 +81,37 @@ class SmoothMaxMask:
             raise ValueError(f"step must be >= 1 and sigma > 0, got {step} and {sigma}")
         self.size, self.step, self.sigma = tuple(size), int(step), float(sigma)
         self.coldness = 20.0
-        h, w = self.size
-        self.grid = (math.ceil(h / step), math.ceil(w / step))
+        self.grid = tuple(math.ceil(z / step) for z in self.size)
         radius = 1 + math.ceil(sigma / step)
         pad = 1 + math.ceil(2 * sigma / step)  # the margin (sigma) plus the kernel's reach
         self.pad = pad
         n = 2 * radius + 1
+        self.margin = margin = round(sigma)
+        # the canvas: pixels -margin .. step * (grid + 2 pad - 2 radius) - step - margin of each axis
+        canvas = [step * (g + 2 * pad - 2 * radius) - step + 1 for g in self.grid]
+        self.canvas = tuple(canvas)
         gh, gw = self.grid[0] + 2 * pad, self.grid[1] + 2 * pad
-        margin = round(sigma)
-        ys = torch.arange(h, device=device, dtype=torch.float64)
-        xs = torch.arange(w, device=device, dtype=torch.float64)
-        ky = torch.arange(n, device=device)
-        iy = torch.div(ys.long() + margin, step, rounding_mode="floor")[:, None] + ky[None] - pad  # (H, n)
-        ix = torch.div(xs.long() + margin, step, rounding_mode="floor")[:, None] + ky[None] - pad  # (W, n)
-        dy = ys[:, None] - step * iy.double()  # pixel - parameter position
-        dx = xs[:, None] - step * ix.double()
-        dist = torch.sqrt(dy[:, None, :, None] ** 2 + dx[None, :, None, :] ** 2)  # (H, W, n, n)
-        self.weight = torch.exp(-2 * ((dist / sigma - 0.5).clamp_min(0) ** 2)).reshape(h * w, n * n).to(dtype)
+        ys = torch.arange(canvas[0], device=device) - margin
+        xs = torch.arange(canvas[1], device=device) - margin
+        ks = torch.arange(n, device=device)
+        iy = torch.div(ys + margin, step, rounding_mode="floor")[:, None] + ks[None] - pad  # (Hc, n) parameter rows
+        ix = torch.div(xs + margin, step, rounding_mode="floor")[:, None] + ks[None] - pad
+        dy = (ys[:, None] - step * iy).double()  # pixel - parameter position
+        dx = (xs[:, None] - step * ix).double()
+        dist = torch.sqrt(dy[:, None, :, None] ** 2 + dx[None, :, None, :] ** 2)  # (Hc, Wc, n, n)
+        self.weight = torch.exp(-2 * ((dist / sigma - 0.5).clamp_min(0) ** 2)).reshape(-1, n * n).to(dtype)
         flat = (iy + pad)[:, None, :, None] * gw + (ix + pad)[None, :, None, :]  # into the padded grid
-        self.index = flat.reshape(h * w * n * n)
-        self.padded = (gh, gw)
+        self.index = flat.reshape(-1)
         self.n = n * n
 
-    def __call__(self, params: torch.Tensor) -> torch.Tensor:
-        """Masks (K, 1, H, W) in [0, 1] from parameters (K, 1, gh, gw)."""
+    def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks in [0, 1] from parameters (K, 1, gh, gw): the image's (K, 1, H, W) and the canvas (K, 1, Hc, Wc)."""
         k = params.shape[0]
         p = F.pad(params, (self.pad,) * 4).reshape(k, -1)
         v = p[:, self.index].reshape(k, -1, self.n) * self.weight
-        m = (v * torch.softmax(self.coldness * v, dim=2)).sum(2)
-        return m.clamp(0, 1).reshape(k, 1, *self.size)
+        full = (v * torch.softmax(self.coldness * v, dim=2)).sum(2).clamp(0, 1).reshape(k, 1, *self.canvas)
+        m, (h, w) = self.margin, self.size
+        return full[:, :, m:m + h, m:m + w], full
 
 
 def _rank_loss(masks: torch.Tensor, areas: torch.Tensor) -> torch.Tensor:
@@ -122,7 +129,8 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
                           batch_size: int | None = None, areas: float | Sequence[float] = (0.1,),
                           variant: str = "preserve", iterations: int = 150, lr: float | None = None,
                           step: int = 7, sigma: float = 21.0, levels: int = 8, max_blur: float = 20.0,
-                          regul_weight: float = 300.0, jitter: bool = True) -> Explanation:
+                          regul_weight: float = 300.0, regul_growth: float | None = None, jitter: bool = True
+                          ) -> Explanation:
     """Extremal Perturbation (Fong, Patrick & Vedaldi 2019): for each area a, the smooth mask of area a whose
     preserved region (``variant="preserve"``) keeps the target logit highest, or whose deleted region
     (``"delete"``) lowers it most; the map is the mean of the masks over ``areas``.
@@ -130,7 +138,8 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
     Masks are the paper's smooth max-convolution of parameters on a grid every ``step`` px (kernel width
     ``sigma``); the perturbation is a blur pyramid of ``levels`` levels up to ``max_blur``; the energy is the
     target logit (its negative for deletion) minus ``regul_weight`` x the area rank loss, the weight growing
-    1.0035-fold per 1/800 of the run (so it reaches the paper's final weight whatever ``iterations``);
+    1.0035-fold per 1/800 of the run (so it reaches the paper's final weight whatever ``iterations``; give
+    ``regul_growth`` to set the per-iteration factor, 1.0035 as TorchRay);
     SGD with momentum 0.9 (dampening 0.9), parameters clamped to [0, 1], horizontal flip every other
     iteration (``jitter``). The masks of all images and areas are optimised together. Paper / TorchRay
     settings: iterations=800, lr=0.01; the default 150 iterations with lr = 0.01 x 800 / iterations keeps
@@ -159,7 +168,7 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
     params = torch.ones((k, 1) + gen.grid, dtype=x.dtype, device=x.device)
     lr = 0.01 * 800 / iterations if lr is None else float(lr)
     opt = torch.optim.SGD([params], lr=lr, momentum=0.9, dampening=0.9)
-    growth = 1.0035 ** (800 / iterations)
+    growth = 1.0035 ** (800 / iterations) if regul_growth is None else float(regul_growth)
     sign = 1.0 if variant == "preserve" else -1.0
     weight = regul_weight
     with frozen(model, grad=True):
@@ -167,7 +176,7 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
             params.requires_grad_(True)
             opt.zero_grad()
             for sl in chunks(k, batch_size):
-                m = gen(params[sl])
+                m, full = gen(params[sl])
                 keep = m if variant == "preserve" else 1 - m
                 xs = apply_pyramid(pyramid[img[sl]], keep)
                 if jitter and it % 2 == 0:
@@ -175,14 +184,14 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
                 o = model(xs)
                 check_finite(o, "outputs on perturbed images")
                 reward = target_scores(o, target, None if idx is None else idx[img[sl]])
-                energy = sign * reward - weight * _rank_loss(m, area_rows[sl])
+                energy = sign * reward - weight * _rank_loss(full, area_rows[sl])
                 (-energy.sum()).backward()
             opt.step()
             with torch.no_grad():
                 params.clamp_(0, 1)
             weight *= growth
     with torch.no_grad(), frozen(model):
-        masks = torch.cat([gen(params[sl]) for sl in chunks(k, batch_size)])[:, 0]
+        masks = torch.cat([gen(params[sl])[0] for sl in chunks(k, batch_size)])[:, 0]
         scores = torch.empty(k, dtype=x.dtype, device=x.device)
         for sl in chunks(k, batch_size):
             keep = masks[sl, None] if variant == "preserve" else 1 - masks[sl, None]
