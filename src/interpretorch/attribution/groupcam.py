@@ -102,16 +102,18 @@ register("groupcam", group_cam, kind="region", needs_layer=True, aliases=("group
 
 
 def ss_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", layer: str | nn.Module | None = None,
-           *, batch_size: int | None = None, n_samples: int = 2, stdev: float = 2.0, seed: int = 0,
+           *, batch_size: int | None = None, n_samples: int = 1, stdev: float = 2.0, seed: int = 0,
            relu: bool = True, normalize: bool = False) -> Explanation:
     """SS-CAM (Wang et al. 2020): Score-CAM with each channel's weight averaged over noisy copies of its mask.
 
     Channel k's mask M_k is its activation map upsampled and min-max normalised (as Score-CAM); its weight
     is the mean target probability of x (M_k + ``stdev`` e_s) over ``n_samples`` Gaussian draws e_s (noise on
     the mask, the paper's SS-CAM(1); sample s draws the same (C, H, W) noise for every image and channel,
-    whatever the chunking). torch-cam's setting is n_samples=35, stdev=2.0; the default 2 samples keep
-    ``explain --methods all`` affordable (each sample costs a Score-CAM). Channels whose map is constant
-    are scored on x (0 + noise) like any other.
+    whatever the chunking). torch-cam's setting (the paper's) is n_samples=35, stdev=2.0; each sample
+    costs as much as a whole Score-CAM (one forward per channel: 1280 per image on EfficientNet-Lite0), so
+    the default is one sample, which keeps ``explain --methods all`` within minutes on a CPU; pass
+    n_samples=35 for the paper's smoothing. Channels whose map is constant are scored on x (0 + noise)
+    like any other.
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
