@@ -48,7 +48,6 @@ def main() -> None:
     layer = resolve_layer(model, None, x)
     with torch.no_grad():
         c = model(x).shape[1]
-        a = None
     from interpretorch.capture import capture
 
     with capture(model, layer, grad=False) as rec:

@@ -44,8 +44,11 @@ def _weighted_pass(model: nn.Module, inputs: torch.Tensor, target: Target, layer
                    batch_size: int | None, rule: Callable[[torch.Tensor, Any, SimpleNamespace, torch.Tensor],
                                                           torch.Tensor],
                    score_fn: Callable[[torch.Tensor, torch.Tensor | None, Target], torch.Tensor] | None = None,
-                   second_order: bool = False) -> tuple[torch.Tensor, str, Any, torch.Tensor, Any]:
+                   second_order: bool = False
+                   ) -> tuple[torch.Tensor, str, torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One forward and backward per chunk to ``layer``; ``rule(a, g, ctx, hvp)`` gives the raw (B, h, w) map.
+
+    Returns (raw maps, layer name, class indices or None, target scores, outputs, the checked inputs).
 
     ``score_fn(out, idx, target)`` replaces the target score when given (FinerCAM's contrast); with
     ``second_order`` the backward keeps its graph and ``hvp`` = (d g / d a) a is passed to the rule.
