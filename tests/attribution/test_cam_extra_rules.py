@@ -196,9 +196,9 @@ def test_sscam_without_noise_is_scorecam(tiny, images):
     e = explain(tiny, images, "sscam", layer="features.8", options={"sscam": {"n_samples": 1, "stdev": 0.0}})
     ref = explain(tiny, images, "scorecam", layer="features.8")
     assert torch.allclose(e.raw, ref.raw, atol=1e-5 * float(ref.raw.abs().max()))
-    a = explain(tiny, images, "sscam", layer="features.8", batch_size=7, options={"sscam": {"n_samples": 3}})
-    b = explain(tiny, images[2:3], "sscam", layer="features.8", batch_size=2, options={"sscam": {"n_samples": 3}})
-    assert torch.allclose(a.raw[2:3], b.raw, atol=1e-5 * float(b.raw.abs().max()))
+    a = explain(tiny, images[1:3], "sscam", layer="features.8", batch_size=7, options={"sscam": {"n_samples": 2}})
+    b = explain(tiny, images[2:3], "sscam", layer="features.8", batch_size=2, options={"sscam": {"n_samples": 2}})
+    assert torch.allclose(a.raw[1:2], b.raw, atol=1e-5 * float(b.raw.abs().max()))
 
 
 def test_sess_at_one_scale_is_the_normalised_base_cam(tiny, images):
