@@ -9,9 +9,14 @@ from interpretorch.attribution.noise import smoothgrad, vargrad
 from interpretorch.attribution.guided import deconvnet, guided_backprop, guided_gradcam
 from interpretorch.attribution.perturbation import RiseMasks, occlusion, rise
 from interpretorch.attribution.relu_rules import relu_rule
+from interpretorch.attribution.cam_variants import finer_cam, sess, shapley_cam, smooth_gradcampp
+from interpretorch.attribution.groupcam import group_cam, ss_cam
+from interpretorch.attribution.fullgrad import fullgrad
+from interpretorch.attribution.masks import extremal_perturbation, meaningful_perturbation
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
            "method_specs", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule", "layer_cams",
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",
-           "RiseMasks"]
+           "RiseMasks", "shapley_cam", "finer_cam", "smooth_gradcampp", "sess", "group_cam", "ss_cam", "fullgrad",
+           "extremal_perturbation", "meaningful_perturbation"]

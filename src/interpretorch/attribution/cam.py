@@ -212,4 +212,90 @@ def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | 
 
 
 register_group("cam", layer_cams)
+
+
+# --- pytorch-grad-cam's remaining one-pass CAMs (issue 18) ---------------------------------------------------------
+
+@cam_rule("eigengradcam", aliases=("eigen-grad-cam",))
+def _eigengradcam(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """EigenGradCAM (pytorch-grad-cam): the first principal component of gradient x activation.
+
+    Signed, like Eigen-CAM here, to agree with the channel sum of gradient x activation (HiResCAM); a
+    plain SVD's sign is arbitrary (pytorch-grad-cam keeps whatever the SVD gives, so its map may be the
+    negated one, which the ReLU then empties).
+    """
+    return eigencam_rule(g * a)
+
+
+@cam_rule("gradcam_elementwise", aliases=("gradcamelementwise", "grad-cam-elementwise"))
+def _gradcam_elementwise(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.Tensor:
+    """Grad-CAM element-wise (pytorch-grad-cam): the channel sum of ReLU(gradient x activation)."""
+    return F.relu(g * a).sum(1)
+
+
+FEM_K = 2.0
+
+
+@cam_rule("fem", uses_gradients=False)
+def _fem(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
+    """FEM (Fuad et al. 2020): channels weighted by the share of their cells above mean + 2 std (class-agnostic).
+
+    The threshold is each channel's mean plus ``FEM_K`` = 2 population standard deviations over its
+    cells (the k-sigma rule of the paper and pytorch-grad-cam's default k=2).
+    """
+    flat = a.flatten(2)
+    th = flat.mean(-1, keepdim=True) + FEM_K * flat.std(-1, correction=0, keepdim=True)
+    w = (flat > th).to(a.dtype).mean(-1)
+    return torch.einsum("bc,bchw->bhw", w, a)
+
+
+def kernel_pca_projection(a: torch.Tensor, kernel: str = "sigmoid", gamma: float | None = None,
+                          coef0: float = 1.0, degree: int = 3) -> torch.Tensor:
+    """The first kernel principal component of each image's cells: (B, C, h, w) -> (B, h, w).
+
+    Cells are the samples and channels the features (centred over cells); the kernel is "sigmoid"
+    (tanh(gamma <x, y> + coef0)), "rbf", "poly", "linear" or "cosine" with scikit-learn's defaults
+    (gamma = 1 / C); the component is the top eigenvector of the centred kernel matrix times the
+    square root of its eigenvalue (scikit-learn's ``KernelPCA.fit_transform``). Signed to agree with the
+    activations' channel sum, like Eigen-CAM.
+    """
+    b, c, h, w = a.shape
+    x = a.permute(0, 2, 3, 1).reshape(b, h * w, c).double()
+    x = x - x.mean(dim=1, keepdim=True)
+    gamma = 1.0 / c if gamma is None else float(gamma)
+    dot = x @ x.transpose(1, 2)
+    if kernel == "sigmoid":
+        k = torch.tanh(gamma * dot + coef0)
+    elif kernel == "linear":
+        k = dot
+    elif kernel == "poly":
+        k = (gamma * dot + coef0) ** degree
+    elif kernel == "rbf":
+        sq = dot.diagonal(dim1=1, dim2=2)
+        k = torch.exp(-gamma * (sq[:, :, None] + sq[:, None, :] - 2 * dot).clamp_min(0))
+    elif kernel == "cosine":
+        nrm = x.norm(dim=2).clamp_min(1e-12)
+        k = dot / (nrm[:, :, None] * nrm[:, None, :])
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}; choose sigmoid, rbf, poly, linear or cosine")
+    k = k - k.mean(1, keepdim=True) - k.mean(2, keepdim=True) + k.mean(dim=(1, 2), keepdim=True)
+    evals, evecs = torch.linalg.eigh(k)
+    proj = evecs[:, :, -1] * evals[:, -1:].clamp_min(0).sqrt()
+    ref = a.sum(1).reshape(b, h * w).double()
+    sign = torch.sign(((proj - proj.mean(1, keepdim=True)) * (ref - ref.mean(1, keepdim=True))).sum(1))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (proj * sign[:, None]).reshape(b, h, w).to(a.dtype)
+
+
+@cam_rule("kpcacam", aliases=("kpca-cam", "kpca_cam"), uses_gradients=False)
+def _kpcacam(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
+    """KPCA-CAM (Karmani et al. 2024): the first kernel principal component of the activations (class-agnostic).
+
+    A sigmoid kernel with gamma = 1 / channels, pytorch-grad-cam's default (``kernel_pca_projection``
+    takes the other kernels). Signed like Eigen-CAM, where scikit-learn fixes the sign by the largest
+    entry (an arbitrary choice that can leave the ReLU'd map empty).
+    """
+    return kernel_pca_projection(a)
+
+
 CAM_METHODS = tuple(CAM_RULES)
