@@ -213,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
         ebar.update(done - ebar.n)
 
     try:
-        result = run_methods(loaded.model, x, methods, args.target, args.layer or loaded.cam_layer,
+        from interpretorch.attribution.registry import get_method
+
+        layered = any(get_method(m).needs_layer for m in methods)
+        result = run_methods(loaded.model, x, methods, args.target,
+                             args.layer or (loaded.cam_layer if layered else None),
                              batch_size=args.batch_size, options=options,
                              names=names, class_names=loaded.class_names or None,
                              evaluate=evaluate, display=display, model_name=args.model, progress=progress,
