@@ -7,11 +7,21 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from interpretorch.cli import main
 from interpretorch.cli.explain import class_index
 from interpretorch.cli.common import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _images(folder, names, seed=0):
