@@ -117,10 +117,15 @@ class Preprocess:
                 out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0)
                 continue
             w, h = im.size
-            scale = side / min(w, h)
-            nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
-            im = im.resize((nw, nh), resample)
-            left, top = (nw - self.size) // 2, (nh - self.size) // 2
+            if self.resize is None:
+                scale = side / min(w, h)
+                nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+                im = im.resize((nw, nh), resample)
+                left, top = (nw - self.size) // 2, (nh - self.size) // 2
+            else:  # the libraries' Resize(side) + CenterCrop(size), rounded as torchvision rounds them
+                nw, nh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+                im = im.resize((nw, nh), resample)
+                left, top = int(round((nw - self.size) / 2.0)), int(round((nh - self.size) / 2.0))
             im = im.crop((left, top, left + self.size, top + self.size))
             out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0)
         if not out:
