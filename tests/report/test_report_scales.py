@@ -158,3 +158,19 @@ def test_topk_explains_the_k_best_classes_side_by_side(tmp_path):
     assert (tmp_path / "images" / "001_image_1_gradcam_rank3.png").exists()
     with pytest.raises(ValueError, match="target='top1'"):
         it.run(model, x, ["gradcam"], target=1, top_classes=2)
+
+
+def test_explanations_render_inline_in_jupyter():
+    from interpretorch.explanation import grid
+
+    model, x = TinyCNN(num_classes=5).eval(), torch.rand(2, 3, 32, 32)
+    got = it.explain(model, x, ["gradcam", "eigencam", "gradient"])
+    one = got["gradcam"]._repr_html_()
+    assert one.count("<img") == 2 and one.count("linear-gradient") == 2 and "min " in one
+    g = grid(got, images=torch.rand(2, 3, 32, 32))._repr_html_()
+    assert g.count("<img") == 2 * 4  # per image: gradcam, eigencam, gradient |attr.| and signed
+    assert "gradient signed" in g and "data:image/png;base64," in g
+    shared = grid(got, shared_scale=True)._repr_html_()
+    assert "shared by every map" in shared
+    with pytest.raises(TypeError):
+        grid({"a": 1})
