@@ -196,8 +196,11 @@ def run(args: argparse.Namespace) -> int:
         labels = read_labels(args.labels, names, loaded.class_names)
     elif getattr(args, "folder_labels", False):
         labels = folder_labels(names, loaded.class_names)
-    steps = len(plan_steps(methods, options))
-    bar = tqdm(total=steps * topk, desc="explaining", unit="step", file=sys.stderr)
+    from interpretorch.attribution.registry import get_method
+
+    dependent = [m for m in methods if not get_method(m).class_agnostic]
+    steps = len(plan_steps(methods, options)) + (topk - 1) * len(plan_steps(dependent, options))
+    bar = tqdm(total=steps, desc="explaining", unit="step", file=sys.stderr)
     ebar = None
 
     def progress(step: list[str]) -> None:
@@ -213,8 +216,6 @@ def run(args: argparse.Namespace) -> int:
         ebar.update(done - ebar.n)
 
     try:
-        from interpretorch.attribution.registry import get_method
-
         layered = any(get_method(m).needs_layer for m in methods)
         result = run_methods(loaded.model, x, methods, args.target,
                              args.layer or (loaded.cam_layer if layered else None),

@@ -201,7 +201,7 @@ def _tile(m: str, e: dict[str, Any], signed: bool, r: dict[str, Any], rank: int)
     else:
         what = "signed map" if scale["view"] == "diverging" else "map"
     if e["class_agnostic"]:
-        for_text, for_title = "class-agnostic (same map for every class)", "class-agnostic: the target is ignored"
+        for_text, for_title = "class-agnostic", "class-agnostic: the same map for every class (the target is ignored)"
     elif e["target_name"] is not None:
         for_text = short_class_name(e["target_name"])
         for_title = f"explains class {e['target']}: {e['target_name']}"

@@ -35,7 +35,8 @@ def _photos(images: Any, n: int, size: tuple[int, int]) -> list[np.ndarray | Non
 
 def _tile(values: np.ndarray, photo: np.ndarray | None, scale: Scale, title: str, caption: str) -> str:
     lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
-    ticks = [fmt_value(scale.lo)] + (["0"] if scale.signed else []) + [fmt_value(scale.hi)]
+    ticks = [fmt_value(scale.lo)] + (["0"] if scale.signed else []) + \
+        [("≥ " if scale.view == "magnitude" else "") + fmt_value(scale.hi)]
     tip = f"{title}; raw min {lo:.4g}, max {hi:.4g}; colour scale {scale.describe()}"
     return (f'<figure style="margin:0;width:{TILE_PX}px;font:12px sans-serif">'
             f'<img src="{_png(overlay(values, photo, scale))}" title="{html.escape(tip)}" '
