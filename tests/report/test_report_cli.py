@@ -92,8 +92,8 @@ def test_evaluation_section_states_n_spread_protocol_and_groups(tmp_path, capsys
     region, pixel = html.split("<h3>Region maps", 1)[1].split("<h3>Pixel attributions", 1)
     assert "gradcam" in region and "gradient" not in region and "gradient" in pixel and "n = 3 images" in region
     # percentages to one decimal with their spread
-    assert re.search(r"<td[^>]*>(<b>)?\d+\.\d ± \d+\.\d(</b>)?</td>", region)
-    assert not re.search(r"\d\.\d{3} ± ", region.split("Deletion AUC")[0])
+    assert re.search(r"<td[^>]*>(<b>)?\d+\.\d(</b>)?<br><small class=\"std\">± \d+\.\d</small></td>", region)
+    assert not re.search(r"\d\.\d{3}", region.split("<tr>", 2)[2].split("</tr>")[0].split("Deletion")[0])
     assert "Average Drop (%) †" in pixel and "† Average Drop, Increase in Confidence and Win" in pixel
     assert "Deletion: pixels replaced by zeros, 1% of the pixels per step" in html
     for key in ("deletion", "insertion", "road_morf", "road_lerf"):

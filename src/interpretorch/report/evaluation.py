@@ -115,7 +115,8 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                 v, std, n = entry.get("value"), entry.get("std"), entry.get("n")
                 unit = METRIC_INFO[c][2]
                 text = _fmt(v, unit) + (f" ± {_fmt(std, unit)}" if std is not None and v is not None else "")
-                cells.append({"text": text, "best": v is not None and v == best.get(c), "n": n, "flag": c in flagged,
+                cells.append({"text": text, "mean": _fmt(v, unit),
+                              "std": _fmt(std, unit) if std is not None and v is not None else None, "best": v is not None and v == best.get(c), "n": n, "flag": c in flagged,
                               "title": f"{METRIC_INFO[c][0]}: mean {_fmt(v, unit)}, sample std "
                                        f"{_fmt(std, unit)}, n = {n} images"})
             rows.append({"method": m, "cells": cells})
