@@ -85,8 +85,8 @@ def test_evaluate_adds_metrics_table_and_curves(tmp_path):
         assert 0.0 <= entry["deletion"]["value"] <= 1.0 and 0.0 <= entry["insertion"]["value"] <= 1.0
         assert len(entry["average_drop"]["per_image"]) == 2
     html = (out / "index.html").read_text()
-    assert "Deletion AUC" in html and "images/curves.png" in html
-    with Image.open(out / "images" / "curves.png") as im:
+    assert "Deletion AUC" in html and "images/curve_deletion.png" in html and "images/curve_road_morf.png" in html
+    with Image.open(out / "images" / "curve_insertion.png") as im:
         im.load()
     assert "evaluation_html" not in results
 
@@ -117,7 +117,7 @@ def test_all_methods_with_options_and_pixel_views(tmp_path, capsys):
         assert (g[..., 0] == g[..., 1]).all() and (g[..., 1] == g[..., 2]).all()  # grayscale
         assert g.max() == 255 and d.shape == g.shape  # clipped at the 99th percentile: the top pixels saturate
     for m in ("gradcam", "occlusion", "rise"):
-        assert entry[m]["signed"] is None and entry[m]["view"] == "overlay"
+        assert entry[m]["signed"] is None and entry[m]["view"].startswith("overlay")
     assert main(args + ["--option", "rise.n_mask=5"]) == 2
     assert "n_masks" in capsys.readouterr().err  # lists what rise takes
     assert main(args[:-4] + ["--methods", "gradcam", "--out", str(out), "--option", "rise.n_masks=5"]) == 2

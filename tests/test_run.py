@@ -45,4 +45,4 @@ def test_run_result_renders_to_json_and_html_without_argparse(tmp_path):
     assert results["images"][1]["methods"]["gradient"]["target"] == 2
     assert set(results["evaluation"]) == {"gradcam", "gradient"} and results["evaluation_seconds"] > 0
     html = page.read_text()
-    assert "Deletion AUC" in html and "images/curves.png" in html and "<table" in html
+    assert "Deletion AUC" in html and "images/curve_deletion.png" in html and "<table" in html

@@ -215,6 +215,12 @@ class Explanation:
         d = torch.load(path, weights_only=True)
         return cls(**d)
 
+    def _repr_html_(self) -> str:
+        """The maps inline in Jupyter, each with its colour bar and raw min / max."""
+        from interpretorch.report.notebook import explanation_html
+
+        return explanation_html(self)
+
     def _repr_png_(self) -> bytes:
         from PIL import Image
 
@@ -227,3 +233,30 @@ class Explanation:
     def __repr__(self) -> str:
         return (f"Explanation(method={self.method!r}, maps={tuple(self.maps.shape)}, layer={self.layer!r}, "
                 f"target={None if self.target is None else self.target.tolist()})")
+
+
+class ExplanationGrid:
+    """Several explanations shown together in Jupyter: one row per image, one column per method."""
+
+    def __init__(self, explanations: dict[str, "Explanation"], images: torch.Tensor | np.ndarray | None = None,
+                 shared_scale: bool = False) -> None:
+        if not explanations or not all(isinstance(e, Explanation) for e in explanations.values()):
+            raise TypeError("grid() takes a non-empty dict {method name: Explanation}")
+        self.explanations = dict(explanations)
+        self.images = images
+        self.shared_scale = shared_scale
+
+    def _repr_html_(self) -> str:
+        from interpretorch.report.notebook import grid_html
+
+        return grid_html(self.explanations, self.images, self.shared_scale)
+
+    def __repr__(self) -> str:
+        return f"ExplanationGrid(methods={list(self.explanations)})"
+
+
+def grid(explanations: dict[str, Explanation], images: torch.Tensor | np.ndarray | None = None,
+         shared_scale: bool = False) -> ExplanationGrid:
+    """A dict of explanations (what ``explain(..., [methods])`` returns) as a grid that renders inline in Jupyter;
+    region maps are drawn over ``images`` ((B, 3, H, W) in [0, 1]) when given."""
+    return ExplanationGrid(explanations, images, shared_scale)

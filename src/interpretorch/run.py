@@ -33,6 +33,11 @@ class MethodRun:
         """The method's map kind: pixel, region or token."""
         return get_method(self.name).kind
 
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the method's map is the same whatever class is explained (Eigen-CAM, raw attention)."""
+        return get_method(self.name).class_agnostic
+
 
 @dataclass
 class RunResult:
@@ -52,11 +57,21 @@ class RunResult:
     evaluation_seconds: float | None = None
     failed: list[dict[str, str]] = field(default_factory=list)
     sanity: dict[str, dict] | None = None
+    ranks: dict[int, dict[str, MethodRun]] = field(default_factory=dict)
+    labels: list[int | None] | None = None
+    evaluation_protocol: dict[str, dict] | None = None
 
     @property
     def explanations(self) -> dict[str, Explanation]:
         """{method: Explanation}."""
         return {m: r.explanation for m, r in self.methods.items()}
+
+    def correct(self) -> list[bool | None] | None:
+        """Per image whether the top prediction is its label (None where no label is known)."""
+        if self.labels is None:
+            return None
+        return [None if lab is None or not preds else preds[0]["index"] == lab
+                for lab, preds in zip(self.labels, self.predictions)]
 
     def class_name(self, index: int | None) -> str | None:
         """The name of class ``index`` (None when unknown)."""
@@ -96,32 +111,49 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         options: Mapping[str, Mapping[str, Any]] | None = None, names: Sequence[str] | None = None,
         class_names: Sequence[str] | None = None, topk: int = 5, evaluate: bool = False,
         metrics: str | Sequence[str] | None = None, display: torch.Tensor | None = None, model_name: str = "model",
-        progress: Callable[[list[str]], None] | None = None) -> RunResult:
+        progress: Callable[[list[str]], None] | None = None, top_classes: int = 1,
+        labels: Sequence[int | None] | None = None,
+        eval_progress: Callable[[int, int, str], None] | None = None) -> RunResult:
     """Explain ``inputs`` with each method (default: ``default_methods()``; "all" for every one) and, with
     ``evaluate``, score the maps; returns a :class:`RunResult`.
 
     ``options`` maps a method to its own keyword arguments; ``class_names`` default to ImageNet's when the
     model has 1000 outputs; ``progress(step)`` is called after each step (a list of method names).
+    ``top_classes`` K > 1 (with ``target="top1"``) also explains each image's 2nd to K-th most probable classes
+    (``RunResult.ranks``; class-agnostic methods only once); ``labels`` (a class index or None per image) let the
+    report mark right and wrong predictions; ``eval_progress(done, total, label)`` follows the evaluation.
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
+    if int(top_classes) < 1:
+        raise ValueError(f"top_classes must be >= 1, got {top_classes}")
+    if top_classes > 1 and not (isinstance(target, str) and target == "top1"):
+        raise ValueError("top_classes > 1 explains the K most probable classes of each image; it needs "
+                         "target='top1'")
+    if labels is not None and len(labels) != x.shape[0]:
+        raise ValueError(f"labels has {len(labels)} entries for {x.shape[0]} images; give one (or None) per image")
     names_ = resolve_methods(methods, model)
     opts = method_options(names_, options)
     layered = any(get_method(m).needs_layer for m in names_)
     if layer is not None and not layered:
         raise ValueError(f"layer= is for the layer methods; {', '.join(names_)} explain the input pixels")
     layer_name = resolve_layer(model, layer, x) if layered else None
-    results: dict[str, MethodRun] = {}
-    for step in plan_steps(names_, opts):
-        t0 = time.perf_counter()
-        needs = get_method(step[0]).needs_layer
-        got = explain(model, x, step, target, layer_name if needs else None, batch_size=batch_size,
-                      options={m: opts[m] for m in step if m in opts})
-        seconds = time.perf_counter() - t0
-        for m in step:
-            results[m] = MethodRun(m, got[m], opts.get(m, {}), seconds, [o for o in step if o != m])
-        if progress is not None:
-            progress(step)
+
+    def explain_all(methods_: list[str], tgt: Target) -> dict[str, MethodRun]:
+        runs: dict[str, MethodRun] = {}
+        for step in plan_steps(methods_, opts):
+            t0 = time.perf_counter()
+            needs = get_method(step[0]).needs_layer
+            got = explain(model, x, step, tgt, layer_name if needs else None, batch_size=batch_size,
+                          options={m: opts[m] for m in step if m in opts})
+            seconds = time.perf_counter() - t0
+            for m in step:
+                runs[m] = MethodRun(m, got[m], opts.get(m, {}), seconds, [o for o in step if o != m])
+            if progress is not None:
+                progress(step)
+        return runs
+
+    results = explain_all(names_, target)
     outputs = next((r.explanation.outputs for r in results.values() if r.explanation.outputs is not None), None)
     if outputs is None:
         _, outputs = clean_pass(model, x, target, batch_size)
@@ -130,14 +162,25 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     result = RunResult(inputs=x, names=list(names) if names is not None else [f"image {i}" for i in range(len(x))],
                        predictions=top_predictions(outputs, class_names, topk), methods=results, target=target,
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
-                       device=str(x.device), display=display)
+                       device=str(x.device), display=display,
+                       labels=None if labels is None else [None if v is None else int(v) for v in labels])
+    if top_classes > 1:
+        if outputs is None or outputs.dim() != 2:
+            raise ValueError("top_classes > 1 needs class outputs (B, K) to rank the classes")
+        k = min(int(top_classes), outputs.shape[1])
+        order = outputs.detach().float().topk(k, dim=1).indices
+        dependent = [m for m in names_ if not get_method(m).class_agnostic]
+        for r in range(2, k + 1):
+            result.ranks[r] = explain_all(dependent, order[:, r - 1].tolist()) if dependent else {}
     if evaluate:
         from interpretorch.metrics import evaluate as evaluate_maps
+        from interpretorch.metrics.evaluate import protocol
 
         t0 = time.perf_counter()
         result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
-                                          metrics=metrics)
+                                          metrics=metrics, progress=eval_progress)
         result.evaluation_seconds = time.perf_counter() - t0
+        result.evaluation_protocol = protocol(metrics)
     return result
 
 

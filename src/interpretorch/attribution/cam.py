@@ -52,17 +52,18 @@ class CamRule:
 CAM_RULES: dict[str, CamRule] = {}
 
 
-def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = True, default: bool = False
-             ) -> Callable[[Callable], Callable]:
+def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = True, default: bool = False,
+             class_agnostic: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn(a, g, ctx)`` as the CAM ``name``, a region method of the shared CAM pass.
 
     ``a`` and ``g`` are the layer's (B, C, h, w) activations and the target's gradients there (None
-    when ``uses_gradients`` is False); ``ctx`` has ``model``, ``idx`` (class per image or None) and ``fc``.
+    when ``uses_gradients`` is False); ``ctx`` has ``model``, ``idx`` (class per image or None) and ``fc``;
+    ``class_agnostic``: the rule ignores the target (reports say so instead of naming a class).
     """
     def decorate(fn: Callable) -> Callable:
         CAM_RULES[name] = CamRule(fn, uses_gradients)
         register(name, _single_cam(name), kind="region", needs_layer=True, aliases=aliases, group="cam",
-                 default=default, doc=(fn.__doc__ or "").strip().split("\n")[0])
+                 default=default, doc=(fn.__doc__ or "").strip().split("\n")[0], class_agnostic=class_agnostic)
         return fn
     return decorate
 
@@ -125,7 +126,7 @@ def _cam(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
     return torch.einsum("bc,bchw->bhw", weight.detach()[ctx.idx].to(a.dtype), a)
 
 
-@cam_rule("eigencam", aliases=("eigen-cam",), uses_gradients=False, default=True)
+@cam_rule("eigencam", aliases=("eigen-cam",), uses_gradients=False, default=True, class_agnostic=True)
 def eigencam_rule(a: torch.Tensor, g: None = None, ctx: SimpleNamespace | None = None) -> torch.Tensor:
     """Eigen-CAM (Muhammad & Yeasin 2020): the first principal component of the activations (class-agnostic).
 

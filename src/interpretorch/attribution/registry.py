@@ -36,6 +36,7 @@ class MethodSpec:
     default: bool = False
     doc: str = ""
     applies: Callable[[nn.Module], bool] | None = None
+    class_agnostic: bool = False
     _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -85,14 +86,17 @@ def _key(name: str) -> str:
 
 def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", needs_layer: bool = False,
              aliases: Sequence[str] = (), group: str | None = None, default: bool = False, doc: str | None = None,
-             applies: Callable[[nn.Module], bool] | None = None, replace: bool = False) -> MethodSpec:
+             applies: Callable[[nn.Module], bool] | None = None, replace: bool = False,
+             class_agnostic: bool = False) -> MethodSpec:
     """Add a method under ``name`` (and ``aliases``); returns its description.
 
     ``kind``: "pixel" ((B, C, H, W) maps on the input), "region" ((B, H, W) maps, usually from a layer) or
     "token" ((B, T) maps); ``needs_layer``: it explains a hidden layer (and takes ``layer``);
     ``group``: the name of a shared pass registered with ``register_group`` that computes several
     methods of the group at once; ``default``: part of ``interpretorch explain``'s default set;
-    ``applies(model)``: whether it can explain a model (what ``"all"`` keeps; None: every model).
+    ``applies(model)``: whether it can explain a model (what ``"all"`` keeps; None: every model);
+    ``class_agnostic``: the map is the same whatever the target (Eigen-CAM, raw attention), so reports
+    caption it as such instead of naming a class.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -107,7 +111,7 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
     params = inspect.signature(fn).parameters
     first = (doc or inspect.getdoc(fn) or "").strip().split("\n")[0]
     spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first, applies,
-                      dict(params))
+                      class_agnostic, dict(params))
     _METHODS[key] = spec
     for a in spec.aliases:
         _ALIASES[a] = key

@@ -47,8 +47,12 @@ def three_floats(text: str) -> tuple[float, float, float]:
 def add_model_arguments(p: argparse.ArgumentParser, default_model: str = "efficientnet_lite0") -> None:
     """Add the flags every model-running command shares: --model, --device, --batch-size, --size, --mean, --std."""
     p.add_argument("--model", default=default_model,
-                   help="efficientnet_lite0, tiny_cnn, package.module:factory, or a saved model file "
-                        "(default: %(default)s)")
+                   help="efficientnet_lite0, tiny_cnn, timm:NAME, torchvision:NAME, hf:PATH_OR_NAME (a Hugging "
+                        "Face image classifier), package.module:factory, or a saved model file "
+                        "(torch.export .pt2 or TorchScript) (default: %(default)s)")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="timm:, torchvision: and hf: models with random weights instead of their pretrained ones "
+                        "(no download)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="rows put through the model per call (an image, a noise sample, a mask, ...); "
@@ -81,15 +85,19 @@ def check_device(device: str) -> torch.device:
 def load_model_from_args(args: argparse.Namespace) -> Any:
     """Load ``--model`` on ``--device`` with its preprocessing adjusted by ``--size``, ``--mean`` and ``--std``."""
     from interpretorch.models import load_model
-    from interpretorch.models.preprocess import Preprocess
 
     import os
 
     device = check_device(args.device)
     if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
         sys.path.insert(0, os.getcwd())
+    from interpretorch.models.hub import is_hub_spec
+
+    random_weights = getattr(args, "no_pretrained", False)
+    if random_weights and not is_hub_spec(args.model):
+        raise UserError("--no-pretrained is for timm:NAME, torchvision:NAME and hf:PATH models")
     try:
-        loaded = load_model(args.model, device=device)
+        loaded = load_model(args.model, device=device, **({"pretrained": False} if random_weights else {}))
     except (UserError, ValueError, KeyError, FileNotFoundError, TypeError, ImportError, AttributeError):
         raise
     except Exception as e:  # a user's factory that raises is the user's error, said in one line
@@ -99,7 +107,9 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     mean = getattr(args, "mean", None) or pre.mean
     std = getattr(args, "std", None) or pre.std
     if (size, tuple(mean), tuple(std)) != (pre.size, tuple(pre.mean), tuple(pre.std)):
-        loaded.preprocess = Preprocess(size, mean, std)
+        from dataclasses import replace
+
+        loaded.preprocess = replace(pre.with_size(size), mean=tuple(mean), std=tuple(std))
     return loaded
 
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any, Sequence
 
 from interpretorch.cli.common import (UserError, add_model_arguments, collect_images, load_model_from_args,
-                                      output_dir, parse_target)
+                                      output_dir, parse_target, positive_int)
 from interpretorch.models import MODELS
 
 NAME = "explain"
@@ -61,6 +61,17 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE", type=parse_option,
                    help="a keyword argument for one method, e.g. rise.n_masks=4000 or "
                         "integrated_gradients.baseline=blur (repeatable)")
+    p.add_argument("--topk", type=positive_int, default=1, metavar="K",
+                   help="show the maps for each image's K most probable classes side by side (default: 1; "
+                        "needs --target top1)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="true labels, one 'IMAGE,LABEL' line per image (IMAGE: its file name or path; LABEL: a "
+                        "class index or name): the report marks right and wrong predictions")
+    p.add_argument("--folder-labels", action="store_true",
+                   help="each image's label is the name of its folder (ImageFolder layout: ROOT/CLASS/IMAGE)")
+    p.add_argument("--shared-scale", action="store_true",
+                   help="one colour scale shared by every method and image (default: each map stretched to its "
+                        "own min-max)")
     if evaluate_flag:
         p.add_argument("--evaluate", action="store_true", help="also compute the evaluation metrics")
     p.add_argument("--sanity", action="store_true",
@@ -68,6 +79,65 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
                         "2018): a pass / fail badge per method, linked to the figure in DIR/sanity/")
     p.add_argument("--sanity-steps", type=int, default=None, metavar="N",
                    help="with --sanity: randomize only the top N blocks (default: all)")
+
+
+def class_index(text: str, class_names: Sequence[str]) -> int:
+    """A label as a class index: an integer, or a class name (any of its comma-separated synonyms, any case)."""
+    text = text.strip()
+    try:
+        idx = int(text)
+    except ValueError:
+        idx = None
+    if idx is not None:
+        if class_names and not 0 <= idx < len(class_names):
+            raise UserError(f"label {idx} is not a class index of this model (0 to {len(class_names) - 1})")
+        return idx
+    want = text.replace("_", " ").lower()
+    for i, name in enumerate(class_names):
+        if name.lower() == want or want in (s.strip().replace("_", " ").lower() for s in name.split(",")):
+            return i
+    import difflib
+
+    synonyms = [s.strip() for n in class_names for s in n.split(",")]
+    close = difflib.get_close_matches(text, synonyms, n=3)
+    raise UserError(f"label {text!r} is neither a class index nor a class name of this model"
+                    + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def read_labels(path: str, names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
+    """Each image's label from a file of 'IMAGE,LABEL' lines (comma or tab; '#' starts a comment); IMAGE is
+    matched against the image's path, file name or stem. Images without a line get None."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--labels {path}: cannot read it: {e}") from None
+    by_key: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        sep = "\t" if "\t" in line else ","
+        image, _, label = line.rpartition(sep)
+        if not image.strip() or not label.strip():
+            raise UserError(f"--labels {path}, line {lineno}: expected 'IMAGE,LABEL', got {line!r}")
+        by_key[image.strip()] = class_index(label, class_names)
+    labels: list[int | None] = []
+    for name in names:
+        p = Path(name)
+        labels.append(next((by_key[k] for k in (name, p.name, p.stem) if k in by_key), None))
+    if by_key and all(v is None for v in labels):
+        raise UserError(f"--labels {path}: no line names any of the images ({', '.join(Path(n).name for n in names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''})")
+    return labels
+
+
+def folder_labels(names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
+    """Each image's label from the name of the folder holding it (ImageFolder layout)."""
+    from pathlib import Path
+
+    return [class_index(Path(n).parent.name, class_names) for n in names]
 
 
 def _probe(model, x, spec: str) -> None:
@@ -116,24 +186,52 @@ def run(args: argparse.Namespace) -> int:
     if args.model not in MODELS:
         _probe(loaded.model, x[:1], args.model)
     evaluate = getattr(args, "evaluate", False)
-    bar = tqdm(total=len(plan_steps(methods, options)), desc="explaining", unit="step", file=sys.stderr)
+    topk = getattr(args, "topk", 1)
+    if topk > 1 and args.target != "top1":
+        raise UserError("--topk shows each image's K most probable classes; it cannot be combined with --target")
+    labels = None
+    if getattr(args, "labels", None) and getattr(args, "folder_labels", False):
+        raise UserError("give --labels FILE or --folder-labels, not both")
+    if getattr(args, "labels", None):
+        labels = read_labels(args.labels, names, loaded.class_names)
+    elif getattr(args, "folder_labels", False):
+        labels = folder_labels(names, loaded.class_names)
+    from interpretorch.attribution.registry import get_method
+
+    dependent = [m for m in methods if not get_method(m).class_agnostic]
+    steps = len(plan_steps(methods, options)) + (topk - 1) * len(plan_steps(dependent, options))
+    bar = tqdm(total=steps, desc="explaining", unit="step", file=sys.stderr)
+    ebar = None
 
     def progress(step: list[str]) -> None:
         bar.set_postfix_str(",".join(step)[:40])
         bar.update(1)
 
+    def eval_progress(done: int, total: int, label: str) -> None:
+        nonlocal ebar
+        if ebar is None:
+            bar.close()
+            ebar = tqdm(total=total, desc="evaluating", unit="metric", file=sys.stderr)
+        ebar.set_postfix_str(label[:40])
+        ebar.update(done - ebar.n)
+
     try:
-        result = run_methods(loaded.model, x, methods, args.target, args.layer or loaded.cam_layer,
+        layered = any(get_method(m).needs_layer for m in methods)
+        result = run_methods(loaded.model, x, methods, args.target,
+                             args.layer or (loaded.cam_layer if layered else None),
                              batch_size=args.batch_size, options=options,
                              names=names, class_names=loaded.class_names or None,
-                             evaluate=evaluate, display=display, model_name=args.model, progress=progress)
+                             evaluate=evaluate, display=display, model_name=args.model, progress=progress,
+                             top_classes=topk, labels=labels, eval_progress=eval_progress)
     finally:
         bar.close()
+        if ebar is not None:
+            ebar.close()
     result.failed = failed
     result.device = args.device
     if getattr(args, "sanity", False):
         result.sanity = _sanity(loaded, x, display, result, args, out_dir)
-    page = write_report(result, out_dir)
+    page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
     print(f"interpretorch: wrote {page}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -159,7 +159,7 @@ def _check_target(name: str, exp: Explanation, idx: torch.Tensor | None) -> None
 def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, Explanation], *,
              target: Target = "top1", batch_size: int | None = None, boxes: Boxes | None = None,
              masks: torch.Tensor | None = None, metrics: str | Sequence[str] | None = None,
-             **options: Any) -> dict[str, dict]:
+             progress: Callable[[int, int, str], None] | None = None, **options: Any) -> dict[str, dict]:
     """Evaluate each method's maps with the saliency metrics; returns {method: {metric: entry}}, JSON-ready.
 
     The clean forward pass runs once for all methods and metrics, the given maps are used as they
@@ -192,7 +192,10 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
       map's positive energy on the object): per image values, None where the image has no object.
     - ``infidelity``, ``max_sensitivity``: per-image values.
 
-    Each method's dict also holds ``"target"``: the explained class per image (None for callables).
+    Every entry with ``per_image`` values also holds ``n`` (images with a defined value) and ``std`` (their
+    sample standard deviation; None below two). Each method's dict also holds ``"target"``: the explained class
+    per image (None for callables). ``progress(done, total, label)`` is called after each metric computation
+    of each method (``label`` like ``"gradcam: deletion"``).
     """
     if not isinstance(explanations, Mapping) or not explanations:
         raise ValueError("explanations must be a non-empty dict {method name: Explanation}")
@@ -221,17 +224,76 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     ctx = _Context(model, cl.inputs, target, rule, dict(batch_size=scorer.batch_size, clean=cl.outputs), opt, boxes,
                    masks, wanted, options, {})
     results: dict[str, dict] = {}
+    computations = [(key, gives, compute) for key, (gives, compute) in METRICS.items() if set(gives) & set(wanted)]
+    total, done = len(explanations) * len(computations), 0
     for name, exp in explanations.items():
         _check_target(name, exp, cl.idx)
+    for name, exp in explanations.items():
         res: dict[str, Any] = {"target": None if cl.idx is None else cl.idx.tolist()}
-        for gives, compute in METRICS.values():
-            if set(gives) & set(wanted):
-                res.update({k: v for k, v in compute(ctx, name, exp).items()
-                            if k in wanted or k.startswith("road_")})
+        for key, gives, compute in computations:
+            res.update({k: v for k, v in compute(ctx, name, exp).items() if k in wanted or k.startswith("road_")})
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{name}: {key}")
         results[name] = res
     if "win" in wanted:
         for name, share in win_percentage(ctx.drops).items():
             results[name]["win"] = _entry(share)
     # Keep the metric order of METRIC_INFO in every method's dict.
     order = ["target"] + list(METRIC_INFO)
-    return {name: {k: res[k] for k in order if k in res} for name, res in results.items()}
+    out = {name: {k: res[k] for k in order if k in res} for name, res in results.items()}
+    for res in out.values():
+        for k, entry in res.items():
+            if isinstance(entry, dict) and "per_image" in entry:
+                entry.update(spread(entry["per_image"]))
+    return out
+
+
+def spread(per_image: Sequence[float | None]) -> dict[str, Any]:
+    """``n`` (values that are defined) and ``std`` (their sample standard deviation, None below two)."""
+    vals = [float(v) for v in per_image if v is not None and math.isfinite(float(v))]
+    n = len(vals)
+    if n < 2:
+        return {"n": n, "std": None}
+    mean = sum(vals) / n
+    return {"n": n, "std": math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))}
+
+
+# Which function's defaults describe each computation's protocol, and the parameters worth stating.
+_PROTOCOL: dict[str, tuple[str, tuple[str, ...]]] = {
+    "confidence": ("confidence", ("baseline", "softmax")),
+    "deletion": ("deletion", ("substrate", "step", "softmax", "blur_sigma", "blur_kernel")),
+    "insertion": ("insertion", ("substrate", "step", "softmax", "blur_sigma", "blur_kernel")),
+    "road": ("road", ("percentages", "noise", "softmax", "seed")),
+    "infidelity": ("infidelity", ("perturbation", "n_perturb", "sigma", "seed")),
+    "max_sensitivity": ("max_sensitivity", ()),
+    "pointing_game": ("pointing_game", ()),
+    "energy_pointing_game": ("energy_pointing_game", ()),
+}
+
+
+def protocol(metrics: str | Sequence[str] | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+    """The settings each metric computation of an ``evaluate`` call uses (its defaults overridden by
+    ``options``), JSON-ready: e.g. ``{"deletion": {"substrate": "zeros", "step": 0.01, ...}, ...}``."""
+    import inspect
+
+    from interpretorch.metrics import faithfulness, localisation, robustness
+
+    wanted = set(_resolve_metrics(metrics))
+    out: dict[str, dict[str, Any]] = {}
+    for key, (gives, _) in METRICS.items():
+        if not set(gives) & wanted:
+            continue
+        fname, params = _PROTOCOL[key]
+        fn = next(getattr(m, fname) for m in (faithfulness, robustness, localisation) if hasattr(m, fname))
+        sig = inspect.signature(fn).parameters
+        given = dict(options.get(key, {}))
+        vals = {p: given.get(p, sig[p].default) for p in params if p in sig}
+        if "substrate" in vals and vals["substrate"] != "blur":
+            vals.pop("blur_sigma", None)
+            vals.pop("blur_kernel", None)
+        out[key] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vals.items()
+                    if isinstance(v, (str, int, float, bool, tuple, list))}
+    if "rule" in options:
+        out["rule"] = {"rule": options["rule"]}
+    return out

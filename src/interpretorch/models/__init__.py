@@ -87,9 +87,17 @@ def _load_user_model(spec: str) -> nn.Module:
     return model
 
 
-def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu") -> LoadedModel:
-    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``) or a user model, in eval mode on ``device``."""
-    if name == "efficientnet_lite0":
+def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu", *,
+               pretrained: bool = True) -> LoadedModel:
+    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``), a model by name from a library
+    (``timm:NAME``, ``torchvision:NAME``, ``hf:PATH_OR_NAME``, with its own preprocessing and class names; random
+    weights when not ``pretrained``) or a user model, in eval mode on ``device``."""
+    from interpretorch.models.hub import is_hub_spec, load_hub_model
+
+    if is_hub_spec(name):
+        model, pre, class_names, layer = load_hub_model(name, pretrained)
+        loaded = LoadedModel(model, pre, class_names, layer, name)
+    elif name == "efficientnet_lite0":
         model = EfficientNetLite()
         model.load_state_dict(_efficientnet_lite0_weights(), strict=True)
         loaded = LoadedModel(model, Preprocess(224), imagenet_classes(), "_head_act", name)

@@ -72,27 +72,60 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize (shorter side, then centre crop) and normalise images the way a model was trained."""
+    """Resize (shorter side, then centre crop) and normalise images the way a model was trained.
+
+    ``resize``: the shorter side before the ``size`` x ``size`` centre crop (default ``size``: no margin; timm
+    and torchvision crop a fraction, e.g. 256 -> 224); ``crop=False`` resizes straight to ``size`` x ``size`` (the
+    Hugging Face ViT processors); ``interpolation``: nearest, bilinear, bicubic or lanczos.
+    """
 
     size: int = 224
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    resize: int | None = None
+    interpolation: str = "bicubic"
+    crop: bool = True
+
+    def with_size(self, size: int) -> "Preprocess":
+        """The same preprocessing for another input size (the resize margin scaled with it)."""
+        from dataclasses import replace
+
+        resize = None if self.resize is None else max(size, round(self.resize * size / self.size))
+        return replace(self, size=size, resize=resize)
 
     def display(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Return the resized, cropped images as (B, 3, size, size) floats in [0, 1] (what the model sees)."""
         from PIL import Image
 
+        mode = self.interpolation.lower() if isinstance(self.interpolation, str) else "bicubic"
+        if mode not in INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; use one of {INTERPOLATIONS}")
+        resample = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                    "lanczos": Image.LANCZOS}[mode]
+        side = max(self.size, self.resize or self.size)
         out = []
         for src in images:
             arr = load_image(src)
             im = Image.fromarray(arr)
+            if not self.crop:
+                im = im.resize((self.size, self.size), resample)
+                out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0)
+                continue
             w, h = im.size
-            scale = self.size / min(w, h)
-            nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-            im = im.resize((nw, nh), Image.BICUBIC)
-            left, top = (nw - self.size) // 2, (nh - self.size) // 2
+            if self.resize is None:
+                scale = side / min(w, h)
+                nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+                im = im.resize((nw, nh), resample)
+                left, top = (nw - self.size) // 2, (nh - self.size) // 2
+            else:  # the libraries' Resize(side) + CenterCrop(size), rounded as torchvision rounds them
+                nw, nh = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+                im = im.resize((nw, nh), resample)
+                left, top = int(round((nw - self.size) / 2.0)), int(round((nh - self.size) / 2.0))
             im = im.crop((left, top, left + self.size, top + self.size))
             out.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0)
         if not out:

@@ -1,55 +1,174 @@
-"""The report's evaluation section: a metrics table per method and the deletion / insertion curves."""
+"""The report's evaluation section: metric tables (mean ± std over n images, region maps and pixel attributions
+apart), the protocol each metric followed, and the deletion, insertion and ROAD curves."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 
-def curves_figure(evaluation: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path | None:
-    """Plot the mean deletion and insertion curves of every method side by side; returns the PNG path."""
+GROUPS = (("region", "Region maps (CAMs, perturbation, attention)"), ("pixel", "Pixel attributions (gradients)"))
+# Metrics that multiply the image by the min-max normalised map: a sparse map keeps few pixels, so its drop is
+# large by construction - compared within a group only, and flagged for pixel attributions.
+UNSUITED_FOR_PIXEL = ("average_drop", "increase_in_confidence", "win")
+PIXEL_NOTE = ("Average Drop, Increase in Confidence and Win score the image multiplied by the min-max normalised "
+              "map. A pixel attribution is sparse, so it keeps few pixels and its drop is large by construction: "
+              "compare these columns among pixel attributions only, never with region maps. Win is counted "
+              "within each group.")
+
+CURVES = {
+    "deletion": ("Deletion (lower is better)", "fraction of pixels removed", "target probability"),
+    "insertion": ("Insertion (higher is better)", "fraction of pixels inserted", "target probability"),
+    "road_morf": ("ROAD, most relevant first (lower is better)", "% of pixels imputed", "accuracy"),
+    "road_lerf": ("ROAD, least relevant first (higher is better)", "% of pixels imputed", "accuracy"),
+}
+
+
+def curve_figures(evaluation: Mapping[str, Mapping[str, Any]], folder: str | Path) -> list[dict[str, str]]:
+    """One PNG per curve (deletion, insertion, ROAD MoRF and LeRF) with every method's mean curve; returns
+    [{"src", "alt", "metric"}] with paths relative to the report folder."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [k for k in ("deletion", "insertion") if any(k in v for v in evaluation.values())]
-    if not kinds:
-        return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        for method, entry in evaluation.items():
-            if kind in entry and entry[kind].get("curve"):
-                auc = entry[kind]["value"]
-                ax.plot(entry[kind]["x"], entry[kind]["curve"], label=f"{method} (AUC {auc:.3f})")
-        ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} is better)")
-        ax.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
-        ax.set_ylabel("target score")
+    folder = Path(folder)
+    figures = []
+    for key, (title, xlabel, ylabel) in CURVES.items():
+        lines = [(m, e[key]) for m, e in evaluation.items() if key in e and e[key].get("curve")]
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(4.6, 3.0 + 0.22 * ((len(lines) + 1) // 2)), layout="constrained")
+        for method, entry in lines:
+            ylab = ylabel if entry.get("measure", "accuracy") == "accuracy" or not key.startswith("road") else "score"
+            ax.plot(entry["x"], entry["curve"], marker="o" if key.startswith("road") else None, markersize=3,
+                    label=f"{method} ({entry['value']:.3f})")
+            ax.set_ylabel(ylab)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+        path = folder / f"curve_{key}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        figures.append({"src": f"images/{path.name}", "alt": title, "metric": key})
+    return figures
 
 
-def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The metrics table as data for the template: columns (label, unit, direction) and rows of cells
-    (text, best) - one row per method, the best value of each column marked."""
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "%":
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
+
+
+def _win_within(evaluation: Mapping[str, Mapping[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Win % recomputed among ``methods`` only, from their per-image Average Drop."""
+    from interpretorch.metrics.evaluate import spread
+    from interpretorch.metrics.faithfulness import win_percentage
+
+    drops = {}
+    for m in methods:
+        per = evaluation[m].get("average_drop", {}).get("per_image")
+        if per is None:
+            return {}
+        drops[m] = torch.tensor([float("nan") if v is None else v for v in per], dtype=torch.float64)
+    out = {}
+    for m, share in win_percentage(drops).items():
+        per = share.tolist()
+        out[m] = {"value": float(share.mean()), "per_image": per, **spread(per)}
+    return out
+
+
+def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
+                     kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The metrics tables as data for the template: one group per map kind present (region, pixel), each with
+    columns (label, direction, unit) and rows of cells ("mean ± std", best within the group, flagged where the
+    metric does not suit the group)."""
     from interpretorch.metrics import METRIC_INFO
 
+    kinds = dict(kinds or {})
     cols = [m for m in METRIC_INFO if any(m in v for v in evaluation.values())]
-    best = {}
-    for c in cols:
-        vals = [v[c]["value"] for v in evaluation.values() if c in v and v[c]["value"] is not None]
-        if vals:
-            best[c] = (min if METRIC_INFO[c][1] == "lower" else max)(vals)
-    columns = [{"label": METRIC_INFO[c][0] + (" (%)" if METRIC_INFO[c][2] == "%" else ""),
-                "better": METRIC_INFO[c][1]} for c in cols]
-    rows = []
-    for method, entry in evaluation.items():
-        cells = []
+    groups = []
+    for gkind, title in GROUPS:
+        methods = [m for m in evaluation if (kinds.get(m, "region") == "pixel") == (gkind == "pixel")]
+        if not methods:
+            continue
+        entries = {m: dict(evaluation[m]) for m in methods}
+        if "win" in cols and len(methods) < len(evaluation):
+            for m, w in _win_within(evaluation, methods).items():
+                entries[m]["win"] = w
+        best = {}
         for c in cols:
-            v = entry.get(c, {}).get("value")
-            cells.append({"text": "-" if v is None else f"{v:.3f}", "best": v is not None and v == best.get(c)})
-        rows.append({"method": method, "cells": cells})
-    return {"columns": columns, "rows": rows}
+            vals = [entries[m][c]["value"] for m in methods if c in entries[m] and entries[m][c]["value"] is not None]
+            if len(vals) > 1:
+                best[c] = (min if METRIC_INFO[c][1] == "lower" else max)(vals)
+        flagged = set(UNSUITED_FOR_PIXEL) if gkind == "pixel" else set()
+        columns = [{"key": c, "label": METRIC_INFO[c][0] + (" (%)" if METRIC_INFO[c][2] == "%" else ""),
+                    "better": METRIC_INFO[c][1], "flag": c in flagged} for c in cols]
+        rows = []
+        for m in methods:
+            cells = []
+            for c in cols:
+                entry = entries[m].get(c, {})
+                v, std, n = entry.get("value"), entry.get("std"), entry.get("n")
+                unit = METRIC_INFO[c][2]
+                text = _fmt(v, unit) + (f" ± {_fmt(std, unit)}" if std is not None and v is not None else "")
+                cells.append({"text": text, "mean": _fmt(v, unit),
+                              "std": _fmt(std, unit) if std is not None and v is not None else None, "best": v is not None and v == best.get(c), "n": n, "flag": c in flagged,
+                              "title": f"{METRIC_INFO[c][0]}: mean {_fmt(v, unit)}, sample std "
+                                       f"{_fmt(std, unit)}, n = {n} images"})
+            rows.append({"method": m, "cells": cells})
+        ns = sorted({e.get("n") for m in methods for c, e in entries[m].items()
+                     if isinstance(e, dict) and e.get("n") is not None})
+        groups.append({"kind": gkind, "title": title, "columns": columns, "rows": rows,
+                       "n": ns[-1] if ns else None, "n_varies": len(ns) > 1,
+                       "note": PIXEL_NOTE if gkind == "pixel" and flagged & set(cols) else None})
+    return {"groups": groups, "columns": groups[0]["columns"] if groups else [],
+            "rows": [row for g in groups for row in g["rows"]]}
+
+
+def protocol_lines(protocol: Mapping[str, Mapping[str, Any]] | None, present: set[str]) -> list[str]:
+    """The protocol of each metric computed, one human line each."""
+    if not protocol:
+        return []
+    lines = []
+    p = protocol
+    if "confidence" in p and present & {"average_drop", "increase_in_confidence", "win"}:
+        c = p["confidence"]
+        lines.append(f"Average Drop / Increase in Confidence / Win: image multiplied by the min-max normalised map "
+                     f"over a {c.get('baseline')} baseline (in the model's input space); scores are "
+                     f"{'class probabilities' if c.get('softmax', True) else 'logits'}.")
+    for key in ("deletion", "insertion"):
+        if key in p and key in present:
+            d = p[key]
+            sub = d.get("substrate")
+            if sub == "blur":
+                sub = f"Gaussian blur (kernel {d.get('blur_kernel')}, sigma {d.get('blur_sigma')})"
+            step = d.get("step")
+            step_text = f"{step * 100:g}% of the pixels per step" if isinstance(step, float) else f"{step} pixels per step"
+            lines.append(f"{key.capitalize()}: pixels {'replaced by' if key == 'deletion' else 'revealed over'} "
+                         f"{sub}, {step_text}, most salient first; area under the target "
+                         f"{'probability' if d.get('softmax', True) else 'logit'} curve.")
+    if "road" in p and present & {"road_morf", "road_lerf"}:
+        d = p["road"]
+        pct = ", ".join(f"{v:g}" for v in d.get("percentages", []))
+        lines.append(f"ROAD: {pct}% of the pixels removed (most relevant first: MoRF; least: LeRF) and filled by "
+                     f"noisy linear imputation (noise {d.get('noise')}, seed {d.get('seed')}); value = share of "
+                     "images whose target stays the top class, averaged over the percentages.")
+    if "infidelity" in p and "infidelity" in present:
+        d = p["infidelity"]
+        lines.append(f"Infidelity: {d.get('n_perturb')} {d.get('perturbation')} perturbations (sigma "
+                     f"{d.get('sigma')}, seed {d.get('seed')}) per image.")
+    return lines
+
+
+def evaluation_section(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything the template's evaluation section shows, from a ``results.json`` structure."""
+    evaluation = results["evaluation"]
+    table = evaluation_table(evaluation, results.get("method_kinds"))
+    present = {k for v in evaluation.values() for k in v}
+    return {**table, "protocol": protocol_lines(results.get("evaluation_protocol"), present),
+            "seconds": results.get("evaluation_seconds"), "curves": results.get("evaluation_curves") or [],
+            "n_images": len(results.get("images", []))}

@@ -1,5 +1,9 @@
 """Render a :class:`~interpretorch.run.RunResult` as files: ``index.html``, ``results.json``, PNG pictures and
-the raw maps (``.npy``)."""
+the raw maps (``.npy``).
+
+Every picture states its colour scale (a colour bar with the range, per image or shared with ``shared_scale``)
+and its map's raw min / max; signed maps are drawn in a diverging colormap centred on zero.
+"""
 from __future__ import annotations
 
 import json
@@ -10,14 +14,24 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from interpretorch.report.evaluation import curves_figure, evaluation_table
+from interpretorch.report.evaluation import evaluation_section
+from interpretorch.report.scales import (Scale, css_gradient, fit_scale, fmt_value, is_signed, overlay,
+                                         pixel_signed_scale)
 
 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("interpretorch.report", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda v, digits=3: "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else v)
+    env.filters["short"] = short_class_name
     return env
+
+
+def short_class_name(name: str | None) -> str:
+    """The first of a class's comma-separated synonyms ("loudspeaker, speaker, ..." -> "loudspeaker")."""
+    if not name:
+        return ""
+    return name.split(",")[0].strip()
 
 
 def _stem(i: int, name: str) -> str:
@@ -25,7 +39,8 @@ def _stem(i: int, name: str) -> str:
 
 
 def _file_safe(method: str) -> str:
-    return method.replace("+", "p")
+    """A method name as part of a file name: gradcam++ -> gradcampp."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", method.replace("+", "p"))
 
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
@@ -34,8 +49,40 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path)
 
 
-def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True) -> dict[str, Any]:
-    """Write the run's pictures and maps under ``out_dir`` and return the ``results.json`` structure."""
+def _views(explanation: Any) -> list[tuple[str, str, np.ndarray]]:
+    """The pictures of one method's maps: (suffix, scale group, (B, H, W) values) per view.
+
+    Pixel attributions get two: |attribution| summed over channels (magnitude) and the signed sum (diverging).
+    Region maps get one: diverging when any map has negative values, else sequential (min-max).
+    """
+    maps = explanation.maps.detach().float().cpu()
+    if maps.dim() == 4:
+        return [("", "magnitude", maps.abs().sum(1).numpy()), ("_signed", "pixel-diverging", maps.sum(1).numpy())]
+    v = explanation.map2d().detach().float().cpu().numpy()
+    return [("", "diverging" if any(is_signed(m) for m in v) else "sequential", v)]
+
+
+def _fit(group: str, values: list[np.ndarray], shared: bool) -> Scale:
+    if group == "pixel-diverging":
+        return pixel_signed_scale(values, shared)
+    return fit_scale(group, values, shared)
+
+
+def _scale_view(scale: Scale) -> dict[str, Any]:
+    return {**scale.to_dict(), "css": css_gradient(scale.cmap), "lo_text": fmt_value(scale.lo),
+            "hi_text": fmt_value(scale.hi), "mid_text": "0" if scale.signed else None,
+            "clipped": scale.view == "magnitude" or (scale.signed and scale.hi < float("inf"))}
+
+
+def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
+                 shared_scale: bool = False) -> dict[str, Any]:
+    """Write the run's pictures and maps under ``out_dir`` and return the ``results.json`` structure.
+
+    ``shared_scale``: one colour scale per view across every method and image (so they can be compared),
+    instead of each map stretched to its own range.
+    """
+    from interpretorch.attribution.registry import get_method
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "maps").mkdir(parents=True, exist_ok=True)
@@ -44,65 +91,181 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True) 
     results: dict[str, Any] = {
         "model": result.model_name, "device": result.device,
         "target": str(target.tolist() if hasattr(target, "tolist") else target),
-        "method_names": list(result.methods), "images": [], "failed": list(result.failed), "timing": {}}
+        "method_names": list(result.methods), "images": [], "failed": list(result.failed), "timing": {},
+        "steps": [], "scale": "shared" if shared_scale else "per-image",
+        "method_kinds": {m: mr.kind for m, mr in result.methods.items()},
+        "class_agnostic": [m for m, mr in result.methods.items() if get_method(m).class_agnostic],
+        "top_classes": 1 + len(getattr(result, "ranks", {}) or {}),
+        "imagenet": len(result.class_names) == 1000}
     if result.layer is not None:
         results["layer"] = result.layer
     stems = [_stem(i, name) for i, name in enumerate(result.names)]
     display = result.display
+    photos = None
+    if display is not None:
+        photos = (display.permute(0, 2, 3, 1).detach().cpu().numpy() * 255).round().astype(np.uint8)
+    correct = result.correct() if hasattr(result, "correct") else None
     for i, (name, stem) in enumerate(zip(result.names, stems)):
-        entry = {"name": Path(name).name if "/" in name or "\\" in name else name, "file": name,
-                 "image": None, "predictions": result.predictions[i], "methods": {}}
-        if display is not None:
+        preds = [{**p, "rank": r + 1} for r, p in enumerate(result.predictions[i])]
+        entry: dict[str, Any] = {"name": Path(name).name if "/" in name or "\\" in name else name, "file": name,
+                                 "image": None, "predictions": preds, "methods": {}, "ranks": {}}
+        if result.labels is not None:
+            lab = result.labels[i]
+            entry.update(label=lab, label_name=result.class_name(lab), correct=correct[i])
+        if photos is not None:
             entry["image"] = f"images/{stem}.png"
-            _save_png((display[i].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8),
-                      out / entry["image"])
+            _save_png(photos[i], out / entry["image"])
         results["images"].append(entry)
+
+    # Every (rank, method) explained, with its pictures' values; scales are fitted per map or per view group.
+    runs = [(1, m, mr) for m, mr in result.methods.items()]
+    for r, methods in sorted((getattr(result, "ranks", {}) or {}).items()):
+        runs += [(r, m, mr) for m, mr in methods.items()]
+    views = {(r, m): _views(mr.explanation) for r, m, mr in runs}
+    shared: dict[str, Scale] = {}
+    if shared_scale:
+        pooled: dict[str, list[np.ndarray]] = {}
+        for vs in views.values():
+            for _, group, values in vs:
+                pooled.setdefault(group, []).extend(values)
+        shared = {g: _fit(g, v, True) for g, v in pooled.items()}
+
     for m, mr in result.methods.items():
-        e = mr.explanation
         results["timing"][m] = {"seconds": mr.seconds, "per_image": mr.seconds / n, "shared_with": mr.shared_with}
-        # Pixel attributions (B, C, H, W) are shown as the sanity-check paper does: |map| summed over channels in
-        # grayscale and the signed sum in a diverging colormap, both clipped at the 99th percentile. Heat maps
-        # over the image suit the smooth region maps (CAMs, occlusion, RISE), not pixel-level gradients.
+    covered: set[str] = set()
+    for m, mr in result.methods.items():  # a shared pass is one step, timed once
+        if m in covered:
+            continue
+        step = [m] + [o for o in mr.shared_with if o in result.methods]
+        covered.update(step)
+        results["steps"].append({"methods": step, "seconds": mr.seconds, "per_image": mr.seconds / n,
+                                 "shared": len(step) > 1})
+    results["rank_seconds"] = {str(r): sum({id(x): x.seconds for x in ms.values()}.values())
+                               for r, ms in (getattr(result, "ranks", {}) or {}).items()}
+
+    for r, m, mr in runs:
+        e = mr.explanation
+        spec = get_method(m)
         pixel = e.maps.dim() == 4
-        if pixel or display is None:
-            pictures = e.visualize("abs_grayscale")
-        else:
-            pictures = e.overlay(display)
-        signed = e.visualize("diverging") if pixel else None
-        maps2d = e.map2d().float().cpu().numpy()
+        base = f"{_file_safe(m)}" + ("" if r == 1 else f"_rank{r}")
         for i, stem in enumerate(stems):
-            f = f"{stem}_{_file_safe(m)}"
-            _save_png(pictures[i], out / "images" / f"{f}.png")
-            if signed is not None:
-                _save_png(signed[i], out / "images" / f"{f}_signed.png")
-            np.save(out / "maps" / f"{f}.npy", maps2d[i])
+            f = f"{stem}_{base}"
+            pics: dict[str, dict[str, Any]] = {}
+            for suffix, group, values in views[(r, m)]:
+                v = values[i]
+                scale = shared.get(group) or _fit(group, [v], False)
+                image = None if pixel or photos is None else photos[i]
+                if image is not None and image.shape[:2] != v.shape:
+                    image = None
+                _save_png(overlay(v, image, scale), out / "images" / f"{f}{suffix}.png")
+                pics[suffix] = {"path": f"images/{f}{suffix}.png", "min": float(np.nanmin(v)),
+                                "max": float(np.nanmax(v)), "scale": scale.to_dict(), "group": group}
+            np.save(out / "maps" / f"{f}.npy", e.map2d().float().cpu().numpy()[i])
             tgt = None if e.target is None else int(e.target[i])
-            results["images"][i]["methods"][m] = {
-                "overlay": f"images/{f}.png", "map": f"maps/{f}.npy",
-                "signed": None if signed is None else f"images/{f}_signed.png",
-                "view": "abs_grayscale p99 (signed: diverging p99)" if pixel else "overlay",
+            main_pic, signed_pic = pics[""], pics.get("_signed")
+            item = {
+                "overlay": main_pic["path"], "map": f"maps/{f}.npy",
+                "signed": None if signed_pic is None else signed_pic["path"],
+                "view": ("abs_grayscale p99 (signed: diverging p99)" if pixel else
+                         "overlay (diverging)" if main_pic["scale"]["view"] == "diverging" else "overlay"),
+                "min": main_pic["min"], "max": main_pic["max"], "scale": main_pic["scale"],
+                "signed_min": None if signed_pic is None else signed_pic["min"],
+                "signed_max": None if signed_pic is None else signed_pic["max"],
+                "signed_scale": None if signed_pic is None else signed_pic["scale"],
                 "options": mr.options, "target": tgt, "target_name": result.class_name(tgt),
-                "layer": e.layer, "seconds": mr.seconds / n}
+                "class_agnostic": spec.class_agnostic, "kind": spec.kind, "layer": e.layer,
+                "seconds": mr.seconds / n}
+            if r == 1:
+                results["images"][i]["methods"][m] = item
+            else:
+                results["images"][i]["ranks"].setdefault(str(r), {})[m] = item
     if getattr(result, "sanity", None):
         results["sanity"] = result.sanity
     if result.evaluation is not None:
         results["evaluation"] = result.evaluation
         results["evaluation_seconds"] = result.evaluation_seconds
-        if curves_figure(result.evaluation, out / "images" / "curves.png") is not None:
-            results["evaluation_curves"] = "images/curves.png"
+        results["evaluation_protocol"] = getattr(result, "evaluation_protocol", None)
+        from interpretorch.report.evaluation import curve_figures
+
+        results["evaluation_curves"] = curve_figures(result.evaluation, out / "images")
     return results
+
+
+def _tile(m: str, e: dict[str, Any], signed: bool, r: dict[str, Any], rank: int) -> dict[str, Any]:
+    """What the template needs for one picture: image, caption lines, tooltip and colour bar."""
+    scale = e["signed_scale"] if signed else e["scale"]
+    lo, hi = (e["signed_min"], e["signed_max"]) if signed else (e["min"], e["max"])
+    pixel = e["signed"] is not None
+    if pixel:
+        what = "signed sum over channels" if signed else "|attribution| summed over channels"
+    else:
+        what = "signed map" if scale["view"] == "diverging" else "map"
+    if e["class_agnostic"]:
+        for_text, for_title = "class-agnostic", "class-agnostic: the same map for every class (the target is ignored)"
+    elif e["target_name"] is not None:
+        for_text = short_class_name(e["target_name"])
+        for_title = f"explains class {e['target']}: {e['target_name']}"
+    elif e["target"] is not None:
+        for_text, for_title = f"class {e['target']}", f"explains class {e['target']}"
+    else:
+        for_text, for_title = "the given target", "explains the given target"
+    sc = _scale_view(Scale(scale["view"], scale["lo"], scale["hi"], scale["shared"]))
+    sanity = None
+    if not signed and r.get("sanity") and r["sanity"].get(m):
+        sanity = r["sanity"][m]
+    return {"method": m, "src": e["signed"] if signed else e["overlay"], "what": what, "for_text": for_text,
+            "for_title": for_title, "range": f"min {fmt_value(lo)} · max {fmt_value(hi)}",
+            "title": f"{m} ({what}), {for_title}; raw min {lo!r}, max {hi!r}; colour scale {scale['describe']}, "
+                     f"{sc['lo_text']} to {sc['hi_text']}" + (f", layer {e['layer']}" if e["layer"] else ""),
+            "scale": sc, "signed": signed, "sanity": sanity, "rank": rank, "placeholder": None}
+
+
+def _image_rows(img: dict[str, Any], r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of tiles per method (and per view): one cell per explained class rank."""
+    k = r.get("top_classes", 1)
+    rows = []
+    for m, e in img["methods"].items():
+        for signed in ([False, True] if e["signed"] else [False]):
+            cells = [_tile(m, e, signed, r, 1)]
+            for rank in range(2, k + 1):
+                other = img["ranks"].get(str(rank), {}).get(m)
+                if other is None:
+                    cells.append({"placeholder": "class-agnostic: same map as rank 1" if e["class_agnostic"]
+                                  else "not explained", "method": m, "rank": rank})
+                else:
+                    cells.append(_tile(m, other, signed, r, rank))
+            rows.append({"method": m, "signed": signed, "cells": cells})
+    return rows
+
+
+def _page(results: dict[str, Any]) -> dict[str, Any]:
+    """Template data derived from ``results.json``: tiles, class columns, timing totals, label summary."""
+    images = []
+    for img in results["images"]:
+        k = results.get("top_classes", 1)
+        preds = img.get("predictions", [])
+        columns = [{"rank": p["rank"], "name": p["name"], "index": p["index"], "prob": p["prob"],
+                    "is_label": img.get("label") == p["index"]} for p in preds[:k]]
+        images.append({**img, "rows": _image_rows(img, results) if img.get("methods") else [], "columns": columns})
+    steps = results.get("steps", [])
+    total = sum(s["seconds"] for s in steps) + sum(results.get("rank_seconds", {}).values())
+    labelled = [i for i in results["images"] if i.get("correct") is not None]
+    return {"images": images, "total_seconds": total, "n_labelled": len(labelled),
+            "n_correct": sum(bool(i["correct"]) for i in labelled),
+            "index_label": "ImageNet index" if results.get("imagenet") else "class index"}
 
 
 def render_html(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``out_dir/index.html`` from a ``results.json`` structure; returns its path."""
     out = Path(out_dir) / "index.html"
-    table = evaluation_table(results["evaluation"]) if results.get("evaluation") else None
-    out.write_text(_env().get_template("index.html").render(r=results, ev=table), encoding="utf-8")
+    ev = evaluation_section(results) if results.get("evaluation") else None
+    html = _env().get_template("index.html").render(r=results, page=_page(results), ev=ev)
+    out.write_text(html, encoding="utf-8")
     return out
 
 
-def write_report(result: Any, out_dir: str | Path) -> Path:
+def write_report(result: Any, out_dir: str | Path, *, shared_scale: bool = False) -> Path:
     """Write the whole report of a run (pictures, maps, ``results.json``, ``index.html``); returns the page."""
-    results = results_dict(result, out_dir)
+    results = results_dict(result, out_dir, shared_scale=shared_scale)
     (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=2))
     return render_html(results, out_dir)

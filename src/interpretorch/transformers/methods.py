@@ -15,10 +15,10 @@ def register_methods() -> None:
                                                    token_gradcam)
 
     register("attention", raw_attention, kind="region", aliases=("raw_attention",),
-             replace=True, applies=has_attention,
+             replace=True, applies=has_attention, class_agnostic=True,
              doc="The class token's attention to the patches in the last layer, heads averaged.")
     register("rollout", attention_rollout, kind="region", aliases=("attention_rollout",),
-             replace=True, applies=has_attention,
+             replace=True, applies=has_attention, class_agnostic=True,
              doc="Attention rollout (Abnar & Zuidema 2020), read out at the class token.")
     register("gradient_rollout", gradient_rollout, kind="region", aliases=("chefer", "grad_rollout"),
              replace=True, applies=has_attention,
