@@ -237,7 +237,7 @@ def _gradcam_elementwise(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace)
 FEM_K = 2.0
 
 
-@cam_rule("fem", uses_gradients=False)
+@cam_rule("fem", uses_gradients=False, class_agnostic=True)
 def _fem(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
     """FEM (Fuad et al. 2020): channels weighted by the share of their cells above mean + 2 std (class-agnostic).
 
@@ -288,7 +288,7 @@ def kernel_pca_projection(a: torch.Tensor, kernel: str = "sigmoid", gamma: float
     return (proj * sign[:, None]).reshape(b, h, w).to(a.dtype)
 
 
-@cam_rule("kpcacam", aliases=("kpca-cam", "kpca_cam"), uses_gradients=False)
+@cam_rule("kpcacam", aliases=("kpca-cam", "kpca_cam"), uses_gradients=False, class_agnostic=True)
 def _kpcacam(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
     """KPCA-CAM (Karmani et al. 2024): the first kernel principal component of the activations (class-agnostic).
 
