@@ -141,6 +141,6 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
         cells = [m]
         for k in metrics:
             c = summary["table"][m][k]
-            cells.append("-" if c["mean"] is None else f"{c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]")
+            cells.append("-" if c["mean"] is None else f"{c['mean']:.4g} [{c['ci_low']:.4g}, {c['ci_high']:.4g}]")
         lines.append("\t".join(cells))
     return lines
