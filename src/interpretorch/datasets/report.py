@@ -31,7 +31,7 @@ def _env() -> Environment:
 
 
 def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("+", "p"))  # gradcam++ -> gradcampp
 
 
 def pick_gallery(values: Mapping[int, float], better: str, per_section: int = PER_SECTION,
