@@ -17,15 +17,15 @@ METRIC_OPTIONS = {"deletion": {"step": 0.25}, "infidelity": {"n_perturb": 3}}
 
 
 def run(data: str, out: str, *, resume: bool = False, kill_after: int = 0, per_batch: int = 2,
-        progress: bool = False):
-    """The job every test of this folder compares: 2 images per batch, one shard per batch."""
-    def on_batch(batches: int, written: int) -> None:
+        progress: bool = False, shard_images: int | None = None, on_batch=None):
+    """The job every test of this folder compares: 2 images per batch, one shard per batch by default."""
+    def kill(batches: int, written: int) -> None:
         if kill_after and batches >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return explain_dataset(tiny_model(), open_images(data), out, preprocess=PRE, methods=METHODS, metrics=METRICS,
-                           metric_options=METRIC_OPTIONS, images_per_batch=per_batch, shard_images=per_batch,
-                           resume=resume, on_batch=on_batch, progress=progress, bootstrap_resamples=200)
+                           metric_options=METRIC_OPTIONS, images_per_batch=per_batch,
+                           shard_images=shard_images or per_batch, resume=resume, on_batch=on_batch or kill, progress=progress, bootstrap_resamples=200)
 
 
 if __name__ == "__main__":

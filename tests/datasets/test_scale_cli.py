@@ -92,6 +92,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "--boxes or --masks" in _error(capsys, ev + ["--data", str(data), "--metrics", "pointing_game",
                                                        "--out", str(tmp_path / "o2")])
     assert "not both" in _error(capsys, ev + ["--data", str(data), str(data / "img0000.png")])
+    assert "not computed" in _error(capsys, ev + ["--data", str(data), "--metrics", "deletion",
+                                                 "--gallery-metric", "insertion", "--out", str(tmp_path / "o3")])
+    assert "needs --data" in _error(capsys, ev + ["--workers", "2"])
 
 
 def test_unreadable_image_exit_code_one(tmp_path, capsys):

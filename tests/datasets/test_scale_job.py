@@ -102,6 +102,19 @@ def test_killed_run_resumes_to_the_uninterrupted_result(data, reference, tmp_pat
     assert (out / "summary.json").exists() and len(res.manifest["sessions"]) == 1
 
 
+def test_interrupted_run_keeps_its_finished_batches(data, reference, tmp_path):
+    def interrupt(batches: int, written: int) -> None:
+        if batches == 2:
+            raise KeyboardInterrupt  # Ctrl-C after two batches, both still in the writer's buffer
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        scale_worker.run(str(data), str(out), shard_images=100, on_batch=interrupt)
+    assert len(set(read_rows(out)["image"])) == 4
+    assert scale_worker.run(str(data), str(out), resume=True).done_now == 3
+    _assert_same_rows(read_rows(out), reference)
+
+
 def test_resume_with_other_settings_is_refused(data, tmp_path):
     scale_worker.run(str(data), str(tmp_path / "o"))
     with pytest.raises(DatasetError, match="other settings.*metrics"):

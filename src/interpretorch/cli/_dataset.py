@@ -72,7 +72,7 @@ def run_if_dataset(args: argparse.Namespace) -> int | None:
     if getattr(args, "data", None) is None:
         if getattr(args, "target", None) == "label":
             raise UserError("--target label needs --data (the labels come with the dataset)")
-        for flag in ("boxes", "masks", "limit", "resume", "save_maps"):
+        for flag in ("boxes", "masks", "limit", "resume", "save_maps", "workers", "gallery_metric"):
             if getattr(args, flag, None):
                 raise UserError(f"--{flag.replace('_', '-')} needs --data")
         return None
@@ -84,7 +84,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     from interpretorch.cli.common import load_model_from_args, output_dir
     from interpretorch.cli.explain import method_options
     from interpretorch.datasets import distributed as dist
-    from interpretorch.datasets.job import explain_dataset
+    from interpretorch.datasets.job import explain_dataset, metric_columns, resolve_dataset_metrics
     from interpretorch.datasets.report import write_dataset_report
     from interpretorch.datasets.streams import DatasetError, open_images
     from interpretorch.datasets.summary import summary_lines
@@ -125,6 +125,12 @@ def run_dataset(args: argparse.Namespace) -> int:
             methods = resolve_methods("all", loaded.model)
         if not isinstance(args.target, (int, str)):
             raise UserError("--target with --data is 'top1', 'label' or one class index for every image")
+        if args.gallery_metric is not None:
+            computed = metric_columns(resolve_dataset_metrics(getattr(args, "metrics", None),
+                                                              bool(args.boxes or args.masks))) if evaluate else []
+            if args.gallery_metric not in computed:
+                raise UserError(f"--gallery-metric {args.gallery_metric!r} is not computed in this run; "
+                                f"choose one of: {', '.join(computed) or 'none (explain computes no metric)'}")
         try:
             result = explain_dataset(
                 loaded.model, data, out, preprocess=loaded.preprocess, methods=methods,

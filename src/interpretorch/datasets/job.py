@@ -31,7 +31,7 @@ from interpretorch.datasets import distributed as dist
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader
 from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize
 from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, read_rows, remove_partial,
-                                           shard_files, write_json, write_table)
+                                           shard_files, write_columns, write_json)
 from interpretorch.explanation import Explanation
 from interpretorch.metrics.evaluate import _resolve_metrics, evaluate
 from interpretorch.models.preprocess import Preprocess
@@ -178,6 +178,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         "preprocess": {"size": preprocess.size, "mean": list(preprocess.mean), "std": list(preprocess.std)},
         "seed": seed, "limit": limit, "data": data.describe(), "format": fmt, "save_maps": save_maps,
         "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sessions": []}
+    manifest = json.loads(json.dumps(manifest))  # as it reads back from disk (tuples -> lists), for --resume
     out.mkdir(parents=True, exist_ok=True)
     error: BaseException | None = None
     if rank == 0:  # check and clean before any rank reads or writes
@@ -230,9 +231,12 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
             bar.update(len(images))
             if on_batch is not None:
                 on_batch(batches, writer.written)
+    except BaseException:  # Ctrl-C or an error: keep the finished batches on disk for --resume
         writer.close()
+        raise
     finally:
         bar.close()
+    writer.close()
     seconds = time.perf_counter() - t_loop
     stats = {"rank": rank, "world": size, "images": len(mine), "seconds": seconds,
              "images_per_second": len(mine) / seconds if seconds > 0 else None,
@@ -246,8 +250,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
             raise DatasetError("no image was processed")
         all_failed = [{"image": i, "path": p, "error": e}
                       for i, p, e in zip(table["image"], table["path"], table["error"]) if e is not None]
-        write_table([dict(zip(table, vals)) for vals in zip(*table.values())], list(table),
-                    out / f"per_image.{'parquet' if fmt == 'parquet' else 'csv'}", fmt)
+        write_columns(table, out / f"per_image.{'parquet' if fmt == 'parquet' else 'csv'}", fmt)
         if wanted:
             summary = summarize(table, names, columns, seed=seed, n_resamples=bootstrap_resamples)
             summary["model"] = model_name

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,13 +47,19 @@ def _atomic(path: Path, write) -> None:
 
 def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path, fmt: str) -> None:
     """Write ``rows`` (dicts) with ``columns`` to ``path`` as Parquet or CSV, atomically."""
+    write_columns({c: [r.get(c) for r in rows] for c in columns}, path, fmt)
+
+
+def write_columns(table: Mapping[str, Sequence[Any]], path: Path, fmt: str) -> None:
+    """Write a table given as {column: values} to ``path`` as Parquet or CSV (every digit kept), atomically."""
+    columns = list(table)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         arrays = {}
         for c in columns:
-            vals = [r.get(c) for r in rows]
+            vals = table[c]
             if c in INT_COLUMNS:
                 arrays[c] = pa.array(vals, type=pa.int64())
             elif c in STR_COLUMNS:
@@ -62,14 +68,17 @@ def write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Pa
                 arrays[c] = pa.array([math.nan if v is None else float(v) for v in vals], type=pa.float64())
         _atomic(path, lambda tmp: pq.write_table(pa.table(arrays), tmp))
     elif fmt == "csv":
+        def cell(c: str, v: Any) -> Any:
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                return ""
+            return v if c in INT_COLUMNS or c in STR_COLUMNS else repr(float(v))
+
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(columns)
-                for r in rows:
-                    w.writerow(["" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c]))
-                                else (repr(float(r[c])) if c not in INT_COLUMNS and c not in STR_COLUMNS
-                                      else r[c]) for c in columns])
+                for vals in zip(*(table[c] for c in columns)):
+                    w.writerow([cell(c, v) for c, v in zip(columns, vals)])
         _atomic(path, write)
     else:
         raise ValueError(f"unknown table format {fmt!r}; use 'parquet' or 'csv'")
