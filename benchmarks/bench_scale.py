@@ -61,7 +61,8 @@ def write_list(work: Path, n: int) -> Path:
     return lst
 
 
-def floor_seconds_per_image(model, x, layer: str, batch: int, images: int, step: float) -> dict[str, float]:
+def floor_seconds_per_image(model, x, layer: str, batch: int, images: int, step: float,
+                            clock=time.process_time) -> dict[str, float]:
     """Seconds per image of the rows the work needs: forward rows (no grad) and forward + backward to ``layer``."""
     import torch
 
@@ -72,19 +73,19 @@ def floor_seconds_per_image(model, x, layer: str, batch: int, images: int, step:
     n_fwd_calls = max(1, images * rows_per_image // batch)
     with frozen(model), torch.no_grad():
         model(rows)
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n_fwd_calls):
             model(rows)
-        fwd = (time.perf_counter() - t0) / (n_fwd_calls * batch)
+        fwd = (clock() - t0) / (n_fwd_calls * batch)
     n_fb = max(1, images // batch)
     with frozen(model):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n_fb):
             with capture(model, [layer], grad=True) as rec:
                 out = model(rows)
                 score = out.gather(1, out.argmax(1, keepdim=True)).sum()
                 torch.autograd.grad(score, rec[layer])
-        fb = (time.perf_counter() - t0) / (n_fb * batch)
+        fb = (clock() - t0) / (n_fb * batch)
     return {"forward_row": fwd, "forward_backward_row": fb,
             "per_image": rows_per_image * fwd + fb, "forward_rows_per_image": rows_per_image}
 
@@ -116,12 +117,15 @@ def one(args: argparse.Namespace) -> None:
 
     x = torch.stack([ImageStream(data, loaded.preprocess)[i]["image"] for i in range(8)])
     x = loaded.preprocess.normalize(x)
-    floor = floor_seconds_per_image(loaded.model, x, loaded.cam_layer, 8, args.floor_images, args.step)
-    print(json.dumps({"images": n, "loop_seconds": stats["seconds"], "wall_seconds": wall,
-                      "images_per_second": n / stats["seconds"], "peak_rss_mb": stats["peak_rss_mb"],
+    cpu = args.clock == "cpu"
+    floor = floor_seconds_per_image(loaded.model, x, loaded.cam_layer, 8, args.floor_images, args.step,
+                                    time.process_time if cpu else time.perf_counter)
+    loop = stats["cpu_seconds"] if cpu else stats["seconds"]
+    print(json.dumps({"images": n, "clock": args.clock, "loop_seconds": loop, "loop_wall_seconds": stats["seconds"],
+                      "wall_seconds": wall, "images_per_second": n / loop, "peak_rss_mb": stats["peak_rss_mb"],
                       "peak_rss_mb_end": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                       "floor": floor, "floor_images_per_second": 1.0 / floor["per_image"],
-                      "throughput_vs_floor": (n / stats["seconds"]) * floor["per_image"],
+                      "throughput_vs_floor": (n / loop) * floor["per_image"],
                       "threads": torch.get_num_threads(), "done": res.done_now}))
 
 
@@ -148,7 +152,9 @@ def torchrun(args: argparse.Namespace, n: int) -> dict:
     wall = time.perf_counter() - t0
     ranks = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("stats-r*.json"))]
     loop = max(r["seconds"] for r in ranks)
-    return {"images": n, "processes": 2, "loop_seconds": loop, "wall_seconds": wall, "images_per_second": n / loop,
+    return {"images": n, "processes": 2, "loop_wall_seconds": loop, "wall_seconds": wall,
+            "images_per_second_wall": n / loop, "cpu_seconds_per_rank": [r["cpu_seconds"] for r in ranks],
+            "images_per_cpu_second": n / sum(r["cpu_seconds"] for r in ranks),
             "peak_rss_mb_per_rank": [r["peak_rss_mb"] for r in ranks]}
 
 
@@ -159,6 +165,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--step", type=float, default=0.01,
                    help="deletion / insertion step as a fraction of the pixels (default 0.01: 100 steps)")
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                   help="seconds of the one-process runs and their floor: process CPU time (default; steadier on "
+                        "a shared machine, with --threads 1 and --workers 0) or wall time")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process runs (default 1)")
     p.add_argument("--floor-images", type=int, default=16, help="images' worth of rows the floor is timed on")
     p.add_argument("--work", default=".bench/scale", help="folder for the images and results")
@@ -173,12 +182,12 @@ def main() -> None:
     results = []
     for n in sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", str(work), "--workers",
-                               str(args.workers), "--floor-images", str(args.floor_images), "--step", str(args.step), "--threads",
+                               str(args.workers), "--floor-images", str(args.floor_images), "--step", str(args.step), "--clock", args.clock, "--threads",
                                str(args.threads)],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
-        print(f"{n:5d} images: {r['images_per_second']:.3f} img/s, floor {r['floor_images_per_second']:.3f} img/s "
+        print(f"{n:5d} images: {r['images_per_second']:.3f} img/s ({args.clock}), floor {r['floor_images_per_second']:.3f} img/s "
               f"(ours / floor {r['throughput_vs_floor']:.3f}), "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (loop) / {r['peak_rss_mb_end']:.0f} MB (with floor)", flush=True)
     if len(results) > 1:
@@ -188,7 +197,8 @@ def main() -> None:
     for n in tr:
         r = torchrun(args, n)
         results.append(r)
-        print(f"{n:5d} images, torchrun 2 processes: {r['images_per_second']:.3f} img/s, "
+        print(f"{n:5d} images, torchrun 2 processes: {r['images_per_second_wall']:.3f} img/s wall, "
+              f"{r['images_per_cpu_second']:.3f} img per CPU s (both ranks), "
               f"peak RSS per rank {', '.join(f'{v:.0f}' for v in r['peak_rss_mb_per_rank'])} MB", flush=True)
     (work / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -210,7 +210,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                disable=not progress or rank != 0, file=sys.stderr, smoothing=0.1)
     resolved_layer = layer
     batches = 0
-    t_loop = time.perf_counter()
+    t_loop, cpu_loop = time.perf_counter(), time.process_time()
     try:
         for batch in (loader(data, preprocess, mine, per_batch, workers) if mine else []):
             rows, images = [], list(batch["index"])
@@ -239,6 +239,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     writer.close()
     seconds = time.perf_counter() - t_loop
     stats = {"rank": rank, "world": size, "images": len(mine), "seconds": seconds,
+             "cpu_seconds": time.process_time() - cpu_loop,
              "images_per_second": len(mine) / seconds if seconds > 0 else None,
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     write_json(out / "shards" / f"stats-r{rank:03d}.json", stats)
