@@ -10,14 +10,13 @@ Each size runs in a fresh process (peak RSS is per process). Per image the work 
 to the CAM layer (Grad-CAM), S forward rows for deletion and S for insertion (S = 100 at the default 1% steps;
 the clean score is reused at one end of each curve) and one for Average Drop: 2S + 1 forward rows + 1
 forward/backward row. The
-floor times exactly those rows, in batches of the same size, on ``--floor-images`` of the images.
+floor times exactly those rows, in batches of the same size, after every batch of ours.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -61,33 +60,35 @@ def write_list(work: Path, n: int) -> Path:
     return lst
 
 
-def floor_seconds_per_image(model, x, layer: str, batch: int, images: int, step: float,
-                            clock=time.process_time) -> dict[str, float]:
-    """Seconds per image of the rows the work needs: forward rows (no grad) and forward + backward to ``layer``."""
-    import torch
+class Floor:
+    """The rows one batch of the work needs, timed: ``forward_rows_per_image(step)`` forward rows per image
+    (no grad) and one forward + backward to the CAM layer per image, in batches of ``len(x)`` rows."""
 
-    from interpretorch.capture import capture, frozen
+    def __init__(self, model, x, layer: str, step: float, clock) -> None:
+        self.model, self.x, self.layer, self.clock = model, x, layer, clock
+        self.calls = forward_rows_per_image(step)  # forward calls of len(x) rows = rows per image
+        self.seconds = 0.0
+        self.batches = 0
 
-    rows = x[:batch]
-    rows_per_image = forward_rows_per_image(step)
-    n_fwd_calls = max(1, images * rows_per_image // batch)
-    with frozen(model), torch.no_grad():
-        model(rows)
-        t0 = clock()
-        for _ in range(n_fwd_calls):
-            model(rows)
-        fwd = (clock() - t0) / (n_fwd_calls * batch)
-    n_fb = max(1, images // batch)
-    with frozen(model):
-        t0 = clock()
-        for _ in range(n_fb):
-            with capture(model, [layer], grad=True) as rec:
-                out = model(rows)
+    def batch(self) -> float:
+        """Run one batch's floor; returns (and adds up) its seconds."""
+        import torch
+
+        from interpretorch.capture import capture, frozen
+
+        t0 = self.clock()
+        with frozen(self.model):
+            with torch.no_grad():
+                for _ in range(self.calls):
+                    self.model(self.x)
+            with capture(self.model, [self.layer], grad=True) as rec:
+                out = self.model(self.x)
                 score = out.gather(1, out.argmax(1, keepdim=True)).sum()
-                torch.autograd.grad(score, rec[layer])
-        fb = (clock() - t0) / (n_fb * batch)
-    return {"forward_row": fwd, "forward_backward_row": fb,
-            "per_image": rows_per_image * fwd + fb, "forward_rows_per_image": rows_per_image}
+                torch.autograd.grad(score, rec[self.layer])
+        dt = self.clock() - t0
+        self.seconds += dt
+        self.batches += 1
+        return dt
 
 
 def one(args: argparse.Namespace) -> None:
@@ -106,26 +107,33 @@ def one(args: argparse.Namespace) -> None:
         import shutil
 
         shutil.rmtree(out)
+    from interpretorch.datasets.streams import ImageStream
+
+    cpu = args.clock == "cpu"
+    clock = time.process_time if cpu else time.perf_counter
+    x = loaded.preprocess.normalize(torch.stack([ImageStream(data, loaded.preprocess)[i]["image"] for i in range(8)]))
+    floor = Floor(loaded.model, x, loaded.cam_layer, args.step, clock)
+    ours = {"seconds": 0.0, "last": clock()}
+
+    def on_batch(batches: int, written: int) -> None:
+        # interleaved: each batch of ours, then the floor of one batch, so a change of load hits both alike
+        ours["seconds"] += clock() - ours["last"]
+        floor.batch()
+        ours["last"] = clock()
+
     t0 = time.perf_counter()
     res = explain_dataset(loaded.model, data, out, preprocess=loaded.preprocess, methods=METHODS, metrics=METRICS,
                           metric_options={"deletion": {"step": args.step}, "insertion": {"step": args.step}},
                           layer=loaded.cam_layer, workers=args.workers, model_name="efficientnet_lite0",
-                          progress=False, class_names=loaded.class_names)
+                          progress=False, class_names=loaded.class_names, on_batch=on_batch)
     wall = time.perf_counter() - t0
     stats = json.loads((out / "shards" / "stats-r000.json").read_text())
-    from interpretorch.datasets.streams import ImageStream
-
-    x = torch.stack([ImageStream(data, loaded.preprocess)[i]["image"] for i in range(8)])
-    x = loaded.preprocess.normalize(x)
-    cpu = args.clock == "cpu"
-    floor = floor_seconds_per_image(loaded.model, x, loaded.cam_layer, 8, args.floor_images, args.step,
-                                    time.process_time if cpu else time.perf_counter)
-    loop = stats["cpu_seconds"] if cpu else stats["seconds"]
-    print(json.dumps({"images": n, "clock": args.clock, "loop_seconds": loop, "loop_wall_seconds": stats["seconds"],
-                      "wall_seconds": wall, "images_per_second": n / loop, "peak_rss_mb": stats["peak_rss_mb"],
-                      "peak_rss_mb_end": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                      "floor": floor, "floor_images_per_second": 1.0 / floor["per_image"],
-                      "throughput_vs_floor": (n / loop) * floor["per_image"],
+    floor_per_image = floor.seconds / (floor.batches * len(x))
+    print(json.dumps({"images": n, "clock": args.clock, "seconds": ours["seconds"], "wall_seconds": wall,
+                      "images_per_second": n / ours["seconds"], "peak_rss_mb": stats["peak_rss_mb"],
+                      "floor_seconds": floor.seconds, "floor_images_per_second": 1.0 / floor_per_image,
+                      "forward_rows_per_image": floor.calls,
+                      "throughput_vs_floor": floor.seconds / ours["seconds"] * n / (floor.batches * len(x)),
                       "threads": torch.get_num_threads(), "done": res.done_now}))
 
 
@@ -169,7 +177,6 @@ def main() -> None:
                    help="seconds of the one-process runs and their floor: process CPU time (default; steadier on "
                         "a shared machine, with --threads 1 and --workers 0) or wall time")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process runs (default 1)")
-    p.add_argument("--floor-images", type=int, default=16, help="images' worth of rows the floor is timed on")
     p.add_argument("--work", default=".bench/scale", help="folder for the images and results")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -182,14 +189,14 @@ def main() -> None:
     results = []
     for n in sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", str(work), "--workers",
-                               str(args.workers), "--floor-images", str(args.floor_images), "--step", str(args.step), "--clock", args.clock, "--threads",
+                               str(args.workers), "--step", str(args.step), "--clock", args.clock, "--threads",
                                str(args.threads)],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
         print(f"{n:5d} images: {r['images_per_second']:.3f} img/s ({args.clock}), floor {r['floor_images_per_second']:.3f} img/s "
               f"(ours / floor {r['throughput_vs_floor']:.3f}), "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB (loop) / {r['peak_rss_mb_end']:.0f} MB (with floor)", flush=True)
+              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     if len(results) > 1:
         base = results[0]["peak_rss_mb"]
         for r in results[1:]:
