@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
                         "2018): a pass / fail badge per method, linked to the figure in DIR/sanity/")
     p.add_argument("--sanity-steps", type=int, default=None, metavar="N",
                    help="with --sanity: randomize only the top N blocks (default: all)")
+    from interpretorch.cli._dataset import add_dataset_arguments
+
+    add_dataset_arguments(p)  # --data and its flags: whole datasets (cli/_dataset.py)
 
 
 def class_index(text: str, class_names: Sequence[str]) -> int:
@@ -161,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.report import write_report
     from interpretorch.report.html import render_html
     from interpretorch.run import plan_steps, run as run_methods
+    from interpretorch.cli._dataset import run_if_dataset
 
+    code = run_if_dataset(args)  # --data: the whole-dataset job
+    if code is not None:
+        return code
     wanted = args.methods if args.methods == "all" else [m for m in args.methods.split(",") if m.strip()]
     if not wanted:
         raise UserError("--methods names no method; `interpretorch methods` lists them")
@@ -222,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, options=options,
                              names=names, class_names=loaded.class_names or None,
                              evaluate=evaluate, display=display, model_name=args.model, progress=progress,
-                             top_classes=topk, labels=labels, eval_progress=eval_progress)
+                             top_classes=topk, labels=labels, eval_progress=eval_progress,
+                             metrics=getattr(args, "metrics", None))
     finally:
         bar.close()
         if ebar is not None:

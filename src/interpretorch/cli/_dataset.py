@@ -1,0 +1,160 @@
+"""The ``--data`` part of ``explain`` and ``evaluate`` (not a command: a leading underscore keeps it out of the
+command list): whole datasets streamed in batches, results sharded on disk, resumable, under ``torchrun`` too."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from interpretorch.cli.common import UserError, positive_int
+
+
+def parse_metrics(text: str) -> Any:
+    """argparse type for --metrics: 'all' or comma-separated metric names."""
+    if text.strip() == "all":
+        return "all"
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("--metrics names no metric")
+    return names
+
+
+def _has(p: argparse.ArgumentParser, flag: str) -> bool:
+    return flag in p._option_string_actions  # noqa: SLF001 - a flag another part of the CLI may declare too
+
+
+def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """Add --data and its flags (labels, boxes / masks, limit, seed, resume, save-maps, ...); --target gains 'label'."""
+    g = p.add_argument_group("whole datasets (--data)")
+    g.add_argument("--data", metavar="PATH", default=None,
+                   help="explain a whole dataset instead of single images: a folder of images, an ImageFolder tree "
+                        "(class subfolders) or a CSV / text list of files (optional second column: label); read "
+                        "in batches, results written as they come; works under torchrun")
+    if not _has(p, "--labels"):
+        g.add_argument("--labels", metavar="FILE", default=None,
+                       help="with --data: a CSV of 'file,label' rows giving each image's class index")
+    g.add_argument("--boxes", metavar="DIR", default=None,
+                   help="with --data: Pascal VOC XML files with the objects' boxes, one per image (same name)")
+    g.add_argument("--masks", metavar="DIR", default=None,
+                   help="with --data: object mask PNGs (non-zero = object), one per image (same name)")
+    if not _has(p, "--metrics"):
+        g.add_argument("--metrics", type=parse_metrics, default=None,
+                       help="comma-separated metrics (default: all but max_sensitivity; the pointing games only "
+                            "with --boxes / --masks), or 'all'")
+    g.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="with --data: a random subset of N images (reproducible with --seed)")
+    if not _has(p, "--seed"):
+        g.add_argument("--seed", type=int, default=0, help="seed of --limit's subset, the bootstrap and the "
+                                                           "gallery's random sample (default: %(default)s)")
+    g.add_argument("--resume", action="store_true",
+                   help="with --data: continue the run in --out, skipping the images already done")
+    g.add_argument("--save-maps", action="store_true",
+                   help="with --data: also save every map (float16, sharded .npz); explain --data always does")
+    g.add_argument("--workers", type=int, default=0, help="with --data: DataLoader worker processes (default: 0)")
+    g.add_argument("--shard-size", type=positive_int, default=256, metavar="N",
+                   help="with --data: images per results shard file (default: %(default)s)")
+    g.add_argument("--gallery-metric", default=None, metavar="METRIC",
+                   help="with --data: rank the gallery's best and worst images by this metric "
+                        "(default: deletion, insertion or average_drop)")
+    target = p._option_string_actions.get("--target")  # noqa: SLF001
+    if target is not None and target.type is not None:
+        plain = target.type
+
+        def with_label(text: str) -> Any:
+            return "label" if text == "label" else plain(text)
+
+        target.type = with_label
+        target.help = (target.help or "") + "; with --data also 'label' (each image's own class)"
+
+
+def run_if_dataset(args: argparse.Namespace) -> int | None:
+    """Run the dataset job when ``--data`` is given (returns the exit code), else None."""
+    if getattr(args, "data", None) is None:
+        if getattr(args, "target", None) == "label":
+            raise UserError("--target label needs --data (the labels come with the dataset)")
+        for flag in ("boxes", "masks", "limit", "resume", "save_maps", "workers", "gallery_metric"):
+            if getattr(args, flag, None):
+                raise UserError(f"--{flag.replace('_', '-')} needs --data")
+        return None
+    return run_dataset(args)
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 writes the summary and the report."""
+    from interpretorch.cli.common import load_model_from_args, output_dir
+    from interpretorch.cli.explain import method_options
+    from interpretorch.datasets import distributed as dist
+    from interpretorch.datasets.job import explain_dataset, metric_columns, resolve_dataset_metrics
+    from interpretorch.datasets.report import write_dataset_report
+    from interpretorch.datasets.streams import DatasetError, open_images
+    from interpretorch.datasets.summary import summary_lines
+    from interpretorch.datasets.writer import read_rows
+    from interpretorch.attribution.registry import resolve_methods
+    from interpretorch.metrics.evaluate import OPTION_GROUPS
+
+    if args.images:
+        raise UserError("give image files or --data, not both")
+    if getattr(args, "sanity", False):
+        raise UserError("--sanity runs on single images; leave it out with --data")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.boxes and args.masks:
+        raise UserError("give --boxes or --masks, not both")
+    evaluate = bool(getattr(args, "evaluate", False))
+    if getattr(args, "metrics", None) is not None and not evaluate:
+        raise UserError("--metrics is for evaluate (or explain --evaluate)")
+    wanted = args.methods if args.methods == "all" else [m for m in args.methods.split(",") if m.strip()]
+    if not wanted:
+        raise UserError("--methods names no method; `interpretorch methods` lists them")
+    methods = resolve_methods(wanted)
+    metric_options: dict[str, dict] = {}
+    for group, name, value in args.option:  # --option deletion.step=0.05: a metric's keyword argument
+        if group in OPTION_GROUPS:
+            metric_options.setdefault(group, {})[name] = value
+    options = method_options([o for o in args.option if o[0] not in OPTION_GROUPS], methods)
+    rank, world, args.device = dist.init_from_env(args.device)
+    try:
+        try:
+            data = open_images(args.data, labels=args.labels, boxes=args.boxes, masks=args.masks,
+                               limit=args.limit, seed=args.seed)
+        except DatasetError as e:
+            raise UserError(str(e)) from None
+        out = output_dir(args.out)
+        loaded = load_model_from_args(args)
+        if wanted == "all":
+            methods = resolve_methods("all", loaded.model)
+        if not isinstance(args.target, (int, str)):
+            raise UserError("--target with --data is 'top1', 'label' or one class index for every image")
+        if args.gallery_metric is not None:
+            computed = metric_columns(resolve_dataset_metrics(getattr(args, "metrics", None),
+                                                              bool(args.boxes or args.masks))) if evaluate else []
+            if args.gallery_metric not in computed:
+                raise UserError(f"--gallery-metric {args.gallery_metric!r} is not computed in this run; "
+                                f"choose one of: {', '.join(computed) or 'none (explain computes no metric)'}")
+        try:
+            result = explain_dataset(
+                loaded.model, data, out, preprocess=loaded.preprocess, methods=methods,
+                metrics=getattr(args, "metrics", None), evaluate_maps=evaluate, target=args.target,
+                layer=args.layer or loaded.cam_layer, batch_size=args.batch_size, options=options,
+                metric_options=metric_options, seed=args.seed,
+                limit=args.limit, resume=args.resume, save_maps=args.save_maps or not evaluate,
+                workers=args.workers, shard_images=args.shard_size, model_name=args.model,
+                class_names=loaded.class_names)
+        except DatasetError as e:
+            raise UserError(str(e)) from None
+        if rank == 0:
+            table = read_rows(out)
+            page = write_dataset_report(out, result.summary, table, result.manifest, loaded.model, data,
+                                        loaded.preprocess, methods=methods, metric=args.gallery_metric,
+                                        layer=result.manifest.get("layer_used"), options=options,
+                                        batch_size=args.batch_size, seed=args.seed)
+            if result.summary:
+                print("\n".join(summary_lines(result.summary)))
+            n_failed = len(result.failed)
+            print(f"interpretorch: {result.manifest.get('images_done')} image(s) in {out}"
+                  + (f", {n_failed} could not be read" if n_failed else "") + f"; wrote {page}", file=sys.stderr)
+            return 1 if n_failed else 0
+        return 0
+    finally:
+        if world > 1:
+            dist.finish()

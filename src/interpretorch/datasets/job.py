@@ -1,0 +1,318 @@
+"""Explain (and evaluate) a whole dataset in batches: the registry's methods and the metrics of
+``interpretorch.metrics.evaluate`` per batch, each batch's rows handed to the shard writer before the next
+batch is read, so memory does not grow with the number of images. The same call runs in one process or
+under ``torchrun`` (each rank its share and its own shards; rank 0 merges after a barrier).
+
+Per-image results do not depend on how images are batched or sharded: the methods' noise is the same for
+every image, and the metrics with random draws (ROAD's imputation noise, infidelity's perturbations,
+max-sensitivity's noisy copies) run image by image with a seed derived from the image's position in the
+dataset and ``seed``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from interpretorch.attribution.common import model_device, seed_for
+from interpretorch.attribution.registry import resolve_methods
+from interpretorch.batching import rows_per_pass
+from interpretorch.datasets import distributed as dist
+from interpretorch.datasets.streams import DatasetError, ImageSet, loader
+from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize
+from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, read_rows, remove_partial,
+                                           shard_files, write_columns, write_json)
+from interpretorch.explanation import Explanation
+from interpretorch.metrics.evaluate import _resolve_metrics, evaluate
+from interpretorch.models.preprocess import Preprocess
+from interpretorch.run import run as run_methods
+
+MANIFEST_VERSION = 1
+# Metrics that draw random numbers: evaluated image by image with a per-image seed (see the module doc).
+NOISY = ("road", "infidelity", "max_sensitivity")
+# Settings that must match for --resume to continue a run.
+RESUME_KEYS = ("version", "model", "methods", "metrics", "options", "metric_options", "target", "layer",
+               "preprocess", "seed", "limit", "data")
+
+
+@dataclass
+class DatasetRun:
+    """What a dataset job produced: where, how many images, the summary (rank 0) and this process's timing."""
+
+    out: Path
+    images: int
+    done_now: int
+    failed: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    seconds: float
+    rank: int = 0
+    world: int = 1
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def metric_columns(metrics: Sequence[str] | None) -> list[str]:
+    """The table columns of the resolved metric names ('road' gives road_morf and road_lerf)."""
+    cols: list[str] = []
+    for m in metrics or []:
+        cols.extend(["road_morf", "road_lerf"] if m == "road" else [m])
+    return cols
+
+
+def resolve_dataset_metrics(metrics: str | Sequence[str] | None, localisation: bool) -> list[str]:
+    """The metric names a dataset job computes; 'win' joins 'average_drop' (same pass); the pointing games need
+    boxes or masks."""
+    names = _resolve_metrics(metrics)
+    if not localisation:
+        missing = [m for m in ("pointing_game", "energy_pointing_game") if m in names]
+        if missing and metrics is not None and metrics != "all":
+            raise DatasetError(f"{', '.join(missing)} need the objects' locations: give --boxes or --masks")
+        names = [m for m in names if m not in missing]
+    if "average_drop" in names and "win" not in names:
+        names.insert(names.index("average_drop") + 1, "win")
+    return names
+
+
+def versions() -> dict[str, str]:
+    """The versions of what produced the results."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for pkg in ("interpretorch", "scipy", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _slice(exp: Explanation, i: int) -> Explanation:
+    """Image ``i`` of an explanation, as a one-image Explanation."""
+    def one(t: Any) -> Any:
+        return t[i:i + 1] if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == len(exp) else t
+    return dataclasses.replace(exp, maps=exp.maps[i:i + 1], target=one(exp.target), raw=one(exp.raw),
+                               scores=one(exp.scores), outputs=one(exp.outputs))
+
+
+def _noisy_options(metric_options: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in metric_options.items()}
+    for k in NOISY:
+        out[k] = {**out.get(k, {}), "seed": seed}
+    return out
+
+
+def _check_resume(out: Path, manifest: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """The manifest to continue (resume) or a fresh one; refuses to mix two different runs in one folder."""
+    path = out / "manifest.json"
+    old = json.loads(path.read_text()) if path.exists() else None
+    if not resume:
+        if shard_files(out) or shard_files(out, "maps"):
+            raise DatasetError(f"{str(out)!r} holds the results of an earlier run: add --resume to continue it "
+                               "or choose another --out")
+        return manifest
+    if old is None:
+        if shard_files(out):
+            raise DatasetError(f"--resume: {str(out)!r} has shards but no manifest.json")
+        return manifest
+    diff = {k: (old.get(k), manifest.get(k)) for k in RESUME_KEYS if old.get(k) != manifest.get(k)}
+    if diff:
+        shown = {k: v for k, v in diff.items() if k != "data"}
+        if "data" in diff:
+            shown["data"] = "the image list differs"
+        raise DatasetError(f"--resume: {str(out)!r} is a run with other settings (earlier, now): {shown}")
+    manifest["sessions"] = old.get("sessions", [])
+    manifest["started"] = old.get("started", manifest["started"])
+    return manifest
+
+
+def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, preprocess: Preprocess,
+                    methods: str | Sequence[str] | None = None, metrics: str | Sequence[str] | None = None,
+                    evaluate_maps: bool = True, target: Any = "top1", layer: str | None = None,
+                    batch_size: int | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+                    metric_options: Mapping[str, Any] | None = None, seed: int = 0, limit: int | None = None,
+                    resume: bool = False, save_maps: bool = False, workers: int = 0,
+                    images_per_batch: int | None = None, shard_images: int = 256, table_format: str | None = None,
+                    model_name: str = "model", class_names: Sequence[str] = (), progress: bool = True,
+                    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+                    on_batch: Callable[[int, int], None] | None = None) -> DatasetRun:
+    """Explain every image of ``data`` with ``methods`` and (``evaluate_maps``) score the maps with ``metrics``,
+    writing per-image rows (and, with ``save_maps``, float16 maps) to shards in ``out`` as batches finish;
+    rank 0 then merges them into ``per_image.parquet`` (or ``.csv``) and ``summary.json``.
+
+    ``target``: "top1", a class index, or "label" (each image's own label). ``resume`` skips the images
+    already on disk (the settings must match the manifest). ``images_per_batch`` (default: the rows per
+    model call) images are read per batch by ``workers`` DataLoader processes. ``on_batch(batches, images)``
+    is called after each batch's rows were handed to the writer.
+    """
+    t_start = time.perf_counter()
+    rank, size = dist.world()
+    out = Path(out)
+    device = model_device(model)
+    names = resolve_methods(methods, model)
+    if target == "label" and not data.has_labels:
+        unl = next(r.path for r in data.records if r.label is None)
+        raise DatasetError(f"--target label needs a label for every image; {unl!r} has none "
+                           "(use an ImageFolder tree, a list with labels, or --labels FILE)")
+    if not (target in ("top1", "label") or (isinstance(target, int) and not isinstance(target, bool))):
+        raise DatasetError(f"target must be 'top1', 'label' or one class index for the whole dataset, got {target!r}")
+    localisation = data.boxes is not None or data.masks is not None
+    wanted = resolve_dataset_metrics(metrics, localisation) if evaluate_maps else []
+    columns = metric_columns(wanted)
+    fmt = table_format or ("parquet" if have_pyarrow() else "csv")
+    if len(data) < size:
+        raise DatasetError(f"the dataset has {len(data)} images, fewer than the {size} processes sharing it")
+    manifest: dict[str, Any] = {
+        "version": MANIFEST_VERSION, "model": model_name, "methods": names, "metrics": wanted,
+        "options": {m: dict(v) for m, v in (options or {}).items()},
+        "metric_options": {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (metric_options or {}).items()},
+        "target": target, "layer": layer,
+        "preprocess": {"size": preprocess.size, "mean": list(preprocess.mean), "std": list(preprocess.std)},
+        "seed": seed, "limit": limit, "data": data.describe(), "format": fmt, "save_maps": save_maps,
+        "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sessions": []}
+    manifest = json.loads(json.dumps(manifest))  # as it reads back from disk (tuples -> lists), for --resume
+    out.mkdir(parents=True, exist_ok=True)
+    error: BaseException | None = None
+    if rank == 0:  # check and clean before any rank reads or writes
+        try:
+            manifest = _check_resume(out, manifest, resume)
+            remove_partial(out)
+            write_json(out / "manifest.json", manifest)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            error = e
+    if size > 1:
+        flag = [error is None]
+        torch.distributed.broadcast_object_list(flag, src=0)
+        if not flag[0]:
+            if error is not None:
+                raise error
+            raise DatasetError("rank 0 refused the run (see its message)")
+    elif error is not None:
+        raise error
+    done = finished_images(out) if resume else set()
+    dist.barrier()  # every rank has listed the finished shards before any writes a new one
+    remaining = [r for r in data.records if r.index not in done]
+    mine = dist.shard(remaining, rank, size)
+    per_batch = images_per_batch or rows_per_pass(batch_size, device)
+    writer = ShardWriter(out, rank, columns, fmt=fmt, shard_images=shard_images, save_maps=save_maps)
+    failed: list[dict[str, Any]] = []
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(mine), unit="img", desc=f"rank {rank}/{size}" if size > 1 else "images",
+               disable=not progress or rank != 0, file=sys.stderr, smoothing=0.1)
+    resolved_layer = layer
+    batches = 0
+    t_loop, cpu_loop = time.perf_counter(), time.process_time()
+    try:
+        for batch in (loader(data, preprocess, mine, per_batch, workers) if mine else []):
+            rows, images = [], list(batch["index"])
+            good = [k for k, e in enumerate(batch["error"]) if e is None]
+            for k, e in enumerate(batch["error"]):
+                if e is not None:
+                    print(f"interpretorch: skipping {batch['path'][k]}: {e}", file=sys.stderr)
+                    failed.append({"image": batch["index"][k], "path": batch["path"][k], "error": e})
+                    rows.append({"image": batch["index"][k], "path": batch["path"][k], "error": e})
+            maps_np: dict[str, np.ndarray] = {}
+            if good:
+                rows_good, maps_np, resolved_layer = _explain_batch(
+                    model, batch, good, preprocess, names, wanted, target, resolved_layer, batch_size,
+                    options or {}, metric_options or {}, seed, save_maps, class_names)
+                rows.extend(rows_good)
+            writer.add(rows, images, maps_np, [batch["index"][k] for k in good])
+            batches += 1
+            bar.update(len(images))
+            if on_batch is not None:
+                on_batch(batches, writer.written)
+    except BaseException:  # Ctrl-C or an error: keep the finished batches on disk for --resume
+        writer.close()
+        raise
+    finally:
+        bar.close()
+    writer.close()
+    seconds = time.perf_counter() - t_loop
+    stats = {"rank": rank, "world": size, "images": len(mine), "seconds": seconds,
+             "cpu_seconds": time.process_time() - cpu_loop,
+             "images_per_second": len(mine) / seconds if seconds > 0 else None,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    write_json(out / "shards" / f"stats-r{rank:03d}.json", stats)
+    dist.barrier()  # every rank's shards are on disk
+    summary = None
+    if rank == 0:
+        table = read_rows(out)
+        if not table:
+            raise DatasetError("no image was processed")
+        all_failed = [{"image": i, "path": p, "error": e}
+                      for i, p, e in zip(table["image"], table["path"], table["error"]) if e is not None]
+        write_columns(table, out / f"per_image.{'parquet' if fmt == 'parquet' else 'csv'}", fmt)
+        if wanted:
+            summary = summarize(table, names, columns, seed=seed, n_resamples=bootstrap_resamples)
+            summary["model"] = model_name
+            write_json(out / "summary.json", summary)
+        ranks = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("stats-r*.json"))]
+        manifest["sessions"].append({"world": size, "images": sum(s["images"] for s in ranks),
+                                     "seconds": max(s["seconds"] for s in ranks), "ranks": ranks,
+                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        manifest["layer_used"] = resolved_layer
+        manifest["images_done"] = len(set(table["image"]))
+        manifest["failed"] = len(all_failed)
+        write_json(out / "manifest.json", manifest)
+        failed = all_failed
+    return DatasetRun(out, len(data), len(mine), failed, summary, time.perf_counter() - t_start, rank, size, manifest)
+
+
+def _explain_batch(model: nn.Module, batch: dict[str, Any], good: list[int], preprocess: Preprocess,
+                   names: list[str], wanted: list[str], target: Any, layer: str | None, batch_size: int | None,
+                   options: Mapping[str, Mapping[str, Any]], metric_options: Mapping[str, Any], seed: int,
+                   save_maps: bool, class_names: Sequence[str]) -> tuple[list[dict], dict[str, np.ndarray], str | None]:
+    """Explain and evaluate the readable images of one batch: (rows, maps per method, the layer used)."""
+    device = model_device(model)
+    sel = torch.tensor(good)
+    x = preprocess.normalize(batch["image"][sel]).to(device)
+    index = [batch["index"][k] for k in good]
+    labels = batch["label"][sel]
+    tgt: Any = labels.to(device) if target == "label" else target
+    res = run_methods(model, x, names, tgt, layer, batch_size=batch_size, options=options,
+                      class_names=list(class_names) or None)
+    exps = res.explanations
+    evaluation: dict[str, dict] = {}
+    det = [m for m in wanted if m not in NOISY]
+    if det:
+        boxes = [batch["boxes"][k] for k in good] if "boxes" in batch else None
+        masks = batch["mask"][sel].to(device) if "mask" in batch else None
+        evaluation = evaluate(model, x, exps, target=tgt, batch_size=batch_size, boxes=boxes, masks=masks,
+                              metrics=det, **{k: v for k, v in metric_options.items()})
+    noisy = [m for m in wanted if m in NOISY]
+    per_image_noisy: list[dict[str, dict]] = []
+    for i in range(len(good) if noisy else 0):
+        one = {m: _slice(e, i) for m, e in exps.items()}
+        t_i = tgt[i:i + 1] if isinstance(tgt, torch.Tensor) else tgt
+        per_image_noisy.append(evaluate(model, x[i:i + 1], one, target=t_i, batch_size=batch_size, metrics=noisy,
+                                        **_noisy_options(metric_options, seed_for(seed, index[i]))))
+    rows = []
+    for i, k in enumerate(good):
+        for m in names:
+            e = exps[m]
+            pred = res.predictions[i][0] if res.predictions[i] else None
+            row = {"image": index[i], "path": batch["path"][k],
+                   "label": None if int(batch["label"][k]) < 0 else int(batch["label"][k]), "method": m,
+                   "target": None if e.target is None else int(e.target[i]),
+                   "pred": None if pred is None else pred["index"], "pred_prob": None if pred is None else pred["prob"],
+                   "error": None}
+            for col, entry in evaluation.get(m, {}).items():
+                if col != "target":
+                    row[col] = entry["per_image"][i]
+            if per_image_noisy:
+                for col, entry in per_image_noisy[i][m].items():
+                    if col != "target":
+                        row[col] = entry["per_image"][0]
+            rows.append(row)
+    maps = {m: e.map2d().detach().float().cpu().numpy() for m, e in exps.items()} if save_maps else {}
+    return rows, maps, res.layer

@@ -1,0 +1,199 @@
+"""The report of a dataset run: the summary table, paired tests and plots first (``index.html``), then one
+gallery page per method with a fixed number of images: the best, the worst and a random sample by a chosen
+metric. Only the shown images are read again and explained again (or their saved maps are used); never a
+page of every image."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from jinja2 import Environment, PackageLoader, select_autoescape
+from torch import nn
+
+from interpretorch.datasets.streams import ImageSet, ImageStream, Record, collate
+from interpretorch.datasets.summary import _values
+from interpretorch.datasets.writer import load_maps
+from interpretorch.explanation import Explanation
+from interpretorch.models.preprocess import Preprocess
+
+PER_SECTION = 8  # images per section (best, worst, random): every gallery page shows at most 3 x this
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("interpretorch.datasets", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v, d=4: "-" if v is None else f"{v:.{d}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{d}f}"
+    env.filters["pval"] = lambda v: "-" if v is None else (f"{v:.2e}" if v < 1e-3 else f"{v:.4f}")
+    return env
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("+", "p"))  # gradcam++ -> gradcampp
+
+
+def pick_gallery(values: Mapping[int, float], better: str, per_section: int = PER_SECTION,
+                 seed: int = 0) -> dict[str, list[int]]:
+    """The images to show for one method: {"best", "worst", "random"}, each up to ``per_section`` positions."""
+    order = sorted(values, key=lambda i: (values[i], i), reverse=(better == "higher"))
+    rng = np.random.default_rng(seed)
+    sample = sorted(int(i) for i in rng.choice(sorted(values), size=min(per_section, len(values)), replace=False)) \
+        if values else []
+    return {"best": order[:per_section], "worst": order[::-1][:per_section], "random": sample}
+
+
+def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
+    """One panel per metric: each method's mean with its 95% bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, methods = summary["metrics"], summary["methods"]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.2 * len(metrics), 4), 3.4), squeeze=False)
+    for ax, k in zip(axes[0], metrics):
+        ys = [summary["table"][m][k] for m in methods]
+        pos = [i for i, c in enumerate(ys) if c["mean"] is not None]
+        mean = [ys[i]["mean"] for i in pos]
+        err = [[ys[i]["mean"] - ys[i]["ci_low"] for i in pos], [ys[i]["ci_high"] - ys[i]["mean"] for i in pos]]
+        ax.bar(pos, mean, yerr=err, capsize=4, color="#7aa6d6")
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{summary['labels'][k]} ({summary['directions'][k]} better)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def distribution_figure(table: Mapping[str, list], summary: Mapping[str, Any], path: Path) -> Path | None:
+    """One panel per metric: the distribution of per-image values of each method (box plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics, methods = summary["metrics"], summary["methods"]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.2 * len(metrics), 4), 3.4), squeeze=False)
+    for ax, k in zip(axes[0], metrics):
+        data = [list(_values(table, m, k).values()) or [np.nan] for m in methods]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
+        ax.set_title(summary["labels"][k], fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: str, records: list[Record],
+              targets: list[int | None], layer: str | None, options: Mapping[str, Any], batch_size: int | None,
+              out: Path, saved: Mapping[int, np.ndarray]) -> dict[int, str]:
+    """Overlay PNGs of ``method`` on ``records`` (saved maps when there are, else explained again)."""
+    from PIL import Image
+
+    from interpretorch.attribution.common import model_device
+    from interpretorch.attribution.registry import get_method
+    from interpretorch.run import run
+
+    if not records:
+        return {}
+    stream = ImageStream(data, preprocess, records)
+    files: dict[int, str] = {}
+    for start in range(0, len(records), PER_SECTION):
+        chunk = list(range(start, min(len(records), start + PER_SECTION)))
+        batch = collate([stream[i] for i in chunk])
+        ok = [k for k, e in enumerate(batch["error"]) if e is None]
+        if not ok:
+            continue
+        display = batch["image"][ok]
+        idx = [batch["index"][k] for k in ok]
+        if all(i in saved for i in idx):
+            maps = torch.from_numpy(np.stack([saved[i] for i in idx]))
+            exp = Explanation(maps=maps, method=method)
+        else:
+            tg = [targets[chunk[k]] for k in ok]
+            x = preprocess.normalize(display).to(model_device(model))
+            res = run(model, x, [method], tg if all(t is not None for t in tg) else "top1",
+                      layer if get_method(method).needs_layer else None, batch_size=batch_size,
+                      options={method: dict(options)} if options else None)
+            exp = res.explanations[method]
+        pix = exp.maps.dim() == 4
+        pictures = exp.visualize("abs_grayscale") if pix else exp.overlay(display)
+        for k, i in enumerate(idx):
+            name = f"images/{_safe(method)}_{i:07d}.png"
+            Image.fromarray(pictures[k]).save(out / name)
+            files[i] = name
+        input_dir = out / "images"
+        for k, i in enumerate(idx):
+            f = input_dir / f"input_{i:07d}.png"
+            if not f.exists():
+                Image.fromarray((display[k].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(f)
+    return files
+
+
+def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, table: Mapping[str, list],
+                         manifest: Mapping[str, Any], model: nn.Module, data: ImageSet, preprocess: Preprocess,
+                         *, methods: Sequence[str], metric: str | None = None, layer: str | None = None,
+                         options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int | None = None,
+                         seed: int = 0, per_section: int = PER_SECTION) -> Path:
+    """Write ``index.html`` (summary, tests, plots, links) and ``gallery/<method>.html`` pages; returns the index."""
+    out = Path(out)
+    (out / "images").mkdir(exist_ok=True)
+    env = _env()
+    metrics = list(summary["metrics"]) if summary else []
+    if metric is None:
+        metric = next((m for m in ("deletion", "insertion", "average_drop") if m in metrics),
+                      metrics[0] if metrics else None)
+    if metric is not None and metric not in metrics:
+        raise ValueError(f"gallery metric {metric!r} was not computed; choose one of {', '.join(metrics)}")
+    figures = {}
+    if summary:
+        if summary_figure(summary, out / "images" / "summary.png"):
+            figures["summary"] = "images/summary.png"
+        if distribution_figure(table, summary, out / "images" / "distributions.png"):
+            figures["distributions"] = "images/distributions.png"
+    by_index = {r.index: r for r in data.records}
+    target_of = {(i, m): t for i, m, t, e in zip(table["image"], table["method"], table["target"], table["error"])
+                 if e is None}
+    pages = {}
+    for m in methods:
+        if metric is not None:
+            vals = _values(table, m, metric)
+            better = summary["directions"][metric]
+        else:  # explain only: a random sample
+            vals = {i: 0.0 for (i, mm) in target_of if mm == m}
+            better = "higher"
+        picks = pick_gallery(vals, better, per_section, seed)
+        if metric is None:
+            picks = {"random": picks["random"]}
+        shown = sorted({i for v in picks.values() for i in v})
+        saved = load_maps(out, m, shown) if manifest.get("save_maps") else {}
+        files = _pictures(model, data, preprocess, m, [by_index[i] for i in shown],
+                          [target_of.get((i, m)) for i in shown], layer, (options or {}).get(m, {}), batch_size,
+                          out, saved)
+        sections = [{"name": name, "images": [{"index": i, "path": by_index[i].path, "map": files.get(i),
+                                                "input": f"images/input_{i:07d}.png",
+                                                "value": vals.get(i) if metric else None,
+                                                "target": target_of.get((i, m))} for i in idx]}
+                    for name, idx in picks.items()]
+        page = f"gallery/{_safe(m)}.html"
+        (out / "gallery").mkdir(exist_ok=True)
+        (out / page).write_text(env.get_template("gallery.html").render(
+            method=m, metric=metric, label=summary["labels"][metric] if metric else None, better=better,
+            sections=sections, manifest=manifest), encoding="utf-8")
+        pages[m] = page
+    index = out / "index.html"
+    index.write_text(env.get_template("dataset.html").render(
+        s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
+        failed=[{"path": p, "error": e} for p, e in zip(table["path"], table["error"]) if e is not None][:50],
+        n_failed=sum(e is not None for e in table["error"]),
+        table_file=next((p.name for p in out.glob("per_image.*")), None)), encoding="utf-8")
+    return index
