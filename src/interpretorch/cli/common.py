@@ -151,3 +151,14 @@ def output_dir(path: str) -> Path:
         raise UserError(f"--out {path!r} is an existing file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
+    return v

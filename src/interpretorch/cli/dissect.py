@@ -2,26 +2,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from interpretorch.cli.common import UserError, add_model_arguments, load_model_from_args, output_dir, positive_int
+from interpretorch.cli.common import (UserError, add_model_arguments, fraction, load_model_from_args, output_dir,
+                                      positive_int)
+from interpretorch.datasets.distributed import init_from_env
 
 NAME = "dissect"
 HELP = "label each unit of some layers with the concept it detects (Network Dissection on Broden-format data)"
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
-    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="a state dict (torch.save) to load into --model")
     p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. _blocks.15,_head_act")
     p.add_argument("--out", default="dissect-out", help="output folder (default: %(default)s)")
-    p.add_argument("--quantile", type=_fraction, default=0.005,
+    p.add_argument("--quantile", type=fraction, default=0.005,
                    help="top quantile of each unit's activations that forms its region (default: %(default)s)")
-    p.add_argument("--iou", type=_fraction, default=0.04,
+    p.add_argument("--iou", type=fraction, default=0.04,
                    help="IoU at which a unit counts as a concept detector (default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: %(default)s)")
     p.add_argument("--split", default=None, help="use only the index rows of this split")
@@ -48,27 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="write tally.csv and summary.json only")
 
 
-def _init_distributed(device: str) -> tuple[int, int, str]:
-    """Join the torchrun process group when launched by torchrun; returns (rank, world, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    if not torch.distributed.is_initialized():
-        cuda = device.startswith("cuda")
-        if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(torch.device(device))
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
-
-
 def run(args: argparse.Namespace) -> int:
     """Dissect, then (rank 0) write tally CSVs, summary.json and the HTML reports."""
     from interpretorch.dissect.broden import BrodenDataset, BrodenError
     from interpretorch.dissect.report import file_stem, write_layer_report
     from interpretorch.dissect.run import dissect, write_summary, write_tally
 
-    rank, world, args.device = _init_distributed(args.device)
+    rank, world, args.device = init_from_env(args.device)
     try:
         layers = [n.strip() for n in args.layers.split(",") if n.strip()]
         if not layers:

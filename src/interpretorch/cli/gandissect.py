@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from interpretorch.cli.common import UserError, check_device, output_dir, positive_int
+from interpretorch.cli.common import UserError, check_device, fraction, output_dir, positive_int
 
 if TYPE_CHECKING:
     from interpretorch.gan.models import GANPair
@@ -15,16 +15,6 @@ if TYPE_CHECKING:
 NAME = "gandissect"
 HELP = ("label each unit of a generator's layers by IoU with a segmentation of its images (GAN Dissection), and "
         "switch each concept's units off and on")
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {v}")
-    return v
 
 
 def add_gan_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,9 +32,9 @@ def add_gan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=positive_int, default=1000,
                    help="seeded latent samples to dissect (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="latent sample stream of the dissection (default: 0)")
-    p.add_argument("--quantile", type=_fraction, default=0.01,
+    p.add_argument("--quantile", type=fraction, default=0.01,
                    help="top quantile of each unit's activations that forms its region (default: %(default)s)")
-    p.add_argument("--iou", type=_fraction, default=0.04, help="IoU of a concept detector (default: %(default)s)")
+    p.add_argument("--iou", type=fraction, default=0.04, help="IoU of a concept detector (default: %(default)s)")
     p.add_argument("--intervention-samples", type=positive_int, default=200,
                    help="samples (a separate seeded stream) each intervention is measured on (default: %(default)s)")
     p.add_argument("--value", type=float, default=0.0, help="value ablated units are set to (default: 0)")
@@ -140,9 +130,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def distributed(body: Callable[[argparse.Namespace, int], int]) -> Callable[[argparse.Namespace], int]:
     """Run ``body(args, rank)`` inside the torchrun process group when launched by torchrun (left after)."""
     def run(args: argparse.Namespace) -> int:
-        from interpretorch.cli.dissect import _init_distributed
+        from interpretorch.datasets.distributed import init_from_env
 
-        rank, world, args.device = _init_distributed(args.device)
+        rank, world, args.device = init_from_env(args.device)
         try:
             return body(args, rank)
         finally:
