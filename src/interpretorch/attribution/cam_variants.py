@@ -16,7 +16,7 @@ from torch import nn
 from interpretorch.attribution.cam import CAM_RULES
 from interpretorch.attribution.common import (check_inputs, clean_pass, finish_region, resolve_layer, row_scores,
                                                rows_per_pass, score_rows)
-from interpretorch.attribution.noise import unit_noise
+from interpretorch.attribution.noise import noise_sigma, unit_noise
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
@@ -175,13 +175,7 @@ def smooth_gradcampp(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     target = check_target(target, b)
     batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
-    if stdev is None:
-        if noise_level < 0:
-            raise ValueError(f"noise_level must be >= 0, got {noise_level}")
-        flat = x.reshape(b, -1)
-        sigma = noise_level * (flat.amax(1) - flat.amin(1))
-    else:
-        sigma = torch.as_tensor(stdev, dtype=x.dtype, device=x.device).reshape(-1).expand(b).clone()
+    sigma = noise_sigma(x, noise_level, stdev)
     acts, idx_all, scores_all, outs = [], [], [], []
     for sl in chunks(b, batch_size):  # the clean activations, class and score of each image
         with capture(model, name, grad=False) as rec:

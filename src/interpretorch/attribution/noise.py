@@ -1,6 +1,8 @@
 """SmoothGrad and VarGrad: a noise tunnel around any registered pixel method."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -12,6 +14,18 @@ from interpretorch.targets import Target, check_target, tensor_outputs
 
 
 NOISE_TUNNELS = ("smoothgrad", "vargrad")
+
+
+def noise_sigma(x: torch.Tensor, noise_level: float, stdev: float | Sequence[float] | torch.Tensor | None
+                ) -> torch.Tensor:
+    """Each image's noise standard deviation: ``stdev`` when given, else ``noise_level`` x its value range."""
+    b = x.shape[0]
+    if stdev is None:
+        if noise_level < 0:
+            raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+        flat = x.reshape(b, -1)
+        return noise_level * (flat.amax(1) - flat.amin(1))
+    return torch.as_tensor(stdev, dtype=x.dtype, device=x.device).reshape(-1).expand(b).clone()
 
 
 def _base_method(base: str, method: str):
@@ -55,13 +69,7 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
     target = check_target(target, x.shape[0])
     batch_size = rows_per_pass(batch_size, x.device)
     b = x.shape[0]
-    if stdev is None:
-        if noise_level < 0:
-            raise ValueError(f"noise_level must be >= 0, got {noise_level}")
-        flat = x.reshape(b, -1)
-        sigma = noise_level * (flat.amax(1) - flat.amin(1))
-    else:
-        sigma = torch.as_tensor(stdev, dtype=x.dtype, device=x.device).reshape(-1).expand(b).clone()
+    sigma = noise_sigma(x, noise_level, stdev)
     idx, out = clean_pass(model, x, target, batch_size)
     opts = dict(base_options or {})
     total = torch.zeros_like(x, dtype=torch.float64) if "mean" in need else None
