@@ -60,6 +60,7 @@ class RunResult:
     ranks: dict[int, dict[str, MethodRun]] = field(default_factory=dict)
     labels: list[int | None] | None = None
     evaluation_protocol: dict[str, dict] | None = None
+    outputs: torch.Tensor | None = None
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -163,7 +164,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
                        predictions=top_predictions(outputs, class_names, topk), methods=results, target=target,
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
                        device=str(x.device), display=display,
-                       labels=None if labels is None else [None if v is None else int(v) for v in labels])
+                       labels=None if labels is None else [None if v is None else int(v) for v in labels],
+                       outputs=outputs)
     if top_classes > 1:
         if outputs is None or outputs.dim() != 2:
             raise ValueError("top_classes > 1 needs class outputs (B, K) to rank the classes")
@@ -178,7 +180,7 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
 
         t0 = time.perf_counter()
         result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
-                                          metrics=metrics, progress=eval_progress)
+                                          metrics=metrics, progress=eval_progress, outputs=outputs)
         result.evaluation_seconds = time.perf_counter() - t0
         result.evaluation_protocol = protocol(metrics)
     return result

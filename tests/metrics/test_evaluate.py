@@ -71,6 +71,21 @@ def test_one_clean_pass_and_batched_perturbations(setup):
     assert counted.calls == 1 + m * 5
 
 
+def test_given_clean_outputs_skip_the_clean_pass_and_give_the_same_numbers(setup):
+    model, x, exps, boxes = setup
+    counted = Counting(model)
+    plain = evaluate(counted, x, exps, boxes=boxes, batch_size=64, **OPTS)
+    rows = counted.rows
+    counted.rows = counted.calls = 0
+    with torch.no_grad():
+        clean = model(x)
+    reused = evaluate(counted, x, exps, boxes=boxes, batch_size=64, outputs=clean, **OPTS)
+    assert counted.rows == rows - len(x) and counted.calls == len(exps) * 5
+    assert json.dumps(reused, sort_keys=True) == json.dumps(plain, sort_keys=True)
+    with pytest.raises(ValueError, match="clean outputs hold 2 rows for 3 images"):
+        evaluate(model, x, exps, outputs=clean[:2], metrics=["deletion"], **OPTS)
+
+
 def test_never_recomputes_explanations(setup, monkeypatch):
     import interpretorch.attribution.cam as cam
     import interpretorch.attribution.registry as registry

@@ -288,7 +288,7 @@ def _explain_batch(model: nn.Module, batch: dict[str, Any], good: list[int], pre
         boxes = [batch["boxes"][k] for k in good] if "boxes" in batch else None
         masks = batch["mask"][sel].to(device) if "mask" in batch else None
         evaluation = evaluate(model, x, exps, target=tgt, batch_size=batch_size, boxes=boxes, masks=masks,
-                              metrics=det, **{k: v for k, v in metric_options.items()})
+                              metrics=det, outputs=res.outputs, **{k: v for k, v in metric_options.items()})
     noisy = [m for m in wanted if m in NOISY]
     per_image_noisy: list[dict[str, dict]] = []
     for i in range(len(good) if noisy else 0):

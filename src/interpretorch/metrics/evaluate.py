@@ -159,10 +159,12 @@ def _check_target(name: str, exp: Explanation, idx: torch.Tensor | None) -> None
 def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, Explanation], *,
              target: Target = "top1", batch_size: int | None = None, boxes: Boxes | None = None,
              masks: torch.Tensor | None = None, metrics: str | Sequence[str] | None = None,
-             progress: Callable[[int, int, str], None] | None = None, **options: Any) -> dict[str, dict]:
+             progress: Callable[[int, int, str], None] | None = None, outputs: torch.Tensor | None = None,
+             **options: Any) -> dict[str, dict]:
     """Evaluate each method's maps with the saliency metrics; returns {method: {metric: entry}}, JSON-ready.
 
-    The clean forward pass runs once for all methods and metrics, the given maps are used as they
+    The clean forward pass runs once for all methods and metrics (not at all when ``outputs``, the model's
+    outputs on ``inputs``, are given, e.g. ``RunResult.outputs``), the given maps are used as they
     are (only ``max_sensitivity`` re-explains noisy copies, by definition), and perturbed inputs go
     through the model ``batch_size`` at a time.
 
@@ -220,7 +222,7 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     rule = options.get("rule", "abs_sum")
     opt = {k: dict(options.get(k, {})) for k in OPTION_GROUPS}
 
-    scorer, cl = prepare(model, inputs, target, batch_size)
+    scorer, cl = prepare(model, inputs, target, batch_size, clean=outputs)
     ctx = _Context(model, cl.inputs, target, rule, dict(batch_size=scorer.batch_size, clean=cl.outputs), opt, boxes,
                    masks, wanted, options, {})
     results: dict[str, dict] = {}
