@@ -4,13 +4,13 @@ floor (the forward and backward rows the work needs, timed on the same model in 
 same run under ``torchrun --nproc-per-node 2``.
 
     python benchmarks/bench_scale.py --sizes 64,256,1024 [--torchrun 64] [--step 0.01] [--threads 1]
-                                     [--workers 0] [--work DIR]
+                                     [--floor-every 1] [--workers 0] [--work DIR]
 
 Each size runs in a fresh process (peak RSS is per process). Per image the work needs one forward + backward
 to the CAM layer (Grad-CAM), S forward rows for deletion and S for insertion (S = 100 at the default 1% steps;
 the clean score is reused at one end of each curve) and one for Average Drop: 2S + 1 forward rows + 1
-forward/backward row. The
-floor times exactly those rows, in batches of the same size, after every batch of ours.
+forward/backward row. The floor times exactly those rows, in batches of the same size, after every batch of ours
+(or every K-th batch with ``--floor-every K``, to spend less time on it at large sizes).
 """
 from __future__ import annotations
 
@@ -116,9 +116,10 @@ def one(args: argparse.Namespace) -> None:
     ours = {"seconds": 0.0, "last": clock()}
 
     def on_batch(batches: int, written: int) -> None:
-        # interleaved: each batch of ours, then the floor of one batch, so a change of load hits both alike
+        # interleaved: a batch of ours, then the floor of one batch, so a change of load hits both alike
         ours["seconds"] += clock() - ours["last"]
-        floor.batch()
+        if (batches - 1) % args.floor_every == 0:
+            floor.batch()
         ours["last"] = clock()
 
     t0 = time.perf_counter()
@@ -134,7 +135,7 @@ def one(args: argparse.Namespace) -> None:
                       "floor_seconds": floor.seconds, "floor_images_per_second": 1.0 / floor_per_image,
                       "forward_rows_per_image": floor.calls,
                       "throughput_vs_floor": floor.seconds / ours["seconds"] * n / (floor.batches * len(x)),
-                      "threads": torch.get_num_threads(), "done": res.done_now}))
+                      "floor_batches": floor.batches, "threads": torch.get_num_threads(), "done": res.done_now}))
 
 
 def torchrun(args: argparse.Namespace, n: int) -> dict:
@@ -177,6 +178,8 @@ def main() -> None:
                    help="seconds of the one-process runs and their floor: process CPU time (default; steadier on "
                         "a shared machine, with --threads 1 and --workers 0) or wall time")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the one-process runs (default 1)")
+    p.add_argument("--floor-every", type=int, default=1,
+                   help="time the floor after every K-th batch of ours (default 1: after every batch)")
     p.add_argument("--work", default=".bench/scale", help="folder for the images and results")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -190,7 +193,7 @@ def main() -> None:
     for n in sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--work", str(work), "--workers",
                                str(args.workers), "--step", str(args.step), "--clock", args.clock, "--threads",
-                               str(args.threads)],
+                               str(args.threads), "--floor-every", str(args.floor_every)],
                               capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(r)
