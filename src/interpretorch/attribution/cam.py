@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, finish_region, resolve_layer, rows_per_pass
+from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer
 from interpretorch.attribution.registry import register, register_group
 from interpretorch.batching import chunks
 from interpretorch.capture import capture, token_grid
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
-                                   target_scores, tensor_outputs)
+from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
+                                   tensor_outputs)
 
 EPS = 1e-7
 
@@ -165,10 +165,8 @@ def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | 
     unknown = [m for m in methods if m not in CAM_RULES]
     if unknown:
         raise ValueError(f"unknown CAM method(s) {unknown}; available: {', '.join(CAM_RULES)}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     n = x.shape[0]
-    target = check_target(target, n)
-    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
     size = tuple(x.shape[-2:])
     layout = reshape if reshape is not None else token_grid(size, prefix_tokens)

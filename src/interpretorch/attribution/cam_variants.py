@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.cam import CAM_RULES
-from interpretorch.attribution.common import (check_inputs, clean_pass, finish_region, resolve_layer, row_scores,
-                                               rows_per_pass, score_rows)
+from interpretorch.attribution.common import (clean_pass, finish_region, method_inputs, resolve_layer, row_scores,
+                                               score_rows)
 from interpretorch.attribution.noise import noise_sigma, unit_noise
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, normalize_maps
-from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
-                                   target_scores, tensor_outputs)
+from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
+                                   tensor_outputs)
 
 
 def _check_spatial(a: torch.Tensor, name: str) -> None:
@@ -53,10 +53,8 @@ def _weighted_pass(model: nn.Module, inputs: torch.Tensor, target: Target, layer
     ``score_fn(out, idx, target)`` replaces the target score when given (FinerCAM's contrast); with
     ``second_order`` the backward keeps its graph and ``hvp`` = (d g / d a) a is passed to the rule.
     """
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     n = x.shape[0]
-    target = check_target(target, n)
-    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
     raws, idx_all, scores_all, outs = [], [], [], []
     for sl in chunks(n, batch_size):
@@ -170,10 +168,8 @@ def smooth_gradcampp(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b = x.shape[0]
-    target = check_target(target, b)
-    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
     sigma = noise_sigma(x, noise_level, stdev)
     acts, idx_all, scores_all, outs = [], [], [], []
@@ -286,10 +282,8 @@ def sess(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", layer:
     spec = get_method(base)
     if spec.kind != "region" or not spec.needs_layer or spec.name == "sess":
         raise ValueError(f"SESS wraps a layer CAM (gradcam, gradcam++, scorecam, ...), got {base!r}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b, _, h, w = x.shape
-    target = check_target(target, b)
-    batch_size = rows_per_pass(batch_size, x.device)
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx)
     window = min(h, w) if window is None else int(window)

@@ -16,9 +16,9 @@ from interpretorch.models.layers import layer_name
 from interpretorch.targets import (SCORES, Target, check_finite, check_target, concat_outputs, split_target,
                                    target_indices, target_scores)
 
-__all__ = ["model_device", "check_inputs", "resolve_layer", "rows_per_pass", "chunks", "check_batch_size",
-           "CPU_ROWS", "ACCELERATOR_ROWS", "SCORES", "clean_pass", "score_rows", "as_baseline", "seed_for",
-           "finish_region", "row_scores", "split_target"]
+__all__ = ["model_device", "check_inputs", "method_inputs", "resolve_layer", "rows_per_pass", "chunks",
+           "check_batch_size", "CPU_ROWS", "ACCELERATOR_ROWS", "SCORES", "clean_pass", "score_rows", "as_baseline",
+           "seed_for", "finish_region", "row_scores", "split_target"]
 
 _DEFAULT_LAYER: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
@@ -51,6 +51,14 @@ def check_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     device = model_device(model)
     x = inputs.detach()
     return x.to(device) if x.device != device else x.clone()
+
+
+def method_inputs(model: nn.Module, inputs: torch.Tensor, target: Target,
+                  batch_size: int | None) -> tuple[torch.Tensor, Target, int]:
+    """The checked inputs (a copy on the model's device), the checked target and the rows per model call that
+    one method call works with."""
+    x = check_inputs(model, inputs)
+    return x, check_target(target, x.shape[0]), rows_per_pass(batch_size, x.device)
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module | None, inputs: torch.Tensor) -> str:

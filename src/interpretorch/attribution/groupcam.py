@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.cam_variants import _weighted_pass, gaussian_blur
-from interpretorch.attribution.common import (check_inputs, finish_region, resolve_layer, rows_per_pass, score_rows,
+from interpretorch.attribution.common import (finish_region, method_inputs, resolve_layer, rows_per_pass, score_rows,
                                                seed_for)
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.score import _activations
@@ -117,9 +117,7 @@ def ss_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", laye
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
     a, out, idx, clean = _activations(model, x, name, target)
     b, c = a.shape[:2]

@@ -6,15 +6,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.cam import gradcam_rule
-from interpretorch.attribution.common import check_inputs, resolve_layer, rows_per_pass
+from interpretorch.attribution.common import check_inputs, method_inputs, resolve_layer
 from interpretorch.attribution.gradient import grad_pass, input_grad
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.relu_rules import check_reach, relu_rule
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, upsample
-from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
-                                   target_scores, tensor_outputs)
+from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
+                                   tensor_outputs)
 
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
                     batch_size: int | None = None) -> Explanation:
@@ -60,10 +60,8 @@ def guided_gradcam(model: nn.Module, inputs: torch.Tensor, target: Target = "top
     """
     if interpolate not in ("bilinear", "nearest"):
         raise ValueError(f"interpolate must be 'bilinear' or 'nearest', got {interpolate!r}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     n = x.shape[0]
-    target = check_target(target, n)
-    batch_size = rows_per_pass(batch_size, x.device)
     name = resolve_layer(model, layer, x)
     grads, cams, idx_all, scores_all, outs = [], [], [], [], []
     for k, sl in enumerate(chunks(n, batch_size)):

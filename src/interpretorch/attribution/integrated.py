@@ -5,14 +5,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import as_baseline, check_inputs, clean_pass, row_scores, rows_per_pass, seed_for
+from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, seed_for
 from interpretorch.attribution.gradient import input_grad
 from interpretorch.attribution.registry import register
 from interpretorch.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
 from interpretorch.imageops import gaussian_blur
-from interpretorch.targets import Target, check_finite, check_target, tensor_outputs
+from interpretorch.targets import Target, check_finite, tensor_outputs
 
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -81,9 +81,7 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target 
     CPU, at the default of 8 rows per pass there); a black image as baseline is ``preprocess([black photo])`` of
     the model's preprocessing.
     """
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     alphas, weights = ig_quadrature(steps, method)
     base = ig_baseline(baseline, x, blur_sigma=blur_sigma, seed=seed)
     b = x.shape[0]

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass, row_scores, rows_per_pass
+from interpretorch.attribution.common import clean_pass, method_inputs, row_scores
 from interpretorch.attribution.registry import register
 from interpretorch.batching import chunks
 from interpretorch.capture import frozen
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_finite, check_target, target_scores, tensor_outputs
+from interpretorch.targets import Target, check_finite, target_scores, tensor_outputs
 
 VARIANTS = ("preserve", "delete")
 
@@ -153,10 +153,8 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
         raise ValueError(f"areas must be fractions in (0, 1), got {areas}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b, _, h, w = x.shape
-    target = check_target(target, b)
-    batch_size = rows_per_pass(batch_size, x.device)
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx)
     n_a = areas_t.numel()
@@ -241,10 +239,8 @@ def meaningful_perturbation(model: nn.Module, inputs: torch.Tensor, target: Targ
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if mask_size < 2:
         raise ValueError(f"mask_size must be >= 2, got {mask_size}")
-    x = check_inputs(model, inputs)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b, _, h, w = x.shape
-    target = check_target(target, b)
-    batch_size = rows_per_pass(batch_size, x.device)
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx, "softmax")
     blurred = gaussian_smooth(x, blur_sigma, padding="reflect" if min(h, w) > 4 * blur_sigma else "replicate")

@@ -6,11 +6,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass, row_scores, rows_per_pass, seed_for
+from interpretorch.attribution.common import clean_pass, method_inputs, row_scores, seed_for
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.batching import chunks
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target, tensor_outputs
+from interpretorch.targets import Target, tensor_outputs
 
 
 NOISE_TUNNELS = ("smoothgrad", "vargrad")
@@ -65,9 +65,7 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
     base_fn = _base_method(base, method)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b = x.shape[0]
     sigma = noise_sigma(x, noise_level, stdev)
     idx, out = clean_pass(model, x, target, batch_size)

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import (as_baseline, check_inputs, clean_pass, row_scores, rows_per_pass,
-                                               score_rows, seed_for)
+from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows, seed_for
 from interpretorch.attribution.registry import register
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target, tensor_outputs
+from interpretorch.targets import Target, tensor_outputs
 
 
 def _pair(v: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -55,9 +54,7 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
     2-core CPU for EfficientNet-Lite0 at the default of 8 rows per pass there (64 on a GPU). Each image
     costs one forward pass per window (``extras["forward_passes"]``).
     """
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b, _, h, w = x.shape
     if window is None:
         window = max(1, min(h, w) // 7)
@@ -165,9 +162,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
     a 224 px image at about 14 s on a 2-core CPU for EfficientNet-Lite0 (8 rows per pass, 64 on a GPU); the
     paper used 4000-8000, and the map's noise falls as 1 / sqrt(n_masks), so raise it for figures.
     """
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b, _, h, w = x.shape
     if masks is None:
         masks = RiseMasks(n_masks, (h, w), grid, p, seed)

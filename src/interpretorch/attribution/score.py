@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, finish_region, resolve_layer, rows_per_pass, score_rows
+from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer, score_rows
 from interpretorch.attribution.registry import register
 from interpretorch.capture import capture, frozen, patched
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import tail_after
-from interpretorch.targets import Target, check_finite, check_target, target_indices, target_scores, tensor_outputs
+from interpretorch.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 
 SCORE_WEIGHTINGS = ("softmax", "logit", "channel_softmax")
 
@@ -45,9 +45,7 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
     """
     if weighting not in SCORE_WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {SCORE_WEIGHTINGS}")
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
     a, out, idx, clean = _activations(model, x, name, target)
     b, c = a.shape[:2]
@@ -96,9 +94,7 @@ def ablation_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1"
     (image, channel) ablation. Channels that are zero everywhere cannot change the output and get
     weight 0 without a pass.
     """
-    x = check_inputs(model, inputs)
-    target = check_target(target, x.shape[0])
-    batch_size = rows_per_pass(batch_size, x.device)
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
     a, out, idx, clean = _activations(model, x, name, target)
     b, c = a.shape[:2]
