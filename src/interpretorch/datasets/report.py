@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ def pick_gallery(values: Mapping[int, float], better: str, per_section: int = PE
     return {"best": order[:per_section], "worst": order[::-1][:per_section], "random": sample}
 
 
-def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
-    """One panel per metric: each method's mean with its 95% bootstrap interval."""
+def _metric_panels(summary: Mapping[str, Any], path: Path, draw: Callable[[Any, str, list[str]], None]) -> Path | None:
+    """A figure of one panel per metric of ``summary``, each drawn by ``draw(axes, metric, methods)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,6 +56,17 @@ def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.2 * len(metrics), 4), 3.4), squeeze=False)
     for ax, k in zip(axes[0], metrics):
+        draw(ax, k, methods)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
+    """One panel per metric: each method's mean with its 95% bootstrap interval."""
+    def draw(ax: Any, k: str, methods: list[str]) -> None:
         ys = [summary["table"][m][k] for m in methods]
         pos = [i for i, c in enumerate(ys) if c["mean"] is not None]
         mean = [ys[i]["mean"] for i in pos]
@@ -63,34 +74,18 @@ def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
         ax.bar(pos, mean, yerr=err, capsize=4, color="#7aa6d6")
         ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{summary['labels'][k]} ({summary['directions'][k]} better)", fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+
+    return _metric_panels(summary, path, draw)
 
 
 def distribution_figure(table: Mapping[str, list], summary: Mapping[str, Any], path: Path) -> Path | None:
     """One panel per metric: the distribution of per-image values of each method (box plots)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics, methods = summary["metrics"], summary["methods"]
-    if not metrics:
-        return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.2 * len(metrics), 4), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], metrics):
-        data = [list(_values(table, m, k).values()) or [np.nan] for m in methods]
-        ax.boxplot(data, showfliers=False)
+    def draw(ax: Any, k: str, methods: list[str]) -> None:
+        ax.boxplot([list(_values(table, m, k).values()) or [np.nan] for m in methods], showfliers=False)
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
         ax.set_title(summary["labels"][k], fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+
+    return _metric_panels(summary, path, draw)
 
 
 def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: str, records: list[Record],

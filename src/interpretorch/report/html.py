@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -68,6 +68,17 @@ def _fit(group: str, values: list[np.ndarray], shared: bool) -> Scale:
     return fit_scale(group, values, shared)
 
 
+def _shared_scales(views: Iterable[list[tuple[str, str, np.ndarray]]], shared_scale: bool) -> dict[str, Scale]:
+    """One scale per view group fitted to every map of that group, or none when each map gets its own."""
+    if not shared_scale:
+        return {}
+    pooled: dict[str, list[np.ndarray]] = {}
+    for vs in views:
+        for _, group, values in vs:
+            pooled.setdefault(group, []).extend(values)
+    return {g: _fit(g, v, True) for g, v in pooled.items()}
+
+
 def _scale_view(scale: Scale) -> dict[str, Any]:
     return {**scale.to_dict(), "css": css_gradient(scale.cmap), "lo_text": fmt_value(scale.lo),
             "hi_text": fmt_value(scale.hi), "mid_text": "0" if scale.signed else None,
@@ -122,13 +133,7 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
     for r, methods in sorted((getattr(result, "ranks", {}) or {}).items()):
         runs += [(r, m, mr) for m, mr in methods.items()]
     views = {(r, m): _views(mr.explanation) for r, m, mr in runs}
-    shared: dict[str, Scale] = {}
-    if shared_scale:
-        pooled: dict[str, list[np.ndarray]] = {}
-        for vs in views.values():
-            for _, group, values in vs:
-                pooled.setdefault(group, []).extend(values)
-        shared = {g: _fit(g, v, True) for g, v in pooled.items()}
+    shared = _shared_scales(views.values(), shared_scale)
 
     for m, mr in result.methods.items():
         results["timing"][m] = {"seconds": mr.seconds, "per_image": mr.seconds / n, "shared_with": mr.shared_with}

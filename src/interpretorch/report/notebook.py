@@ -52,7 +52,7 @@ def grid_html(explanations: Mapping[str, Any], images: Any = None, shared_scale:
               one_row: bool = False) -> str:
     """HTML of a grid: one row per image, one column per method (two for pixel attributions: |attribution| and
     signed), each map with its colour bar; region maps over ``images`` when given."""
-    from interpretorch.report.html import _fit, _views
+    from interpretorch.report.html import _fit, _shared_scales, _views
 
     if not explanations:
         raise ValueError("no explanations to show")
@@ -63,13 +63,7 @@ def grid_html(explanations: Mapping[str, Any], images: Any = None, shared_scale:
     n_images = n.pop()
     first = next(iter(views.values()))[0][2]
     photos = _photos(images, n_images, tuple(first.shape[-2:]))
-    shared: dict[str, Scale] = {}
-    if shared_scale:
-        pooled: dict[str, list[np.ndarray]] = {}
-        for vs in views.values():
-            for _, group, values in vs:
-                pooled.setdefault(group, []).extend(values)
-        shared = {g: _fit(g, v, True) for g, v in pooled.items()}
+    shared = _shared_scales(views.values(), shared_scale)
     rows = []
     for i in range(n_images):
         cells = []
