@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -115,9 +116,12 @@ def one(args: argparse.Namespace) -> None:
     floor = Floor(loaded.model, x, loaded.cam_layer, args.step, clock)
     ours = {"seconds": 0.0, "last": clock()}
 
+    rss_trace = []  # the process's peak RSS (MB) after each batch, to see whether it climbs with the images
+
     def on_batch(batches: int, written: int) -> None:
         # interleaved: a batch of ours, then the floor of one batch, so a change of load hits both alike
         ours["seconds"] += clock() - ours["last"]
+        rss_trace.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
         if (batches - 1) % args.floor_every == 0:
             floor.batch()
         ours["last"] = clock()
@@ -135,6 +139,9 @@ def one(args: argparse.Namespace) -> None:
                       "floor_seconds": floor.seconds, "floor_images_per_second": 1.0 / floor_per_image,
                       "forward_rows_per_image": floor.calls,
                       "throughput_vs_floor": floor.seconds / ours["seconds"] * n / (floor.batches * len(x)),
+                      "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                      "peak_rss_mb_after_batch": {k: rss_trace[k - 1] for k in sorted({1, 2, 4, 8, 16, 32, 64, 128})
+                                                  if k <= len(rss_trace)} | {len(rss_trace): rss_trace[-1]},
                       "floor_batches": floor.batches, "threads": torch.get_num_threads(), "done": res.done_now}))
 
 
@@ -199,11 +206,14 @@ def main() -> None:
         results.append(r)
         print(f"{n:5d} images: {r['images_per_second']:.3f} img/s ({args.clock}), floor {r['floor_images_per_second']:.3f} img/s "
               f"(ours / floor {r['throughput_vs_floor']:.3f}), "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+              f"peak RSS {r['peak_rss_mb']:.0f} MB in the loop, {r['process_peak_rss_mb']:.0f} MB with the summary; "
+              f"after batch k: " + ", ".join(f"{k}: {v:.0f}" for k, v in r["peak_rss_mb_after_batch"].items()),
+              flush=True)
     if len(results) > 1:
-        base = results[0]["peak_rss_mb"]
-        for r in results[1:]:
-            print(f"peak RSS {r['images']} vs {results[0]['images']} images: {r['peak_rss_mb'] / base - 1:+.1%}")
+        for key in ("peak_rss_mb", "process_peak_rss_mb"):
+            base = results[0][key]
+            for r in results[1:]:
+                print(f"{key} {r['images']} vs {results[0]['images']} images: {r[key] / base - 1:+.1%}")
     for n in tr:
         r = torchrun(args, n)
         results.append(r)
