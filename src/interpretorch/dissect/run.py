@@ -34,8 +34,12 @@ from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile, label_masks
+from interpretorch.runstate import files_fingerprint, model_fingerprint
 
-CHECKPOINT_VERSION = 1
+# Fingerprint entries shown as "differs" rather than as two hashes when a resume is refused.
+_HASHED = {"model": "the model's weights differ", "data": "the dataset's files differ"}
+
+CHECKPOINT_VERSION = 2  # 2: the fingerprint covers the weights, the preprocessing and the data files
 
 
 @dataclass
@@ -166,6 +170,17 @@ def _save(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def data_fingerprint(dataset: BrodenDataset) -> str:
+    """Hash of a Broden dataset's tables and of every image and mask file it uses (name, size, mtime)."""
+    root = dataset.root
+    files = [root / n for n in ("index.csv", "category.csv", "label.csv")]
+    files += sorted(root.glob("c_*.csv"))
+    for row in dataset.info.rows:
+        files.append(row.image_path)
+        files.extend(row.mask_paths)
+    return files_fingerprint(files, root)
+
+
 def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Sequence[str] | str, *,
             quantile: float = 0.005, iou_threshold: float = 0.04, batch_size: int | None = None, workers: int = 0,
             checkpoint: str | Path | None = None, checkpoint_every: int = 20, resume: bool = False,
@@ -174,7 +189,8 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``: thresholds, IoU and detectors per unit.
 
     ``checkpoint`` is a file written every ``checkpoint_every`` batches and at the end of each pass (one file
-    per process under torch.distributed); ``resume`` continues from it. ``on_batch(pass_number, batches_done)``
+    per process under torch.distributed); ``resume`` continues from it, and refuses (ValueError) a checkpoint
+    of other settings, other model weights, another preprocessing or changed data files. ``on_batch(pass_number, batches_done)``
     is called after every batch (progress, or stopping a run). ``cache_bytes`` bounds the activations kept
     between the passes (0: none; the second pass then runs the model again). The model is left as it was.
     """
@@ -209,7 +225,11 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     label_names = [info.label_names.get(i, f"#{i}") for i in range(info.num_labels)]
     fingerprint = {"version": CHECKPOINT_VERSION, "layers": names, "quantile": quantile, "images": n,
                    "rank": rank, "world": world, "batch_size": bs, "top_images": top_images,
-                   "labels": info.num_labels, "categories": list(info.categories)}
+                   "labels": info.num_labels, "categories": list(info.categories),
+                   "model": model_fingerprint(model),
+                   "preprocess": {"size": dataset.size, "mean": [float(v) for v in dataset.mean.flatten()],
+                                  "std": [float(v) for v in dataset.std.flatten()]},
+                   "data": data_fingerprint(dataset)}
     ckpt = None
     if checkpoint is not None:
         ckpt = Path(checkpoint)
@@ -219,8 +239,8 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     if resume and ckpt is not None and ckpt.exists():
         loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
         if loaded.get("fingerprint") != fingerprint:
-            diff = {k: (loaded.get("fingerprint", {}).get(k), v) for k, v in fingerprint.items()
-                    if loaded.get("fingerprint", {}).get(k) != v}
+            old = loaded.get("fingerprint", {}) if isinstance(loaded, dict) else {}
+            diff = {k: _HASHED.get(k, (old.get(k), v)) for k, v in fingerprint.items() if old.get(k) != v}
             raise ValueError(f"checkpoint {str(ckpt)!r} is from a different run; differing settings "
                              f"(checkpoint, now): {diff}")
         state = loaded
