@@ -180,7 +180,13 @@ def run_and_write(args: argparse.Namespace, pair: GANPair, layers: list[str], co
             d = ci.to_dict()
             top, rnd = d["ablations"][0], d["ablations"][1]
             ins = d["insertion"]
-            print(f"{name} {c}: top {k} off removes {100 * top['removed']:.1f}% of its pixels, {k} random "
+            if top["removed"] is None:
+                print(f"{name} {c}: {c} is absent from the {top['samples']} generated images (n=0): nothing to "
+                      f"remove; inserted: {100 * ins['fraction_new_inside_region']:.1f}% of the new pixels inside "
+                      "the region")
+                continue
+            print(f"{name} {c}: top {k} off removes {100 * top['removed']:.1f}% of its pixels "
+                  f"(n={top['present']} of {top['samples']} images show it), {k} random "
                   f"{100 * rnd['removed']:.1f}%; inserted: {100 * ins['fraction_new_inside_region']:.1f}% of the "
                   "new pixels inside the region")
     if items or concepts == []:
