@@ -22,6 +22,7 @@ import copy
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -125,10 +126,12 @@ class Dissection:
     quantile: float
     iou_threshold: float
     images: int
+    skipped: list[str] = field(default_factory=list)  # index.csv paths of images that could not be decoded
 
     def summary(self) -> dict:
         """JSON-ready summary: settings and per layer the detector counts."""
         return {"quantile": self.quantile, "iou_threshold": self.iou_threshold, "images": self.images,
+                "skipped_images": self.skipped,
                 "layers": {n: ld.summary() for n, ld in self.layers.items()}}
 
 
@@ -235,7 +238,7 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
         ckpt = Path(checkpoint)
         if world > 1:
             ckpt = ckpt.with_name(f"{ckpt.name}.rank{rank}-of-{world}")
-    state: dict = {"fingerprint": fingerprint, "pass": 1, "done": 0, "pass1": {}, "pass2": {}}
+    state: dict = {"fingerprint": fingerprint, "pass": 1, "done": 0, "pass1": {}, "pass2": {}, "skipped": []}
     if resume and ckpt is not None and ckpt.exists():
         loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
         if loaded.get("fingerprint") != fingerprint:
@@ -244,6 +247,18 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
             raise ValueError(f"checkpoint {str(ckpt)!r} is from a different run; differing settings "
                              f"(checkpoint, now): {diff}")
         state = loaded
+    skipped: list[int] = list(state.get("skipped", []))  # this process's undecodable images (dataset indices)
+
+    def readable(batch: dict) -> torch.Tensor:
+        """Row positions of the batch's decodable images; the others are named (once) and remembered."""
+        ok = []
+        for k, (i, err) in enumerate(zip(batch["index"].tolist(), batch["error"])):
+            if err is None and i not in skipped:
+                ok.append(k)
+            elif err is not None and i not in skipped:
+                print(f"interpretorch: skipping {err}", file=sys.stderr)
+                skipped.append(i)
+        return torch.tensor(ok, dtype=torch.long)
 
     quant: dict[str, TopQuantile] = {}
     tops: dict[str, TopImages] = {}
@@ -256,7 +271,7 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     def checkpoint_now(p: int, done: int) -> None:
         if ckpt is None:
             return
-        state.update({"pass": p, "done": done,
+        state.update({"pass": p, "done": done, "skipped": list(skipped),
                       "pass1": {k: {"quantile": quant[k].state_dict(), "top": tops[k].state_dict()} for k in quant},
                       "pass2": {k: t.state_dict() for k, t in tallies.items()}})
         _save(state, ckpt)
@@ -288,7 +303,18 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
         if state["pass"] == 1:
             done = state["done"]
             for batch in loader(images_only, done):
-                forward(rec, batch["image"])
+                ok = readable(batch)
+                if len(ok) == 0:
+                    if cache is not None:
+                        cache.append({})
+                    done += 1
+                    if done % checkpoint_every == 0:
+                        checkpoint_now(1, done)
+                    if on_batch is not None:
+                        on_batch(1, done)
+                    continue
+                forward(rec, batch["image"][ok])
+                batch["index"] = batch["index"][ok]
                 for name in names:
                     a = activations(rec, name)
                     if name not in quant:
@@ -326,16 +352,18 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
             done = state["done"]
             cached = cache is not None and len(cache) == -(-len(mine) // bs)
             for batch in loader(labels_only if cached else dataset, done):
-                if cached:
-                    acts = {k: v.to(device, non_blocking=True) for k, v in cache[done].items()}
-                else:
-                    forward(rec, batch["image"])
-                    acts = {k: activations(rec, k) for k in names}
-                pixel, labels = batch["pixel"].to(device), batch["image_labels"].to(device)
-                masks = label_masks(pixel, labels, info.num_labels)
-                for name in names:
-                    tallies[name].update(acts[name], thresholds[name], pixel, labels,
-                                         batch["categories"], masks=masks)
+                ok = readable(batch)
+                if len(ok) > 0:
+                    if cached:
+                        acts = {k: v.to(device, non_blocking=True) for k, v in cache[done].items()}
+                    else:
+                        forward(rec, batch["image"][ok])
+                        acts = {k: activations(rec, k) for k in names}
+                    pixel, labels = batch["pixel"][ok].to(device), batch["image_labels"][ok].to(device)
+                    masks = label_masks(pixel, labels, info.num_labels)
+                    for name in names:
+                        tallies[name].update(acts[name], thresholds[name], pixel, labels,
+                                             batch["categories"][ok], masks=masks)
                 done += 1
                 if done % checkpoint_every == 0:
                     checkpoint_now(2, done)
@@ -347,4 +375,9 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     layers_out = {name: LayerDissection(name, thresholds[name].cpu(), tallies[name], label_names,
                                         list(info.categories), iou_threshold, tops[name].values.cpu(),
                                         tops[name].indices.cpu()) for name in names}
-    return Dissection(layers_out, quantile, iou_threshold, n)
+    every = [skipped]
+    if world > 1:
+        every = [None] * world
+        torch.distributed.all_gather_object(every, skipped)
+    names_skipped = [info.rows[i].image for i in sorted({i for part in every for i in part})]
+    return Dissection(layers_out, quantile, iou_threshold, n - len(names_skipped), names_skipped)
