@@ -22,8 +22,8 @@ from typing import Any, Iterable, Iterator
 
 from interpretorch.concepts.cache import model_fingerprint
 
-__all__ = ["FolderBusy", "OutputLock", "Terminated", "digest", "files_fingerprint", "model_fingerprint",
-           "terminate_as_interrupt"]
+__all__ = ["FolderBusy", "OutputLock", "Terminated", "digest", "files_fingerprint", "lock_output",
+           "model_fingerprint", "terminate_as_interrupt"]
 
 LOCK_NAME = ".interpretorch.lock"
 
@@ -97,6 +97,30 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_output(folder: str | Path) -> OutputLock:
+    """Lock ``folder`` for this run: rank 0 takes the lock (the caller releases it) and, under torch.distributed,
+    every rank learns whether it could; a busy folder raises :class:`FolderBusy` on every rank."""
+    import torch
+
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+    lock = OutputLock(folder)
+    message = None
+    if rank == 0:
+        try:
+            lock.acquire()
+        except FolderBusy as e:
+            message = str(e)
+    if world > 1:
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message is not None:
+        raise FolderBusy(message)
+    return lock
 
 
 def digest(value: Any) -> str:

@@ -11,7 +11,7 @@ import torch
 from interpretorch.cli.common import (UserError, add_model_arguments, fraction, load_model_from_args, output_dir,
                                       positive_int)
 from interpretorch.datasets.distributed import init_from_env
-from interpretorch.runstate import FolderBusy, OutputLock
+from interpretorch.runstate import FolderBusy, lock_output
 
 NAME = "dissect"
 HELP = "label each unit of some layers with the concept it detects (Network Dissection on Broden-format data)"
@@ -39,24 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-units", type=positive_int, default=64,
                    help="units shown in each layer's HTML report, best IoU first (default: %(default)s)")
     p.add_argument("--no-report", action="store_true", help="write tally.csv and summary.json only")
-
-
-def _lock(out: Path, rank: int, world: int) -> OutputLock:
-    """Rank 0 locks the output folder; under torchrun every rank learns whether it could."""
-    lock = OutputLock(out)
-    message = None
-    if rank == 0:
-        try:
-            lock.acquire()
-        except FolderBusy as e:
-            message = str(e)
-    if world > 1:
-        box = [message]
-        torch.distributed.broadcast_object_list(box, src=0)
-        message = box[0]
-    if message is not None:
-        raise UserError(message)
-    return lock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         except BrodenError as e:
             raise UserError(str(e)) from None
         out = output_dir(args.out)
-        lock = _lock(out, rank, world)
-        stack.callback(lock.release)
+        try:
+            stack.callback(lock_output(out).release)
+        except FolderBusy as e:
+            raise UserError(str(e)) from None
         ckpt = out / "checkpoint.pt"
         if args.resume and not (ckpt.exists() or list(out.glob("checkpoint.pt.rank*"))):
             raise UserError(f"--resume: no checkpoint in {str(out)!r}")
