@@ -152,7 +152,13 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:  # a forked DataLoader worker inherited the handler: die as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, handler)
