@@ -154,8 +154,9 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     ``target``: "top1", a class index, or "label" (each image's own label). ``resume`` skips the images
     already on disk (the settings, the model's weights and the image list must match the manifest). Rank 0
     locks ``out`` for the whole run (a second writer gets a DatasetError); SIGTERM stops the run like Ctrl-C
-    (a :class:`~interpretorch.runstate.Terminated` is raised after the finished batches are on disk). ``images_per_batch`` (default: the rows per
-    model call) images are read per batch by ``workers`` DataLoader processes. ``on_batch(batches, images)``
+    (a :class:`~interpretorch.runstate.Terminated` is raised after the finished batches are on disk).
+    ``images_per_batch`` (default: the rows per model call) images are read per batch by ``workers``
+    DataLoader processes. ``on_batch(batches, images)``
     is called after each batch's rows were handed to the writer.
     """
     t_start = time.perf_counter()
@@ -176,7 +177,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     if len(data) < size:
         raise DatasetError(f"the dataset has {len(data)} images, fewer than the {size} processes sharing it")
     manifest: dict[str, Any] = {
-        "version": MANIFEST_VERSION, "model": model_name, "model_sha256": model_fingerprint(model), "methods": names, "metrics": wanted,
+        "version": MANIFEST_VERSION, "model": model_name, "model_sha256": model_fingerprint(model),
+        "methods": names, "metrics": wanted,
         "options": {m: dict(v) for m, v in (options or {}).items()},
         "metric_options": {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (metric_options or {}).items()},
         "target": target, "layer": layer,
@@ -204,6 +206,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         torch.distributed.broadcast_object_list(flag, src=0)
         if not flag[0]:
             if error is not None:
+                lock.release()
                 raise error
             raise DatasetError("rank 0 refused the run (see its message)")
     elif error is not None:

@@ -177,7 +177,9 @@ def _plain(v: Any) -> Any:
 
 
 def _write_part(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]], images: Sequence[int],
-                maps: Mapping[str, np.ndarray], scales: Mapping[str, Sequence[float]], map_index: Sequence[int]) -> None:
+                maps: Mapping[str, np.ndarray], scales: Mapping[str, Sequence[float]],
+                map_index: Sequence[int]) -> None:
+    """Write one batch's rows and (scaled float16) maps as a part file, atomically."""
     text = json.dumps({"columns": list(columns), "rows": list(rows), "images": [int(i) for i in images]},
                       default=_plain)
     arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8),

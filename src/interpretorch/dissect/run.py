@@ -193,9 +193,11 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
 
     ``checkpoint`` is a file written every ``checkpoint_every`` batches and at the end of each pass (one file
     per process under torch.distributed); ``resume`` continues from it, and refuses (ValueError) a checkpoint
-    of other settings, other model weights, another preprocessing or changed data files. ``on_batch(pass_number, batches_done)``
-    is called after every batch (progress, or stopping a run). ``cache_bytes`` bounds the activations kept
-    between the passes (0: none; the second pass then runs the model again). The model is left as it was.
+    of other settings, other model weights, another preprocessing or changed data files.
+    ``on_batch(pass_number, batches_done)`` is called after every batch (progress, or stopping a run).
+    ``cache_bytes`` bounds the activations kept between the passes (0: none; the second pass then runs the
+    model again). An image file that cannot be decoded is skipped, named on stderr and listed in
+    ``Dissection.skipped``. The model is left as it was.
     """
     if isinstance(dataset, (str, Path)):
         dataset = BrodenDataset(dataset)
