@@ -76,10 +76,9 @@ def load_pair(args: argparse.Namespace) -> GANPair:
         return shipped_pair(device)
     if args.generator is None or args.segmenter is None:
         raise UserError("give both --generator and --segmenter (a user's generator needs a segmenter of its images)")
-    import os
+    from interpretorch.cli.common import allow_working_directory_imports
 
-    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
-        sys.path.insert(0, os.getcwd())
+    allow_working_directory_imports()  # package.module:factory from here, after the installed packages
     models = {}
     for flag, spec in (("--generator", args.generator), ("--segmenter", args.segmenter)):
         if ":" not in spec:

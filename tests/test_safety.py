@@ -1,0 +1,184 @@
+"""Nothing from a file or folder runs unless the user says so: model archives, the working directory, weights."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import interpretorch as it
+from interpretorch.cli import main
+from interpretorch.models import TinyCNN
+from interpretorch.models.safe_load import (UnsafeModelFile, check_export_archive, safe_graph_target,
+                                            safe_sympy_expression)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+class _Payload:
+    """Unpickling this creates the marker file: proof that code from the file ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _payload_bytes(marker: Path) -> bytes:
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    return buf.getvalue()
+
+
+def _exported(path: Path) -> Path:
+    model, x = TinyCNN(num_classes=5).eval(), torch.rand(2, 3, 32, 32)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    """Copy the archive ``src`` to ``dst`` with ``edit(root, {name: bytes})`` changing its entries."""
+    with zipfile.ZipFile(src) as zin:
+        entries = {n: zin.read(n) for n in zin.namelist()}
+    root = next(iter(entries)).split("/")[0]
+    edit(root, entries)
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for n, data in entries.items():
+            zout.writestr(n, data)
+    return dst
+
+
+def _pickled_weight(root: str, entries: dict, marker: Path) -> None:
+    name = f"{root}/data/weights/model_weights_config.json"
+    cfg = json.loads(entries[name])
+    fqn = next(iter(cfg["config"]))
+    cfg["config"][fqn].update(use_pickle=True, path_name="weight_payload")
+    entries[name] = json.dumps(cfg).encode()
+    entries[f"{root}/data/weights/weight_payload"] = _payload_bytes(marker)
+
+
+@pytest.fixture(scope="module")
+def clean_pt2(tmp_path_factory) -> Path:
+    return _exported(tmp_path_factory.mktemp("pt2") / "m.pt2")
+
+
+def _image(tmp_path: Path) -> Path:
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    return img
+
+
+def test_a_pt2_with_a_pickled_weight_is_refused_and_its_payload_never_runs(clean_pt2, tmp_path, capsys):
+    marker = tmp_path / "RAN"
+    evil = _rewrite(clean_pt2, tmp_path / "evil.pt2", lambda r, e: _pickled_weight(r, e, marker))
+    img = _image(tmp_path)
+    for argv in (["explain", str(img), "--methods", "gradient", "--size", "32", "--out", str(tmp_path / "r")],
+                 ["layers", "--size", "32"]):
+        assert main([*argv, "--model", str(evil)]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "--trust-model-file" in err[0] and "pickle" in err[0], err
+        assert not marker.exists()
+    with pytest.raises(UnsafeModelFile, match="trust_code=True"):
+        it.load_model(str(evil))
+    assert not marker.exists()
+    # the payload is real: torch itself runs it, which is what the flag allows
+    try:
+        it.load_model(str(evil), trust_code=True)
+    except Exception:  # noqa: BLE001 - the payload is not a tensor, so torch fails after running it
+        pass
+    assert marker.exists()
+
+
+def test_a_normal_exported_program_still_loads_and_explains(clean_pt2, tmp_path, capsys):
+    check_export_archive(clean_pt2)
+    img = _image(tmp_path)
+    assert main(["explain", str(img), "--model", str(clean_pt2), "--size", "32", "--methods", "gradcam,gradient",
+                 "--layer", "features", "--out", str(tmp_path / "r")]) == 0
+    assert main(["layers", "--model", str(clean_pt2), "--size", "32"]) == 0
+    assert "features" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["constant_object", "guards", "sympy", "target", "sample_inputs", "aoti"])
+def test_every_way_a_pt2_can_run_code_is_refused_before_torch_reads_it(clean_pt2, tmp_path, case):
+    marker = tmp_path / "RAN"
+
+    def edit(root: str, entries: dict) -> None:
+        model_json = f"{root}/models/model.json"
+        doc = json.loads(entries[model_json])
+        if case == "constant_object":
+            name = f"{root}/data/constants/model_constants_config.json"
+            entries[name] = json.dumps({"config": {"obj": {"path_name": "opaque_obj_0", "is_param": False,
+                                                           "use_pickle": True, "tensor_meta": None}}}).encode()
+            entries[f"{root}/data/constants/opaque_obj_0"] = _payload_bytes(marker)
+        elif case == "guards":
+            doc["guards_code"] = [f"open({str(marker)!r}, 'w')"]
+        elif case == "sympy":
+            values = doc["graph_module"]["graph"]["tensor_values"]
+            first = next(v for v in values.values() if any("as_expr" in s for s in v["sizes"]))
+            sym = next(s for s in first["sizes"] if "as_expr" in s)
+            sym["as_expr"]["expr_str"] = f"__import__('builtins').open({str(marker)!r}, 'w')"
+        elif case == "target":
+            doc["graph_module"]["graph"]["nodes"][0]["target"] = "torch.ops.load_library"
+        elif case == "sample_inputs":
+            entries[f"{root}/data/sample_inputs/model.pt"] = _payload_bytes(marker)
+        elif case == "aoti":
+            entries[f"{root}/data/aotinductor/model/model.so"] = b"\x7fELF"
+        entries[model_json] = json.dumps(doc).encode()
+
+    bad = _rewrite(clean_pt2, tmp_path / f"{case}.pt2", edit)
+    with pytest.raises(UnsafeModelFile, match="--trust-model-file"):
+        check_export_archive(bad)
+    with pytest.raises(UnsafeModelFile):
+        it.load_model(str(bad))
+    assert not marker.exists()
+
+
+def test_the_expression_and_target_checks_accept_what_torch_writes_and_nothing_callable():
+    for ok in ["Symbol('s77', positive=True, integer=True)", "Mul(Integer(2), Symbol('s0'))", "FloorDiv(s0, 2) + 1",
+               "Max(1, s0)", "Float('1.5', precision=53)", "Eq(Mod(s0, 4), 0)"]:
+        assert safe_sympy_expression(ok), ok
+    for bad in ["__import__('os').system('x')", "Max('__import__(1)')", "eval('1')", "s0.__class__", "s0[0]",
+                "lambdify(s0, 1)", "sympify('1')", "(lambda: 1)()", "open('f')"]:
+        assert not safe_sympy_expression(bad), bad
+    for ok in ["torch.ops.aten.conv2d.default", "_operator.getitem", "math.sqrt", "torch.sym_max",
+               "torch.ops.higher_order.cond"]:
+        assert safe_graph_target(ok), ok
+    for bad in ["torch.ops.load_library", "torch.os.system", "_operator.methodcaller", "builtins.eval",
+                "torch.ops.myns.op.default", "torch.hub.load", "#ext:op"]:
+        assert not safe_graph_target(bad), bad
+
+
+def test_a_fake_pt2_is_one_line_without_torchs_log(tmp_path):
+    fake = tmp_path / "fake.pt2"
+    fake.write_bytes(b"not a zip at all")
+    run = subprocess.run([sys.executable, "-P", "-m", "interpretorch.cli", "layers", "--model", str(fake)],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, cwd=tmp_path,
+                         timeout=120)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and "not a torch.export program" in lines[0], run.stderr
+
+
+def test_modules_in_the_working_directory_never_shadow_installed_ones(tmp_path):
+    for name in ("numpy", "PIL", "matplotlib", "tqdm"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(tmp_path / ('RAN_' + name))!r}, 'w')\n"
+                                             "raise SystemExit('shadowed')\n")
+    (tmp_path / "mymodels.py").write_text("from interpretorch.models import TinyCNN\n"
+                                          "def good():\n    return TinyCNN(num_classes=3)\n")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    for model in ("tiny_cnn", "mymodels:good"):
+        run = subprocess.run([sys.executable, "-P", "-m", "interpretorch.cli", "explain", "a.png", "--model", model,
+                              "--size", "32", "--methods", "gradcam", "--out", "rep"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert not list(tmp_path.glob("RAN_*")), model
