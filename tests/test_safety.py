@@ -182,3 +182,199 @@ def test_modules_in_the_working_directory_never_shadow_installed_ones(tmp_path):
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
         assert not list(tmp_path.glob("RAN_*")), model
+
+
+# ---------------------------------------------------------------- one line and exit 2, never a traceback
+
+PROBE_MODEL = "interpretorch.dissect.train:ProbeCNN"
+
+
+def one_line(capsys, *needles: str) -> str:
+    """The single non-blank stderr line of the last command, checked to hold every needle."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def parse_error(capsys, argv: list[str], *needles: str) -> str:
+    """Run ``argv``, which argparse refuses: exit 2 and one line."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    return one_line(capsys, *needles)
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("probe") / "set"
+    assert main(["make-probe", str(d), "--images", "4", "--size", "32", "--seed", "1"]) == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("imgs")
+    for i in range(3):
+        Image.fromarray(np.full((32, 32, 3), 60 * i, np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.fixture
+def blocked(tmp_path) -> Path:
+    """A folder path that cannot be created: its parent is a regular file (running as root, permissions won't do)."""
+    (tmp_path / "file").write_text("x")
+    return tmp_path / "file" / "out"
+
+
+@pytest.mark.parametrize("command", ["explain", "explain-text", "dissect", "make-probe"])
+def test_an_out_folder_that_cannot_be_written_is_one_line(command, blocked, probe, images, capsys):
+    argv = {"explain": ["explain", str(images), "--model", "tiny_cnn", "--methods", "gradient", "--out", str(blocked)],
+            "explain-text": ["explain-text", "a sentence", "--out", str(blocked)],
+            "dissect": ["dissect", "--data", str(probe), "--model", PROBE_MODEL, "--layers", "conv1.2",
+                        "--out", str(blocked)],
+            "make-probe": ["make-probe", str(blocked), "--images", "2", "--size", "16"]}[command]
+    assert main(argv) == 2
+    one_line(capsys, "cannot be written")
+
+
+def test_explain_text_out_naming_a_file_and_tcav_cache_naming_a_file(tmp_path, images, capsys):
+    (tmp_path / "file").write_text("keep me")
+    assert main(["explain-text", "a sentence", "--out", str(tmp_path / "file")]) == 2
+    one_line(capsys, "existing file")
+    assert main(["tcav", "--images", str(images), "--target", "1", "--concepts", "dots", "--random", str(images),
+                 "--layers", "features", "--model", "tiny_cnn", "--out", str(tmp_path / "o"),
+                 "--cache", str(tmp_path / "file")]) == 2
+    one_line(capsys, "--cache", "existing file")
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "layers"])
+def test_a_size_too_small_for_the_model_is_one_line(command, images, tmp_path, capsys):
+    argv = [command, "--model", "tiny_cnn", "--size", "1"]
+    if command == "evaluate":
+        argv += [str(images), "--methods", "gradient", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    one_line(capsys, "--size 1")
+
+
+def _garbage_and_pickle(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    (tmp_path / "garbage.pt").write_bytes(b"\x00\x01garbage" * 10)
+    (tmp_path / "pickled.pt").write_bytes(_payload_bytes(marker))
+    return {"garbage": tmp_path / "garbage.pt", "pickled": tmp_path / "pickled.pt"}
+
+
+@pytest.mark.parametrize("kind", ["garbage", "pickled"])
+def test_bad_weights_files_are_one_line_and_never_run(kind, tmp_path, capsys):
+    marker = tmp_path / "RAN"
+    path = _garbage_and_pickle(tmp_path, marker)[kind]
+    expect = "not a torch weights file" if kind == "garbage" else "could run code"
+    assert main(["dissect", "--data", str(tmp_path), "--model", PROBE_MODEL, "--layers", "conv1.2",
+                 "--weights", str(path), "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "--weights", expect)
+    for flag in ("--true-weights", "--random-weights"):
+        assert main(["sanity", "--mode", "data", flag, str(path), "--out", str(tmp_path / "s")]) == 2
+        one_line(capsys, flag, expect)
+    assert not marker.exists()
+
+
+def test_a_text_model_folder_with_a_pickled_weights_file_is_one_line_and_never_runs(tmp_path, capsys):
+    from interpretorch.transformers.text import minilm_path
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (minilm_path() / name).exists():
+            (folder / name).write_bytes((minilm_path() / name).read_bytes())
+    marker = tmp_path / "RAN"
+    torch.save({"embeddings.word_embeddings.weight": _Payload(marker)}, folder / "pytorch_model.bin")
+    assert main(["explain-text", "a sentence", "--model", str(folder), "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "could run code")
+    assert not marker.exists()
+
+
+def test_a_z_shape_that_does_not_fit_the_generator_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "gan"))
+    assert main(["gandissect", "--generator", "gan_toys:toy_generator", "--segmenter", "gan_toys:toy_segmenter",
+                 "--z-shape", "5,2", "--samples", "4", "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "--z-shape 5,2 does not fit the generator")
+
+
+def test_ctrl_c_during_a_dataset_run_or_dissect_is_one_line_and_exit_130(images, probe, tmp_path, monkeypatch,
+                                                                          capsys):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("interpretorch.datasets.job.explain_dataset", interrupt)
+    assert main(["explain", "--data", str(images), "--model", "tiny_cnn", "--methods", "gradient",
+                 "--out", str(tmp_path / "o")]) == 130
+    one_line(capsys, "interrupted")
+    monkeypatch.setattr("interpretorch.dissect.run.dissect", interrupt)
+    assert main(["dissect", "--data", str(probe), "--model", PROBE_MODEL, "--layers", "conv1.2",
+                 "--out", str(tmp_path / "d")]) == 130
+    one_line(capsys, "interrupted")
+
+
+# ---------------------------------------------------------------- clear messages
+
+
+def test_a_non_utf8_list_file_or_index_csv_is_named(tmp_path, images, probe, capsys):
+    listing = tmp_path / "list.csv"
+    listing.write_bytes(b"file,label\n" + str(images / "0.png").encode() + b",caf\xe9\n")
+    assert main(["explain", "--data", str(listing), "--model", "tiny_cnn", "--methods", "gradient",
+                 "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "list.csv", "UTF-8")
+    import shutil
+
+    broken = tmp_path / "broden"
+    shutil.copytree(probe, broken)
+    (broken / "index.csv").write_bytes((broken / "index.csv").read_bytes() + b"caf\xe9\n")
+    assert main(["dissect", "--data", str(broken), "--model", PROBE_MODEL, "--layers", "conv1.2",
+                 "--out", str(tmp_path / "d")]) == 2
+    one_line(capsys, "index.csv", "UTF-8")
+
+
+def test_explain_text_target_must_be_a_class_index(capsys):
+    parse_error(capsys, ["explain-text", "a sentence", "--target", "abc"], "--target", "class index")
+
+
+def test_metric_options_have_their_own_key_space_and_values_are_checked(images, tmp_path, capsys):
+    base = [str(images), "--model", "tiny_cnn", "--methods", "gradcam,gradient", "--out", str(tmp_path / "o")]
+    assert main(["evaluate", *base, "--option", "deletion.step=0.05"]) == 2
+    line = one_line(capsys, "deletion is a metric", "--data")
+    assert "did you mean" not in line
+    assert main(["explain", *base, "--option", "gradcam.relu=banana"]) == 2
+    one_line(capsys, "gradcam.relu='banana'", "True or False")
+    assert main(["explain", *base, "--option", "gradcam.relu=3"]) == 2
+    one_line(capsys, "True or False")
+    data = ["evaluate", "--data", str(images), "--model", "tiny_cnn", "--methods", "gradient",
+            "--out", str(tmp_path / "d")]
+    assert main([*data, "--option", "deletion.stepp=0.1"]) == 2
+    one_line(capsys, "deletion metric takes no option 'stepp'", "step")
+    assert main([*data, "--option", "insertion.step=fast"]) == 2
+    one_line(capsys, "insertion.step='fast'", "a number")
+
+
+def test_too_few_random_runs_are_refused_while_parsing(images, capsys):
+    base = ["--images", str(images), "--target", "1", "--model", "tiny_cnn"]
+    parse_error(capsys, ["tcav", *base, "--concepts", "dots", "--random", str(images), "--layers", "features",
+                         "--runs", "2"], "at least 3 random runs")
+    parse_error(capsys, ["discover", *base, "--layer", "features", "--runs", "2"], "at least 3 random runs")
+
+
+def test_discover_with_more_concepts_than_the_layer_has_channels(images, tmp_path, capsys):
+    assert main(["discover", "--images", str(images), "--target", "1", "--model", "tiny_cnn", "--size", "32",
+                 "--layer", "features", "--concepts", "500", "--runs", "3", "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "500 concepts", "at most")
+
+
+def test_an_empty_model_name_a_negative_region_and_unknown_flags_are_one_line(images, tmp_path, capsys):
+    assert main(["layers", "--model", ""]) == 2
+    one_line(capsys, "--model is empty")
+    parse_error(capsys, ["gan-intervene", "--layer", "layer2", "--concept", "sky", "--units", "2",
+                         "--region", "-4,0,8,8"], "--region", "0 <= x0")
+    line = parse_error(capsys, ["explain", "--no-such-flag"], "unrecognized arguments", "--help")
+    assert line.startswith("interpretorch explain: error:")
+    parse_error(capsys, ["no-such-command"], "invalid choice")

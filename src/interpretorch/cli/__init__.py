@@ -44,14 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-        cmd.set_defaults(_module=module)
+        cmd.set_defaults(_module=module, _parser=cmd)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``interpretorch`` command; user errors print one line and return 2."""
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # said by the command's own parser, so the message names the command
+            args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args._module.run(args))
     except (UserError, ValueError, KeyError, OSError, TypeError, ImportError, AttributeError,
             FloatingPointError) as e:

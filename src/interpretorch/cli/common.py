@@ -140,6 +140,8 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     except Exception as e:  # a user's factory that raises is the user's error, said in one line
         raise load_model_error(args.model, e) from e
     pre = loaded.preprocess
+    if getattr(args, "size", None):
+        check_input_size(loaded.model, args.size, args.model, device)
     size = getattr(args, "size", None) or pre.size
     mean = getattr(args, "mean", None) or pre.mean
     std = getattr(args, "std", None) or pre.std
@@ -148,6 +150,46 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 
         loaded.preprocess = replace(pre.with_size(size), mean=tuple(mean), std=tuple(std))
     return loaded
+
+
+def check_input_size(model: torch.nn.Module, size: int, spec: str, device: torch.device | str = "cpu") -> None:
+    """Put one blank ``size`` x ``size`` image through ``model``; a UserError when the model cannot take it."""
+    from interpretorch.capture import frozen
+
+    try:
+        with torch.no_grad(), frozen(model):
+            model(torch.zeros(1, 3, size, size, device=device))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--model {spec} cannot take the images at --size {size}, shape (1, 3, {size}, {size}) "
+                        f"(set --size for its input): {type(e).__name__}: {first}") from None
+
+
+def unpickling_refusal(e: BaseException) -> str:
+    """One line saying why torch's weights-only loader refused a file: it names Python objects (which could run
+    code) or it is not a torch file at all."""
+    why = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in str(e).splitlines()
+                if "WeightsUnpickler error:" in line), "")
+    if "global" not in why.lower():
+        return "is not a torch weights file (torch.save)" + (f": {why.rstrip('.')}" if why else "")
+    why = why.split(" was not an allowed global")[0].replace("Unsupported global: GLOBAL ", "it names ")
+    return f"holds Python objects besides tensors, which could run code, so it is not opened ({why.rstrip('.')})"
+
+
+def load_weights(path: str, flag: str) -> Any:
+    """``torch.load`` of a user's weights file with weights_only (nothing in it runs); a one-line UserError when
+    the file is missing, is not a torch file, or holds more than tensors and plain containers."""
+    import pickle
+
+    if not Path(path).is_file():
+        raise UserError(f"{flag} {path!r}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{flag} {path!r} {unpickling_refusal(e)}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{flag} {path!r} is not a torch weights file (torch.save): {first}") from None
 
 
 def parse_target(text: str) -> Any:

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from interpretorch.cli.common import UserError
+from interpretorch.cli.common import UserError, output_dir, unpickling_refusal
 
 NAME = "explain-text"
 HELP = "explain a text encoder: which words drive a sentence's prediction or two sentences' similarity"
@@ -23,7 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
     parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
-    parser.add_argument("--target", default="top1", help="class to explain for a classification head (default top1)")
+    parser.add_argument("--target", type=_text_target, default="top1",
+                        help="class to explain for a classification head: 'top1' (default) or a class index")
+
+
+def _text_target(text: str) -> str | int:
+    """argparse type for --target: 'top1' or a class index >= 0."""
+    if text == "top1":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'top1' or a class index, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'top1' or a class index >= 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,18 +60,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ig-steps must be a positive integer, got {args.ig_steps}")
     if args.model != "minilm" and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model!r} is neither 'minilm' nor a local model folder")
+    output_dir(args.out)
     start = time.perf_counter()
+    import pickle
+
     try:
         tm = load_text_model(args.model)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the text model {args.model!r}: {e}") from None
+    except pickle.UnpicklingError as e:
+        raise UserError(f"--model {args.model!r}: its weights file {unpickling_refusal(e)}") from None
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the text model {args.model!r}: {first}") from None
     if len(sentences) == 2:
         if tm.pooling != "mean":
             raise UserError("two sentences need a sentence encoder (mean pooling); this model has a classifier")
         result = explain_similarity(tm, sentences[0], sentences[1], methods, ig_steps=args.ig_steps)
     else:
-        target = args.target if args.target == "top1" else int(args.target)
-        result = explain_sentence(tm, sentences[0], methods, target=target, ig_steps=args.ig_steps)
+        result = explain_sentence(tm, sentences[0], methods, target=args.target, ig_steps=args.ig_steps)
     result["model"] = tm.name
     result["seconds"] = round(time.perf_counter() - start, 2)
     path = write_text_report(result, args.out)
