@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 from typing import NoReturn, Sequence
 
-from interpretorch.cli.common import UserError, user_error_message
+from interpretorch.cli.common import UserError, printable, user_error_message
 
 _NOT_COMMANDS = {"common"}
 
@@ -34,7 +34,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

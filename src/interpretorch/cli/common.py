@@ -14,6 +14,11 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit code 2."""
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (line breaks, carriage returns, escapes) written as Python escapes."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def user_error_message(e: BaseException) -> str:
     """The one-line message shown for a user error (a KeyError's text without its quotes; an OSError's file and
     reason; only the first line of a longer text)."""
@@ -23,8 +28,8 @@ def user_error_message(e: BaseException) -> str:
         text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     else:
         text = str(e)
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
+    lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
+    return printable(lines[0]) if lines else type(e).__name__
 
 
 def positive_int(text: str) -> int:
