@@ -158,6 +158,23 @@ def test_the_expression_and_target_checks_accept_what_torch_writes_and_nothing_c
         assert not safe_graph_target(bad), bad
 
 
+def test_an_hf_model_with_its_own_code_is_refused_unless_trusted(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "custom_x", "auto_map": {"AutoConfig": "configuration_x.XConfig",
+                                               "AutoModelForImageClassification": "modeling_x.XModel"}}))
+    marker = tmp_path / "RAN"
+    code = f"open({str(marker)!r}, 'w')\nraise SystemExit('shipped code ran')\n"
+    (folder / "configuration_x.py").write_text(code)
+    (folder / "modeling_x.py").write_text(code)
+    assert main(["layers", "--model", f"hf:{folder}"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "trust_remote_code" in err[0] and "--trust-model-file" in err[0], err
+    assert not marker.exists()
+
+
 def test_a_fake_pt2_is_one_line_without_torchs_log(tmp_path):
     fake = tmp_path / "fake.pt2"
     fake.write_bytes(b"not a zip at all")
