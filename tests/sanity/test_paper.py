@@ -13,11 +13,14 @@ three blocks (the part of the curves that costs little and already separates the
 """
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from interpretorch.sanity import model_randomization
 
 
+@pytest.mark.numerics
 def test_gradient_and_gradcam_decorrelate_while_guided_backprop_stays(pretrained, sample_batch, snapshot):
     model = pretrained.model
     snap = snapshot(model)
