@@ -12,6 +12,8 @@ from interpretorch.gan import dissect_generator, intervene, shipped_pair
 from interpretorch.gan.models import IMAGE_SIZE, concept_targets, load_checkpoint, _weights_path
 from interpretorch.gan.train import GANConfig, pixel_accuracy, same_weights, train_all
 
+pytestmark = pytest.mark.numerics  # every test here depends on the shipped trained weights
+
 
 @pytest.fixture(scope="module")
 def pair():
