@@ -79,7 +79,8 @@ def test_extremal_batching_is_independent():
 def test_extremal_in_float64_does_not_depend_on_the_batch(snapshot):
     """``dtype="float64"``: image 0 explained alone and inside a batch of 3 gives the same mask to float64 rounding
     (in float32 the optimisation turns the kernels' batch-dependent last bits into another mask: IoU 0.00-1.00
-    over five random models, see the method's docstring); the user's float32 model is not converted, maps come back in float32."""
+    over five random models, see the method's docstring); the user's float32 model is not converted, and maps
+    come back in float32."""
     from interpretorch.attribution.registry import get_method
     from interpretorch.models import TinyCNN
 
@@ -95,7 +96,8 @@ def test_extremal_in_float64_does_not_depend_on_the_batch(snapshot):
     assert alone.maps.dtype == batch.extras["mask_scores"].dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in model.parameters())
     snap.assert_unchanged()
-    get_method("extremal").check_options({"dtype": "float64"})  # what `--option extremal.dtype=float64` checks
+    # what `--option extremal.dtype=float64` checks before running
+    get_method("extremal").check_options({"dtype": "float64"})
     with pytest.raises(ValueError, match="dtype must be a floating dtype.*'int64'"):
         explain(model, x[:1], "extremal_perturbation", options={"extremal_perturbation": {"dtype": "int64"}})
 
