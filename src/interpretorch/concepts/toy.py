@@ -7,7 +7,7 @@ concept the images contain that does not decide the class. This is the controlle
 (Kim et al. 2018, section 4.3) in miniature: a model that classifies well must use stripes and dots and has
 no reason to use checkerboards, and we know where each concept is in every image.
 
-``train_concept_cnn`` trains the CNN from scratch in a few seconds, single-threaded and seeded, so the same
+``train_concept_cnn`` trains the CNN from scratch in under a minute, single-threaded and seeded, so the same
 config gives the same weights on the same platform (CPU kind and torch build; another CPU's kernels round
 differently and give other weights). The weights of the default config ship in
 ``interpretorch/concepts/weights/concept_cnn.pt``, written by ``python -m interpretorch.concepts.toy --out PATH``;
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -196,8 +197,6 @@ def load_concept_cnn(path: str | Path | None = None, sha256: str | None = None) 
         digest = hashlib.sha256(raw).hexdigest()
         if digest != sha256:
             raise ValueError(f"{str(path)!r} has sha256 {digest}, expected {sha256}: not the shipped concept CNN")
-    import io
-
     ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{str(path)!r} is not a concept CNN checkpoint (expected state_dict and config)")
