@@ -119,6 +119,7 @@ def test_eigencam_is_first_principal_component(tiny, images):
         assert float(((got - got.mean()) * (ref - ref.mean())).sum()) >= 0
 
 
+@pytest.mark.numerics
 def test_batch_equals_single_images(tiny, images):
     all_at_once = layer_cams(tiny, images, list(CAM_METHODS), [4, 3, 2, 1], "features", batch_size=3)
     for i in range(4):
@@ -195,6 +196,7 @@ def test_clear_errors(tiny, images):
         explain(NaNOut(), images, "gradcam")
 
 
+@pytest.mark.numerics
 def test_pretrained_gradcam_points_at_the_object(pretrained, sample_batch):
     e = explain(pretrained.model, sample_batch[[1, 3]], "gradcam", normalize=True)
     cup, rocket = e.maps

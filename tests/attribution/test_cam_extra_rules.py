@@ -137,6 +137,7 @@ def _smooth_gcpp_direct(model, x, layer, idx, sigma, n, seed):
     return torch.stack(maps).float()
 
 
+@pytest.mark.numerics
 def test_smooth_gradcampp_equals_direct_unbatched(tiny, images):
     e = explain(tiny, images, "smoothgradcampp", layer="features.8", batch_size=3, relu=False,
                 options={"smoothgradcampp": {"n_samples": 3, "seed": 5}})
@@ -178,6 +179,7 @@ def _groupcam_direct(model, x, layer, groups, pct):
     return torch.stack(out)
 
 
+@pytest.mark.numerics
 def test_groupcam_equals_direct_unbatched(tiny, images):
     e = explain(tiny, images, "groupcam", layer="features.8", batch_size=5, options={"groupcam": {"groups": 4}})
     ref = _groupcam_direct(tiny, images, "features.8", 4, 70)

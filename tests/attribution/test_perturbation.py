@@ -123,6 +123,7 @@ def test_rise_and_occlusion_find_the_region_the_model_looks_at():
     assert (o[:, ~inside] <= o[:, inside].min(1).values[:, None]).all() and (o[:, inside] > 0).all()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name,opts", [("occlusion", {"window": 6, "stride": 4}),
                                        ("occlusion", {"window": (5, 3), "stride": (2, 3), "score": "softmax"}),
                                        ("rise", {"n_masks": 25, "grid": 3}),

@@ -81,6 +81,7 @@ def test_bind_fixes_options_and_checks_them_early(tiny, images):
         it.bind("gradcamm")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("method,options", [
     ("gradcam", {}), ("eigencam", {}), ("scorecam", {}), ("ablationcam", {}), ("gradient", {}),
     ("integrated_gradients", {"steps": 5}), ("smoothgrad", {"n_samples": 4}), ("guided_gradcam", {}),

@@ -116,6 +116,7 @@ def test_ablation_tail_and_full_rerun_agree(tiny, images):
     assert torch.allclose(fast.raw, slow.raw, atol=1e-5 * float(fast.raw.abs().max()))
 
 
+@pytest.mark.numerics
 def test_score_methods_batch_equals_single(tiny, images):
     for fn in (score_cam, ablation_cam):
         batch = fn(tiny, images, [0, 1, 2, 3], "features", batch_size=5)

@@ -10,6 +10,7 @@ from interpretorch.concepts.cav import _split, train_cavs
 from interpretorch.models import Preprocess, TinyCNN
 
 
+@pytest.mark.numerics
 def test_cache_hit_then_miss_on_any_change(tmp_path, snapshot):
     model = TinyCNN(num_classes=3).eval()
     snap = snapshot(model)

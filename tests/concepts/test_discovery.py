@@ -27,7 +27,15 @@ def class0(toy_sets):
     return test.images[idx], test.boxes[idx]
 
 
+@pytest.mark.numerics
 def test_nmf_discovers_the_deciding_concept(toy, class0, snapshot):
+    """One of the three most important NMF concepts lies on the stripes, and concepts elsewhere matter less.
+
+    Measured on the shipped model over seeds 0-4 (``measure_margins.py``: the first 20 class-0 images of
+    ``concept_sets(seed)``, ``nmf_concepts(seed=seed)``): that concept's patches were all centred in the stripes
+    patch (assert 75%), its importance was at least 0.18 and every concept lying elsewhere had importance at most
+    -0.03 (assert > 0 and below it). Its TCAV score ranged 0.22-1.0, significant for seeds 0 and 4 only, so
+    its significance is not asserted."""
     model, _ = toy
     images, boxes = class0
     snap = snapshot(model)
@@ -36,7 +44,7 @@ def test_nmf_discovers_the_deciding_concept(toy, class0, snapshot):
     top3 = res.concepts[:3]
     best = max(top3, key=lambda c: _centred_in_box(c, boxes))
     assert _centred_in_box(best, boxes) >= 0.75
-    assert best.significant and best.score >= 0.8 and best.importance > 0
+    assert best.importance > 0
     # importance is ranked, and concepts that lie elsewhere matter less
     imps = [c.importance for c in res.concepts]
     assert imps == sorted(imps, reverse=True)
@@ -46,13 +54,19 @@ def test_nmf_discovers_the_deciding_concept(toy, class0, snapshot):
     assert {"importance", "score", "p_value", "significant"} <= set(j["concepts"][0])
 
 
+@pytest.mark.numerics
 def test_ace_discovers_the_deciding_concept(toy, class0):
+    """ACE's segments cluster into a concept that lies on the stripes.
+
+    Measured on the shipped model over seeds 0-4 (as for NMF, ``ace(seed=seed)``): the best concept had at least
+    7 of its 8 patches centred in the stripes patch (assert 6 of 8). Its rank is not asserted: ACE ranks by TCAV
+    score, and at this layer several background clusters score 1.0 too, so the stripes concept came 1st to 10th
+    of 11-13 (in the first three for seeds 1 and 3 only)."""
     model, _ = toy
     images, boxes = class0
     res = ace(model, images, PREPROCESS.normalize, LAYER, 0, resolutions=(9, 16, 25), compactness=200.0,
               n_clusters=15, seed=0)
-    top3 = res.concepts[:3]
-    assert max(_centred_in_box(c, boxes) for c in top3) >= 0.75
+    assert max(_centred_in_box(c, boxes) for c in res.concepts) >= 0.75
     for c in res.concepts:
         assert 0 <= c.p_value <= 1 and c.examples is not None and len(c.patches) <= 8
 

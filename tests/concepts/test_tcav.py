@@ -23,24 +23,32 @@ def gt_result(toy, toy_sets, tmp_path_factory):
     return run_tcav(model, toy_sets["class0"], concepts, toy_sets["randoms"], [MID, LATE], target=0, cache=cache)
 
 
+@pytest.mark.numerics
 def test_ground_truth_model_learned_the_task(toy):
     _, acc = toy
     assert acc >= 0.9
 
 
+@pytest.mark.numerics
 def test_tcav_finds_the_deciding_concept(gt_result):
-    for layer in (MID, LATE):
-        s = gt_result.get("stripes", layer)
-        assert s.significant and s.score >= 0.8 and s.p_value < 0.01, s
-    # dots decide the other class: low for class 0 at the late layer
+    """Stripes decide class 0: at the middle layer they are significant and stand far above the solid patch (in
+    half the images of both classes) and the random sets; at the late layer dots (the other class) score 0.
+
+    Measured on the shipped model over the concept sets of seeds 0-4 (``measure_margins.py``): at features.6
+    stripes scored 0.864-0.964 with p at most 6.0e-4 (assert < 0.005); the solid and random sets' smallest
+    p-value was at least 47x stripes' (assert 10x) and their highest score at least 0.19 below stripes'
+    (assert 0.1). TCAV's t-test over 10 random runs is no false-positive control here: solid or a random set
+    reached p < 0.05 for seeds 1-4 (smallest 3.9e-4), so their non-significance is not asserted. At features.13
+    (the last ReLU: its gradient is the linear head's weight, the same for every image, so each run's score is 0
+    or 1) dots scored 0.0 for every seed (assert <= 0.2) and stripes 0.30-0.90 (assert >= 0.25), significant
+    for seed 0 only, so significance there is not asserted."""
+    s = gt_result.get("stripes", MID)
+    assert s.significant and s.score >= 0.8 and s.p_value < 0.005, s
+    for c in ["solid", *(f"rnd{k}" for k in range(4))]:
+        r = gt_result.get(c, MID)
+        assert r.p_value >= 10 * s.p_value and r.score <= s.score - 0.1, r
     assert gt_result.get("dots", LATE).score <= 0.2
-    # the solid patch is in half the images of both classes and decides nothing
-    for layer in (MID, LATE):
-        assert not gt_result.get("solid", layer).significant
-    for k in range(4):
-        for layer in (MID, LATE):
-            r = gt_result.get(f"rnd{k}", layer)
-            assert not r.significant, r
+    assert gt_result.get("stripes", LATE).score >= 0.25
     # every result carries its p-value and the random baseline
     for r in gt_result.results:
         assert 0 <= r.p_value <= 1 and 0 <= r.random_score <= 1
@@ -51,6 +59,7 @@ def test_tcav_finds_the_deciding_concept(gt_result):
                                     "random_std", "p_value", "significant"}
 
 
+@pytest.mark.numerics
 def test_tcav_scores_equal_recomputation_from_runs(gt_result, toy, toy_sets):
     """score = mean over runs of the sign count; p-value = scipy's t-test of those runs against the random runs."""
     from scipy import stats
@@ -67,6 +76,7 @@ def test_tcav_scores_equal_recomputation_from_runs(gt_result, toy, toy_sets):
             assert r.p_value == pytest.approx(1.0 if np.isnan(p) else p)
 
 
+@pytest.mark.numerics
 def test_sign_count_equals_captum_tcav_with_the_same_cavs(toy, toy_sets, tmp_path):
     """Captum's TCAV, fed our CAVs through its Classifier interface, gives the same sign-count scores."""
     from captum.concept import TCAV, Concept
@@ -108,10 +118,12 @@ def test_sign_count_equals_captum_tcav_with_the_same_cavs(toy, toy_sets, tmp_pat
         ours = float(sign[i])
         theirs = float(captum[f"{ids[p]}-{ids[q]}"][layer]["sign_count"][0])
         assert ours == pytest.approx(theirs, abs=1e-6), (p, q)
-    # and the run is not degenerate: the concept CAVs disagree
-    assert float(sign[0]) > 0.8 and float(sign.min()) < 0.8
+    # and the run is not degenerate: the CAVs give different scores (over the sets of seeds 0-4 the spread
+    # max - min of the four was at least 0.34)
+    assert float(sign.max() - sign.min()) >= 0.2
 
 
+@pytest.mark.numerics
 def test_class_gradients_one_pass_equal_per_layer_autograd(tiny, images, snapshot):
     snap = snapshot(tiny)
     x0 = images.clone()
@@ -173,7 +185,10 @@ def test_run_tcav_leaves_model_and_inputs_alone_and_bonferroni(tiny, snapshot):
         run_tcav(tiny, x, concepts, randoms, ["features.6"], target=[1, 2])
 
 
+@pytest.mark.numerics
 def test_concept_maps_sum_to_projection_and_find_the_concept(gt_result, toy, toy_sets):
+    """Over the sets of seeds 0-4 the stripes map's peak lay in the stripes patch for at least 80% of the 40
+    images with either feature kind (assert 70%; chance 11%)."""
     model, _ = toy
     test = toy_sets["test"]
     idx = torch.nonzero(test.labels == 0).flatten()[:40]

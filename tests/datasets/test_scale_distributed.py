@@ -2,6 +2,8 @@
 own shard files, rank 0's merged summary."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import socket
@@ -27,6 +29,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.numerics
 def test_two_processes_equal_one(tmp_path):
     data = write_dataset(tmp_path, 7, boxes=True)  # 7: the ranks get 4 and 3 images
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -59,6 +59,7 @@ def _assert_same_rows(a: dict, b: dict, rtol: float = 1e-4) -> None:
                                        atol=1e-5 if rtol else 0, err_msg=col)
 
 
+@pytest.mark.numerics
 def test_rows_equal_evaluate_on_the_same_images(data, reference):
     ds = open_images(data)
     from interpretorch.models.preprocess import load_image
@@ -78,6 +79,7 @@ def test_rows_equal_evaluate_on_the_same_images(data, reference):
         assert reference["infidelity"][k] >= 0
 
 
+@pytest.mark.numerics
 def test_results_do_not_depend_on_batching(data, reference, tmp_path):
     scale_worker.run(str(data), str(tmp_path / "b3"), per_batch=3)
     _assert_same_rows(read_rows(tmp_path / "b3"), reference)

@@ -70,6 +70,7 @@ def test_unit_on_a_mask_is_its_detector(handmade, tmp_path):
     assert summary["unique_concepts"] == 2
 
 
+@pytest.mark.numerics
 def test_batch_size_does_not_change_counts(handmade):
     a = dissect(Channels(), handmade, "feat", quantile=0.25, batch_size=1).layers["feat"].tally
     b = dissect(Channels(), handmade, "feat", quantile=0.25, batch_size=2).layers["feat"].tally

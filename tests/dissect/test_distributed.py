@@ -1,6 +1,8 @@
 """Two CPU processes under torchrun give exactly the counts of one process."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import socket
 import subprocess
@@ -27,12 +29,15 @@ def _run(cmd: list[str]) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.mark.numerics
 def test_two_processes_equal_one(tmp_path):
     data = make_probe(tmp_path / "probe", n_images=21, size=64, seed=5)  # 21: the shards differ in size
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-          str(WORKER), str(data), str(tmp_path / "two.pt"), "2"])
-    one = counts(str(data), 3)  # one process, here, in batches of 3
+          str(WORKER), str(data), str(tmp_path / "two.pt"), "1"])
+    # one image per call in both runs: a kernel may round a row differently in other batch compositions (batches
+    # of 3 here vs 2 per shard compared equal on one CPU only by luck); the split itself must change no count
+    one = counts(str(data), 1)
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     for layer in ("features.2", "features.8"):
         for key in ("thresholds", "top", "intersect", "activation", "truth"):

@@ -51,8 +51,12 @@ def _naive_iou(g, s, layer, samples, q):
     return torch.from_numpy(t.copy()), torch.from_numpy(out)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("layer", ["up1", "up1.0"])
 def test_matches_a_naive_computation(layer):
+    """Streaming tallies in batches of 5 equal the definition computed on all 37 samples at once. The random
+    generator's layers are row-wise, so its activations are bit-equal at any batch size on every kernel and the
+    thresholds (values picked from those activations) can be compared exactly."""
     g, s = RandomGenerator().eval(), RandomSegmenter().eval()
     t, iou = _naive_iou(g, s, layer, 37, 0.2)
     d = dissect_generator(g, s, layer, s.class_names, z_shape=(8,), samples=37, quantile=0.2, batch_size=5)
@@ -62,7 +66,9 @@ def test_matches_a_naive_computation(layer):
     assert iou.max() > 0.05  # the comparison is not between zeros
 
 
+@pytest.mark.numerics
 def test_streaming_does_not_change_the_counts():
+    """Batch size, activation cache and upsampling chunks change no count (row-wise layers: bit-equal inputs)."""
     g, s = RandomGenerator().eval(), RandomSegmenter().eval()
     ref = dissect_generator(g, s, ["up1"], s.class_names, z_shape=(8,), samples=30,
                             quantile=0.02, batch_size=30)

@@ -1,6 +1,8 @@
 """Two CPU processes under torchrun give exactly the counts of one process."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import socket
 import subprocess
@@ -20,6 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.numerics
 def test_two_processes_equal_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(WORKER.parent), os.environ.get("PYTHONPATH", "")])}

@@ -12,6 +12,8 @@ from interpretorch.gan import dissect_generator, intervene, shipped_pair
 from interpretorch.gan.models import IMAGE_SIZE, concept_targets, load_checkpoint, _weights_path
 from interpretorch.gan.train import GANConfig, pixel_accuracy, same_weights, train_all
 
+pytestmark = pytest.mark.numerics  # every test here depends on the shipped trained weights
+
 
 @pytest.fixture(scope="module")
 def pair():
@@ -25,33 +27,39 @@ def dissection(pair):
 
 
 def test_ablating_a_concepts_top_units_removes_it_and_random_units_do_not(pair, dissection, snapshot):
+    """Disk's top 20 units of layer2 off remove most disk pixels, far more than 20 random units; turned on in the
+    central quarter they draw disk there.
+
+    Measured (torch 2.13 CPU, 300 dissection samples on z stream s, 100 intervention samples on stream s + 1,
+    for s = 0-4 by ``measure_margins.py``; s = 0 is this test): the top units removed 84.8-92.2 % of the disk
+    pixels (assert 75 %), the low end of the 95 % band at least 73.7 % (assert 60 %), the ACE band's high end at
+    most -0.0167 (assert < 0); 20 random units removed -48 % to 46 % (assert <= 60 %), at least 0.39 less than the
+    top units (assert 0.25) - their ACE band excluded 0 for s = 1, 3, 4 (random units may hold disk units, or
+    units that draw disk when others go), so no-effect is not asserted; grass's top units removed at least 1.23
+    less than disk's (assert 0.5). Insertion in the central quarter (25 % of the image): 70.4-77.8 % of the new disk
+    pixels inside (assert 60 %), the region 5.5-7.7 % disk before (assert <= 20 %) and 44.9-74.3 % after (assert
+    35 %)."""
     snaps = [snapshot(pair.generator), snapshot(pair.segmenter)]
     r = intervene(pair.generator, pair.segmenter, dissection, "layer2", "disk", z_shape=pair.z_shape, k=20,
                   samples=100, batch_size=50)
     top, rand, other = (a.to_dict() for a in r.ablations)
-    # Measured (torch 2.13 CPU, 300 dissection samples, 100 intervention samples, seed 1): disk is 2.68 % of
-    # the pixels; its top 20 units of layer2 off remove 91.7 % of them (95 % bootstrap band 83.0-97.0 %,
-    # ACE -0.0246 [-0.0324, -0.0167]); 20 random units remove 14.7 % [-8.3, 33.7] (ACE -0.0039 [-0.0101,
-    # 0.0022]); grass's top 20 units add disk pixels (removed -90.5 %).
     assert top["removed"] >= 0.75
     assert top["removed_band95"][0] >= 0.6
     assert top["ace_band95"][1] < 0  # the band excludes no effect
-    assert rand["removed"] <= 0.4
-    assert top["removed"] - rand["removed"] >= 0.5
-    assert rand["ace_band95"][0] <= 0 <= rand["ace_band95"][1]  # random units: no effect within the band
+    assert rand["removed"] <= 0.6
+    assert top["removed"] - rand["removed"] >= 0.25
     assert other["removed"] < top["removed"] - 0.5
-    # Insertion in the central quarter (25 % of the image): measured 75.4 % of the new disk pixels inside
-    # (band 74.6-76.2 %), the region going from 5.5 % to 74.3 % disk.
     ins = r.insertion.to_dict()
     assert ins["region_share_of_image"] == 0.25
     assert ins["fraction_new_inside_region"] >= 0.6
-    assert ins["region_covered_after"] >= 0.5 > 0.2 >= ins["region_covered_before"]
+    assert ins["region_covered_after"] >= 0.35 > 0.2 >= ins["region_covered_before"]
     for snap in snaps:
         snap.assert_unchanged()
 
 
 def test_dissection_labels_shape_units(dissection):
-    # Measured: 9 of the 96 units of layer2 are disk detectors and 6 cross detectors at IoU >= 0.04 (500 samples)
+    # Measured: 16-17 of the 96 units of layer2 are disk or cross detectors at IoU >= 0.04 (300 samples, z streams
+    # 0-4); 9 disk and 6 cross detectors with 500 samples
     s = dissection.layers["layer2"].summary()
     assert s["units"] == 96
     assert s["detectors_per_concept"].get("shape/disk", 0) + s["detectors_per_concept"].get("shape/cross", 0) >= 5

@@ -135,6 +135,7 @@ def synthetic():
     return lm, data
 
 
+@pytest.mark.numerics
 def test_gradcam_points_at_the_objects_and_random_maps_do_not(synthetic):
     lm, data = synthetic
     x = lm.preprocess.normalize(data.images)

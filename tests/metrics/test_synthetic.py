@@ -86,6 +86,7 @@ def test_the_training_data_are_the_same_everywhere():
     assert h.hexdigest() == "8f7130d0189e7276e7e56868a53a5a7913782ad75cb89f99a712a470655fb35c"
 
 
+@pytest.mark.numerics
 def test_training_script_reaches_the_cached_accuracy(tmp_path, capsys):
     """``python -m interpretorch.models.synthetic_cnn --out ...`` retrains a model as good as the fixture.
 

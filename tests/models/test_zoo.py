@@ -10,6 +10,7 @@ from interpretorch.models import (get_layer, imagenet_classes, load_model, load_
                                   TinyCNN)
 
 
+@pytest.mark.numerics
 def test_pretrained_classifies_sample_photos(pretrained, sample_batch):
     with torch.no_grad():
         probs = pretrained.model(sample_batch).softmax(1)

@@ -13,12 +13,19 @@ three blocks (the part of the curves that costs little and already separates the
 """
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from interpretorch.sanity import model_randomization
 
 
+@pytest.mark.numerics
 def test_gradient_and_gradcam_decorrelate_while_guided_backprop_stays(pretrained, sample_batch, snapshot):
+    """Measured at randomization seed 0 (``measure_margins.py``, output in ``measured_margins.jsonl``): gradient's
+    mean similarity at most 0.49 (assert < 0.6), Grad-CAM's 0.23 (< 0.4), Guided Backprop's smallest per photo
+    0.975 (> 0.9), its lead over both at least 0.51 (> 0.3). Seeds 1-4 were not measured yet (12 min a seed on
+    the loaded 2-core machine)."""
     model = pretrained.model
     snap = snapshot(model)
     r = model_randomization(model, sample_batch, ["gradient", "gradcam", "guided_backprop"], max_steps=3,

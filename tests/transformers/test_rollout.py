@@ -32,6 +32,7 @@ def test_rollout_matches_hand_computation_on_two_layers():
     assert torch.allclose(rollout_matrix(a, start_layer=1)[0], torch.tensor(mats[1], dtype=torch.float64))
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("fusion", ["mean", "max", "min"])
 @pytest.mark.parametrize("discard", [0.0, 0.5])
 def test_rows_sum_to_one_and_batch_equals_single(fusion, discard):
@@ -39,7 +40,7 @@ def test_rows_sum_to_one_and_batch_equals_single(fusion, discard):
     r = rollout_matrix(a, head_fusion=fusion, discard_ratio=discard)
     assert torch.allclose(r.sum(-1), torch.ones(3, 6, dtype=torch.float64), atol=1e-12)
     single = torch.cat([rollout_matrix(a[i:i + 1], head_fusion=fusion, discard_ratio=discard) for i in range(3)])
-    assert torch.equal(r, single)
+    torch.testing.assert_close(r, single, rtol=1e-12, atol=1e-14)  # float64 products; batched matmul may round
 
 
 def test_head_fusions():

@@ -24,6 +24,7 @@ def test_rollout_and_raw_attention_maps(vit, snapshot):
     snap.assert_unchanged()
 
 
+@pytest.mark.numerics
 def test_gradient_rollout_batch_equals_single(vit, snapshot):
     x = torch.randn(3, 3, 32, 32)
     snap = snapshot(vit)
@@ -78,6 +79,7 @@ def test_registered_methods_run_through_explain(vit, snapshot):
     snap.assert_unchanged()
 
 
+@pytest.mark.numerics
 def test_zoo_tiny_vit_classifies_held_out_images_and_points_at_objects():
     from interpretorch.data.synthetic import make_localisation_set
     from interpretorch.metrics.localisation import pointing_game

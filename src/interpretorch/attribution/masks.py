@@ -8,6 +8,7 @@ model runs frozen (eval mode, no parameter gradients) and is left as it was.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -125,12 +126,24 @@ def _rank_loss(masks: torch.Tensor, areas: torch.Tensor) -> torch.Tensor:
     return ((sorted_vals - ref) ** 2).mean(1)
 
 
+def _float_dtype(dtype: str | torch.dtype | None, default: torch.dtype) -> torch.dtype:
+    """A floating torch dtype from a name ("float64", "torch.float64", "double") or a dtype; ``default`` for None."""
+    if dtype is None:
+        return default
+    found = dtype
+    if isinstance(dtype, str):
+        found = getattr(torch, dtype.strip().removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype such as 'float32' or 'float64', got {dtype!r}")
+    return found
+
+
 def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
                           batch_size: int | None = None, areas: float | Sequence[float] = (0.1,),
                           variant: str = "preserve", iterations: int = 100, lr: float | None = None,
                           step: int = 7, sigma: float = 21.0, levels: int = 8, max_blur: float = 20.0,
-                          regul_weight: float = 300.0, regul_growth: float | None = None, jitter: bool = True
-                          ) -> Explanation:
+                          regul_weight: float = 300.0, regul_growth: float | None = None, jitter: bool = True,
+                          dtype: str | torch.dtype | None = None) -> Explanation:
     """Extremal Perturbation (Fong, Patrick & Vedaldi 2019): for each area a, the smooth mask of area a whose
     preserved region (``variant="preserve"``) keeps the target logit highest, or whose deleted region
     (``"delete"``) lowers it most; the map is the mean of the masks over ``areas``.
@@ -145,6 +158,15 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
     settings: iterations=800, lr=0.01; the default 100 iterations with lr = 0.01 x 800 / iterations keeps
     CPU runs affordable. ``extras``: ``masks`` (B, A, H, W), ``areas``, ``mask_scores`` (B, A: the target
     logit on each perturbed image), ``clean_scores`` and ``mask_area`` (B, A).
+
+    The optimisation amplifies rounding, as TorchRay's does: a kernel may round an image's rows differently
+    when its batch-mates change, and hundreds of steps on a non-convex energy turn those last bits into another
+    mask. Measured on random TinyCNNs (64 px images, the defaults; AMD EPYC AVX2, torch 2.13.0), the same image
+    explained alone and inside a batch of 3 gave masks (> 0.5) with IoU 0.00, 0.08, 1.00, 0.00 and 0.27 over
+    seeds 0-4 in float32, and identical masks in float64 (tests/attribution/measure_extremal_batch.py).
+    ``dtype="float64"`` runs the optimisation on a float64 copy of the model (the model itself is not touched)
+    for masks that do not depend on the batch; maps and scores come back in the inputs' dtype. None (default):
+    the inputs' dtype.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -154,6 +176,10 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
+    out_dtype = x.dtype
+    work = _float_dtype(dtype, x.dtype)
+    if work != x.dtype:
+        model, x = copy.deepcopy(model).to(dtype=work), x.to(work)
     b, _, h, w = x.shape
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx)
@@ -195,7 +221,9 @@ def extremal_perturbation(model: nn.Module, inputs: torch.Tensor, target: Target
             keep = masks[sl, None] if variant == "preserve" else 1 - masks[sl, None]
             o = model(apply_pyramid(pyramid[img[sl]], keep))
             scores[sl] = target_scores(o, target, None if idx is None else idx[img[sl]])
-    masks = masks.reshape(b, n_a, h, w).detach()
+    masks = masks.reshape(b, n_a, h, w).detach().to(out_dtype)
+    scores, clean = scores.to(out_dtype), clean.to(out_dtype)
+    out = out.to(out_dtype) if isinstance(out, torch.Tensor) else out
     return Explanation(maps=masks.mean(1), method="extremal_perturbation", target=idx, scores=clean,
                        outputs=tensor_outputs(out),
                        extras={"masks": masks, "areas": areas_t.tolist(), "variant": variant,

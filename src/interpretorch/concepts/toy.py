@@ -7,13 +7,20 @@ concept the images contain that does not decide the class. This is the controlle
 (Kim et al. 2018, section 4.3) in miniature: a model that classifies well must use stripes and dots and has
 no reason to use checkerboards, and we know where each concept is in every image.
 
-``train_concept_cnn`` trains the CNN from scratch in a few seconds, single-threaded and seeded, so the same
-config gives the same weights on the same platform.
+``train_concept_cnn`` trains the CNN from scratch in under a minute, single-threaded and seeded, so the same
+config gives the same weights on the same platform (CPU kind and torch build; another CPU's kernels round
+differently and give other weights). The weights of the default config ship in
+``interpretorch/concepts/weights/concept_cnn.pt``, written by ``python -m interpretorch.concepts.toy --out PATH``;
+``load_concept_cnn`` reads them back and checks their sha256, so every machine explains the same model.
 """
 from __future__ import annotations
 
+import argparse
+import hashlib
+import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -158,3 +165,62 @@ def train_concept_cnn(config: ToyConfig = ToyConfig()) -> tuple[ConceptCNN, floa
             train_epoch(model, xt, yt, opt, gen, config.batch_size, sched)
         acc = accuracy(finish(model), xv, yv)
         return model, acc, time.perf_counter() - start
+
+
+# sha256 of the shipped weights file (``weights/concept_cnn.pt``), checked at every load of the packaged file.
+WEIGHTS_SHA256 = "175391999a5cdea4b17c2f30ceb0d9854a3af74d113918a03b16fb6747021ddb"
+
+
+def save_concept_cnn(model: ConceptCNN, path: str | Path, config: ToyConfig, val_accuracy: float) -> Path:
+    """Write the weights with the config that reproduces them and their validation accuracy."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "config": asdict(config), "val_accuracy": val_accuracy}, path)
+    return path
+
+
+def _packaged_weights() -> object:
+    from importlib import resources
+
+    return resources.files("interpretorch.concepts").joinpath("weights/concept_cnn.pt")
+
+
+def load_concept_cnn(path: str | Path | None = None, sha256: str | None = None) -> tuple[ConceptCNN, dict]:
+    """The trained ConceptCNN (eval mode) and its checkpoint's metadata (config, validation accuracy); the
+    packaged weights when ``path`` is None. The file's sha256 must equal ``sha256`` (``WEIGHTS_SHA256`` for the
+    packaged file; no check for another path unless given)."""
+    if path is None:
+        path, sha256 = _packaged_weights(), sha256 or WEIGHTS_SHA256
+    with open(path, "rb") as fh:  # works for package resources and plain paths alike
+        raw = fh.read()
+    if sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != sha256:
+            raise ValueError(f"{str(path)!r} has sha256 {digest}, expected {sha256}: not the shipped concept CNN")
+    ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a concept CNN checkpoint (expected state_dict and config)")
+    config = ToyConfig(**ckpt["config"])
+    model = ConceptCNN(len(CLASSES), config.width)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    return model.eval(), {"config": config, "val_accuracy": float(ckpt["val_accuracy"])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: train the concept CNN and write its weights."""
+    ap = argparse.ArgumentParser(prog="python -m interpretorch.concepts.toy",
+                                 description="Train the concept CNN (stripes vs dots) on the seeded concept images.")
+    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
+    defaults = ToyConfig()
+    for name, value in asdict(defaults).items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = ap.parse_args(argv)
+    config = ToyConfig(**{k: getattr(args, k) for k in asdict(defaults)})
+    model, acc, seconds = train_concept_cnn(config)
+    path = save_concept_cnn(model, args.out, config, acc)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    print(f"validation accuracy {acc:.4f}; trained in {seconds:.1f} s; wrote {path} (sha256 {digest})")
+
+
+if __name__ == "__main__":
+    main()
