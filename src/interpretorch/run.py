@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass, resolve_layer
+from interpretorch.attribution.common import clean_pass, resolve_layer
+from interpretorch.core import check_inputs
 from interpretorch.attribution.registry import explain, get_method, method_options, resolve_methods
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
+from interpretorch.core.targets import Target, check_target
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
+from interpretorch.core.targets import Target, check_target
 
 KINDS = ("pixel", "region", "token")
 # What is never an option: the arguments every method takes, set by explain / bind / the CLI themselves.

@@ -14,7 +14,7 @@ from interpretorch.attribution.registry import register
 from interpretorch.capture import capture, frozen, patched
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import tail_after
-from interpretorch.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
+from interpretorch.core.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 
 SCORE_WEIGHTINGS = ("softmax", "logit", "channel_softmax")
 

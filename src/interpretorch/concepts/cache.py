@@ -17,7 +17,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import chunks, model_device, rows_per_pass
+from interpretorch.core import chunks, model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.models.layers import get_layer
 

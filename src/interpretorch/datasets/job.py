@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import model_device, seed_for
+from interpretorch.core import model_device, seed_for
 from interpretorch.attribution.registry import resolve_methods
-from interpretorch.batching import rows_per_pass
+from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader
 from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize

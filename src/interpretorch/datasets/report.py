@@ -94,7 +94,7 @@ def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: 
     """Overlay PNGs of ``method`` on ``records`` (saved maps when there are, else explained again)."""
     from PIL import Image
 
-    from interpretorch.attribution.common import model_device
+    from interpretorch.core import model_device
     from interpretorch.attribution.registry import get_method
     from interpretorch.run import run
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.dissect.report import _outline, file_stem
 from interpretorch.gan.dissect import GANDissection, sample_z

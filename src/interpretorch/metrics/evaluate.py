@@ -13,7 +13,7 @@ from interpretorch.metrics._common import prepare
 from interpretorch.metrics.faithfulness import confidence, deletion, insertion, road, win_percentage
 from interpretorch.metrics.localisation import Boxes, energy_pointing_game, pointing_game
 from interpretorch.metrics.robustness import infidelity, max_sensitivity
-from interpretorch.targets import Target
+from interpretorch.core.targets import Target
 
 # name -> (label for a table, "lower" / "higher" is better, unit)
 METRIC_INFO: dict[str, tuple[str, str, str]] = {

@@ -24,7 +24,7 @@ from torch import nn
 
 from interpretorch.metrics._common import (MapsLike, Substrate, batched_rows, descending_rank, make_substrate,
                                            maps_2d, normalized_maps, prepare, step_counts, trapezoid_auc)
-from interpretorch.targets import Target
+from interpretorch.core.targets import Target
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
