@@ -14,7 +14,7 @@ from torch import nn
 
 from interpretorch.attribution.common import clean_pass, resolve_layer
 from interpretorch.core import check_inputs
-from interpretorch.attribution.registry import explain, get_method, method_options, resolve_methods
+from interpretorch.attribution.registry import explain, get_method, method_options, reexplainers, resolve_methods
 from interpretorch.explanation import Explanation
 from interpretorch.core.targets import Target, check_target
 
@@ -181,7 +181,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
 
         t0 = time.perf_counter()
         result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
-                                          metrics=metrics, progress=eval_progress, outputs=outputs)
+                                          metrics=metrics, progress=eval_progress, outputs=outputs,
+                                          explain_fn=reexplainers(result.explanations))
         result.evaluation_seconds = time.perf_counter() - t0
         result.evaluation_protocol = protocol(metrics)
     return result

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from interpretorch.cli.common import (UserError, add_model_arguments, collect_images, load_model_from_args,
                                       output_dir, parse_target, positive_int)
+from interpretorch.cli.options import method_options
 from interpretorch.models import MODELS
 
 NAME = "explain"
@@ -26,23 +27,6 @@ def parse_option(text: str) -> tuple[str, str, Any]:
     except (ValueError, SyntaxError):
         value = raw.strip()
     return method.strip(), name, value
-
-
-def method_options(pairs: Sequence[tuple[str, str, Any]], methods: Sequence[str]) -> dict[str, dict]:
-    """Group ``--option`` values by method, checking each method runs and takes the option."""
-    from interpretorch.attribution.registry import canonical, get_method
-
-    options: dict[str, dict] = {}
-    for method, name, value in pairs:
-        m = canonical(method)
-        if m not in methods:
-            raise UserError(f"--option {method}.{name}: {m} is not among the methods run ({', '.join(methods)})")
-        try:
-            get_method(m).check_options({name: value})
-        except TypeError as e:
-            raise UserError(f"--option {method}.{name}: {e}") from None
-        options.setdefault(m, {})[name] = value
-    return options
 
 
 def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> None:
