@@ -16,7 +16,8 @@ from interpretorch.attribution.fullgrad import fullgrad
 from interpretorch.attribution.masks import extremal_perturbation, meaningful_perturbation
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
-           "method_specs", "reexplainers", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule", "layer_cams",
+           "method_specs", "reexplainers", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule",
+           "layer_cams",
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",
            "RiseMasks", "shapley_cam", "finer_cam", "smooth_gradcampp", "sess", "group_cam", "ss_cam", "fullgrad",

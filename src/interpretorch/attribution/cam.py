@@ -19,8 +19,8 @@ from interpretorch.core.batching import chunks
 from interpretorch.capture import capture, token_grid
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import get_layer
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 
 EPS = 1e-7
 

@@ -21,8 +21,8 @@ from interpretorch.attribution.registry import get_method, register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, normalize_maps
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 
 
 def _check_spatial(a: torch.Tensor, name: str) -> None:

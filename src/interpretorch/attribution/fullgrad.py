@@ -16,8 +16,8 @@ from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -18,8 +18,8 @@ from interpretorch.attribution.relu_rules import check_reach, relu_rule
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
-from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
-                                   target_scores, tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, split_target,
+                                        target_indices, target_scores, tensor_outputs)
 
 
 def input_grad(scores: torch.Tensor, rows: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:

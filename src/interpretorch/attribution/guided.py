@@ -14,8 +14,8 @@ from interpretorch.attribution.relu_rules import check_reach, relu_rule
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation, upsample
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
                     batch_size: int | None = None) -> Explanation:

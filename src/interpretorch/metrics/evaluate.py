@@ -63,7 +63,8 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     (channel reduction of pixel attributions, default "abs_sum"), ``explain_fn`` (what re-explains for
     max_sensitivity: a callable ``(model, inputs, target) -> Explanation`` such as ``interpretorch.bind(...)``,
     or a dict method -> callable, e.g. ``interpretorch.attribution.reexplainers(explanations)``), and one dict
-    of keyword arguments per metric computation named in ``option_groups()``, e.g. ``deletion={"step": 0.05, "substrate": "blur"}``, ``road={"percentages":
+    of keyword arguments per metric computation named in ``option_groups()``, e.g.
+    ``deletion={"step": 0.05, "substrate": "blur"}``, ``road={"percentages":
     [20, 50, 80]}``, ``pointing_game={"tolerance": 4}``, ``confidence={"softmax": False}``.
 
     Each method's dict holds, for every metric computed, an entry
