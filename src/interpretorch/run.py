@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import clean_pass, resolve_layer
-from interpretorch.core import check_inputs
 from interpretorch.attribution.registry import explain, get_method, method_options, reexplainers, resolve_methods
-from interpretorch.explanation import Explanation
+from interpretorch.core import check_inputs
 from interpretorch.core.targets import Target, check_target
+from interpretorch.explanation import Explanation
 
 
 @dataclass

@@ -18,11 +18,11 @@ from interpretorch.attribution.common import (clean_pass, finish_region, method_
                                                score_rows)
 from interpretorch.attribution.noise import noise_sigma, unit_noise
 from interpretorch.attribution.registry import get_method, register
-from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
-from interpretorch.explanation import Explanation, normalize_maps
+from interpretorch.core.batching import chunks
 from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
                                         target_scores, tensor_outputs)
+from interpretorch.explanation import Explanation, normalize_maps
 
 
 def _check_spatial(a: torch.Tensor, name: str) -> None:

@@ -12,9 +12,9 @@ from torch import nn
 
 from interpretorch.capture import default_cam_layer, frozen
 from interpretorch.core import check_inputs, chunks, rows_per_pass
-from interpretorch.explanation import normalize_maps, upsample
 from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, split_target,
                                         target_indices, target_scores)
+from interpretorch.explanation import normalize_maps, upsample
 from interpretorch.models.layers import layer_name
 
 __all__ = ["method_inputs", "resolve_layer", "clean_pass", "score_rows", "as_baseline", "finish_region", "row_scores"]

@@ -12,11 +12,11 @@ from torch import nn
 
 from interpretorch.attribution.cam_variants import weighted_pass, gaussian_blur
 from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer, score_rows
-from interpretorch.core import rows_per_pass, seed_for
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.score import layer_activations
-from interpretorch.explanation import Explanation
+from interpretorch.core import rows_per_pass, seed_for
 from interpretorch.core.targets import Target, check_target, tensor_outputs
+from interpretorch.explanation import Explanation
 
 
 def blur_images(x: torch.Tensor, kernel: int = 51, sigma: float = 50.0) -> torch.Tensor:

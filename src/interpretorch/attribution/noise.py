@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import clean_pass, method_inputs, row_scores
-from interpretorch.core import seed_for
 from interpretorch.attribution.registry import get_method, register
+from interpretorch.core import seed_for
 from interpretorch.core.batching import chunks
-from interpretorch.explanation import Explanation
 from interpretorch.core.targets import Target, tensor_outputs
+from interpretorch.explanation import Explanation
 
 
 NOISE_TUNNELS = ("smoothgrad", "vargrad")

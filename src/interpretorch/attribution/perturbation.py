@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
-from interpretorch.core import seed_for
 from interpretorch.attribution.registry import register
-from interpretorch.explanation import Explanation
+from interpretorch.core import seed_for
 from interpretorch.core.targets import Target, tensor_outputs
+from interpretorch.explanation import Explanation
 
 
 def _pair(v: int | tuple[int, int], what: str) -> tuple[int, int]:

@@ -19,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.explanation import Explanation
 from interpretorch.core.targets import Target, check_target
+from interpretorch.explanation import Explanation
 
 KINDS = ("pixel", "region", "token")
 # What is never an option: the arguments every method takes, set by explain / bind / the CLI themselves.

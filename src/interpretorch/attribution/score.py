@@ -12,9 +12,9 @@ from torch import nn
 from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer, score_rows
 from interpretorch.attribution.registry import register
 from interpretorch.capture import capture, frozen, patched
+from interpretorch.core.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import tail_after
-from interpretorch.core.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 
 SCORE_WEIGHTINGS = ("softmax", "logit", "channel_softmax")
 

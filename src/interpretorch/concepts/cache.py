@@ -17,8 +17,8 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.core import chunks, model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import chunks, model_device, rows_per_pass
 from interpretorch.models.layers import get_layer
 
 Images = Union[torch.Tensor, Sequence[Union[str, Path]]]

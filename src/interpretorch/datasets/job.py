@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.core import model_device, seed_for
 from interpretorch.attribution.registry import reexplainers, resolve_methods
+from interpretorch.core import model_device, seed_for
 from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader

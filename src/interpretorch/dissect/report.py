@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
-from interpretorch.core import model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.run import Dissection, LayerDissection
 

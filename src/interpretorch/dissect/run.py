@@ -30,9 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from interpretorch.capture import capture
 from interpretorch.core import model_device, rows_per_pass
 from interpretorch.core import world as _world
-from interpretorch.capture import capture
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile, label_masks
 

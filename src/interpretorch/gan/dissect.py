@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interpretorch.capture import capture, frozen, spatial_layers
 from interpretorch.core import model_device, rows_per_pass
 from interpretorch.core import world as _world
-from interpretorch.capture import capture, frozen, spatial_layers
 from interpretorch.dissect.run import LayerDissection
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile
 

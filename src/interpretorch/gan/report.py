@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
-from interpretorch.core import model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.dissect.report import outline, file_stem
 from interpretorch.gan.dissect import GANDissection, sample_z
 from interpretorch.gan.intervene import ConceptInterventions

@@ -9,7 +9,7 @@ import torch
 from interpretorch.explanation import Explanation
 from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
 from interpretorch.metrics.localisation import energy_pointing_game, pointing_game
-from interpretorch.metrics.registry import Figure, MetricContext, entry, register_metric
+from interpretorch.metrics.registry import Figure, MetricContext, register_metric
 from interpretorch.metrics.robustness import infidelity, max_sensitivity
 
 __all__ = ["confidence_of", "CURVE_PROTOCOL"]
