@@ -170,7 +170,10 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     if top_classes > 1:
         if outputs is None or outputs.dim() != 2:
             raise ValueError("top_classes > 1 needs class outputs (B, K) to rank the classes")
-        k = min(int(top_classes), outputs.shape[1])
+        if int(top_classes) > outputs.shape[1]:
+            raise ValueError(f"--topk / top_classes {int(top_classes)} is more than the model's "
+                             f"{outputs.shape[1]} classes")
+        k = int(top_classes)
         order = outputs.detach().float().topk(k, dim=1).indices
         dependent = [m for m in names_ if not get_method(m).class_agnostic]
         for r in range(2, k + 1):

@@ -46,6 +46,16 @@ class ToySegmenter(nn.Module):
         return torch.cat([0.5 - x, x - 0.5], dim=1)
 
 
+class AbsentClassSegmenter(ToySegmenter):
+    """ToySegmenter with a third class "C" that no pixel is ever segmented as."""
+
+    class_names = ["B", "A", "C"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        two = super().forward(x)
+        return torch.cat([two, torch.full_like(two[:, :1], -1e4)], dim=1)
+
+
 class RandomGenerator(nn.Module):
     """A random small conv generator z (B, 8) -> (B, 3, 16, 16), for comparisons with a naive computation."""
 
@@ -99,3 +109,8 @@ def toy_segmenter() -> ToySegmenter:
 
 def nan_generator() -> NaNGenerator:
     return NaNGenerator().eval()
+
+
+def absent_class_segmenter() -> AbsentClassSegmenter:
+    """The toy segmenter with a never-present class "C"."""
+    return AbsentClassSegmenter()

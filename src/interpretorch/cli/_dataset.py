@@ -91,6 +91,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     from interpretorch.datasets.writer import read_rows
     from interpretorch.attribution.registry import resolve_methods
     from interpretorch.metrics.evaluate import OPTION_GROUPS
+    from interpretorch.runstate import Terminated
 
     if args.images:
         raise UserError("give image files or --data, not both")
@@ -142,6 +143,10 @@ def run_dataset(args: argparse.Namespace) -> int:
                 class_names=loaded.class_names)
         except DatasetError as e:
             raise UserError(str(e)) from None
+        except Terminated:
+            print(f"interpretorch: stopped by SIGTERM; the finished images are kept in {out} "
+                  "(add --resume to continue)", file=sys.stderr)
+            return 143
         if rank == 0:
             table = read_rows(out)
             page = write_dataset_report(out, result.summary, table, result.manifest, loaded.model, data,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from interpretorch.cli.common import (UserError, add_model_arguments, fraction, load_model_from_args, output_dir,
                                       positive_int)
 from interpretorch.datasets.distributed import init_from_env
+from interpretorch.runstate import FolderBusy, lock_output
 
 NAME = "dissect"
 HELP = "label each unit of some layers with the concept it detects (Network Dissection on Broden-format data)"
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.dissect.run import dissect, write_summary, write_tally
 
     rank, world, args.device = init_from_env(args.device)
+    stack = ExitStack()
     try:
         layers = [n.strip() for n in args.layers.split(",") if n.strip()]
         if not layers:
@@ -71,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         except BrodenError as e:
             raise UserError(str(e)) from None
         out = output_dir(args.out)
+        try:
+            stack.callback(lock_output(out).release)
+        except FolderBusy as e:
+            raise UserError(str(e)) from None
         ckpt = out / "checkpoint.pt"
         if args.resume and not (ckpt.exists() or list(out.glob("checkpoint.pt.rank*"))):
             raise UserError(f"--resume: no checkpoint in {str(out)!r}")
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             write_summary(result, out / "summary.json")
             print(f"wrote {out}", file=sys.stderr)
     finally:
+        stack.close()
         if world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -23,19 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
     parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
-    parser.add_argument("--target", default="top1", help="class to explain for a classification head (default top1)")
+    parser.add_argument("--target", default="top1",
+                        help="class index to explain for a classification head (default top1); not for a sentence "
+                             "encoder. Text longer than the model reads (512 word pieces for MiniLM) is explained "
+                             "up to that limit with a warning (stderr and results.json)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
-        load_text_model, write_text_report
+        load_text_model, readable, write_text_report
 
     sentences = list(args.sentences)
     if len(sentences) > 2:
         raise UserError(f"give one or two sentences, got {len(sentences)}")
-    if any(not s.strip() for s in sentences):
-        raise UserError("a sentence is empty")
+    if any(not readable(s) for s in sentences):
+        raise UserError("a sentence is empty (white space and invisible characters such as zero-width spaces "
+                        "do not count)")
+    target: int | str = args.target
+    if target != "top1":
+        try:
+            target = int(target)
+        except ValueError:
+            raise UserError(f"--target must be 'top1' or a class index, got {args.target!r}") from None
     methods = [m.strip().lower().replace("-", "_") for m in args.methods.split(",") if m.strip()]
     aliases = {"ig": "integrated_gradients", "lrp": "attnlrp", "chefer": "gradient_rollout"}
     methods = [aliases.get(m, m) for m in methods]
@@ -51,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
         tm = load_text_model(args.model)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the text model {args.model!r}: {e}") from None
+    if target != "top1" and tm.pooling != "cls":
+        raise UserError(f"--target {target} needs a classification head; {tm.name} is a sentence encoder "
+                        "(one sentence explains its embedding, two their similarity): leave --target out")
     if len(sentences) == 2:
         if tm.pooling != "mean":
             raise UserError("two sentences need a sentence encoder (mean pooling); this model has a classifier")
         result = explain_similarity(tm, sentences[0], sentences[1], methods, ig_steps=args.ig_steps)
     else:
-        target = args.target if args.target == "top1" else int(args.target)
         result = explain_sentence(tm, sentences[0], methods, target=target, ig_steps=args.ig_steps)
+    for warning in result.get("warnings", []):
+        print(f"interpretorch: warning: {warning}", file=sys.stderr)
     result["model"] = tm.name
     result["seconds"] = round(time.perf_counter() - start, 2)
     path = write_text_report(result, args.out)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from interpretorch.cli.common import UserError, check_device, fraction, output_dir, positive_int
+from interpretorch.runstate import lock_output
 
 if TYPE_CHECKING:
     from interpretorch.gan.models import GANPair
@@ -147,13 +149,24 @@ def run_and_write(args: argparse.Namespace, pair: GANPair, layers: list[str], co
                   other: str | None = None, rank: int = 0) -> int:
     """Dissect ``layers`` (under torchrun: shared by the processes), run the interventions for ``concepts`` (all
     when None) and write every output (rank 0)."""
+    out = output_dir(args.out)
+    lock = lock_output(out)  # one writer per folder (FolderBusy: a one-line error)
+    try:
+        return _dissect_and_write(args, pair, out, layers, concepts, k_for, region, other, rank)
+    finally:
+        lock.release()
+
+
+def _dissect_and_write(args: argparse.Namespace, pair: GANPair, out: Path, layers: list[str],
+                       concepts: list[str] | None, k_for: Callable[[int], int],
+                       region: tuple[int, int, int, int] | None, other: str | None, rank: int) -> int:
+    """The body of :func:`run_and_write`, with ``out`` locked."""
     from interpretorch.dissect.report import file_stem
     from interpretorch.dissect.run import write_tally
     from interpretorch.gan.dissect import dissect_generator
     from interpretorch.gan.intervene import intervene
     from interpretorch.gan.report import write_gan_report, write_interventions
 
-    out = output_dir(args.out)
     result = dissect_generator(pair.generator, pair.segmenter, layers, pair.classes, categories=pair.categories,
                                z_shape=pair.z_shape, samples=args.samples, seed=args.seed, quantile=args.quantile,
                                iou_threshold=args.iou, batch_size=args.batch_size)
@@ -180,7 +193,13 @@ def run_and_write(args: argparse.Namespace, pair: GANPair, layers: list[str], co
             d = ci.to_dict()
             top, rnd = d["ablations"][0], d["ablations"][1]
             ins = d["insertion"]
-            print(f"{name} {c}: top {k} off removes {100 * top['removed']:.1f}% of its pixels, {k} random "
+            if top["removed"] is None:
+                print(f"{name} {c}: {c} is absent from the {top['samples']} generated images (n=0): nothing to "
+                      f"remove; inserted: {100 * ins['fraction_new_inside_region']:.1f}% of the new pixels inside "
+                      "the region")
+                continue
+            print(f"{name} {c}: top {k} off removes {100 * top['removed']:.1f}% of its pixels "
+                  f"(n={top['present']} of {top['samples']} images show it), {k} random "
                   f"{100 * rnd['removed']:.1f}%; inserted: {100 * ins['fraction_new_inside_region']:.1f}% of the "
                   "new pixels inside the region")
     if items or concepts == []:

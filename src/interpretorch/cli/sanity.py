@@ -110,14 +110,19 @@ def run(args: argparse.Namespace) -> int:
     methods = [canonical(m) for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise UserError("--methods is empty; name at least one method")
+    try:
+        _rule(args, 0.5)  # --threshold checked before any work
+    except ValueError as e:
+        raise UserError(f"--{e}") from None
     if args.mode == "data" and args.images:
         raise UserError("--mode data runs on the synthetic localisation set; give no images")
     out = output_dir(args.out)
+    failed: list[dict] = []
     if args.mode == "data":
         index = _data_test(args, methods, out)
     else:
         loaded = load_model_from_args(args)
-        names, arrays, _failed = collect_images(args.images)
+        names, arrays, failed = collect_images(args.images)
         if not arrays:
             raise UserError("no readable images were given")
         x = loaded.preprocess(arrays).to(args.device)
@@ -130,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
                                      progress=True)
         index = save_report(result, out, images=loaded.preprocess.display(arrays),
                             image_names=[Path(n).name for n in names],
-                            model_name=args.model)
+                            model_name=args.model,
+                            extra={"unreadable images": ", ".join(f["file"] for f in failed)} if failed else None)
     data = json.loads((out / "sanity.json").read_text())
     for m, e in data["methods"].items():
         v = e["verdict"]
         print(f"{m}: {'passes' if v['passes'] else 'FAILS'} ({v['metric']} lowest {v['value']} by "
               f"{v['by_step']}, threshold {v['threshold']})")
     print(f"wrote {index}")
-    return 0
+    return 1 if failed else 0  # as explain: the report covers the readable images, the exit code says some were not

@@ -30,18 +30,19 @@ from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader
 from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize
-from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, read_rows, remove_partial,
-                                           shard_files, write_columns, write_json)
+from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, part_files, read_rows,
+                                           recover_parts, remove_partial, shard_files, write_columns, write_json)
 from interpretorch.explanation import Explanation
 from interpretorch.metrics.evaluate import evaluate, resolve_metrics
 from interpretorch.models.preprocess import Preprocess
 from interpretorch.run import run as run_methods
+from interpretorch.runstate import FolderBusy, OutputLock, model_fingerprint, terminate_as_interrupt
 
 MANIFEST_VERSION = 1
 # Metrics that draw random numbers: evaluated image by image with a per-image seed (see the module doc).
 NOISY = ("road", "infidelity", "max_sensitivity")
 # Settings that must match for --resume to continue a run.
-RESUME_KEYS = ("version", "model", "methods", "metrics", "options", "metric_options", "target", "layer",
+RESUME_KEYS = ("version", "model", "model_sha256", "methods", "metrics", "options", "metric_options", "target", "layer",
                "preprocess", "seed", "limit", "data")
 
 
@@ -115,19 +116,21 @@ def _check_resume(out: Path, manifest: dict[str, Any], resume: bool) -> dict[str
     path = out / "manifest.json"
     old = json.loads(path.read_text()) if path.exists() else None
     if not resume:
-        if shard_files(out) or shard_files(out, "maps"):
+        if shard_files(out) or shard_files(out, "maps") or part_files(out):
             raise DatasetError(f"{str(out)!r} holds the results of an earlier run: add --resume to continue it "
                                "or choose another --out")
         return manifest
     if old is None:
-        if shard_files(out):
+        if shard_files(out) or part_files(out):
             raise DatasetError(f"--resume: {str(out)!r} has shards but no manifest.json")
         return manifest
     diff = {k: (old.get(k), manifest.get(k)) for k in RESUME_KEYS if old.get(k) != manifest.get(k)}
     if diff:
-        shown = {k: v for k, v in diff.items() if k != "data"}
+        shown = {k: v for k, v in diff.items() if k not in ("data", "model_sha256")}
         if "data" in diff:
-            shown["data"] = "the image list differs"
+            shown["data"] = "the image list or the image files differ"
+        if "model_sha256" in diff:
+            shown["model_sha256"] = "the model's weights differ"
         raise DatasetError(f"--resume: {str(out)!r} is a run with other settings (earlier, now): {shown}")
     manifest["sessions"] = old.get("sessions", [])
     manifest["started"] = old.get("started", manifest["started"])
@@ -149,8 +152,11 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     rank 0 then merges them into ``per_image.parquet`` (or ``.csv``) and ``summary.json``.
 
     ``target``: "top1", a class index, or "label" (each image's own label). ``resume`` skips the images
-    already on disk (the settings must match the manifest). ``images_per_batch`` (default: the rows per
-    model call) images are read per batch by ``workers`` DataLoader processes. ``on_batch(batches, images)``
+    already on disk (the settings, the model's weights and the image list must match the manifest). Rank 0
+    locks ``out`` for the whole run (a second writer gets a DatasetError); SIGTERM stops the run like Ctrl-C
+    (a :class:`~interpretorch.runstate.Terminated` is raised after the finished batches are on disk).
+    ``images_per_batch`` (default: the rows per model call) images are read per batch by ``workers``
+    DataLoader processes. ``on_batch(batches, images)``
     is called after each batch's rows were handed to the writer.
     """
     t_start = time.perf_counter()
@@ -171,7 +177,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     if len(data) < size:
         raise DatasetError(f"the dataset has {len(data)} images, fewer than the {size} processes sharing it")
     manifest: dict[str, Any] = {
-        "version": MANIFEST_VERSION, "model": model_name, "methods": names, "metrics": wanted,
+        "version": MANIFEST_VERSION, "model": model_name, "model_sha256": model_fingerprint(model),
+        "methods": names, "metrics": wanted,
         "options": {m: dict(v) for m, v in (options or {}).items()},
         "metric_options": {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in (metric_options or {}).items()},
         "target": target, "layer": layer,
@@ -181,10 +188,16 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     manifest = json.loads(json.dumps(manifest))  # as it reads back from disk (tuples -> lists), for --resume
     out.mkdir(parents=True, exist_ok=True)
     error: BaseException | None = None
+    lock = OutputLock(out)
     if rank == 0:  # check and clean before any rank reads or writes
         try:
+            try:
+                lock.acquire()
+            except FolderBusy as e:
+                raise DatasetError(str(e)) from None
             manifest = _check_resume(out, manifest, resume)
             remove_partial(out)
+            recover_parts(out, fmt)
             write_json(out / "manifest.json", manifest)
         except BaseException as e:  # noqa: BLE001 - re-raised below, after the other ranks were told
             error = e
@@ -193,10 +206,35 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         torch.distributed.broadcast_object_list(flag, src=0)
         if not flag[0]:
             if error is not None:
+                lock.release()
                 raise error
             raise DatasetError("rank 0 refused the run (see its message)")
     elif error is not None:
+        lock.release()
         raise error
+    try:
+        with terminate_as_interrupt():
+            return _run_batches(model, data, out, manifest, preprocess=preprocess, names=names, wanted=wanted,
+                                columns=columns, fmt=fmt, target=target, layer=layer, batch_size=batch_size,
+                                options=options, metric_options=metric_options, seed=seed, resume=resume,
+                                save_maps=save_maps, workers=workers, images_per_batch=images_per_batch,
+                                shard_images=shard_images, model_name=model_name, class_names=class_names,
+                                progress=progress, bootstrap_resamples=bootstrap_resamples, on_batch=on_batch,
+                                t_start=t_start)
+    finally:
+        lock.release()
+
+
+def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str, Any], *, preprocess: Preprocess,
+                 names: list[str], wanted: list[str], columns: list[str], fmt: str, target: Any, layer: str | None,
+                 batch_size: int | None, options: Mapping[str, Mapping[str, Any]] | None,
+                 metric_options: Mapping[str, Any] | None, seed: int, resume: bool, save_maps: bool, workers: int,
+                 images_per_batch: int | None, shard_images: int, model_name: str, class_names: Sequence[str],
+                 progress: bool, bootstrap_resamples: int, on_batch: Callable[[int, int], None] | None,
+                 t_start: float) -> DatasetRun:
+    """The batches, the merge and the summary of :func:`explain_dataset` (settings checked, ``out`` locked)."""
+    rank, size = dist.world()
+    device = model_device(model)
     done = finished_images(out) if resume else set()
     dist.barrier()  # every rank has listed the finished shards before any writes a new one
     remaining = [r for r in data.records if r.index not in done]

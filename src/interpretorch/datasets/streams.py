@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from interpretorch.models.preprocess import IMAGE_SUFFIXES, ImageLoadError, Preprocess, load_image
+from interpretorch.runstate import files_fingerprint
 
 LIST_SUFFIXES = {".csv", ".txt", ".lst", ".tsv"}
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -70,7 +71,8 @@ class ImageSet:
         return {"path": self.source or str(self.root), "root": str(self.root), "kind": self.kind,
                 "images": len(self.records), "labelled": self.has_labels, "classes": len(self.classes),
                 "boxes": None if self.boxes is None else str(self.boxes),
-                "masks": None if self.masks is None else str(self.masks), "sha256": self.fingerprint()}
+                "masks": None if self.masks is None else str(self.masks), "sha256": self.fingerprint(),
+                "files_sha256": files_fingerprint([self.root / r.path for r in self.records], self.root)}
 
     def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
         """A reproducible random subset of ``limit`` images (all when None or larger), kept in dataset order."""

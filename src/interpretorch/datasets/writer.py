@@ -9,6 +9,13 @@ Layout of an output folder::
     shards/maps-r000-000000.npz      with an error; the maps of the same images (``--save-maps``)
     per_image.parquet                all rows merged in image order (written at the end)
     summary.json, index.html         the summary (rank 0, at the end)
+
+Between two shards each finished batch is also kept as a small part file
+(``shards/part-r000-000000-00003.npz``: the batch's rows and maps), deleted once its shard is written; a run
+killed by SIGKILL between shards therefore loses at most the batch it was computing, and the next
+``--resume`` turns the parts it finds into the shard they were meant for (:func:`recover_parts`). Parts are
+not written when every batch fills a shard anyway (small ``shard_images``). The files are renamed into place
+whole, which survives the process being killed at any moment (not a power loss: nothing is fsync'ed).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ BASE_COLUMNS = ("image", "path", "label", "method", "target", "pred", "pred_prob
 INT_COLUMNS = ("image", "label", "target", "pred")
 STR_COLUMNS = ("path", "method", "error")
 _SHARD = re.compile(r"^(rows|maps)-r(\d+)-(\d+)\.(parquet|csv|npz)$")
+_PART = re.compile(r"^part-r(\d+)-(\d+)-(\d+)\.npz$")
 
 
 def have_pyarrow() -> bool:
@@ -148,6 +156,91 @@ def finished_images(out: Path) -> set[int]:
     return done
 
 
+def part_files(out: Path) -> list[tuple[int, int, int, Path]]:
+    """(rank, shard sequence number, batch number, path) of the per-batch part files in ``out``, sorted."""
+    folder = Path(out) / "shards"
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _PART.match(p.name)
+        if m:
+            found.append((int(m.group(1)), int(m.group(2)), int(m.group(3)), p))
+    return sorted(found)
+
+
+def _plain(v: Any) -> Any:
+    """A numpy / torch scalar as a Python number (for the parts' JSON)."""
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"cannot store {type(v).__name__} in a results row")
+
+
+def _write_part(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]], images: Sequence[int],
+                maps: Mapping[str, np.ndarray], scales: Mapping[str, Sequence[float]],
+                map_index: Sequence[int]) -> None:
+    """Write one batch's rows and (scaled float16) maps as a part file, atomically."""
+    text = json.dumps({"columns": list(columns), "rows": list(rows), "images": [int(i) for i in images]},
+                      default=_plain)
+    arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(text.encode(), dtype=np.uint8),
+                                     "map_index": np.asarray(map_index, dtype=np.int64)}
+    for m, a in maps.items():
+        arrays[f"map/{m}"] = a
+        arrays[f"scale/{m}"] = np.asarray(scales[m], dtype=np.float32)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    _atomic(path, save)
+
+
+def recover_parts(out: Path, fmt: str) -> int:
+    """Turn the part files a killed run left into the shards they belong to (parts whose shard was already
+    written are just deleted); returns the number of images recovered."""
+    groups: dict[tuple[int, int], list[Path]] = {}
+    for rank, seq, _, p in part_files(out):
+        groups.setdefault((rank, seq), []).append(p)
+    rows_done = {(r, s) for r, s, _ in shard_files(out)}
+    recovered = 0
+    for (rank, seq), paths in groups.items():
+        if (rank, seq) not in rows_done:
+            columns: list[str] = []
+            rows: list[dict[str, Any]] = []
+            images: set[int] = set()
+            maps: dict[str, list[np.ndarray]] = {}
+            scales: dict[str, list[np.ndarray]] = {}
+            index: list[np.ndarray] = []
+            for p in paths:
+                with np.load(p) as z:
+                    meta = json.loads(z["meta"].tobytes().decode())
+                    columns = columns or meta["columns"]
+                    rows.extend(meta["rows"])
+                    images.update(meta["images"])
+                    index.append(z["map_index"])
+                    for key in z.files:
+                        if key.startswith("map/"):
+                            maps.setdefault(key[4:], []).append(z[key])
+                        elif key.startswith("scale/"):
+                            scales.setdefault(key[6:], []).append(z[key])
+            name = f"r{rank:03d}-{seq:06d}"
+            if maps:
+                arrays = {"index": np.concatenate(index)}
+                for m, parts in maps.items():
+                    arrays[m] = np.concatenate(parts)
+                    arrays[f"{m}.scale"] = np.concatenate(scales[m])
+
+                def save(tmp: Path, arrays: dict = arrays) -> None:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, **arrays)
+                _atomic(Path(out) / "shards" / f"maps-{name}.npz", save)
+            write_table(rows, columns, Path(out) / "shards" / f"rows-{name}.{'parquet' if fmt == 'parquet' else 'csv'}",
+                        fmt)
+            recovered += len(images)
+        for p in paths:
+            p.unlink(missing_ok=True)
+    return recovered
+
+
 def remove_partial(out: Path) -> None:
     """Delete temporary files a killed run left behind (never complete shards)."""
     folder = Path(out) / "shards"
@@ -161,6 +254,7 @@ class ShardWriter:
 
     A shard is written when it holds ``shard_images`` images or ``max_seconds`` have passed since the last
     one, and at :meth:`close`; maps are kept as float16, scaled to [-1, 1] per map with the scale stored.
+    Every :meth:`add` that does not write a shard writes the added batch as a part file (see the module doc).
     """
 
     def __init__(self, out: str | Path, rank: int, metrics: Sequence[str], *, fmt: str = "parquet",
@@ -183,6 +277,7 @@ class ShardWriter:
         self.map_index: list[int] = []
         self.last = time.monotonic()
         self.written = 0
+        self.batch = 0  # part files of the current shard
 
     def add(self, rows: Sequence[dict[str, Any]], images: Sequence[int],
             maps: dict[str, np.ndarray] | None = None, map_images: Sequence[int] = ()) -> None:
@@ -190,16 +285,24 @@ class ShardWriter:
         shard when one is full."""
         self.rows.extend(rows)
         self.images.extend(images)
+        new_maps: dict[str, np.ndarray] = {}
+        new_scales: dict[str, list[float]] = {}
         if self.save_maps and maps:
             self.map_index.extend(map_images)
             for m, arr in maps.items():
                 a = np.asarray(arr, dtype=np.float32)
                 scale = np.abs(a).reshape(a.shape[0], -1).max(axis=1) if a.size else np.zeros(0, np.float32)
                 safe = np.where(scale > 0, scale, 1.0)
-                self.maps.setdefault(m, []).append((a / safe[:, None, None]).astype(np.float16))
-                self.scales.setdefault(m, []).extend(scale.tolist())
+                new_maps[m] = (a / safe[:, None, None]).astype(np.float16)
+                new_scales[m] = scale.tolist()
+                self.maps.setdefault(m, []).append(new_maps[m])
+                self.scales.setdefault(m, []).extend(new_scales[m])
         if len(self.images) >= self.shard_images or time.monotonic() - self.last >= self.max_seconds:
             self.flush()
+        elif images:  # kept on disk until its shard is written: a kill loses at most the batch being computed
+            _write_part(self.folder / f"part-r{self.rank:03d}-{self.seq:06d}-{self.batch:05d}.npz", self.columns,
+                        rows, images, new_maps, new_scales, list(map_images) if new_maps else [])
+            self.batch += 1
 
     def flush(self) -> None:
         """Write what is collected as the next shard (maps first: a rows shard marks its images finished)."""
@@ -217,6 +320,10 @@ class ShardWriter:
 
             _atomic(self.folder / f"maps-{name}.npz", save)
         write_table(self.rows, self.columns, self.folder / f"rows-{name}.{self.suffix}", self.fmt)
+        for rank, seq, _, p in part_files(self.folder.parent):  # the shard now holds them
+            if rank == self.rank and seq == self.seq:
+                p.unlink(missing_ok=True)
+        self.batch = 0
         self.written += len(set(self.images))
         self.seq += 1
         self.rows, self.images, self.map_index = [], [], []

@@ -35,6 +35,10 @@ class BrodenError(ValueError):
     """A Broden-format dataset is malformed, incomplete, or points outside its folder."""
 
 
+class UnreadableImage(BrodenError):
+    """One image file cannot be decoded (corrupt, truncated, a decompression bomb): dissection skips it."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of index.csv: the image, its sizes, and per category its pixel masks and image-level labels."""
@@ -238,13 +242,18 @@ def decode_mask(path: Path, where: str) -> np.ndarray:
 
     if not path.is_file():
         raise BrodenError(f"{where}: missing mask file {str(path)!r}")
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("L", "I", "I;16", "P"):
-            arr = np.asarray(im if im.mode != "P" else im.convert("RGB"))
-            if arr.ndim == 2:
-                return arr.astype(np.int64)
-        arr = np.asarray(im.convert("RGB")).astype(np.int64)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("L", "I", "I;16", "P"):
+                arr = np.asarray(im if im.mode != "P" else im.convert("RGB"))
+                if arr.ndim == 2:
+                    return arr.astype(np.int64)
+            arr = np.asarray(im.convert("RGB")).astype(np.int64)
+    except Image.DecompressionBombError as e:
+        raise BrodenError(f"{where}: refusing mask file {str(path)!r}: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # UnidentifiedImageError is an OSError
+        raise BrodenError(f"{where}: cannot read mask file {str(path)!r}: {e}") from None
     return arr[..., 0] + 256 * arr[..., 1]
 
 
@@ -265,7 +274,8 @@ class BrodenDataset(Dataset):
     Item ``i`` is a dict: ``image`` (3, H, W) float normalised with ``mean`` / ``std`` (stored size, or
     ``size x size`` when given); ``pixel`` (M, sh, sw) long, one layer per mask file (0 = unlabelled);
     ``image_labels`` (K,) long global label numbers that cover the whole image; ``categories`` (C,) bool,
-    the categories this image carries a label of; ``index`` the item's position. With ``labels=False`` the
+    the categories this image carries a label of; ``index`` the item's position; ``error`` None, or why the
+    image file could not be decoded (``image`` is then zeros). With ``labels=False`` the
     masks are not read (``pixel`` has no layers), for passes that need only the images.
     """
 
@@ -309,21 +319,22 @@ class BrodenDataset(Dataset):
         return len(self.info.rows)
 
     def load_image(self, i: int) -> np.ndarray:
-        """Return image ``i`` as stored (or resized) as an RGB uint8 (H, W, 3) array."""
+        """Return image ``i`` as stored (or resized) as an RGB uint8 (H, W, 3) array, read as ``explain`` reads
+        images (16-bit files rescaled, not saturated); an undecodable file raises :class:`UnreadableImage`."""
         from PIL import Image
+
+        from interpretorch.models.preprocess import ImageLoadError, load_image
 
         row = self.info.rows[i]
         path = row.image_path
         if not path.is_file():
             raise BrodenError(f"index.csv line {row.line}: missing image file {str(path)!r}")
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if self.size is not None:
-                    im = im.resize((self.size, self.size), Image.BILINEAR)
-                arr = np.asarray(im)
-        except OSError as e:
-            raise BrodenError(f"index.csv line {row.line}: cannot read image {str(path)!r}: {e}") from e
+            arr = load_image(path)
+        except ImageLoadError as e:
+            raise UnreadableImage(f"index.csv line {row.line}: {e}") from None
+        if self.size is not None:
+            arr = np.asarray(Image.fromarray(arr).resize((self.size, self.size), Image.BILINEAR))
         if self.size is None and arr.shape[:2] != (row.ih, row.iw):
             raise BrodenError(f"index.csv line {row.line}: image {row.image!r} is {arr.shape[0]}x{arr.shape[1]}, "
                               f"the index says {row.ih}x{row.iw}")
@@ -331,10 +342,16 @@ class BrodenDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         row = self.info.rows[i]
+        error = None
         if self.images:
-            arr = self.load_image(i)
-            image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-            image = (image - self.mean) / self.std
+            try:
+                arr = self.load_image(i)
+                image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+                image = (image - self.mean) / self.std
+            except UnreadableImage as e:  # skipped by dissect(), named on stderr
+                error = str(e)
+                h, w = (self.size, self.size) if self.size is not None else (row.ih, row.iw)
+                image = torch.zeros((3, h, w))
         else:
             image = torch.zeros(0)
         layers = []
@@ -356,7 +373,7 @@ class BrodenDataset(Dataset):
         cats[list(row.categories)] = True
         return {"image": image, "pixel": pixel, "image_labels": torch.tensor([n for _, n in row.labels],
                                                                             dtype=torch.long).view(-1),
-                "categories": cats, "index": i}
+                "categories": cats, "index": i, "error": error}
 
 
 def collate(items: list[dict]) -> dict:
@@ -373,5 +390,6 @@ def collate(items: list[dict]) -> dict:
         labels[b, :it["image_labels"].numel()] = it["image_labels"]
     return {"image": images, "pixel": pixel, "image_labels": labels,
             "categories": torch.stack([it["categories"] for it in items]),
-            "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+            "error": [it.get("error") for it in items]}
 

@@ -22,6 +22,7 @@ import copy
 import csv
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,8 +36,12 @@ from interpretorch.core import model_device, rows_per_pass
 from interpretorch.core import world as _world
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile, label_masks
+from interpretorch.runstate import files_fingerprint, model_fingerprint
 
-CHECKPOINT_VERSION = 1
+# Fingerprint entries shown as "differs" rather than as two hashes when a resume is refused.
+_HASHED = {"model": "the model's weights differ", "data": "the dataset's files differ"}
+
+CHECKPOINT_VERSION = 2  # 2: the fingerprint covers the weights, the preprocessing and the data files
 
 
 @dataclass
@@ -122,10 +127,12 @@ class Dissection:
     quantile: float
     iou_threshold: float
     images: int
+    skipped: list[str] = field(default_factory=list)  # index.csv paths of images that could not be decoded
 
     def summary(self) -> dict:
         """JSON-ready summary: settings and per layer the detector counts."""
         return {"quantile": self.quantile, "iou_threshold": self.iou_threshold, "images": self.images,
+                "skipped_images": self.skipped,
                 "layers": {n: ld.summary() for n, ld in self.layers.items()}}
 
 
@@ -161,6 +168,17 @@ def _save(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def data_fingerprint(dataset: BrodenDataset) -> str:
+    """Hash of a Broden dataset's tables and of every image and mask file it uses (name, size, mtime)."""
+    root = dataset.root
+    files = [root / n for n in ("index.csv", "category.csv", "label.csv")]
+    files += sorted(root.glob("c_*.csv"))
+    for row in dataset.info.rows:
+        files.append(row.image_path)
+        files.extend(row.mask_paths)
+    return files_fingerprint(files, root)
+
+
 def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Sequence[str] | str, *,
             quantile: float = 0.005, iou_threshold: float = 0.04, batch_size: int | None = None, workers: int = 0,
             checkpoint: str | Path | None = None, checkpoint_every: int = 20, resume: bool = False,
@@ -169,9 +187,12 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``: thresholds, IoU and detectors per unit.
 
     ``checkpoint`` is a file written every ``checkpoint_every`` batches and at the end of each pass (one file
-    per process under torch.distributed); ``resume`` continues from it. ``on_batch(pass_number, batches_done)``
-    is called after every batch (progress, or stopping a run). ``cache_bytes`` bounds the activations kept
-    between the passes (0: none; the second pass then runs the model again). The model is left as it was.
+    per process under torch.distributed); ``resume`` continues from it, and refuses (ValueError) a checkpoint
+    of other settings, other model weights, another preprocessing or changed data files.
+    ``on_batch(pass_number, batches_done)`` is called after every batch (progress, or stopping a run).
+    ``cache_bytes`` bounds the activations kept between the passes (0: none; the second pass then runs the
+    model again). An image file that cannot be decoded is skipped, named on stderr and listed in
+    ``Dissection.skipped``. The model is left as it was.
     """
     if isinstance(dataset, (str, Path)):
         dataset = BrodenDataset(dataset)
@@ -204,21 +225,37 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     label_names = [info.label_names.get(i, f"#{i}") for i in range(info.num_labels)]
     fingerprint = {"version": CHECKPOINT_VERSION, "layers": names, "quantile": quantile, "images": n,
                    "rank": rank, "world": world, "batch_size": bs, "top_images": top_images,
-                   "labels": info.num_labels, "categories": list(info.categories)}
+                   "labels": info.num_labels, "categories": list(info.categories),
+                   "model": model_fingerprint(model),
+                   "preprocess": {"size": dataset.size, "mean": [float(v) for v in dataset.mean.flatten()],
+                                  "std": [float(v) for v in dataset.std.flatten()]},
+                   "data": data_fingerprint(dataset)}
     ckpt = None
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if world > 1:
             ckpt = ckpt.with_name(f"{ckpt.name}.rank{rank}-of-{world}")
-    state: dict = {"fingerprint": fingerprint, "pass": 1, "done": 0, "pass1": {}, "pass2": {}}
+    state: dict = {"fingerprint": fingerprint, "pass": 1, "done": 0, "pass1": {}, "pass2": {}, "skipped": []}
     if resume and ckpt is not None and ckpt.exists():
         loaded = torch.load(ckpt, map_location="cpu", weights_only=True)
         if loaded.get("fingerprint") != fingerprint:
-            diff = {k: (loaded.get("fingerprint", {}).get(k), v) for k, v in fingerprint.items()
-                    if loaded.get("fingerprint", {}).get(k) != v}
+            old = loaded.get("fingerprint", {}) if isinstance(loaded, dict) else {}
+            diff = {k: _HASHED.get(k, (old.get(k), v)) for k, v in fingerprint.items() if old.get(k) != v}
             raise ValueError(f"checkpoint {str(ckpt)!r} is from a different run; differing settings "
                              f"(checkpoint, now): {diff}")
         state = loaded
+    skipped: list[int] = list(state.get("skipped", []))  # this process's undecodable images (dataset indices)
+
+    def readable(batch: dict) -> torch.Tensor:
+        """Row positions of the batch's decodable images; the others are named (once) and remembered."""
+        ok = []
+        for k, (i, err) in enumerate(zip(batch["index"].tolist(), batch["error"])):
+            if err is None and i not in skipped:
+                ok.append(k)
+            elif err is not None and i not in skipped:
+                print(f"interpretorch: skipping {err}", file=sys.stderr)
+                skipped.append(i)
+        return torch.tensor(ok, dtype=torch.long)
 
     quant: dict[str, TopQuantile] = {}
     tops: dict[str, TopImages] = {}
@@ -231,7 +268,7 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     def checkpoint_now(p: int, done: int) -> None:
         if ckpt is None:
             return
-        state.update({"pass": p, "done": done,
+        state.update({"pass": p, "done": done, "skipped": list(skipped),
                       "pass1": {k: {"quantile": quant[k].state_dict(), "top": tops[k].state_dict()} for k in quant},
                       "pass2": {k: t.state_dict() for k, t in tallies.items()}})
         _save(state, ckpt)
@@ -263,7 +300,18 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
         if state["pass"] == 1:
             done = state["done"]
             for batch in loader(images_only, done):
-                forward(rec, batch["image"])
+                ok = readable(batch)
+                if len(ok) == 0:
+                    if cache is not None:
+                        cache.append({})
+                    done += 1
+                    if done % checkpoint_every == 0:
+                        checkpoint_now(1, done)
+                    if on_batch is not None:
+                        on_batch(1, done)
+                    continue
+                forward(rec, batch["image"][ok])
+                batch["index"] = batch["index"][ok]
                 for name in names:
                     a = activations(rec, name)
                     if name not in quant:
@@ -301,16 +349,18 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
             done = state["done"]
             cached = cache is not None and len(cache) == -(-len(mine) // bs)
             for batch in loader(labels_only if cached else dataset, done):
-                if cached:
-                    acts = {k: v.to(device, non_blocking=True) for k, v in cache[done].items()}
-                else:
-                    forward(rec, batch["image"])
-                    acts = {k: activations(rec, k) for k in names}
-                pixel, labels = batch["pixel"].to(device), batch["image_labels"].to(device)
-                masks = label_masks(pixel, labels, info.num_labels)
-                for name in names:
-                    tallies[name].update(acts[name], thresholds[name], pixel, labels,
-                                         batch["categories"], masks=masks)
+                ok = readable(batch)
+                if len(ok) > 0:
+                    if cached:
+                        acts = {k: v.to(device, non_blocking=True) for k, v in cache[done].items()}
+                    else:
+                        forward(rec, batch["image"][ok])
+                        acts = {k: activations(rec, k) for k in names}
+                    pixel, labels = batch["pixel"][ok].to(device), batch["image_labels"][ok].to(device)
+                    masks = label_masks(pixel, labels, info.num_labels)
+                    for name in names:
+                        tallies[name].update(acts[name], thresholds[name], pixel, labels,
+                                             batch["categories"][ok], masks=masks)
                 done += 1
                 if done % checkpoint_every == 0:
                     checkpoint_now(2, done)
@@ -322,4 +372,9 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     layers_out = {name: LayerDissection(name, thresholds[name].cpu(), tallies[name], label_names,
                                         list(info.categories), iou_threshold, tops[name].values.cpu(),
                                         tops[name].indices.cpu()) for name in names}
-    return Dissection(layers_out, quantile, iou_threshold, n)
+    every = [skipped]
+    if world > 1:
+        every = [None] * world
+        torch.distributed.all_gather_object(every, skipped)
+    names_skipped = [info.rows[i].image for i in sorted({i for part in every for i in part})]
+    return Dissection(layers_out, quantile, iou_threshold, n - len(names_skipped), names_skipped)

@@ -135,20 +135,27 @@ class Ablation:
         return _band(self.after - self.before)
 
     @property
-    def removed(self) -> float:
-        """Fraction of the concept's pixels (over all samples) that the intervention removed."""
+    def present(self) -> int:
+        """Samples in which the concept appears before the intervention (n)."""
+        return int((self.before > 0).sum())
+
+    @property
+    def removed(self) -> float | None:
+        """Fraction of the concept's pixels (over all samples) that the intervention removed; None when the
+        concept appears in no sample (nothing to remove: no percentage)."""
         b = float(self.before.double().sum())
-        return 1.0 - float(self.after.double().sum()) / b if b > 0 else 0.0
+        return 1.0 - float(self.after.double().sum()) / b if b > 0 else None
 
     def to_dict(self) -> dict:
-        """JSON-ready numbers."""
+        """JSON-ready numbers; ``removed`` and its band are None when the concept is absent (``present`` 0)."""
         ace, lo, hi = self.ace
-        rlo, rhi = _bootstrap_removed(self.before, self.after, self.seed)
+        removed = self.removed
+        band = list(_bootstrap_removed(self.before, self.after, self.seed)) if removed is not None else None
         return {"concept": self.concept, "layer": self.layer, "kind": self.kind, "units": self.units,
-                "value": self.value, "samples": len(self.before),
+                "value": self.value, "samples": len(self.before), "present": self.present,
                 "fraction_before": float(self.before.double().mean()),
                 "fraction_after": float(self.after.double().mean()),
-                "ace": ace, "ace_band95": [lo, hi], "removed": self.removed, "removed_band95": [rlo, rhi]}
+                "ace": ace, "ace_band95": [lo, hi], "removed": removed, "removed_band95": band}
 
 
 @dataclass

@@ -31,6 +31,10 @@ from interpretorch.sanity.randomize import Block, plan_steps, randomization_bloc
 from interpretorch.sanity.similarity import METRICS, baselines, compare
 
 
+# The lowest value each similarity metric takes: a threshold at or below it can never be passed.
+THRESHOLD_FLOOR = {"spearman_abs": 0.0, "topk": 0.0, "spearman": -1.0, "ssim": -1.0, "hog": -1.0}
+
+
 @dataclass(frozen=True)
 class VerdictRule:
     """When a method passes: mean ``metric`` below ``threshold`` at some step up to ``by_step``."""
@@ -38,6 +42,13 @@ class VerdictRule:
     metric: str = "spearman_abs"
     threshold: float = 0.5
     by_step: int | str | float = 0.5
+
+    def __post_init__(self) -> None:
+        lo = THRESHOLD_FLOOR.get(self.metric, -1.0)
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not lo < t <= 1.0:
+            raise ValueError(f"threshold must be a number in ({lo:g}, 1] for {self.metric} (a method passes "
+                             f"when its similarity falls below it), got {t!r}")
 
     def step_index(self, steps: Sequence[str]) -> int:
         """The last step (index) the similarity may take to fall below the threshold."""

@@ -87,14 +87,36 @@ class Encoded:
     pieces: list[list[str]]
     word_ids: list[list[int | None]]
     word_spans: list[list[tuple[int, int]]]
+    words_total: list[int] = field(default_factory=list)  # words of each full sentence (before truncation)
+
+    def truncation_warnings(self) -> list[str]:
+        """One message per sentence that was cut to the model's length (its later words are not explained)."""
+        out = []
+        for i, total in enumerate(self.words_total):
+            kept = len(self.word_spans[i])
+            if kept < total:
+                out.append(f"sentence {i + 1} has {total} words but the model reads at most "
+                           f"{self.input_ids.shape[1]} word pieces: only its first {kept} words are explained")
+        return out
+
+
+def readable(text: str) -> bool:
+    """Whether ``text`` holds a visible character (not only white space, zero-width or control characters)."""
+    import unicodedata
+
+    return any(not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Zs", "Zl", "Zp", "Cn", "Co")
+               for c in text)
 
 
 def encode(tokenizer: Any, sentences: Sequence[str], device: str | torch.device = "cpu") -> Encoded:
     """Tokenise ``sentences`` (padded to the longest) keeping track of which piece belongs to which word."""
     sentences = list(sentences)
-    if not sentences or any(not isinstance(s, str) or not s.strip() for s in sentences):
-        raise ValueError("give one or more non-empty sentences")
+    if not sentences or any(not isinstance(s, str) or not readable(s) for s in sentences):
+        raise ValueError("give one or more non-empty sentences (white space and invisible characters alone "
+                         "are empty)")
     enc = tokenizer(sentences, padding=True, truncation=True, return_tensors="pt", return_offsets_mapping=True)
+    full = tokenizer(sentences, truncation=False, verbose=False)  # to tell whether words were cut off
+    totals = [max((w for w in full.word_ids(i) if w is not None), default=-1) + 1 for i in range(len(sentences))]
     pieces, word_ids, spans = [], [], []
     for i, s in enumerate(sentences):
         ids = enc["input_ids"][i].tolist()
@@ -107,9 +129,11 @@ def encode(tokenizer: Any, sentences: Sequence[str], device: str | torch.device 
         for w in range(n_words):
             cols = [j for j, x in enumerate(wids) if x == w]
             sp.append((int(offs[cols[0]][0]), int(offs[cols[-1]][1])))
+        if not sp:
+            raise ValueError(f"sentence {i + 1} {s[:40]!r} has no word the tokenizer can read")
         spans.append(sp)
     return Encoded(sentences, enc["input_ids"].to(device), enc["attention_mask"].to(device), pieces, word_ids,
-                   spans)
+                   spans, totals)
 
 
 def merge_words(enc: Encoded, scores: torch.Tensor) -> list[tuple[list[str], list[float]]]:
@@ -178,6 +202,7 @@ class TokenAttribution:
     words: list[list[str]]
     scores: list[list[float]]
     extras: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. sentences cut to the model's length
 
     def top(self, i: int, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` words of sentence ``i`` with the largest scores."""
@@ -237,6 +262,7 @@ def token_attributions(text_model: TextModel, sentences: Sequence[str], score_fn
         raise ValueError(f"unknown text method(s) {unknown}; choose from {TEXT_METHODS}")
     device = next(model.parameters()).device
     enc = encode(text_model.tokenizer, sentences, device)
+    warnings = enc.truncation_warnings()
     out = {}
     for m in methods:
         if m == "integrated_gradients":
@@ -249,7 +275,8 @@ def token_attributions(text_model: TextModel, sentences: Sequence[str], score_fn
             piece = _attnlrp(model, enc, score_fn)
         piece = piece.masked_fill(~enc.attention_mask.bool(), 0.0).detach().cpu()
         merged = merge_words(enc, piece)
-        out[m] = TokenAttribution(m, piece, [w for w, _ in merged], [s for _, s in merged])
+        out[m] = TokenAttribution(m, piece, [w for w, _ in merged], [s for _, s in merged],
+                                  warnings=warnings)
     return out
 
 
@@ -269,31 +296,43 @@ def explain_similarity(text_model: TextModel, first: str, second: str, methods: 
     sentence's embedding held fixed. Returns {"similarity", "sentences": [{"text", "methods": {m: {"tokens",
     "scores"}}}]}."""
     emb = sentence_embeddings(text_model, [first, second])
-    result = {"similarity": float(emb[0] @ emb[1]), "sentences": []}
+    result: dict[str, Any] = {"similarity": float(emb[0] @ emb[1]), "sentences": [], "warnings": []}
     for i, (s, other) in enumerate(((first, emb[1]), (second, emb[0]))):
         attrs = token_attributions(text_model, [s], similarity_score(other), methods, **kwargs)
         result["sentences"].append({"text": s, "methods": {m: {"tokens": a.words[0], "scores": a.scores[0]}
                                                            for m, a in attrs.items()}})
+        result["warnings"] += [w.replace("sentence 1", f"sentence {i + 1}", 1)
+                               for w in next(iter(attrs.values())).warnings] if attrs else []
     return result
 
 
 def explain_sentence(text_model: TextModel, sentence: str, methods: Sequence[str] = TEXT_METHODS,
                      target: int | str = "top1", **kwargs: Any) -> dict[str, Any]:
     """Explain one sentence: the predicted (or ``target``) class of a classification head, or, for a sentence
-    encoder, the norm-free self-similarity of its embedding (how much each word makes the embedding what it is)."""
+    encoder, the norm-free self-similarity of its embedding (how much each word makes the embedding what it is).
+    A sentence longer than the model reads is explained up to its limit, with a message in ``"warnings"``; a
+    class ``target`` on a sentence encoder, or outside the head's classes, is a ValueError."""
     if text_model.pooling == "cls":
         model = text_model.model
         enc = encode(text_model.tokenizer, [sentence], next(model.parameters()).device)
         with capture(model, [], grad=False):
             logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
         cls = int(logits.argmax(1)) if target == "top1" else int(target)
+        if not 0 <= cls < logits.shape[1]:
+            raise ValueError(f"target class {cls} is not one of the model's {logits.shape[1]} classes "
+                             f"(0..{logits.shape[1] - 1})")
         score_fn, extra = class_score(cls), {"target": cls, "logit": float(logits[0, cls])}
     else:
+        if target != "top1":
+            raise ValueError(f"target {target!r} needs a classification head; this model is a sentence encoder "
+                             "(one sentence explains its embedding, two their similarity)")
         emb = sentence_embeddings(text_model, [sentence])[0]
         score_fn, extra = similarity_score(emb), {"target": "self-similarity"}
     attrs = token_attributions(text_model, [sentence], score_fn, methods, **kwargs)
-    return {**extra, "sentences": [{"text": sentence, "methods": {m: {"tokens": a.words[0], "scores": a.scores[0]}
-                                                                   for m, a in attrs.items()}}]}
+    warnings = next(iter(attrs.values())).warnings if attrs else []
+    return {**extra, "warnings": list(warnings),
+            "sentences": [{"text": sentence, "methods": {m: {"tokens": a.words[0], "scores": a.scores[0]}
+                                                         for m, a in attrs.items()}}]}
 
 
 def _color(v: float, span: float) -> str:
