@@ -213,3 +213,136 @@ def test_fuzzed_image_folders_are_explained_or_skipped_and_named(tmp_path, capsy
     (only_bad / "empty.png").write_bytes(b"")
     assert main(["explain", str(only_bad), "--model", "tiny_cnn", "--out", str(tmp_path / "rep2")]) == 2
     assert (tmp_path / "rep2" / "index.html").exists()
+
+
+# ------------------------------------------------ every command, fuzzed with bad arguments: exit 0 or 2, one line
+
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from interpretorch.cli import commands  # noqa: E402
+
+_PROGRESS = re.compile(r"\d+%\||it/s|s/it|^\s*\r")
+
+
+@pytest.fixture(scope="module")
+def fuzz_env(tmp_path_factory):
+    """Small inputs every command can start from, and bad files of every kind."""
+    root = tmp_path_factory.mktemp("fuzz")
+    imgs = root / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((32, 32, 3), 70 * i, np.uint8)).save(imgs / f"{i}.png")
+    probe = root / "probe"
+    assert main(["make-probe", str(probe), "--images", "4", "--size", "32", "--seed", "3"]) == 0
+    (root / "file.txt").write_text("a plain file\n")
+    (root / "latin1.csv").write_bytes(b"file,label\ncaf\xe9.png,1\n")
+    (root / "empty.pt").write_bytes(b"")
+    (root / "garbage.pt2").write_bytes(b"PK\x03\x04 not really a zip")
+    buf = __import__("io").BytesIO()
+    torch.save({"x": Image.new("L", (1, 1))}, buf)  # a pickle naming a non-tensor class
+    (root / "pickled.pt").write_bytes(buf.getvalue())
+    (root / "blocked").write_text("a file where a folder is expected")
+    return root
+
+
+def _bad_values(env) -> dict[str, list[str]]:
+    """Values no flag of that kind accepts."""
+    return {
+        "int": ["0", "-3", "abc", "", "1.5", "1e99"],
+        "fraction": ["2", "-0.5", "x", "nan"],
+        "model": ["", str(env / "garbage.pt2"), str(env / "missing.pt2"), str(env / "imgs"), "no.such.module:f",
+                  "tiny_cnn:", "hf:", str(env / "empty.pt")],
+        "path": [str(env / "missing"), str(env / "file.txt"), str(env / "latin1.csv"), str(env / "empty.pt")],
+        "out": [str(env / "blocked"), str(env / "blocked" / "sub"), ""],
+        "weights": [str(env / "garbage.pt2"), str(env / "pickled.pt"), str(env / "empty.pt"), str(env / "missing")],
+        "device": ["tpu", "cuda:99", "", "cpu:x"],
+        "floats3": ["1,2", "a,b,c", "1,2,3,4"],
+        "target": ["abc", "-1", "1,2,3,4,5,6,7", "9999"],
+    }
+
+
+def _command_cases(env) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Per command: a valid, cheap argument list, and its flags with the kind of bad value each gets."""
+    imgs, out = str(env / "imgs"), str(env / "out")
+    model = {"--model": "model", "--size": "int", "--batch-size": "int", "--device": "device", "--mean": "floats3"}
+    image_cmd = {**model, "--methods": "text", "--target": "target", "--layer": "text", "--out": "out",
+                 "--option": "text", "--topk": "int", "--labels": "path", "--data": "path", "--limit": "int"}
+    return {
+        "explain": ([imgs, "--model", "tiny_cnn", "--methods", "gradient", "--out", out], image_cmd),
+        "evaluate": ([imgs, "--model", "tiny_cnn", "--methods", "gradient", "--metrics", "deletion", "--out", out],
+                     image_cmd),
+        "layers": (["--model", "tiny_cnn"], model),
+        "methods": ([], {"": "text"}),
+        "explain-text": (["a sentence", "--methods", "gradient", "--out", out],
+                         {"--model": "path", "--target": "text", "--ig-steps": "int", "--methods": "text",
+                          "--out": "out", "": "blank"}),
+        "sanity": ([imgs, "--model", "tiny_cnn", "--methods", "gradient", "--max-steps", "1", "--out", out],
+                   {**model, "--methods": "text", "--blocks": "text", "--max-steps": "int", "--target": "target",
+                    "--out": "out", "--mode": "text", "--init": "text", "--by-step": "text", "--metric": "text"}),
+        "tcav": (["--images", imgs, "--target", "1", "--concepts", "dots", "--random", imgs, "--layers", "features",
+                  "--model", "tiny_cnn", "--size", "32", "--runs", "3", "--set-size", "4", "--out", out],
+                 {**model, "--layers": "text", "--concepts": "text", "--runs": "int", "--cache": "out",
+                  "--target": "target", "--random": "path", "--images": "path", "--set-size": "int"}),
+        "discover": (["--images", imgs, "--target", "1", "--layer", "features", "--model", "tiny_cnn", "--size", "32",
+                      "--runs", "3", "--concepts", "2", "--out", out],
+                     {**model, "--layer": "text", "--concepts": "int", "--runs": "int", "--method": "text",
+                      "--random": "path", "--images": "path", "--target": "target"}),
+        "dissect": (["--data", str(env / "probe"), "--model", "interpretorch.dissect.train:ProbeCNN",
+                     "--layers", "conv1.2", "--out", out, "--no-report"],
+                    {"--model": "model", "--device": "device", "--batch-size": "int", "--layers": "text",
+                     "--weights": "weights", "--quantile": "fraction", "--iou": "fraction", "--data": "path",
+                     "--workers": "int", "--out": "out", "--top-images": "int"}),
+        "make-probe": ([str(env / "new-probe")], {"--images": "int", "--size": "int", "--mask-size": "int",
+                                                  "": "out"}),
+        "gandissect": (["--samples", "4", "--intervention-samples", "2", "--no-interventions", "--out", out],
+                       {"--generator": "model", "--segmenter": "model", "--z-shape": "text", "--samples": "int",
+                        "--quantile": "fraction", "--iou": "fraction", "--layers": "text", "--device": "device",
+                        "--classes": "text", "--out": "out"}),
+        "gan-intervene": (["--layer", "layer2", "--concept", "sky", "--units", "1", "--samples", "4",
+                           "--intervention-samples", "2", "--out", out],
+                          {"--layer": "text", "--concept": "text", "--units": "int", "--region": "floats3",
+                           "--other": "text", "--generator": "model", "--samples": "int", "--out": "out"}),
+    }
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+                max_size=12).filter(lambda t: t.strip() and t.strip() not in {"gradient", "features", "1", "3"})
+
+
+def test_the_fuzzed_command_list_is_every_command():
+    assert set(_command_cases(Path("/x"))) == set(commands())
+
+
+@pytest.mark.parametrize("command", sorted(_command_cases(Path("/x"))))
+@settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", 6)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_command_fuzzed_with_bad_arguments_exits_0_or_2_with_one_line(command, data, fuzz_env, capsys,
+                                                                              monkeypatch):
+    """One flag of the command gets a bad value (or junk is added): never a traceback, exit 0 or 2, and an error
+    is one line."""
+    monkeypatch.chdir(fuzz_env)
+    base, flags = _command_cases(fuzz_env)[command]
+    bad = _bad_values(fuzz_env)
+    flag = data.draw(st.sampled_from(sorted(flags) + ["<junk>"]), label="flag")
+    if flag == "<junk>":
+        argv = [command, *base, data.draw(st.sampled_from(["--no-such-flag", "--", "-x", "--out"]) | _TEXT,
+                                          label="junk")]
+    else:
+        kind = flags[flag]
+        value = data.draw(_TEXT if kind == "text" else st.sampled_from(bad.get(kind, [""])) if kind != "blank"
+                          else st.sampled_from(["", "   ", "\u200b"]), label="value")
+        argv = [command, *base, value] if flag == "" else [command, *base, flag, value]
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, (argv, err)
+    assert code in (0, 2), (argv, code, err)
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip() and not _PROGRESS.search(line)
+                 and not line.startswith("interpretorch: skipping")]
+        assert len(lines) == 1, (argv, err)

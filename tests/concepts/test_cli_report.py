@@ -61,8 +61,9 @@ def test_tcav_command_user_errors(dirs, capsys):
     assert "neither a folder nor a generator" in capsys.readouterr().err
     assert main(base + ["--concepts", "dots", "--layers", "featurez"]) == 2
     assert "no layer" in capsys.readouterr().err
-    assert main(base + ["--concepts", "dots", "--layers", "features.6", "--runs", "1"]) == 2
-    assert "at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while parsing, before any work
+        main(base + ["--concepts", "dots", "--layers", "features.6", "--runs", "2"])
+    assert stop.value.code == 2 and "at least 3 random runs" in capsys.readouterr().err
 
 
 def test_discover_command_writes_concepts_json(dirs):

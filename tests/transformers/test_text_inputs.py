@@ -47,8 +47,9 @@ def test_short_text_has_no_warning(minilm):
 def test_target_on_a_sentence_encoder_is_refused(tmp_path, capsys, minilm):
     assert main(["explain-text", "A dog runs.", "--target", "5", "--out", str(tmp_path)]) == 2
     assert "needs a classification head" in _one_line(capsys)
-    assert main(["explain-text", "A dog runs.", "--target", "abc", "--out", str(tmp_path)]) == 2
-    assert "'top1' or a class index" in _one_line(capsys)
+    with pytest.raises(SystemExit) as stop:  # refused while parsing, as every argparse error
+        main(["explain-text", "A dog runs.", "--target", "abc", "--out", str(tmp_path)])
+    assert stop.value.code == 2 and "'top1' or a class index" in _one_line(capsys)
     with pytest.raises(ValueError, match="classification head"):
         explain_sentence(minilm, "A dog runs.", ["rollout"], target=5)
 

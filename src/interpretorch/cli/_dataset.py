@@ -82,7 +82,7 @@ def run_if_dataset(args: argparse.Namespace) -> int | None:
 def run_dataset(args: argparse.Namespace) -> int:
     """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 writes the summary and the report."""
     from interpretorch.cli.common import load_model_from_args, output_dir
-    from interpretorch.cli.options import method_options
+    from interpretorch.cli.options import method_options, metric_options as checked_metric_options
     from interpretorch.datasets import distributed as dist
     from interpretorch.datasets.job import explain_dataset, metric_columns, resolve_dataset_metrics
     from interpretorch.datasets.report import write_dataset_report
@@ -108,10 +108,7 @@ def run_dataset(args: argparse.Namespace) -> int:
     if not wanted:
         raise UserError("--methods names no method; `interpretorch methods` lists them")
     methods = resolve_methods(wanted)
-    metric_options: dict[str, dict] = {}
-    for group, name, value in args.option:  # --option deletion.step=0.05: a metric's keyword argument
-        if group in OPTION_GROUPS:
-            metric_options.setdefault(group, {})[name] = value
+    metric_options = checked_metric_options(args.option)  # --option deletion.step=0.05: a metric's keyword argument
     options = method_options([o for o in args.option if o[0] not in OPTION_GROUPS], methods)
     rank, world, args.device = dist.init_from_env(args.device)
     try:

@@ -14,11 +14,22 @@ class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit code 2."""
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (line breaks, carriage returns, escapes) written as Python escapes."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def user_error_message(e: BaseException) -> str:
-    """The one-line message shown for a user error (a KeyError's text without its quotes)."""
+    """The one-line message shown for a user error (a KeyError's text without its quotes; an OSError's file and
+    reason; only the first line of a longer text)."""
     if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
-    return str(e)
+        text = str(e.args[0])
+    elif isinstance(e, OSError) and e.strerror:
+        text = f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    else:
+        text = str(e)
+    lines = [line.strip() for line in text.strip().split("\n") if line.strip()]
+    return printable(lines[0]) if lines else type(e).__name__
 
 
 def positive_int(text: str) -> int:
@@ -64,6 +75,38 @@ def add_model_arguments(p: argparse.ArgumentParser, default_model: str = "effici
                         "ImageNet's for a user model)")
     p.add_argument("--std", type=three_floats, default=None,
                    help="per-channel normalisation std, e.g. 0.229,0.224,0.225")
+    add_trust_argument(p)
+
+
+def add_trust_argument(p: argparse.ArgumentParser) -> None:
+    """Add --trust-model-file: open model files that can run code (pickles, guard code, shipped Python)."""
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="open a model file even when opening or running it can run code from it (a .pt2 with "
+                        "pickled weights, a Hugging Face model with its own Python code); only for files you trust")
+
+
+def is_factory_spec(spec: str) -> bool:
+    """Whether ``spec`` names Python to import (``package.module:factory``), not a zoo model, hub model or file."""
+    from interpretorch.models.hub import is_hub_spec
+
+    return (isinstance(spec, str) and ":" in spec and not is_hub_spec(spec) and not Path(spec).exists()
+            and not spec.endswith((".pt2", ".pt", ".pth", ".ts", ".torchscript")))
+
+
+def allow_working_directory_imports() -> None:
+    """Let ``package.module:factory`` import from the working directory, searched AFTER the installed packages (a
+    ``numpy.py`` lying in the folder never shadows numpy)."""
+    import os
+
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
+def load_model_error(spec: str, e: Exception) -> UserError:
+    """A user factory's (or a model file's) failure as a one-line UserError."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return UserError(f"--model {spec}: building the model failed: {type(e).__name__}" + (f": {first}" if first else ""))
 
 
 def check_device(device: str) -> torch.device:
@@ -86,23 +129,24 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     """Load ``--model`` on ``--device`` with its preprocessing adjusted by ``--size``, ``--mean`` and ``--std``."""
     from interpretorch.models import load_model
 
-    import os
-
     device = check_device(args.device)
-    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
-        sys.path.insert(0, os.getcwd())
+    if is_factory_spec(args.model):
+        allow_working_directory_imports()
     from interpretorch.models.hub import is_hub_spec
 
     random_weights = getattr(args, "no_pretrained", False)
     if random_weights and not is_hub_spec(args.model):
         raise UserError("--no-pretrained is for timm:NAME, torchvision:NAME and hf:PATH models")
     try:
-        loaded = load_model(args.model, device=device, **({"pretrained": False} if random_weights else {}))
+        loaded = load_model(args.model, device=device, trust_code=getattr(args, "trust_model_file", False),
+                            **({"pretrained": False} if random_weights else {}))
     except (UserError, ValueError, KeyError, FileNotFoundError, TypeError, ImportError, AttributeError):
         raise
     except Exception as e:  # a user's factory that raises is the user's error, said in one line
-        raise UserError(f"--model {args.model}: building the model failed: {type(e).__name__}: {e}") from e
+        raise load_model_error(args.model, e) from e
     pre = loaded.preprocess
+    if getattr(args, "size", None):
+        check_input_size(loaded.model, args.size, args.model, device)
     size = getattr(args, "size", None) or pre.size
     mean = getattr(args, "mean", None) or pre.mean
     std = getattr(args, "std", None) or pre.std
@@ -111,6 +155,46 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 
         loaded.preprocess = replace(pre.with_size(size), mean=tuple(mean), std=tuple(std))
     return loaded
+
+
+def check_input_size(model: torch.nn.Module, size: int, spec: str, device: torch.device | str = "cpu") -> None:
+    """Put one blank ``size`` x ``size`` image through ``model``; a UserError when the model cannot take it."""
+    from interpretorch.capture import frozen
+
+    try:
+        with torch.no_grad(), frozen(model):
+            model(torch.zeros(1, 3, size, size, device=device))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--model {spec} cannot take the images at --size {size}, shape (1, 3, {size}, {size}) "
+                        f"(set --size for its input): {type(e).__name__}: {first}") from None
+
+
+def unpickling_refusal(e: BaseException) -> str:
+    """One line saying why torch's weights-only loader refused a file: it names Python objects (which could run
+    code) or it is not a torch file at all."""
+    why = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in str(e).splitlines()
+                if "WeightsUnpickler error:" in line), "")
+    if "global" not in why.lower():
+        return "is not a torch weights file (torch.save)" + (f": {why.rstrip('.')}" if why else "")
+    why = why.split(" was not an allowed global")[0].replace("Unsupported global: GLOBAL ", "it names ")
+    return f"holds Python objects besides tensors, which could run code, so it is not opened ({why.rstrip('.')})"
+
+
+def load_weights(path: str, flag: str) -> Any:
+    """``torch.load`` of a user's weights file with weights_only (nothing in it runs); a one-line UserError when
+    the file is missing, is not a torch file, or holds more than tensors and plain containers."""
+    import pickle
+
+    if not Path(path).is_file():
+        raise UserError(f"{flag} {path!r}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{flag} {path!r} {unpickling_refusal(e)}") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{flag} {path!r} is not a torch weights file (torch.save): {first}") from None
 
 
 def parse_target(text: str) -> Any:
@@ -144,12 +228,24 @@ def collect_images(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray], l
     return names, arrays, failed
 
 
-def output_dir(path: str) -> Path:
-    """Return ``path`` as a folder to write into, creating it; a UserError when it names an existing file."""
+def output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Return ``path`` as a folder to write into, creating it; a UserError when it names an existing file or a
+    folder that cannot be created or written."""
+    import os
+    import tempfile
+
     out = Path(path)
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty; give a folder")
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {path!r} is an existing file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{flag} {str(path)!r} is an existing file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {str(path)!r} cannot be written: {e.strerror or e}") from None
     return out
 
 

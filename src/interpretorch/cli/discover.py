@@ -5,6 +5,7 @@ import argparse
 
 from interpretorch.cli.common import (UserError, add_model_arguments, load_model_from_args, output_dir,
                                       parse_target, positive_int)
+from interpretorch.cli.tcav import significance_runs
 
 NAME = "discover"
 HELP = "discover the concepts a class depends on (ACE or NMF), ranked by importance, shown by their top patches"
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", nargs="*", default=None,
                    help="random image folder(s) for the TCAV significance test (default: random patches of the "
                         "class images)")
-    p.add_argument("--runs", type=positive_int, default=10, help="random runs (default: %(default)s)")
+    p.add_argument("--runs", type=significance_runs, default=10, help="random runs, at least 3 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     add_model_arguments(p)
     p.add_argument("--out", default="interpretorch-concepts", help="output folder (default: %(default)s)")
@@ -53,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
     randoms = None
     if args.random:
-        if args.runs < 2:
-            raise UserError("significance needs at least 2 random sets: use --runs 2 or more")
         rfiles = [f for d in args.random for f in image_files(d)]
         pool = normalize(load_images(rfiles, pre))
         randoms = random_sets(pool, args.runs, min(40, len(rfiles)), args.seed)

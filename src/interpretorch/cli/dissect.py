@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from interpretorch.cli.common import (UserError, add_model_arguments, fraction, load_model_from_args, output_dir,
-                                      positive_int)
+from interpretorch.cli.common import (UserError, add_model_arguments, fraction, load_model_from_args, load_weights,
+                                      output_dir, positive_int)
 from interpretorch.datasets.distributed import init_from_env
 from interpretorch.runstate import FolderBusy, lock_output
 
@@ -58,10 +58,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model_from_args(args)
         model = loaded.model
         if args.weights:
-            if not Path(args.weights).is_file():
-                raise UserError(f"--weights {args.weights!r}: no such file")
+            state = load_weights(args.weights, "--weights")
             try:
-                state = torch.load(args.weights, map_location="cpu", weights_only=True)
                 model.load_state_dict(state)
             except (RuntimeError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"--weights {args.weights!r} do not fit --model {args.model}: "

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from interpretorch.cli.common import UserError
+from interpretorch.cli.common import UserError, output_dir, unpickling_refusal
 
 NAME = "explain-text"
 HELP = "explain a text encoder: which words drive a sentence's prediction or two sentences' similarity"
@@ -24,10 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
     parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
-    parser.add_argument("--target", default="top1",
+    parser.add_argument("--target", type=_text_target, default="top1",
                         help="class index to explain for a classification head (default top1); not for a sentence "
                              "encoder. Text longer than the model reads (512 word pieces for MiniLM) is explained "
                              "up to that limit with a warning (stderr and results.json)")
+
+
+def _text_target(text: str) -> str | int:
+    """argparse type for --target: 'top1' or a class index >= 0."""
+    if text == "top1":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'top1' or a class index, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'top1' or a class index >= 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("a sentence is empty (white space and invisible characters such as zero-width spaces "
                         "do not count)")
     target: int | str = args.target
-    if target != "top1":
-        try:
-            target = int(target)
-        except ValueError:
-            raise UserError(f"--target must be 'top1' or a class index, got {args.target!r}") from None
     methods = [m.strip().lower().replace("-", "_") for m in args.methods.split(",") if m.strip()]
     aliases = {"ig": "integrated_gradients", "lrp": "attnlrp", "chefer": "gradient_rollout"}
     methods = [aliases.get(m, m) for m in methods]
@@ -57,11 +65,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ig-steps must be a positive integer, got {args.ig_steps}")
     if args.model != "minilm" and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model!r} is neither 'minilm' nor a local model folder")
+    output_dir(args.out)
     start = time.perf_counter()
+    import pickle
+
     try:
         tm = load_text_model(args.model)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the text model {args.model!r}: {e}") from None
+    except pickle.UnpicklingError as e:
+        raise UserError(f"--model {args.model!r}: its weights file {unpickling_refusal(e)}") from None
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the text model {args.model!r}: {first}") from None
     if target != "top1" and tm.pooling != "cls":
         raise UserError(f"--target {target} needs a classification head; {tm.name} is a sentence encoder "
                         "(one sentence explains its embedding, two their similarity): leave --target out")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from interpretorch.cli.common import UserError, positive_int
 from interpretorch.cli.gandissect import add_gan_arguments, distributed, load_pair, run_and_write
@@ -18,6 +19,9 @@ def _region(text: str) -> tuple[int, int, int, int]:
         vals = ()
     if len(vals) != 4:
         raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 (four integers, image pixels), got {text!r}")
+    if min(vals) < 0 or vals[0] >= vals[2] or vals[1] >= vals[3]:
+        raise argparse.ArgumentTypeError(f"expected a box x0,y0,x1,y1 of image pixels with 0 <= x0 < x1 and "
+                                         f"0 <= y0 < y1, got {text!r}")
     return vals  # type: ignore[return-value]
 
 
@@ -26,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", required=True, help="the generator layer whose units are switched")
     p.add_argument("--concept", required=True, help="the segmenter's class whose units are switched")
     p.add_argument("--units", type=positive_int, required=True, help="how many of the concept's top units (k)")
+    # "-4,0,8,8" is a value of --region (refused by _region), not an unknown option
+    p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-?\d+(,-?\d+)+$")  # noqa: SLF001
     p.add_argument("--region", type=_region, default=None,
                    help="x0,y0,x1,y1 box in image pixels where the units are inserted (default: the central quarter)")
     p.add_argument("--other", default=None,

@@ -66,6 +66,34 @@ def _z_shape(text: str | None, generator: object) -> tuple[int, ...]:
     raise UserError("the generator has no z_shape or z_dim attribute; give --z-shape (e.g. --z-shape 128)")
 
 
+def _check_pair(gen: torch.nn.Module, seg: torch.nn.Module, z_shape: tuple[int, ...], n_classes: int,
+                device: torch.device) -> None:
+    """One latent sample through the generator and its image through the segmenter: a UserError when they do not
+    fit --z-shape or --classes."""
+    from interpretorch.capture import frozen
+
+    try:
+        with torch.no_grad(), frozen(gen):
+            image = gen(torch.zeros(1, *z_shape, device=device))
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--z-shape {','.join(map(str, z_shape))} does not fit the generator: "
+                        f"{type(e).__name__}: {first}") from None
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        raise UserError(f"the generator gives {getattr(image, 'shape', type(image).__name__)}, not (B, 3, H, W) "
+                        "images")
+    try:
+        with torch.no_grad(), frozen(seg):
+            logits = seg(image)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the segmenter cannot take the generator's images, shape {tuple(image.shape)}: "
+                        f"{type(e).__name__}: {first}") from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 4 or logits.shape[1] != n_classes:
+        raise UserError(f"the segmenter gives {tuple(getattr(logits, 'shape', ()))}, not (B, {n_classes}, H, W) "
+                        f"logits for the {n_classes} classes")
+
+
 def load_pair(args: argparse.Namespace) -> GANPair:
     """The GANPair the flags name: the shipped one, or the user's generator and segmenter."""
     from interpretorch.gan.models import GANPair, shipped_pair
@@ -78,10 +106,9 @@ def load_pair(args: argparse.Namespace) -> GANPair:
         return shipped_pair(device)
     if args.generator is None or args.segmenter is None:
         raise UserError("give both --generator and --segmenter (a user's generator needs a segmenter of its images)")
-    import os
+    from interpretorch.cli.common import allow_working_directory_imports
 
-    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` would: package.module:factory from here
-        sys.path.insert(0, os.getcwd())
+    allow_working_directory_imports()  # package.module:factory from here, after the installed packages
     models = {}
     for flag, spec in (("--generator", args.generator), ("--segmenter", args.segmenter)):
         if ":" not in spec:
@@ -100,6 +127,7 @@ def load_pair(args: argparse.Namespace) -> GANPair:
     if not classes:
         raise UserError("the segmenter has no class_names attribute; give --classes a,b,c (one per logit channel)")
     z_shape = _z_shape(args.z_shape, gen)
+    _check_pair(gen, seg, z_shape, len(classes), device)
     cats = getattr(seg, "class_categories", None)
     return GANPair(gen, seg, z_shape, classes, list(cats) if cats else [], [], args.generator)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interpretorch.cli.common import UserError, positive_int
+from interpretorch.cli.common import UserError, output_dir, positive_int
 
 NAME = "make-probe"
 HELP = "write a seeded synthetic Broden-format probe set (colours, textures, objects, parts, scenes)"
@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size must be at least 16 pixels, got {args.size}")
     if args.mask_size is not None and args.mask_size > args.size:
         raise UserError(f"--mask-size {args.mask_size} is larger than --size {args.size}")
+    output_dir(root, "dir")  # created now, so a folder that cannot be written is one line before any work
     make_probe(root, args.images, args.size, args.seed, args.mask_size)
     print(f"wrote {args.images} images to {root}")
     return 0

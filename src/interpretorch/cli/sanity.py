@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from interpretorch.cli.common import (UserError, add_model_arguments, collect_images, load_model_from_args,
-                                      output_dir, parse_target, positive_int)
+                                      load_weights, output_dir, parse_target, positive_int, user_error_message)
 
 NAME = "sanity"
 HELP = "model-parameter / data randomization sanity checks of saliency methods, as an HTML report"
@@ -83,10 +83,19 @@ def _data_test(args: argparse.Namespace, methods: list[str], out: Path) -> Path:
     if args.data_images < 1:
         raise UserError(f"--data-images must be at least 1, got {args.data_images}")
     cfg = RandomLabelConfig()
-    true_model = (load_synthetic_cnn(args.true_weights).model if args.true_weights
-                  else train_synthetic_cnn()[0])
+    for flag, path in (("--true-weights", args.true_weights), ("--random-weights", args.random_weights)):
+        if path:
+            load_weights(path, flag)  # refuses a pickle or a non-torch file in one line before the loaders read it
+    try:
+        true_model = (load_synthetic_cnn(args.true_weights).model if args.true_weights
+                      else train_synthetic_cnn()[0])
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"--true-weights {args.true_weights!r}: {user_error_message(e)}") from None
     if args.random_weights:
-        random_model, info = load_random_label_cnn(args.random_weights)
+        try:
+            random_model, info = load_random_label_cnn(args.random_weights)
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            raise UserError(f"--random-weights {args.random_weights!r}: {user_error_message(e)}") from None
     else:
         run = train_random_label_cnn(cfg, verbose=True)
         random_model, info = run.model, run.summary()

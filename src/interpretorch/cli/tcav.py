@@ -7,6 +7,19 @@ from pathlib import Path
 from interpretorch.cli.common import (UserError, add_model_arguments, load_model_from_args, output_dir,
                                       parse_target, positive_int)
 
+MIN_RUNS = 3  # R random sets give R-1 distinct random-vs-random runs (R=2: one), and the t-test needs 2 per side
+
+
+def significance_runs(text: str) -> int:
+    """argparse type for --runs: enough random runs for the t-test (at least MIN_RUNS)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < MIN_RUNS:
+        raise argparse.ArgumentTypeError(f"the significance test needs at least {MIN_RUNS} random runs, got {v}")
+    return v
+
 NAME = "tcav"
 HELP = "TCAV: how much a class depends on human concepts (image folders or generated patterns), with p-values"
 
@@ -21,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", nargs="+", required=True,
                    help="random image folders, one set each; with a single folder, --runs sets are drawn from it")
     p.add_argument("--layers", required=True, help="comma-separated layer names (`interpretorch layers` lists them)")
-    p.add_argument("--runs", type=positive_int, default=10, help="random runs when one --random folder is given "
-                   "(default: %(default)s)")
+    p.add_argument("--runs", type=significance_runs, default=10,
+                   help="random runs when one --random folder is given, at least 3 (default: %(default)s)")
     p.add_argument("--set-size", type=positive_int, default=50,
                    help="images per generated concept and per random set drawn from one folder (default: %(default)s)")
     p.add_argument("--loss", choices=("hinge", "logistic"), default="hinge",
@@ -68,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.concepts.report import write_tcav_report
     from interpretorch.concepts.tcav import run_tcav
 
+    if len(args.random) == 2:
+        raise UserError(f"--random: the significance test needs one folder (drawn --runs times) or at least "
+                        f"{MIN_RUNS} folders, got 2")
     out = output_dir(args.out)
+    if args.cache:
+        output_dir(args.cache, "--cache")
     layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     if not layers:
         raise UserError("--layers is empty; give comma-separated layer names")
@@ -104,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
         files = image_files(args.random[0])
         imgs = pre.normalize(load_images(files, pre))
         per_set = min(args.set_size, len(files))
-        if args.runs < 2:
-            raise UserError("significance needs at least 2 random sets: use --runs 2 or more")
         randoms = {f"random_{i}": s for i, s in enumerate(random_sets(imgs, args.runs, per_set, args.seed))}
     else:
         randoms = {f"random_{i}": image_files(d) for i, d in enumerate(args.random)}

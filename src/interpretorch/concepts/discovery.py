@@ -231,6 +231,9 @@ def nmf_concepts(model: nn.Module, images: torch.Tensor, normalize: Callable[[to
         raise ValueError(f"layer {layer!r} has negative activations (min {float(acts.min()):.3g}); NMF needs a "
                          "non-negative layer, e.g. the output of a ReLU")
     c, h, w = acts.shape[1:]
+    if n_concepts > min(c, acts.shape[0] * h * w):
+        raise ValueError(f"{n_concepts} concepts asked for, but NMF at layer {layer!r} can find at most "
+                         f"{min(c, acts.shape[0] * h * w)} (its {c} channels); ask for fewer")
     A = acts.clamp_min(0).permute(0, 2, 3, 1).reshape(-1, c).double().cpu().numpy()
     nmf = NMF(n_components=n_concepts, init="nndsvda", random_state=seed, max_iter=500)
     U = nmf.fit_transform(A)

@@ -114,7 +114,10 @@ def _parse_label(text: str, where: str, classes: dict[str, int] | None = None) -
 def _read_list(path: Path) -> list[tuple[str, str | None, int]]:
     """(file, label text or None, line number) per row of a CSV / text list; a header row is skipped."""
     rows: list[tuple[str, str | None, int]] = []
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the list as UTF-8") from None
     if path.suffix.lower() in (".csv", ".tsv"):
         reader = csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         for n, row in enumerate(reader, 1):

@@ -18,6 +18,7 @@ out); a malformed row is reported with its line number, a missing file by its na
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -73,12 +74,20 @@ class Broden:
         return max(self.label_names, default=0) + 1
 
 
+def _utf8_text(path: Path) -> io.StringIO:
+    """The text of a CSV table, or a BrodenError naming the file when it is not UTF-8."""
+    try:
+        return io.StringIO(path.read_text(encoding="utf-8"), newline="")
+    except UnicodeDecodeError as e:
+        raise BrodenError(f"{path.name}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+
+
 def _open_table(root: Path, name: str) -> list[tuple[int, dict[str, str]]]:
     path = root / name
     if not path.is_file():
         raise BrodenError(f"missing file {str(path)!r} (a Broden dataset needs index.csv, category.csv, label.csv)")
     _inside(root, path, name)
-    with open(path, newline="", encoding="utf-8") as f:
+    with _utf8_text(path) as f:
         reader = csv.reader(f)
         try:
             header = next(reader)
@@ -189,7 +198,7 @@ def read_broden(root: str | Path, split: str | None = None) -> Broden:
         raise BrodenError(f"missing file {str(path)!r}")
     _inside(root, path, "index.csv")
     rows: list[Row] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with _utf8_text(path) as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]

