@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from interpretorch.explanation import Explanation, abs_grayscale, diverging, reduce_channels, render_visualization
+from interpretorch.explanation import Explanation, abs_grayscale, diverging, reduce_channels
+from interpretorch.report.drawing import render_visualization
 
 
 def _maps(seed=0, shape=(2, 3, 20, 24)):

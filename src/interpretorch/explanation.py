@@ -1,16 +1,40 @@
-"""The result every method returns: maps, what they explain, and how to look at them."""
+"""The result every method returns: maps and what they explain, with the numeric views of them (channel
+reductions, normalisation, the sanity-check paper's views).
+
+Pictures are the report floor's: :mod:`interpretorch.report.drawing` and :mod:`interpretorch.report.notebook`
+install the drawing and the Jupyter display with :func:`register_display` when ``interpretorch`` is imported, so
+this module imports nothing above the ground floor.
+"""
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 REDUCTIONS = ("abs_sum", "sum", "max_abs")
+DISPLAY_HOOKS = ("overlay", "heatmap", "visualize", "png", "save_png", "html")
+_display: dict[str, Callable[..., Any]] = {}
+
+
+def register_display(name: str, fn: Callable[..., Any]) -> None:
+    """Install the function that draws one kind of picture (one of ``DISPLAY_HOOKS``) for every Explanation."""
+    if name not in DISPLAY_HOOKS:
+        raise ValueError(f"unknown display {name!r}; choose one of {DISPLAY_HOOKS}")
+    if not callable(fn):
+        raise TypeError(f"display {name!r} must be callable, got {type(fn).__name__}")
+    _display[name] = fn
+
+
+def display_hook(name: str) -> Callable[..., Any]:
+    """The installed function drawing pictures of kind ``name`` (installed by importing ``interpretorch``)."""
+    if name not in _display:
+        raise RuntimeError(f"no {name!r} display is installed; import interpretorch (its report floor installs "
+                           "the drawing)")
+    return _display[name]
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -90,45 +114,6 @@ def diverging(maps: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
     return torch.where((span > 0)[:, None, None], out, torch.zeros_like(out)).to(torch.float32)
 
 
-def render_visualization(maps: torch.Tensor, kind: str = "abs_grayscale", percentile: float = 99.0,
-                         cmap: str | None = None) -> np.ndarray:
-    """Render maps with a sanity-check view (``abs_grayscale``: black 0 to white; ``diverging``: blue negative,
-    white 0, red positive, matplotlib's ``bwr``) as (B, H, W, 3) uint8; ``cmap`` picks another colormap."""
-    if kind == "abs_grayscale":
-        values = abs_grayscale(maps, percentile)
-        if cmap is None:
-            v = (values.cpu().numpy() * 255).round().astype(np.uint8)
-            return np.repeat(v[..., None], 3, axis=-1)
-        unit = values
-    elif kind == "diverging":
-        unit = (diverging(maps, percentile) + 1) / 2
-        cmap = cmap or "bwr"
-    else:
-        raise ValueError(f"unknown visualisation {kind!r}; choose one of {VISUALIZATIONS}")
-    import matplotlib
-
-    colors = matplotlib.colormaps[cmap](unit.cpu().numpy())[..., :3]
-    return (colors * 255).round().astype(np.uint8)
-
-
-def _to_uint8_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Return (B, H, W, 3) uint8 images from (B, 3, H, W) floats in [0, 1] or uint8 HWC arrays."""
-    if isinstance(images, torch.Tensor):
-        arr = images.detach().float().cpu()
-        if arr.dim() == 3:
-            arr = arr[None]
-        arr = arr.permute(0, 2, 3, 1).numpy()
-    else:
-        arr = np.asarray(images)
-        if arr.ndim == 3:
-            arr = arr[None]
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * 255.0 if arr.max() <= 1.0 + 1e-6 else arr, 0, 255).round().astype(np.uint8)
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    return arr
-
-
 @dataclass
 class Explanation:
     """Maps produced by one method for a batch, with what they explain.
@@ -168,38 +153,23 @@ class Explanation:
     def overlay(self, images: torch.Tensor | np.ndarray, cmap: str = "jet", alpha: float = 0.5,
                 rule: str = "abs_sum") -> np.ndarray:
         """Blend the normalised maps over ``images`` with a matplotlib colormap; returns (B, H, W, 3) uint8."""
-        import matplotlib
-
-        imgs = _to_uint8_images(images)
-        if imgs.shape[0] != len(self):
-            raise ValueError(f"overlay got {imgs.shape[0]} images for {len(self)} maps")
-        maps = self.normalized(rule)
-        if tuple(maps.shape[-2:]) != imgs.shape[1:3]:
-            maps = upsample(maps, imgs.shape[1:3])
-        colors = matplotlib.colormaps[cmap](maps.cpu().numpy())[..., :3]
-        out = (1 - alpha) * imgs.astype(np.float32) / 255.0 + alpha * colors
-        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+        return display_hook("overlay")(self, images, cmap, alpha, rule)
 
     def heatmap(self, cmap: str = "jet", rule: str = "abs_sum") -> np.ndarray:
         """Return the normalised maps rendered with a colormap as (B, H, W, 3) uint8."""
-        import matplotlib
-
-        colors = matplotlib.colormaps[cmap](self.normalized(rule).cpu().numpy())[..., :3]
-        return (colors * 255).round().astype(np.uint8)
+        return display_hook("heatmap")(self, cmap, rule)
 
     def visualize(self, kind: str = "abs_grayscale", percentile: float = 99.0,
                   cmap: str | None = None) -> np.ndarray:
         """Render the maps as the sanity-check paper does: ``abs_grayscale`` or ``diverging``, clipped at the
         ``percentile``-th percentile; returns (B, H, W, 3) uint8."""
-        return render_visualization(self.maps, kind, percentile, cmap)
+        return display_hook("visualize")(self.maps, kind, percentile, cmap)
 
     def save(self, path: str | Path) -> Path:
         """Write the explanation: ``.pt`` keeps tensors and metadata, ``.png`` the first heatmap."""
         path = Path(path)
         if path.suffix == ".png":
-            from PIL import Image
-
-            Image.fromarray(self.heatmap()[0]).save(path)
+            display_hook("save_png")(self, path)
         elif path.suffix == ".pt":
             torch.save({"maps": self.maps.cpu(), "raw": None if self.raw is None else self.raw.cpu(),
                         "method": self.method, "layer": self.layer,
@@ -217,46 +187,11 @@ class Explanation:
 
     def _repr_html_(self) -> str:
         """The maps inline in Jupyter, each with its colour bar and raw min / max."""
-        from interpretorch.report.notebook import explanation_html
-
-        return explanation_html(self)
+        return display_hook("html")(self)
 
     def _repr_png_(self) -> bytes:
-        from PIL import Image
-
-        tiles = self.heatmap()
-        strip = np.concatenate(list(tiles), axis=1)
-        buf = io.BytesIO()
-        Image.fromarray(strip).save(buf, format="PNG")
-        return buf.getvalue()
+        return display_hook("png")(self)
 
     def __repr__(self) -> str:
         return (f"Explanation(method={self.method!r}, maps={tuple(self.maps.shape)}, layer={self.layer!r}, "
                 f"target={None if self.target is None else self.target.tolist()})")
-
-
-class ExplanationGrid:
-    """Several explanations shown together in Jupyter: one row per image, one column per method."""
-
-    def __init__(self, explanations: dict[str, "Explanation"], images: torch.Tensor | np.ndarray | None = None,
-                 shared_scale: bool = False) -> None:
-        if not explanations or not all(isinstance(e, Explanation) for e in explanations.values()):
-            raise TypeError("grid() takes a non-empty dict {method name: Explanation}")
-        self.explanations = dict(explanations)
-        self.images = images
-        self.shared_scale = shared_scale
-
-    def _repr_html_(self) -> str:
-        from interpretorch.report.notebook import grid_html
-
-        return grid_html(self.explanations, self.images, self.shared_scale)
-
-    def __repr__(self) -> str:
-        return f"ExplanationGrid(methods={list(self.explanations)})"
-
-
-def grid(explanations: dict[str, Explanation], images: torch.Tensor | np.ndarray | None = None,
-         shared_scale: bool = False) -> ExplanationGrid:
-    """A dict of explanations (what ``explain(..., [methods])`` returns) as a grid that renders inline in Jupyter;
-    region maps are drawn over ``images`` ((B, 3, H, W) in [0, 1]) when given."""
-    return ExplanationGrid(explanations, images, shared_scale)

@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, clean_pass, resolve_layer
-from interpretorch.attribution.registry import explain, get_method, method_options, resolve_methods
+from interpretorch.attribution.common import clean_pass, resolve_layer
+from interpretorch.attribution.registry import explain, get_method, method_options, reexplainers, resolve_methods
+from interpretorch.core import check_inputs
+from interpretorch.core.targets import Target, check_target
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
 
 
 @dataclass
@@ -183,7 +184,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
 
         t0 = time.perf_counter()
         result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
-                                          metrics=metrics, progress=eval_progress, outputs=outputs)
+                                          metrics=metrics, progress=eval_progress, outputs=outputs,
+                                          explain_fn=reexplainers(result.explanations))
         result.evaluation_seconds = time.perf_counter() - t0
         result.evaluation_protocol = protocol(metrics)
     return result

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from interpretorch.concepts.cache import model_fingerprint
+from interpretorch.core.distributed import world
+from interpretorch.core.fingerprint import model_fingerprint
 
 __all__ = ["FolderBusy", "OutputLock", "Terminated", "digest", "files_fingerprint", "lock_output",
            "model_fingerprint", "terminate_as_interrupt"]
@@ -105,8 +106,7 @@ def lock_output(folder: str | Path) -> OutputLock:
     import torch
 
     dist = torch.distributed
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    rank = dist.get_rank() if world > 1 else 0
+    rank, size = world()
     lock = OutputLock(folder)
     message = None
     if rank == 0:
@@ -114,7 +114,7 @@ def lock_output(folder: str | Path) -> OutputLock:
             lock.acquire()
         except FolderBusy as e:
             message = str(e)
-    if world > 1:
+    if size > 1:
         box = [message]
         dist.broadcast_object_list(box, src=0)
         message = box[0]

@@ -166,7 +166,7 @@ def test_callable_target_rows(tiny64):
 
 
 def test_default_rows_per_pass_depend_on_the_device(tiny64):
-    from interpretorch.attribution.common import rows_per_pass
+    from interpretorch.core import rows_per_pass
 
     assert rows_per_pass(None, torch.device("cpu")) == 8 and rows_per_pass(None, torch.device("cuda")) == 64
     assert rows_per_pass(5, torch.device("cpu")) == 5

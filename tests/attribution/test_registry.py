@@ -100,7 +100,7 @@ def test_a_target_list_of_the_wrong_length_is_refused_before_any_chunking(tiny, 
 
 
 def test_the_batching_rule_is_one_rule():
-    from interpretorch.batching import rows_per_pass
+    from interpretorch.core.batching import rows_per_pass
 
     assert rows_per_pass(None, "cpu") == 8 and rows_per_pass(None, "cuda") == 64 and rows_per_pass(5, "cpu") == 5
     for bad in (0, -1, 2.5, True):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from dissect_handmade import Channels, write_handmade
 from interpretorch.dissect.broden import BrodenDataset
-from interpretorch.dissect.report import _outline, write_layer_report
+from interpretorch.dissect.report import outline, write_layer_report
 from interpretorch.dissect.run import dissect
 
 
@@ -15,7 +15,7 @@ def test_outline():
     region[1:4, 1:4] = True
     ring = region.copy()
     ring[2, 2] = False
-    assert np.array_equal(_outline(region), ring)
+    assert np.array_equal(outline(region), ring)
 
 
 def test_layer_report(tmp_path, snapshot):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from interpretorch.attribution import layer_cams
+from interpretorch.attribution import layer_cams, reexplainers
 from interpretorch.explanation import Explanation
 from interpretorch.metrics import (ALL_METRICS, METRIC_INFO, confidence, deletion, evaluate, infidelity, insertion,
                                    pointing_game, road)
@@ -114,7 +114,7 @@ def test_max_sensitivity_uses_the_registry_or_the_given_function(setup):
     res = evaluate(model, x, one, metrics=["max_sensitivity"], explain_fn=explain_fn,
                    max_sensitivity={"n_samples": 2, "radius": 0.05})
     assert sum(calls) == 3 * 2
-    via_registry = evaluate(model, x, one, metrics=["max_sensitivity"],
+    via_registry = evaluate(model, x, one, metrics=["max_sensitivity"], explain_fn=reexplainers(one),
                             max_sensitivity={"n_samples": 2, "radius": 0.05})
     assert via_registry["gradcam"]["max_sensitivity"]["per_image"] == pytest.approx(
         res["gradcam"]["max_sensitivity"]["per_image"], rel=1e-5)

@@ -161,7 +161,7 @@ def test_topk_explains_the_k_best_classes_side_by_side(tmp_path):
 
 
 def test_explanations_render_inline_in_jupyter():
-    from interpretorch.explanation import grid
+    from interpretorch.report.notebook import grid
 
     model, x = TinyCNN(num_classes=5).eval(), torch.rand(2, 3, 32, 32)
     got = it.explain(model, x, ["gradcam", "eigencam", "gradient"])

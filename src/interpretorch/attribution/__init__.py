@@ -1,6 +1,7 @@
 """Attribution methods. Importing a module registers its methods; the import order is the registry's order."""
 from interpretorch.attribution.registry import (MethodSpec, available_methods, bind, canonical, default_methods,
-                                                explain, get_method, method_specs, register, register_group)
+                                                explain, get_method, method_specs, reexplainers, register,
+                                                register_group)
 from interpretorch.attribution.cam import CAM_METHODS, CAM_RULES, cam_rule, layer_cams  # noqa: I001
 from interpretorch.attribution.score import ablation_cam, score_cam
 from interpretorch.attribution.gradient import gradient, gradient_x_input
@@ -15,7 +16,8 @@ from interpretorch.attribution.fullgrad import fullgrad
 from interpretorch.attribution.masks import extremal_perturbation, meaningful_perturbation
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
-           "method_specs", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule", "layer_cams",
+           "method_specs", "reexplainers", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule",
+           "layer_cams",
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",
            "RiseMasks", "shapley_cam", "finer_cam", "smooth_gradcampp", "sess", "group_cam", "ss_cam", "fullgrad",

@@ -15,12 +15,12 @@ from torch import nn
 
 from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer
 from interpretorch.attribution.registry import register, register_group
-from interpretorch.batching import chunks
 from interpretorch.capture import capture, token_grid
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
 
 EPS = 1e-7
 

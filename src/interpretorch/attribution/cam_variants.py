@@ -18,11 +18,11 @@ from interpretorch.attribution.common import (clean_pass, finish_region, method_
                                                score_rows)
 from interpretorch.attribution.noise import noise_sigma, unit_noise
 from interpretorch.attribution.registry import get_method, register
-from interpretorch.batching import chunks
 from interpretorch.capture import capture
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation, normalize_maps
-from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
 
 
 def _check_spatial(a: torch.Tensor, name: str) -> None:
@@ -40,12 +40,12 @@ def _gradient_rule(base: str, method: str):
     return CAM_RULES[base]
 
 
-def _weighted_pass(model: nn.Module, inputs: torch.Tensor, target: Target, layer: str | nn.Module | None,
-                   batch_size: int | None, rule: Callable[[torch.Tensor, Any, SimpleNamespace, torch.Tensor],
-                                                          torch.Tensor],
-                   score_fn: Callable[[torch.Tensor, torch.Tensor | None, Target], torch.Tensor] | None = None,
-                   second_order: bool = False
-                   ) -> tuple[torch.Tensor, str, torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def weighted_pass(model: nn.Module, inputs: torch.Tensor, target: Target, layer: str | nn.Module | None,
+                  batch_size: int | None, rule: Callable[[torch.Tensor, Any, SimpleNamespace, torch.Tensor],
+                                                         torch.Tensor],
+                  score_fn: Callable[[torch.Tensor, torch.Tensor | None, Target], torch.Tensor] | None = None,
+                  second_order: bool = False
+                  ) -> tuple[torch.Tensor, str, torch.Tensor | None, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One forward and backward per chunk to ``layer``; ``rule(a, g, ctx, hvp)`` gives the raw (B, h, w) map.
 
     Returns (raw maps, layer name, class indices or None, target scores, outputs, the checked inputs).
@@ -100,7 +100,7 @@ def shapley_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
         w = (g - 0.5 * hvp).mean(dim=(2, 3), keepdim=True)
         return (w * a).sum(1)
 
-    raw, name, idx, scores, out, x = _weighted_pass(model, inputs, target, layer, batch_size, rule,
+    raw, name, idx, scores, out, x = weighted_pass(model, inputs, target, layer, batch_size, rule,
                                                     second_order=True)
     raw, maps = finish_region(raw, tuple(x.shape[-2:]), relu, normalize)
     return Explanation(maps=maps, method="shapleycam", target=idx, layer=name, raw=raw, scores=scores, outputs=out)
@@ -143,7 +143,7 @@ def finer_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
     def score_fn(out, idx, t):
         return finer_scores(out, idx, alpha, comparisons)
 
-    raw, name, idx, scores, out, x = _weighted_pass(model, inputs, target, layer, batch_size,
+    raw, name, idx, scores, out, x = weighted_pass(model, inputs, target, layer, batch_size,
                                                     lambda a, g, ctx, h: rule_fn(a, g, ctx), score_fn)
     raw, maps = finish_region(raw, tuple(x.shape[-2:]), relu, normalize)
     return Explanation(maps=maps, method="finercam", target=idx, layer=name, raw=raw, scores=scores, outputs=out,

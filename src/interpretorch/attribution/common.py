@@ -1,5 +1,6 @@
-"""What every attribution method shares: input checks, the layer to explain, the clean pass, the chunked
-perturbed-rows loop, baselines, seeds, and the finish of region maps."""
+"""What every attribution method shares: the checked method inputs, the layer to explain, the clean pass, the
+chunked perturbed-rows loop, baselines, and the finish of region maps. (Device, input checks, batching, seeds
+and targets are the ground floor's: :mod:`interpretorch.core`.)"""
 from __future__ import annotations
 
 import weakref
@@ -9,48 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.batching import ACCELERATOR_ROWS, CPU_ROWS, check_batch_size, chunks, rows_per_pass
 from interpretorch.capture import default_cam_layer, frozen
+from interpretorch.core import check_inputs, chunks, rows_per_pass
+from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, split_target,
+                                        target_indices, target_scores)
 from interpretorch.explanation import normalize_maps, upsample
 from interpretorch.models.layers import layer_name
-from interpretorch.targets import (SCORES, Target, check_finite, check_target, concat_outputs, split_target,
-                                   target_indices, target_scores)
 
-__all__ = ["model_device", "check_inputs", "method_inputs", "resolve_layer", "rows_per_pass", "chunks",
-           "check_batch_size", "CPU_ROWS", "ACCELERATOR_ROWS", "SCORES", "clean_pass", "score_rows", "as_baseline",
-           "seed_for", "finish_region", "row_scores", "split_target"]
+__all__ = ["method_inputs", "resolve_layer", "clean_pass", "score_rows", "as_baseline", "finish_region", "row_scores"]
 
 _DEFAULT_LAYER: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Return the device of the model's first parameter or buffer (CPU for a stateless model)."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def check_inputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Validate a (B, C, H, W) float batch and return a detached copy on the model's device (a copy, so a model
-    whose first operation is in place cannot change the caller's tensor)."""
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor of shape (B, C, H, W), got {type(inputs).__name__}")
-    if inputs.dim() == 3:
-        raise ValueError(f"inputs have shape {tuple(inputs.shape)}; expected a batch (B, C, H, W) - "
-                         "add a batch dimension with inputs[None]")
-    if inputs.dim() != 4:
-        raise ValueError(f"inputs must have shape (B, C, H, W), got {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point (preprocessed images), got {inputs.dtype}")
-    if inputs.shape[0] == 0:
-        raise ValueError("inputs hold no images (batch size 0)")
-    if not torch.isfinite(inputs).all():
-        raise ValueError("inputs contain NaN or infinite values")
-    device = model_device(model)
-    x = inputs.detach()
-    return x.to(device) if x.device != device else x.clone()
 
 
 def method_inputs(model: nn.Module, inputs: torch.Tensor, target: Target,
@@ -145,12 +114,6 @@ def as_baseline(baseline, x: torch.Tensor) -> torch.Tensor:
                          f"or {tuple(x.shape)}") from None
 
 
-def seed_for(seed: int, *stream: int) -> int:
-    """A well-mixed 63-bit seed for sub-stream ``stream`` of ``seed`` (so each sample draws the same noise
-    whatever the chunking)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def finish_region(raw: torch.Tensor, size: tuple[int, int], relu: bool, normalize: bool

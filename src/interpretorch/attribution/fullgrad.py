@@ -13,11 +13,11 @@ from torch import nn
 
 from interpretorch.attribution.common import method_inputs
 from interpretorch.attribution.registry import register
-from interpretorch.batching import chunks
 from interpretorch.capture import capture
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation
-from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

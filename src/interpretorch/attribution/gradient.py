@@ -12,14 +12,14 @@ import contextlib
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, rows_per_pass
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.relu_rules import check_reach, relu_rule
-from interpretorch.batching import chunks
 from interpretorch.capture import capture
+from interpretorch.core import check_inputs, rows_per_pass
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, split_target,
+                                        target_indices, target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation
-from interpretorch.targets import (Target, check_finite, check_target, concat_outputs, split_target, target_indices,
-                                   target_scores, tensor_outputs)
 
 
 def input_grad(scores: torch.Tensor, rows: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:

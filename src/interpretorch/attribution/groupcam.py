@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.cam_variants import _weighted_pass, gaussian_blur
-from interpretorch.attribution.common import (finish_region, method_inputs, resolve_layer, rows_per_pass, score_rows,
-                                               seed_for)
+from interpretorch.attribution.cam_variants import weighted_pass, gaussian_blur
+from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer, score_rows
 from interpretorch.attribution.registry import register
-from interpretorch.attribution.score import _activations
+from interpretorch.attribution.score import layer_activations
+from interpretorch.core import rows_per_pass, seed_for
+from interpretorch.core.targets import Target, check_target, tensor_outputs
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target, tensor_outputs
 
 
 def blur_images(x: torch.Tensor, kernel: int = 51, sigma: float = 50.0) -> torch.Tensor:
@@ -54,7 +54,7 @@ def group_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
         wa = g.mean(dim=(2, 3), keepdim=True) * a
         return torch.stack([c.sum(1) for c in wa.chunk(groups, dim=1)], 1)  # (B, G, h, w)
 
-    gmaps, name, idx, clean, out, x = _weighted_pass(model, inputs, target, layer, batch_size, rule)
+    gmaps, name, idx, clean, out, x = weighted_pass(model, inputs, target, layer, batch_size, rule)
     target = check_target(target, x.shape[0])
     batch_size = rows_per_pass(batch_size, x.device)
     b, n_g = gmaps.shape[:2]
@@ -119,7 +119,7 @@ def ss_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", laye
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
-    a, out, idx, clean = _activations(model, x, name, target)
+    a, out, idx, clean = layer_activations(model, x, name, target)
     b, c = a.shape[:2]
     size = tuple(x.shape[-2:])
     noise = torch.empty((n_samples,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)

@@ -6,15 +6,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.cam import gradcam_rule
-from interpretorch.attribution.common import check_inputs, method_inputs, resolve_layer
+from interpretorch.attribution.common import method_inputs, resolve_layer
 from interpretorch.attribution.gradient import grad_pass, input_grad
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.relu_rules import check_reach, relu_rule
-from interpretorch.batching import chunks
 from interpretorch.capture import capture
+from interpretorch.core import check_inputs
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
+                                        target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation, upsample
-from interpretorch.targets import (Target, check_finite, concat_outputs, split_target, target_indices, target_scores,
-                                   tensor_outputs)
 
 def guided_backprop(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
                     batch_size: int | None = None) -> Explanation:

@@ -5,14 +5,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, seed_for
+from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores
 from interpretorch.attribution.gradient import input_grad
 from interpretorch.attribution.registry import register
-from interpretorch.batching import chunks
 from interpretorch.capture import capture
+from interpretorch.core import seed_for
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import Target, check_finite, tensor_outputs
 from interpretorch.explanation import Explanation
 from interpretorch.imageops import gaussian_blur
-from interpretorch.targets import Target, check_finite, tensor_outputs
 
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")

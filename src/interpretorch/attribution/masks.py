@@ -18,10 +18,10 @@ from torch import nn
 
 from interpretorch.attribution.common import clean_pass, method_inputs, row_scores
 from interpretorch.attribution.registry import register
-from interpretorch.batching import chunks
 from interpretorch.capture import frozen
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import Target, check_finite, target_scores, tensor_outputs
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_finite, target_scores, tensor_outputs
 
 VARIANTS = ("preserve", "delete")
 

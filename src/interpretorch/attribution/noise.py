@@ -6,11 +6,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import clean_pass, method_inputs, row_scores, seed_for
+from interpretorch.attribution.common import clean_pass, method_inputs, row_scores
 from interpretorch.attribution.registry import get_method, register
-from interpretorch.batching import chunks
+from interpretorch.core import seed_for
+from interpretorch.core.batching import chunks
+from interpretorch.core.targets import Target, tensor_outputs
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, tensor_outputs
 
 
 NOISE_TUNNELS = ("smoothgrad", "vargrad")

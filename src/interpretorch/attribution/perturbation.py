@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows, seed_for
+from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
 from interpretorch.attribution.registry import register
+from interpretorch.core import seed_for
+from interpretorch.core.targets import Target, tensor_outputs
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, tensor_outputs
 
 
 def _pair(v: int | tuple[int, int], what: str) -> tuple[int, int]:

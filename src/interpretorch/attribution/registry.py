@@ -4,6 +4,10 @@ set of them, sharing passes where their descriptions say they can.
 A method is a function ``fn(model, inputs, target="top1", [layer=None,] *, batch_size=None, **options) ->
 Explanation``; its description says what its map is (``kind``), whether it explains a hidden layer, its
 aliases, and which shared pass (``group``) it can join. Its options are read off its signature.
+
+The registry knows no family: each family's package registers its built-in methods when it is imported
+(:mod:`interpretorch.attribution`, then :mod:`interpretorch.transformers`), and ``import interpretorch`` imports
+them in that order, which is the registry's order.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from interpretorch.core.targets import Target, check_target
 from interpretorch.explanation import Explanation
-from interpretorch.targets import Target, check_target
 
 KINDS = ("pixel", "region", "token")
 # What is never an option: the arguments every method takes, set by explain / bind / the CLI themselves.
@@ -123,28 +127,17 @@ def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> 
     GROUPS[name] = runner
 
 
-def _load_builtins() -> None:
-    import interpretorch.attribution  # noqa: F401 - its modules register the built-in methods
-
-    if "attnlrp" not in _METHODS:
-        from interpretorch.transformers.methods import register_methods
-
-        register_methods()
-
-
 def _layer_methods() -> list[str]:
     return [n for n, s in _METHODS.items() if s.needs_layer]
 
 
 def available_methods() -> list[str]:
     """Return every registered method name, in registration order."""
-    _load_builtins()
     return list(_METHODS)
 
 
 def method_specs() -> list[MethodSpec]:
     """Return the description of every registered method."""
-    _load_builtins()
     return list(_METHODS.values())
 
 
@@ -155,7 +148,6 @@ def default_methods() -> list[str]:
 
 def canonical(name: str) -> str:
     """Return the registered spelling of a method name or alias, or raise listing the valid ones."""
-    _load_builtins()
     key = _key(name)
     key = _ALIASES.get(key, key)
     if key not in _METHODS:  # guided-backprop, Guided Backprop, ...
@@ -204,6 +196,19 @@ def bind(method: str, **options: Any) -> BoundMethod:
     """Return ``method`` with ``options`` fixed (``layer`` and ``batch_size`` too), as a callable
     ``(model, inputs, target) -> Explanation``; unknown options are an error here, not at call time."""
     return BoundMethod(method, options)
+
+
+def reexplainers(explanations: Mapping[str, Explanation]) -> dict[str, BoundMethod]:
+    """For each explanation, the registered method that made it bound to its layer: what a metric that re-explains
+    (``evaluate(..., explain_fn=...)``, Max-Sensitivity) calls."""
+    out = {}
+    for name, exp in explanations.items():
+        key = _ALIASES.get(_key(exp.method), _key(exp.method))
+        if key not in _METHODS:  # maps made outside the registry: only an explicit explain_fn re-explains them
+            continue
+        spec = _METHODS[key]
+        out[name] = bind(spec.name, layer=exp.layer) if spec.needs_layer else bind(spec.name)
+    return out
 
 
 def resolve_methods(methods: str | Sequence[str] | None, model: nn.Module | None = None) -> list[str]:

@@ -12,14 +12,15 @@ from torch import nn
 from interpretorch.attribution.common import finish_region, method_inputs, resolve_layer, score_rows
 from interpretorch.attribution.registry import register
 from interpretorch.capture import capture, frozen, patched
+from interpretorch.core.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import tail_after
-from interpretorch.targets import Target, check_finite, target_indices, target_scores, tensor_outputs
 
 SCORE_WEIGHTINGS = ("softmax", "logit", "channel_softmax")
 
 
-def _activations(model: nn.Module, x: torch.Tensor, name: str, target: Target):
+def layer_activations(model: nn.Module, x: torch.Tensor, name: str, target: Target
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One recorded forward pass: activations at ``name``, outputs, indices and clean scores."""
     with capture(model, name, grad=False) as rec:
         out = model(x)
@@ -47,7 +48,7 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
         raise ValueError(f"unknown weighting {weighting!r}; choose one of {SCORE_WEIGHTINGS}")
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
-    a, out, idx, clean = _activations(model, x, name, target)
+    a, out, idx, clean = layer_activations(model, x, name, target)
     b, c = a.shape[:2]
     size = tuple(x.shape[-2:])
     score = "softmax" if weighting == "softmax" else "logit"
@@ -96,7 +97,7 @@ def ablation_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1"
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
-    a, out, idx, clean = _activations(model, x, name, target)
+    a, out, idx, clean = layer_activations(model, x, name, target)
     b, c = a.shape[:2]
     tail = tail_after(model, name)
     pairs = a.reshape(b, c, -1).ne(0).any(-1).nonzero(as_tuple=False)

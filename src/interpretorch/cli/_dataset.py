@@ -82,7 +82,7 @@ def run_if_dataset(args: argparse.Namespace) -> int | None:
 def run_dataset(args: argparse.Namespace) -> int:
     """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 writes the summary and the report."""
     from interpretorch.cli.common import load_model_from_args, output_dir
-    from interpretorch.cli.explain import method_options, metric_options as checked_metric_options
+    from interpretorch.cli.options import method_options, metric_options as checked_metric_options
     from interpretorch.datasets import distributed as dist
     from interpretorch.datasets.job import explain_dataset, metric_columns, resolve_dataset_metrics
     from interpretorch.datasets.report import write_dataset_report

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Discover concepts and write concepts.json and index.html into --out."""
-    from interpretorch.cli.tcav import _image_files, _load
+    from interpretorch.cli.tcav import image_files, load_images
     from interpretorch.concepts.discovery import ace, nmf_concepts
     from interpretorch.concepts.generate import random_sets
     from interpretorch.concepts.report import write_discovery_report
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         get_layer(model, args.layer)
     except KeyError as e:
         raise UserError(str(e.args[0])) from None
-    files = [f for d in args.images for f in _image_files(d)]
-    images = _load(files, pre)
+    files = [f for d in args.images for f in image_files(d)]
+    images = load_images(files, pre)
     device = next((p.device for p in model.parameters()), None)
 
     def normalize(t):
@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     randoms = None
     if args.random:
-        rfiles = [f for d in args.random for f in _image_files(d)]
-        pool = normalize(_load(rfiles, pre))
+        rfiles = [f for d in args.random for f in image_files(d)]
+        pool = normalize(load_images(rfiles, pre))
         randoms = random_sets(pool, args.runs, min(40, len(rfiles)), args.seed)
     if args.method == "ace":
         result = ace(model, images, normalize, args.layer, args.target, randoms=randoms, runs=args.runs,

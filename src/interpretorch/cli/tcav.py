@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="interpretorch-tcav", help="output folder (default: %(default)s)")
 
 
-def _image_files(path: str) -> list[Path]:
+def image_files(path: str) -> list[Path]:
+    """The images under ``path`` (a file or a folder), or a UserError when there are none."""
     from interpretorch.models.preprocess import find_images
 
     files = find_images([path])
@@ -60,7 +61,8 @@ def _image_files(path: str) -> list[Path]:
     return files
 
 
-def _load(files: list[Path], preprocess) -> "torch.Tensor":  # noqa: F821
+def load_images(files: list[Path], preprocess) -> "torch.Tensor":  # noqa: F821
+    """``files`` as display images in [0, 1] through ``preprocess``, or a UserError naming an unreadable one."""
     from interpretorch.models.preprocess import ImageLoadError
 
     try:
@@ -97,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
             get_layer(model, layer)
         except KeyError as e:
             raise UserError(str(e.args[0])) from None
-    class_files = [f for d in args.images for f in _image_files(d)]
-    class_display = _load(class_files, pre)
+    class_files = [f for d in args.images for f in image_files(d)]
+    class_display = load_images(class_files, pre)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = pre.normalize(class_display).to(device)
 
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         path = Path(spec)
         if path.exists():
             name = path.name or str(path)
-            concepts[name] = _image_files(spec)
+            concepts[name] = image_files(spec)
         else:
             if spec.strip().lower() not in {g.lower() for g in generator_names()} and not spec.startswith("solid_"):
                 raise UserError(f"--concepts {spec!r} is neither a folder nor a generator; generators: "
@@ -117,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:
                 raise UserError(str(e)) from None
     if len(args.random) == 1:
-        files = _image_files(args.random[0])
-        imgs = pre.normalize(_load(files, pre))
+        files = image_files(args.random[0])
+        imgs = pre.normalize(load_images(files, pre))
         per_set = min(args.set_size, len(files))
         randoms = {f"random_{i}": s for i, s in enumerate(random_sets(imgs, args.runs, per_set, args.seed))}
     else:
-        randoms = {f"random_{i}": _image_files(d) for i, d in enumerate(args.random)}
+        randoms = {f"random_{i}": image_files(d) for i, d in enumerate(args.random)}
     cache = ActivationCache(args.cache or out / "cache")
     result = run_tcav(model, x, concepts, randoms, layers, args.target, cache=cache, preprocess=pre,
                       batch_size=args.batch_size, loss=args.loss, alpha=args.alpha, features=args.features,

@@ -17,8 +17,9 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import chunks, model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import chunks, model_device, rows_per_pass
+from interpretorch.core.fingerprint import model_fingerprint, tensor_bytes
 from interpretorch.models.layers import get_layer
 
 Images = Union[torch.Tensor, Sequence[Union[str, Path]]]
@@ -26,29 +27,12 @@ Images = Union[torch.Tensor, Sequence[Union[str, Path]]]
 _CHUNK = 1 << 20
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    return memoryview(t.view(torch.uint8).numpy())
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """SHA-256 of the model's class and every parameter and buffer (name, dtype, shape, bytes)."""
-    h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}\0".encode())
-    for name, t in model.state_dict(keep_vars=False).items():
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
 def images_fingerprint(images: Images, preprocess: object | None = None) -> str:
     """SHA-256 of a model-ready tensor's bytes, or of image files' bytes plus ``repr(preprocess)``."""
     h = hashlib.sha256()
     if isinstance(images, torch.Tensor):
         h.update(f"tensor\0{images.dtype}\0{tuple(images.shape)}\0".encode())
-        h.update(_tensor_bytes(images))
+        h.update(tensor_bytes(images))
         return h.hexdigest()
     if preprocess is None:
         raise ValueError("image files need the preprocessing that turns them into model inputs (preprocess=...)")

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import chunks, model_device, rows_per_pass
 from interpretorch.capture import frozen, patched
 from interpretorch.concepts.cache import compute_activations
 from interpretorch.concepts.tcav import TCAVResult, run_tcav
-from interpretorch.targets import Target, check_target, split_target, target_indices, target_scores
+from interpretorch.core import chunks, model_device, rows_per_pass
+from interpretorch.core.targets import Target, check_target, split_target, target_indices, target_scores
 
 GRAY = 117.5 / 255.0
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs
 from interpretorch.concepts.cache import compute_activations
+from interpretorch.core import check_inputs
 from interpretorch.explanation import Explanation, upsample
 
 

@@ -32,14 +32,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, chunks, model_device, rows_per_pass
 from interpretorch.capture import capture
 from interpretorch.concepts.cache import ActivationCache, Images, model_fingerprint
 from interpretorch.concepts.cav import CAVs, feature_gradients, train_cavs
-from interpretorch.concepts.stats import bonferroni as bonferroni_correct
 from interpretorch.concepts.stats import ttest_pvalue
+from interpretorch.concepts.stats import bonferroni as bonferroni_correct
+from interpretorch.core import check_inputs, chunks, model_device, rows_per_pass
+from interpretorch.core.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 
 
 def class_gradients(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str], target: Target = "top1", *,

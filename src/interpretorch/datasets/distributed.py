@@ -8,14 +8,9 @@ from typing import Sequence, TypeVar
 
 import torch
 
+from interpretorch.core.distributed import world  # noqa: F401 - re-exported: the one torch.distributed world
+
 T = TypeVar("T")
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless torch.distributed is initialised."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def init_from_env(device: str) -> tuple[int, int, str]:

@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import model_device, seed_for
-from interpretorch.attribution.registry import resolve_methods
-from interpretorch.batching import rows_per_pass
+from interpretorch.attribution.registry import reexplainers, resolve_methods
+from interpretorch.core import model_device, seed_for
+from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader
 from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize
 from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, part_files, read_rows,
                                            recover_parts, remove_partial, shard_files, write_columns, write_json)
 from interpretorch.explanation import Explanation
-from interpretorch.metrics.evaluate import _resolve_metrics, evaluate
+from interpretorch.metrics.evaluate import evaluate, resolve_metrics
 from interpretorch.models.preprocess import Preprocess
 from interpretorch.run import run as run_methods
 from interpretorch.runstate import FolderBusy, OutputLock, model_fingerprint, terminate_as_interrupt
@@ -72,7 +72,7 @@ def metric_columns(metrics: Sequence[str] | None) -> list[str]:
 def resolve_dataset_metrics(metrics: str | Sequence[str] | None, localisation: bool) -> list[str]:
     """The metric names a dataset job computes; 'win' joins 'average_drop' (same pass); the pointing games need
     boxes or masks."""
-    names = _resolve_metrics(metrics)
+    names = resolve_metrics(metrics)
     if not localisation:
         missing = [m for m in ("pointing_game", "energy_pointing_game") if m in names]
         if missing and metrics is not None and metrics != "all":
@@ -333,7 +333,8 @@ def _explain_batch(model: nn.Module, batch: dict[str, Any], good: list[int], pre
         one = {m: _slice(e, i) for m, e in exps.items()}
         t_i = tgt[i:i + 1] if isinstance(tgt, torch.Tensor) else tgt
         per_image_noisy.append(evaluate(model, x[i:i + 1], one, target=t_i, batch_size=batch_size, metrics=noisy,
-                                        **_noisy_options(metric_options, seed_for(seed, index[i]))))
+                                        **{"explain_fn": reexplainers(one),
+                                           **_noisy_options(metric_options, seed_for(seed, index[i]))}))
     rows = []
     for i, k in enumerate(good):
         for m in names:

@@ -14,7 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
 from interpretorch.datasets.streams import ImageSet, ImageStream, Record, collate
-from interpretorch.datasets.summary import _values
+from interpretorch.datasets.summary import metric_values
 from interpretorch.datasets.writer import load_maps
 from interpretorch.explanation import Explanation
 from interpretorch.models.preprocess import Preprocess
@@ -81,7 +81,7 @@ def summary_figure(summary: Mapping[str, Any], path: Path) -> Path | None:
 def distribution_figure(table: Mapping[str, list], summary: Mapping[str, Any], path: Path) -> Path | None:
     """One panel per metric: the distribution of per-image values of each method (box plots)."""
     def draw(ax: Any, k: str, methods: list[str]) -> None:
-        ax.boxplot([list(_values(table, m, k).values()) or [np.nan] for m in methods], showfliers=False)
+        ax.boxplot([list(metric_values(table, m, k).values()) or [np.nan] for m in methods], showfliers=False)
         ax.set_xticks(range(1, len(methods) + 1), methods, rotation=30, ha="right", fontsize=8)
         ax.set_title(summary["labels"][k], fontsize=9)
 
@@ -94,7 +94,7 @@ def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: 
     """Overlay PNGs of ``method`` on ``records`` (saved maps when there are, else explained again)."""
     from PIL import Image
 
-    from interpretorch.attribution.common import model_device
+    from interpretorch.core import model_device
     from interpretorch.attribution.registry import get_method
     from interpretorch.run import run
 
@@ -161,7 +161,7 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
     pages = {}
     for m in methods:
         if metric is not None:
-            vals = _values(table, m, metric)
+            vals = metric_values(table, m, metric)
             better = summary["directions"][metric]
         else:  # explain only: a random sample
             vals = {i: 0.0 for (i, mm) in target_of if mm == m}

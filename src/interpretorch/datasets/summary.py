@@ -74,7 +74,7 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     return out
 
 
-def _values(table: Mapping[str, list], method: str, metric: str) -> dict[int, float]:
+def metric_values(table: Mapping[str, list], method: str, metric: str) -> dict[int, float]:
     """{image: value} of one method and metric, only finite values of images that did not fail."""
     out = {}
     vals = table.get(metric)
@@ -93,7 +93,7 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
     failed = sorted({(int(i), p, e) for i, p, e in zip(table.get("image", []), table.get("path", []),
                                                        table.get("error", [])) if e is not None})
     cells: dict[str, dict[str, Any]] = {}
-    values = {(m, k): _values(table, m, k) for m in methods for k in metrics}
+    values = {(m, k): metric_values(table, m, k) for m in methods for k in metrics}
     for m in methods:
         cells[m] = {}
         for k in metrics:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.stats import IoUTally, TopQuantile, label_masks
 

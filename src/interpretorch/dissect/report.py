@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.run import Dissection, LayerDissection
 
@@ -47,7 +47,7 @@ def _bar_chart(ld: LayerDissection, path: Path) -> bool:
     return True
 
 
-def _outline(region: np.ndarray) -> np.ndarray:
+def outline(region: np.ndarray) -> np.ndarray:
     """Boundary pixels of a bool mask (inside pixels with a 4-neighbour outside)."""
     pad = np.pad(region, 1)
     inner = pad[1:-1, 1:-1] & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
@@ -93,7 +93,7 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
             up = F.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             region = up > t
             dim = np.where(region[..., None], img, (img * 0.45).astype(np.uint8))
-            dim[_outline(region)] = (255, 230, 0)
+            dim[outline(region)] = (255, 230, 0)
             tiles.append(dim)
         if not tiles:
             continue

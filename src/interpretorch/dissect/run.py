@@ -31,8 +31,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import model_device, rows_per_pass
+from interpretorch.core import world as _world
 from interpretorch.dissect.broden import BrodenDataset, collate
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile, label_masks
 from interpretorch.runstate import files_fingerprint, model_fingerprint
@@ -159,12 +160,6 @@ def write_summary(result: Dissection, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(result.summary(), indent=2))
     return path
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _save(state: dict, path: Path) -> None:

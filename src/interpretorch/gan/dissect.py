@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture, frozen, spatial_layers
+from interpretorch.core import model_device, rows_per_pass
+from interpretorch.core import world as _world
 from interpretorch.dissect.run import LayerDissection
 from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile
 
@@ -152,12 +153,6 @@ class GANDissection:
         path = Path(path)
         path.write_text(json.dumps(self.summary(), indent=2))
         return path
-
-
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def dissect_generator(generator: nn.Module, segmenter: nn.Module, layers: Sequence[str] | str,

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import frozen, patched
+from interpretorch.core import model_device, rows_per_pass
 from interpretorch.gan.dissect import GANDissection, check_images, sample_z, segment
 
 

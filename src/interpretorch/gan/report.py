@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from jinja2 import Environment, PackageLoader, select_autoescape
 from torch import nn
 
-from interpretorch.attribution.common import model_device, rows_per_pass
 from interpretorch.capture import capture
-from interpretorch.dissect.report import _outline, file_stem
+from interpretorch.core import model_device, rows_per_pass
+from interpretorch.dissect.report import outline, file_stem
 from interpretorch.gan.dissect import GANDissection, sample_z
 from interpretorch.gan.intervene import ConceptInterventions
 
@@ -40,7 +40,7 @@ def _tile(img: np.ndarray, mask: np.ndarray | None, box: tuple[int, int, int, in
           color: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
     out = _big(img).copy()
     if mask is not None:
-        out[_outline(_big_mask(mask))] = color
+        out[outline(_big_mask(mask))] = color
     if box is not None:
         x0, y0, x1, y1 = (v * SCALE for v in box)
         out[y0, x0:x1] = out[y1 - 1, x0:x1] = (0, 200, 255)

@@ -1,14 +1,21 @@
 """Saliency evaluation metrics: faithfulness (Average Drop, Deletion / Insertion, ROAD), localisation
-(pointing game, energy pointing game) and robustness (Infidelity, Max-Sensitivity), and ``evaluate``."""
-from interpretorch.metrics.evaluate import ALL_METRICS, DEFAULT_METRICS, METRIC_INFO, OPTION_GROUPS, evaluate
+(pointing game, energy pointing game) and robustness (Infidelity, Max-Sensitivity), ``register_metric`` to add
+one, and ``evaluate``. Importing the package registers the built-in metrics."""
+from interpretorch.metrics.evaluate import (ALL_METRICS, DEFAULT_METRICS, METRIC_INFO, OPTION_GROUPS, evaluate,
+                                            win_within)
 from interpretorch.metrics.faithfulness import (Confidence, Curve, LinearImputer, RoadResult, average_drop,
                                                 confidence, deletion, increase_in_confidence, insertion,
                                                 noisy_linear_imputation, road, win_percentage)
 from interpretorch.metrics.localisation import (boxes_to_masks, energy_pointing_game, pointing_chance,
                                                 pointing_game)
+from interpretorch.metrics.registry import (CATEGORIES, Figure, Metric, MetricContext, available_metrics,
+                                            default_metrics, figures, get_metric, register_metric,
+                                            unregister_metric)
 from interpretorch.metrics.robustness import infidelity, max_sensitivity
 
-__all__ = ["evaluate", "METRIC_INFO", "DEFAULT_METRICS", "ALL_METRICS", "OPTION_GROUPS",
+__all__ = ["evaluate", "METRIC_INFO", "DEFAULT_METRICS", "ALL_METRICS", "OPTION_GROUPS", "win_within",
+           "register_metric", "unregister_metric", "get_metric", "available_metrics", "default_metrics", "figures",
+           "Figure", "Metric", "MetricContext", "CATEGORIES",
            "Confidence", "Curve", "RoadResult", "LinearImputer", "confidence", "average_drop",
            "increase_in_confidence", "win_percentage", "deletion", "insertion", "road", "noisy_linear_imputation",
            "pointing_game", "energy_pointing_game", "pointing_chance", "boxes_to_masks",

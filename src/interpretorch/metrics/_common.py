@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs, model_device
-from interpretorch.batching import check_batch_size, chunks, rows_per_pass
 from interpretorch.capture import frozen
-from interpretorch.imageops import gaussian_blur
+from interpretorch.core import check_inputs, model_device
+from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
+from interpretorch.core.targets import Target, check_finite, check_target, target_indices, target_scores
 from interpretorch.explanation import Explanation, normalize_maps, reduce_channels, upsample
-from interpretorch.targets import Target, check_finite, check_target, target_indices, target_scores
+from interpretorch.imageops import gaussian_blur
 
 MapsLike = Union[Explanation, torch.Tensor]
 Substrate = Union[str, float, int, torch.Tensor]

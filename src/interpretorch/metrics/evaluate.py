@@ -1,150 +1,39 @@
 """``evaluate``: every metric for every method's maps, sharing one clean forward pass, as JSON-ready dicts."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
+from interpretorch.metrics import builtin  # noqa: F401 - registers the built-in metrics
 from interpretorch.metrics._common import prepare
-from interpretorch.metrics.faithfulness import confidence, deletion, insertion, road, win_percentage
-from interpretorch.metrics.localisation import Boxes, energy_pointing_game, pointing_game
-from interpretorch.metrics.robustness import infidelity, max_sensitivity
-from interpretorch.targets import Target
+from interpretorch.metrics.faithfulness import win_percentage
+from interpretorch.metrics.localisation import Boxes
+from interpretorch.metrics.registry import (FigureTable, Metric, MetricContext, default_metrics, entry, figures,
+                                            option_groups, resolve_metrics, spread)
+from interpretorch.metrics.registry import metrics as registered_metrics
 
-# name -> (label for a table, "lower" / "higher" is better, unit)
-METRIC_INFO: dict[str, tuple[str, str, str]] = {
-    "average_drop": ("Average Drop", "lower", "%"),
-    "increase_in_confidence": ("Increase in Confidence", "higher", "%"),
-    "win": ("Win", "higher", "%"),
-    "deletion": ("Deletion AUC", "lower", ""),
-    "insertion": ("Insertion AUC", "higher", ""),
-    "road_morf": ("ROAD MoRF", "lower", ""),
-    "road_lerf": ("ROAD LeRF", "higher", ""),
-    "pointing_game": ("Pointing game", "higher", ""),
-    "energy_pointing_game": ("Energy pointing game", "higher", ""),
-    "infidelity": ("Infidelity", "lower", ""),
-    "max_sensitivity": ("Max-Sensitivity", "lower", ""),
-}
-# What metrics=None computes; max_sensitivity re-explains every noisy copy, so it is asked for by name.
-# The localisation metrics run only when boxes or masks are given.
-DEFAULT_METRICS = ("average_drop", "increase_in_confidence", "win", "deletion", "insertion", "road",
-                   "pointing_game", "energy_pointing_game", "infidelity")
-ALL_METRICS = DEFAULT_METRICS + ("max_sensitivity",)
-_ALIASES = {"road_morf": "road", "road_lerf": "road", "confidence": "average_drop"}
-# Keyword groups accepted in **options: one dict of keyword arguments per metric function.
-OPTION_GROUPS = ("confidence", "deletion", "insertion", "road", "pointing_game", "energy_pointing_game",
-                 "infidelity", "max_sensitivity")
+__all__ = ["evaluate", "protocol", "win_within", "resolve_metrics", "spread", "METRIC_INFO", "DEFAULT_METRICS",
+           "ALL_METRICS", "OPTION_GROUPS", "SHARED_OPTIONS"]
+
+# {figure: (label, "lower" / "higher" is better, unit)}, read live from the metric registry.
+METRIC_INFO = FigureTable()
+# The built-in metrics (a snapshot; the registry's default_metrics() / available_metrics() include later ones).
+# max_sensitivity re-explains every noisy copy, so it is asked for by name; the localisation metrics run only
+# when boxes or masks are given.
+DEFAULT_METRICS = tuple(default_metrics())
+ALL_METRICS = tuple(resolve_metrics("all"))
+OPTION_GROUPS = tuple(option_groups())
 SHARED_OPTIONS = ("rule", "explain_fn")
 
 
-def _clean_list(values: torch.Tensor) -> list:
-    return [None if (isinstance(v, float) and not math.isfinite(v)) else v for v in values.tolist()]
-
-
-def _entry(per_image: torch.Tensor) -> dict[str, Any]:
-    vals = per_image.detach().double().cpu()
-    finite = vals[torch.isfinite(vals)]
-    value = float(finite.mean()) if finite.numel() else None
-    return {"value": value, "per_image": _clean_list(vals)}
-
-
-def _resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
-    if metrics is None:
-        return list(DEFAULT_METRICS)
-    if metrics == "all":
-        return list(ALL_METRICS)
-    names = [metrics] if isinstance(metrics, str) else list(metrics)
-    out: list[str] = []
-    for n in names:
-        key = n.strip().lower().replace("-", "_")
-        key = _ALIASES.get(key, key)
-        if key not in ALL_METRICS:
-            import difflib
-
-            close = difflib.get_close_matches(key, ALL_METRICS, n=3)
-            raise ValueError(f"unknown metric {n!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                             + f" Available: {', '.join(ALL_METRICS)}")
-        if key not in out:
-            out.append(key)
-    return out
-
-
-def _default_explain_fn(exp: Explanation) -> Callable[[nn.Module, torch.Tensor, Target], Explanation]:
-    from interpretorch.attribution.registry import bind, get_method
-
-    spec = get_method(exp.method)
-    return bind(spec.name, layer=exp.layer) if spec.needs_layer else bind(spec.name)
-
-
-@dataclass
-class _Context:
-    """What every metric of one ``evaluate`` call shares."""
-
-    model: nn.Module
-    x: torch.Tensor
-    target: Target
-    rule: str
-    common: dict[str, Any]
-    opt: dict[str, dict]
-    boxes: Boxes | None
-    masks: torch.Tensor | None
-    wanted: list[str]
-    options: Mapping[str, Any]
-    drops: dict[str, torch.Tensor]
-
-
-def _confidence(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-    conf = confidence(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt["confidence"])
-    c.drops[name] = conf.drop
-    return {"average_drop": _entry(conf.drop * 100), "increase_in_confidence": _entry(conf.increase * 100)}
-
-
-def _curve(fn: Callable[..., Any], key: str) -> Callable[[_Context, str, Explanation], dict[str, Any]]:
-    def compute(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-        return {key: fn(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt[key]).to_dict()}
-    return compute
-
-
-def _road(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-    r = road(c.model, c.x, exp, c.target, rule=c.rule, **c.common, **c.opt["road"])
-    return {f"road_{o}": r.to_dict(o) for o in ("morf", "lerf") if getattr(r, f"{o}_scores") is not None}
-
-
-def _pointing(fn: Callable[..., torch.Tensor], key: str) -> Callable[[_Context, str, Explanation], dict[str, Any]]:
-    def compute(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-        return {key: _entry(fn(exp, boxes=c.boxes, masks=c.masks, rule=c.rule, **c.opt[key]))}
-    return compute
-
-
-def _infidelity(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-    return {"infidelity": _entry(infidelity(c.model, c.x, exp, c.target, **c.common, **c.opt["infidelity"]))}
-
-
-def _max_sensitivity(c: _Context, name: str, exp: Explanation) -> dict[str, Any]:
-    fn = c.options.get("explain_fn")
-    if isinstance(fn, Mapping):
-        fn = fn.get(name)
-    if fn is None:
-        fn = _default_explain_fn(exp)
-    return {"max_sensitivity": _entry(max_sensitivity(c.model, c.x, exp, c.target, explain_fn=fn, **c.common,
-                                                      **c.opt["max_sensitivity"]))}
-
-
-# computation -> (the metrics it gives, how to compute them for one method's maps); "win" comes from the drops.
-METRICS: dict[str, tuple[tuple[str, ...], Callable[[_Context, str, Explanation], dict[str, Any]]]] = {
-    "confidence": (("average_drop", "increase_in_confidence", "win"), _confidence),
-    "deletion": (("deletion",), _curve(deletion, "deletion")),
-    "insertion": (("insertion",), _curve(insertion, "insertion")),
-    "road": (("road",), _road),
-    "pointing_game": (("pointing_game",), _pointing(pointing_game, "pointing_game")),
-    "energy_pointing_game": (("energy_pointing_game",), _pointing(energy_pointing_game, "energy_pointing_game")),
-    "infidelity": (("infidelity",), _infidelity),
-    "max_sensitivity": (("max_sensitivity",), _max_sensitivity),
-}
+def _in_order(metrics: str | Sequence[str] | None) -> list[Metric]:
+    """The metrics asked for, in the registry's order."""
+    names = set(resolve_metrics(metrics))
+    return [m for m in registered_metrics() if m.name in names]
 
 
 def _check_target(name: str, exp: Explanation, idx: torch.Tensor | None) -> None:
@@ -170,17 +59,18 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
 
     ``metrics``: None (``DEFAULT_METRICS``: all but max_sensitivity; the pointing games only with
     ``boxes`` (B, 4) / list of (K, 4), or ``masks`` (B, H, W)), "all", or a list of names from
-    ``ALL_METRICS`` ("road" gives road_morf and road_lerf). ``options``: ``rule`` (channel reduction
-    of pixel attributions, default "abs_sum"), ``explain_fn`` (for max_sensitivity: a callable
-    ``(model, inputs, target) -> Explanation``, or a dict method -> callable; default: the registry
-    method of the same name and layer), and one dict of keyword arguments per metric function named
-    in ``OPTION_GROUPS``, e.g. ``deletion={"step": 0.05, "substrate": "blur"}``, ``road={"percentages":
+    the registered metrics (``register_metric``; "road" gives road_morf and road_lerf). ``options``: ``rule``
+    (channel reduction of pixel attributions, default "abs_sum"), ``explain_fn`` (what re-explains for
+    max_sensitivity: a callable ``(model, inputs, target) -> Explanation`` such as ``interpretorch.bind(...)``,
+    or a dict method -> callable, e.g. ``interpretorch.attribution.reexplainers(explanations)``), and one dict
+    of keyword arguments per metric computation named in ``option_groups()``, e.g.
+    ``deletion={"step": 0.05, "substrate": "blur"}``, ``road={"percentages":
     [20, 50, 80]}``, ``pointing_game={"tolerance": 4}``, ``confidence={"softmax": False}``.
 
     Each method's dict holds, for every metric computed, an entry
     ``{"value": float | None, "per_image": [float | None, ...]}``; ``value`` is the mean over images
-    with a defined value (None / NaN-free JSON otherwise) and is what a table shows (see
-    ``METRIC_INFO`` for labels, units and direction):
+    with a defined value (None / NaN-free JSON otherwise) and is what a table shows (each metric's
+    registered figures give labels, units and direction):
 
     - ``average_drop`` (%), per image ``100 * max(0, Y - O) / Y``; ``increase_in_confidence`` (%),
       per image 100 or 0; ``win`` (%), per image 100 / (number of methods tied for the lowest drop)
@@ -204,98 +94,79 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     for name, exp in explanations.items():
         if not isinstance(exp, Explanation):
             raise TypeError(f"explanations[{name!r}] is a {type(exp).__name__}, not an Explanation")
-    wanted = _resolve_metrics(metrics)
-    unknown = [k for k in options if k not in OPTION_GROUPS and k not in SHARED_OPTIONS]
+    wanted = _in_order(metrics)
+    groups = option_groups()
+    unknown = [k for k in options if k not in groups and k not in SHARED_OPTIONS]
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; give per-metric keyword dicts named "
-                         f"{', '.join(OPTION_GROUPS)} or the shared options {', '.join(SHARED_OPTIONS)}")
-    for k in OPTION_GROUPS:
+                         f"{', '.join(groups)} or the shared options {', '.join(SHARED_OPTIONS)}")
+    for k in groups:
         if k in options and not isinstance(options[k], Mapping):
             raise TypeError(f"option {k!r} must be a dict of keyword arguments for that metric")
-    have_objects = boxes is not None or masks is not None
-    explicit = metrics is not None and metrics != "all"
-    if not have_objects:
-        missing = [m for m in ("pointing_game", "energy_pointing_game") if m in wanted]
-        if missing and explicit:
+    if boxes is None and masks is None:
+        missing = [m.name for m in wanted if "objects" in m.needs]
+        if missing and metrics is not None and metrics != "all":
             raise ValueError(f"{', '.join(missing)} need boxes= or masks= with the objects' locations")
-        wanted = [m for m in wanted if m not in missing]
-    rule = options.get("rule", "abs_sum")
-    opt = {k: dict(options.get(k, {})) for k in OPTION_GROUPS}
+        wanted = [m for m in wanted if m.name not in missing]
 
     scorer, cl = prepare(model, inputs, target, batch_size, clean=outputs)
-    ctx = _Context(model, cl.inputs, target, rule, dict(batch_size=scorer.batch_size, clean=cl.outputs), opt, boxes,
-                   masks, wanted, options, {})
-    results: dict[str, dict] = {}
-    computations = [(key, gives, compute) for key, (gives, compute) in METRICS.items() if set(gives) & set(wanted)]
-    total, done = len(explanations) * len(computations), 0
+    ctx = MetricContext(model, cl.inputs, target, options.get("rule", "abs_sum"), scorer.batch_size, cl.outputs,
+                        boxes, masks, options.get("explain_fn"))
+    asked = {f.name for m in wanted for f in m.figures}
+    per_method = [m for m in wanted if m.fn is not None]
+    total, done = len(explanations) * len(per_method), 0
     for name, exp in explanations.items():
         _check_target(name, exp, cl.idx)
+    results: dict[str, dict] = {}
     for name, exp in explanations.items():
         res: dict[str, Any] = {"target": None if cl.idx is None else cl.idx.tolist()}
-        for key, gives, compute in computations:
-            res.update({k: v for k, v in compute(ctx, name, exp).items() if k in wanted or k.startswith("road_")})
+        for m in per_method:
+            got = m.fn(ctx, name, exp, **dict(options.get(m.options, {})))
+            res.update(got if isinstance(got, Mapping) else {m.figures[0].name: entry(got)})
             done += 1
             if progress is not None:
-                progress(done, total, f"{name}: {key}")
-        results[name] = res
-    if "win" in wanted:
-        for name, share in win_percentage(ctx.drops).items():
-            results[name]["win"] = _entry(share)
-    # Keep the metric order of METRIC_INFO in every method's dict.
-    order = ["target"] + list(METRIC_INFO)
+                progress(done, total, f"{name}: {m.name}")
+        results[name] = {k: v for k, v in res.items() if k == "target" or k in asked}
+    for m in wanted:
+        if m.across is not None:
+            for name, values in m.across(ctx, results).items():
+                results[name][m.figures[0].name] = entry(values)
+    # Keep the registry's figure order in every method's dict.
+    order = ["target"] + list(figures())
     out = {name: {k: res[k] for k in order if k in res} for name, res in results.items()}
     for res in out.values():
-        for k, entry in res.items():
-            if isinstance(entry, dict) and "per_image" in entry:
-                entry.update(spread(entry["per_image"]))
+        for k, e in res.items():
+            if isinstance(e, dict) and "per_image" in e:
+                e.update(spread(e["per_image"]))
     return out
 
 
-def spread(per_image: Sequence[float | None]) -> dict[str, Any]:
-    """``n`` (values that are defined) and ``std`` (their sample standard deviation, None below two)."""
-    vals = [float(v) for v in per_image if v is not None and math.isfinite(float(v))]
-    n = len(vals)
-    if n < 2:
-        return {"n": n, "std": None}
-    mean = sum(vals) / n
-    return {"n": n, "std": math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))}
-
-
-# Which function's defaults describe each computation's protocol, and the parameters worth stating.
-_PROTOCOL: dict[str, tuple[str, tuple[str, ...]]] = {
-    "confidence": ("confidence", ("baseline", "softmax")),
-    "deletion": ("deletion", ("substrate", "step", "softmax", "blur_sigma", "blur_kernel")),
-    "insertion": ("insertion", ("substrate", "step", "softmax", "blur_sigma", "blur_kernel")),
-    "road": ("road", ("percentages", "noise", "softmax", "seed")),
-    "infidelity": ("infidelity", ("perturbation", "n_perturb", "sigma", "seed")),
-    "max_sensitivity": ("max_sensitivity", ()),
-    "pointing_game": ("pointing_game", ()),
-    "energy_pointing_game": ("energy_pointing_game", ()),
-}
+def win_within(evaluation: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Win % among ``methods`` only (a report's table of one map kind), from their per-image Average Drop in an
+    ``evaluate`` result; {} when one of them has no Average Drop."""
+    drops = {}
+    for m in methods:
+        per = evaluation[m].get("average_drop", {}).get("per_image")
+        if per is None:
+            return {}
+        drops[m] = torch.tensor([float("nan") if v is None else v for v in per], dtype=torch.float64)
+    out = {}
+    for m, share in win_percentage(drops).items():
+        per = share.tolist()
+        out[m] = {"value": float(share.mean()), "per_image": per, **spread(per)}
+    return out
 
 
 def protocol(metrics: str | Sequence[str] | None = None, **options: Any) -> dict[str, dict[str, Any]]:
     """The settings each metric computation of an ``evaluate`` call uses (its defaults overridden by
     ``options``), JSON-ready: e.g. ``{"deletion": {"substrate": "zeros", "step": 0.01, ...}, ...}``."""
-    import inspect
-
-    from interpretorch.metrics import faithfulness, localisation, robustness
-
-    wanted = set(_resolve_metrics(metrics))
     out: dict[str, dict[str, Any]] = {}
-    for key, (gives, _) in METRICS.items():
-        if not set(gives) & wanted:
+    for m in _in_order(metrics):
+        if m.options is None or m.options in out:
             continue
-        fname, params = _PROTOCOL[key]
-        fn = next(getattr(m, fname) for m in (faithfulness, robustness, localisation) if hasattr(m, fname))
-        sig = inspect.signature(fn).parameters
-        given = dict(options.get(key, {}))
-        vals = {p: given.get(p, sig[p].default) for p in params if p in sig}
-        if "substrate" in vals and vals["substrate"] != "blur":
-            vals.pop("blur_sigma", None)
-            vals.pop("blur_kernel", None)
-        out[key] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vals.items()
-                    if isinstance(v, (str, int, float, bool, tuple, list))}
+        vals = m.settings(dict(options.get(m.options, {})))
+        out[m.options] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vals.items()
+                          if isinstance(v, (str, int, float, bool, tuple, list))}
     if "rule" in options:
         out["rule"] = {"rule": options["rule"]}
     return out

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from interpretorch.core.targets import Target
 from interpretorch.metrics._common import (MapsLike, Substrate, batched_rows, descending_rank, make_substrate,
                                            maps_2d, normalized_maps, prepare, step_counts, trapezoid_auc)
-from interpretorch.targets import Target
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 

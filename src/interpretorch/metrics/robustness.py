@@ -13,9 +13,9 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
+from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import MapsLike, attributions, batched_rows, explanation_maps, prepare
-from interpretorch.targets import Target
 
 Perturbation = Union[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]]
 ExplainFn = Callable[[nn.Module, torch.Tensor, Target], Explanation]

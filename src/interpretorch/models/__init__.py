@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -12,6 +9,7 @@ from torch import nn
 
 from interpretorch.models.efficientnet import EfficientNetLite
 from interpretorch.models.layers import get_layer, layer_names, tail_after
+from interpretorch.models.loaded import LoadedModel, imagenet_classes
 from interpretorch.models.preprocess import Preprocess, find_images, load_image, ImageLoadError
 from interpretorch.models.tiny import TinyCNN
 
@@ -20,26 +18,6 @@ __all__ = ["LoadedModel", "load_model", "imagenet_classes", "EfficientNetLite", 
            "ImageLoadError", "MODELS"]
 
 MODELS = ("efficientnet_lite0", "tiny_cnn", "tiny_vit")
-
-
-@dataclass
-class LoadedModel:
-    """A model in eval mode with its preprocessing, class names and preferred CAM layer."""
-
-    model: nn.Module
-    preprocess: Preprocess
-    class_names: list[str] = field(default_factory=list)
-    cam_layer: str | None = None
-    name: str = "model"
-
-
-@lru_cache(maxsize=1)
-def imagenet_classes() -> list[str]:
-    """Return the 1000 ImageNet-1k class names (WordNet synonyms, comma separated) in index order."""
-    text = resources.files("interpretorch.data").joinpath("imagenet_classes.txt").read_text()
-    names = text.strip("\n").split("\n")
-    assert len(names) == 1000
-    return names
 
 
 def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:

@@ -172,7 +172,7 @@ def _hf_token_layer(model: nn.Module) -> str | None:
 
 def _default_names(n: int) -> list[str]:
     if n == 1000:
-        from interpretorch.models import imagenet_classes
+        from interpretorch.models.loaded import imagenet_classes
 
         return imagenet_classes()
     return [f"class {i}" for i in range(n)]

@@ -236,7 +236,7 @@ def load_tiny_vit(path: str | Path | None = None, device: str | torch.device = "
     LoadedModel (eval mode) with its preprocessing."""
     from importlib import resources
 
-    from interpretorch.models import LoadedModel
+    from interpretorch.models.loaded import LoadedModel
 
     if path is None:
         path = resources.files("interpretorch.models").joinpath("weights/tiny_vit.pt")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
+from interpretorch.metrics.evaluate import win_within
+from interpretorch.metrics.registry import figures
 
 GROUPS = (("region", "Region maps (CAMs, perturbation, attention)"), ("pixel", "Pixel attributions (gradients)"))
-# Metrics that multiply the image by the min-max normalised map: a sparse map keeps few pixels, so its drop is
-# large by construction - compared within a group only, and flagged for pixel attributions.
-UNSUITED_FOR_PIXEL = ("average_drop", "increase_in_confidence", "win")
+# A figure whose registered map kinds leave out pixel attributions (Average Drop, Increase in Confidence, Win
+# multiply the image by the min-max normalised map: a sparse map keeps few pixels, so its drop is large by
+# construction) is compared within a group only, and flagged for pixel attributions.
 PIXEL_NOTE = ("Average Drop, Increase in Confidence and Win score the image multiplied by the min-max normalised "
               "map. A pixel attribution is sparse, so it keeps few pixels and its drop is large by construction: "
               "compare these columns among pixel attributions only, never with region maps. Win is counted "
@@ -63,33 +64,14 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:.2e}"
 
 
-def _win_within(evaluation: Mapping[str, Mapping[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Win % recomputed among ``methods`` only, from their per-image Average Drop."""
-    from interpretorch.metrics.evaluate import spread
-    from interpretorch.metrics.faithfulness import win_percentage
-
-    drops = {}
-    for m in methods:
-        per = evaluation[m].get("average_drop", {}).get("per_image")
-        if per is None:
-            return {}
-        drops[m] = torch.tensor([float("nan") if v is None else v for v in per], dtype=torch.float64)
-    out = {}
-    for m, share in win_percentage(drops).items():
-        per = share.tolist()
-        out[m] = {"value": float(share.mean()), "per_image": per, **spread(per)}
-    return out
-
-
 def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                      kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The metrics tables as data for the template: one group per map kind present (region, pixel), each with
     columns (label, direction, unit) and rows of cells ("mean ± std", best within the group, flagged where the
     metric does not suit the group)."""
-    from interpretorch.metrics import METRIC_INFO
-
+    info = figures()
     kinds = dict(kinds or {})
-    cols = [m for m in METRIC_INFO if any(m in v for v in evaluation.values())]
+    cols = [m for m in info if any(m in v for v in evaluation.values())]
     groups = []
     for gkind, title in GROUPS:
         methods = [m for m in evaluation if (kinds.get(m, "region") == "pixel") == (gkind == "pixel")]
@@ -97,27 +79,27 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
             continue
         entries = {m: dict(evaluation[m]) for m in methods}
         if "win" in cols and len(methods) < len(evaluation):
-            for m, w in _win_within(evaluation, methods).items():
+            for m, w in win_within(evaluation, methods).items():
                 entries[m]["win"] = w
         best = {}
         for c in cols:
             vals = [entries[m][c]["value"] for m in methods if c in entries[m] and entries[m][c]["value"] is not None]
             if len(vals) > 1:
-                best[c] = (min if METRIC_INFO[c][1] == "lower" else max)(vals)
-        flagged = set(UNSUITED_FOR_PIXEL) if gkind == "pixel" else set()
-        columns = [{"key": c, "label": METRIC_INFO[c][0] + (" (%)" if METRIC_INFO[c][2] == "%" else ""),
-                    "better": METRIC_INFO[c][1], "flag": c in flagged} for c in cols]
+                best[c] = info[c].better(vals)
+        flagged = {c for c in cols if not info[c].suits(gkind)}
+        columns = [{"key": c, "label": info[c].label + (" (%)" if info[c].unit == "%" else ""),
+                    "better": info[c].direction, "flag": c in flagged} for c in cols]
         rows = []
         for m in methods:
             cells = []
             for c in cols:
                 entry = entries[m].get(c, {})
                 v, std, n = entry.get("value"), entry.get("std"), entry.get("n")
-                unit = METRIC_INFO[c][2]
+                unit = info[c].unit
                 text = _fmt(v, unit) + (f" ± {_fmt(std, unit)}" if std is not None and v is not None else "")
                 cells.append({"text": text, "mean": _fmt(v, unit),
                               "std": _fmt(std, unit) if std is not None and v is not None else None, "best": v is not None and v == best.get(c), "n": n, "flag": c in flagged,
-                              "title": f"{METRIC_INFO[c][0]}: mean {_fmt(v, unit)}, sample std "
+                              "title": f"{info[c].label}: mean {_fmt(v, unit)}, sample std "
                                        f"{_fmt(std, unit)}, n = {n} images"})
             rows.append({"method": m, "cells": cells})
         ns = sorted({e.get("n") for m in methods for c, e in entries[m].items()

@@ -49,7 +49,7 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path)
 
 
-def _views(explanation: Any) -> list[tuple[str, str, np.ndarray]]:
+def map_views(explanation: Any) -> list[tuple[str, str, np.ndarray]]:
     """The pictures of one method's maps: (suffix, scale group, (B, H, W) values) per view.
 
     Pixel attributions get two: |attribution| summed over channels (magnitude) and the signed sum (diverging).
@@ -62,13 +62,14 @@ def _views(explanation: Any) -> list[tuple[str, str, np.ndarray]]:
     return [("", "diverging" if any(is_signed(m) for m in v) else "sequential", v)]
 
 
-def _fit(group: str, values: list[np.ndarray], shared: bool) -> Scale:
+def fit_view(group: str, values: list[np.ndarray], shared: bool) -> Scale:
+    """The colour scale of one view group (see :func:`map_views`) fitted to ``values``."""
     if group == "pixel-diverging":
         return pixel_signed_scale(values, shared)
     return fit_scale(group, values, shared)
 
 
-def _shared_scales(views: Iterable[list[tuple[str, str, np.ndarray]]], shared_scale: bool) -> dict[str, Scale]:
+def shared_scales(views: Iterable[list[tuple[str, str, np.ndarray]]], shared_scale: bool) -> dict[str, Scale]:
     """One scale per view group fitted to every map of that group, or none when each map gets its own."""
     if not shared_scale:
         return {}
@@ -76,7 +77,7 @@ def _shared_scales(views: Iterable[list[tuple[str, str, np.ndarray]]], shared_sc
     for vs in views:
         for _, group, values in vs:
             pooled.setdefault(group, []).extend(values)
-    return {g: _fit(g, v, True) for g, v in pooled.items()}
+    return {g: fit_view(g, v, True) for g, v in pooled.items()}
 
 
 def _scale_view(scale: Scale) -> dict[str, Any]:
@@ -132,8 +133,8 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
     runs = [(1, m, mr) for m, mr in result.methods.items()]
     for r, methods in sorted((getattr(result, "ranks", {}) or {}).items()):
         runs += [(r, m, mr) for m, mr in methods.items()]
-    views = {(r, m): _views(mr.explanation) for r, m, mr in runs}
-    shared = _shared_scales(views.values(), shared_scale)
+    views = {(r, m): map_views(mr.explanation) for r, m, mr in runs}
+    shared = shared_scales(views.values(), shared_scale)
 
     for m, mr in result.methods.items():
         results["timing"][m] = {"seconds": mr.seconds, "per_image": mr.seconds / n, "shared_with": mr.shared_with}
@@ -158,7 +159,7 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
             pics: dict[str, dict[str, Any]] = {}
             for suffix, group, values in views[(r, m)]:
                 v = values[i]
-                scale = shared.get(group) or _fit(group, [v], False)
+                scale = shared.get(group) or fit_view(group, [v], False)
                 image = None if pixel or photos is None else photos[i]
                 if image is not None and image.shape[:2] != v.shape:
                     image = None

@@ -9,7 +9,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+import torch
+
+from interpretorch.explanation import Explanation, register_display
+from interpretorch.report.drawing import to_uint8_images
+from interpretorch.report.html import fit_view, map_views, shared_scales
 from interpretorch.report.scales import Scale, css_gradient, fmt_value, overlay
+
+__all__ = ["grid", "ExplanationGrid", "grid_html", "explanation_html", "TILE_PX"]
 
 TILE_PX = 160
 
@@ -25,9 +32,7 @@ def _png(arr: np.ndarray) -> str:
 def _photos(images: Any, n: int, size: tuple[int, int]) -> list[np.ndarray | None]:
     if images is None:
         return [None] * n
-    from interpretorch.explanation import _to_uint8_images
-
-    arr = _to_uint8_images(images)
+    arr = to_uint8_images(images)
     if arr.shape[0] != n:
         raise ValueError(f"got {arr.shape[0]} images for {n} maps")
     return [a if a.shape[:2] == size else None for a in arr]
@@ -52,18 +57,16 @@ def grid_html(explanations: Mapping[str, Any], images: Any = None, shared_scale:
               one_row: bool = False) -> str:
     """HTML of a grid: one row per image, one column per method (two for pixel attributions: |attribution| and
     signed), each map with its colour bar; region maps over ``images`` when given."""
-    from interpretorch.report.html import _fit, _shared_scales, _views
-
     if not explanations:
         raise ValueError("no explanations to show")
-    views = {m: _views(e) for m, e in explanations.items()}
+    views = {m: map_views(e) for m, e in explanations.items()}
     n = {len(e) for e in explanations.values()}
     if len(n) != 1:
         raise ValueError(f"the explanations hold different numbers of images: {sorted(n)}")
     n_images = n.pop()
     first = next(iter(views.values()))[0][2]
     photos = _photos(images, n_images, tuple(first.shape[-2:]))
-    shared = _shared_scales(views.values(), shared_scale)
+    shared = shared_scales(views.values(), shared_scale)
     rows = []
     for i in range(n_images):
         cells = []
@@ -72,7 +75,7 @@ def grid_html(explanations: Mapping[str, Any], images: Any = None, shared_scale:
             target = None if e.target is None else int(e.target[i])
             for suffix, group, values in vs:
                 v = values[i]
-                scale = shared.get(group) or _fit(group, [v], False)
+                scale = shared.get(group) or fit_view(group, [v], False)
                 pixel = suffix != "" or group == "magnitude"
                 label = m + (" signed" if suffix else " |attr.|" if group == "magnitude" else "")
                 title = f"{m}" + (f", class {target}" if target is not None else "")
@@ -89,3 +92,31 @@ def grid_html(explanations: Mapping[str, Any], images: Any = None, shared_scale:
 def explanation_html(explanation: Any, images: Any = None) -> str:
     """HTML of one explanation: its maps side by side with their colour bars and ranges."""
     return grid_html({explanation.method: explanation}, images, one_row=True)
+
+
+class ExplanationGrid:
+    """Several explanations shown together in Jupyter: one row per image, one column per method."""
+
+    def __init__(self, explanations: dict[str, Explanation], images: torch.Tensor | np.ndarray | None = None,
+                 shared_scale: bool = False) -> None:
+        if not explanations or not all(isinstance(e, Explanation) for e in explanations.values()):
+            raise TypeError("grid() takes a non-empty dict {method name: Explanation}")
+        self.explanations = dict(explanations)
+        self.images = images
+        self.shared_scale = shared_scale
+
+    def _repr_html_(self) -> str:
+        return grid_html(self.explanations, self.images, self.shared_scale)
+
+    def __repr__(self) -> str:
+        return f"ExplanationGrid(methods={list(self.explanations)})"
+
+
+def grid(explanations: dict[str, Explanation], images: torch.Tensor | np.ndarray | None = None,
+         shared_scale: bool = False) -> ExplanationGrid:
+    """A dict of explanations (what ``explain(..., [methods])`` returns) as a grid that renders inline in Jupyter;
+    region maps are drawn over ``images`` ((B, 3, H, W) in [0, 1]) when given."""
+    return ExplanationGrid(explanations, images, shared_scale)
+
+
+register_display("html", explanation_html)

@@ -22,13 +22,13 @@ from typing import Any, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs
 from interpretorch.attribution.registry import BoundMethod, bind, get_method
+from interpretorch.core import check_inputs
+from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import layer_name
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
 from interpretorch.sanity.similarity import METRICS, baselines, compare
-from interpretorch.targets import Target
 
 
 # The lowest value each similarity metric takes: a threshold at or below it can never be passed.

@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import seed_for
+from interpretorch.core import seed_for
 from interpretorch.models.layers import get_layer
 
 MODES = ("cascading", "independent")

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from interpretorch.explanation import _to_uint8_images, render_visualization
+from interpretorch.report.drawing import render_visualization, to_uint8_images
 from interpretorch.sanity.checks import SanityResult
 
 METRIC_LABELS = {"spearman_abs": "Spearman (absolute maps)", "spearman": "Spearman (signed maps)", "ssim": "SSIM",
@@ -43,7 +43,7 @@ def figure(result: SanityResult, image: int = 0, path: str | Path | None = None,
         tiles = [result.original_maps[m][image:image + 1]] + [s[image:image + 1] for s in result.step_maps[m]]
         if extra:
             ax = axes[r, 0]
-            ax.imshow(_to_uint8_images(display_image)[0])
+            ax.imshow(to_uint8_images(display_image)[0])
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title("input", fontsize=7)

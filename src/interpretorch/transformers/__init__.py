@@ -3,6 +3,7 @@ rollout, AttnLRP, token Grad-CAM (images) and token attributions for BERT-style 
 
 ``transformers`` (Hugging Face) is imported only by the text functions.
 """
+from interpretorch.transformers import methods  # noqa: F401 - registers the family's methods
 from interpretorch.transformers.attention import (AttentionRecord, attention_kind, attention_maps,
                                                   attention_modules, capture_attention)
 from interpretorch.transformers.lrp import attnlrp_rules

@@ -298,7 +298,7 @@ def attention_maps(model: nn.Module, inputs: Any, modules: Sequence[str] | None 
     ``inputs`` is a tensor batch (chunked by ``batch_size``); keyword tensors with the same first dimension
     (e.g. ``attention_mask``) are chunked with it.
     """
-    from interpretorch.attribution.common import chunks
+    from interpretorch.core import chunks
 
     n = inputs.shape[0]
     out = []

@@ -1,4 +1,5 @@
-"""Registration of the image-transformer methods with the method registry (``register_methods()``)."""
+"""Registration of the image-transformer methods with the method registry: done when the package is imported
+(``interpretorch.transformers`` imports this module), and again by ``register_methods()``."""
 from __future__ import annotations
 
 NAMES = ("attention", "rollout", "gradient_rollout", "attnlrp", "token_gradcam")
@@ -29,3 +30,6 @@ def register_methods() -> None:
     register("token_gradcam", token_gradcam, kind="region", needs_layer=True, aliases=("vit_gradcam",),
              replace=True, applies=has_attention,
              doc="Grad-CAM on transformer patch tokens (default: the input of the last attention).")
+
+
+register_methods()

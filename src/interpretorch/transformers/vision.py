@@ -16,12 +16,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from interpretorch.attribution.common import check_inputs
-from interpretorch.batching import chunks, rows_per_pass
 from interpretorch.capture import capture
+from interpretorch.core import check_inputs
+from interpretorch.core.batching import chunks, rows_per_pass
+from interpretorch.core.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.explanation import Explanation, upsample
 from interpretorch.models.layers import get_layer
-from interpretorch.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.transformers.attention import attention_modules, capture_attention
 from interpretorch.transformers.lrp import attnlrp_rules
 from interpretorch.transformers.rollout import (fuse_heads, gradient_rollout_matrix, readout, rollout_matrix)

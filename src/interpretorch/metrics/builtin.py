@@ -1,0 +1,115 @@
+"""The built-in metrics, registered with :func:`~interpretorch.metrics.registry.register_metric` when
+``interpretorch.metrics`` is imported; their order is the order of every table."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from interpretorch.explanation import Explanation
+from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
+from interpretorch.metrics.localisation import energy_pointing_game, pointing_game
+from interpretorch.metrics.registry import Figure, MetricContext, register_metric
+from interpretorch.metrics.robustness import infidelity, max_sensitivity
+
+__all__ = ["confidence_of", "CURVE_PROTOCOL"]
+
+# Average Drop, Increase in Confidence and Win multiply the image by the min-max normalised map: a sparse pixel
+# attribution keeps few pixels and its drop is large by construction, so they suit region maps only.
+REGION = ("region",)
+IMAGE_MAPS = ("region", "pixel")
+CONFIDENCE_PROTOCOL = ("baseline", "softmax")
+CURVE_PROTOCOL = ("substrate", "step", "softmax", "blur_sigma", "blur_kernel")
+
+
+def confidence_of(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> Confidence:
+    """The confidence pass of ``method``'s maps, computed once per ``evaluate`` call for the figures sharing it
+    (Average Drop, Increase in Confidence, Win); the drops are kept in ``ctx.shared["drops"]``."""
+    cache = ctx.shared.setdefault("confidence", {})
+    if method not in cache:
+        cache[method] = confidence(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common, **options)
+        ctx.shared.setdefault("drops", {})[method] = cache[method].drop
+    return cache[method]
+
+
+def _average_drop(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return confidence_of(ctx, method, exp, **options).drop * 100
+
+
+def _increase(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return confidence_of(ctx, method, exp, **options).increase * 100
+
+
+def _win_drops(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> dict[str, Any]:
+    confidence_of(ctx, method, exp, **options)
+    return {}
+
+
+def _win(ctx: MetricContext, results: Mapping[str, Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    return win_percentage(ctx.shared.get("drops", {}))
+
+
+def _curve_settings(values: dict[str, Any]) -> dict[str, Any]:
+    if values.get("substrate") != "blur":
+        values.pop("blur_sigma", None)
+        values.pop("blur_kernel", None)
+    return values
+
+
+def _deletion(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> dict[str, Any]:
+    return {"deletion": deletion(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common,
+                                 **options).to_dict()}
+
+
+def _insertion(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> dict[str, Any]:
+    return {"insertion": insertion(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common,
+                                   **options).to_dict()}
+
+
+def _road(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> dict[str, Any]:
+    r = road(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common, **options)
+    return {f"road_{o}": r.to_dict(o) for o in ("morf", "lerf") if getattr(r, f"{o}_scores") is not None}
+
+
+def _pointing(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return pointing_game(exp, boxes=ctx.boxes, masks=ctx.masks, rule=ctx.rule, **options)
+
+
+def _energy(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return energy_pointing_game(exp, boxes=ctx.boxes, masks=ctx.masks, rule=ctx.rule, **options)
+
+
+def _infidelity(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return infidelity(ctx.model, ctx.inputs, exp, ctx.target, **ctx.common, **options)
+
+
+def _max_sensitivity(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return max_sensitivity(ctx.model, ctx.inputs, exp, ctx.target, explain_fn=ctx.explainer(method), **ctx.common,
+                           **options)
+
+
+register_metric("average_drop", _average_drop, category="faithfulness", direction="lower", unit="%",
+                kinds=REGION, label="Average Drop", options="confidence", protocol=CONFIDENCE_PROTOCOL,
+                defaults_from=confidence, aliases=("confidence",))
+register_metric("increase_in_confidence", _increase, category="faithfulness", direction="higher", unit="%",
+                kinds=REGION, label="Increase in Confidence", options="confidence", protocol=CONFIDENCE_PROTOCOL,
+                defaults_from=confidence)
+register_metric("win", _win_drops, category="faithfulness", direction="higher", unit="%", kinds=REGION,
+                label="Win", options="confidence", protocol=CONFIDENCE_PROTOCOL, defaults_from=confidence,
+                across=_win)
+register_metric("deletion", _deletion, category="faithfulness", direction="lower", kinds=IMAGE_MAPS,
+                label="Deletion AUC", protocol=CURVE_PROTOCOL, defaults_from=deletion, tidy=_curve_settings)
+register_metric("insertion", _insertion, category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
+                label="Insertion AUC", protocol=CURVE_PROTOCOL, defaults_from=insertion, tidy=_curve_settings)
+register_metric("road", _road, gives=(Figure("road_morf", "ROAD MoRF", "faithfulness", "lower", "", IMAGE_MAPS),
+                                      Figure("road_lerf", "ROAD LeRF", "faithfulness", "higher", "", IMAGE_MAPS)),
+                protocol=("percentages", "noise", "softmax", "seed"), defaults_from=road)
+register_metric("pointing_game", _pointing, category="localisation", direction="higher", kinds=IMAGE_MAPS,
+                label="Pointing game", needs=("objects",), defaults_from=pointing_game)
+register_metric("energy_pointing_game", _energy, category="localisation", direction="higher", kinds=IMAGE_MAPS,
+                label="Energy pointing game", needs=("objects",), defaults_from=energy_pointing_game)
+register_metric("infidelity", _infidelity, category="robustness", direction="lower", kinds=IMAGE_MAPS,
+                label="Infidelity", protocol=("perturbation", "n_perturb", "sigma", "seed"), defaults_from=infidelity)
+# max_sensitivity re-explains every noisy copy, so it is asked for by name.
+register_metric("max_sensitivity", _max_sensitivity, category="robustness", direction="lower", kinds=IMAGE_MAPS,
+                label="Max-Sensitivity", default=False, needs=("explain_fn",), defaults_from=max_sensitivity)
