@@ -94,7 +94,8 @@ def test_shapley_sampling_matches_captum_with_the_same_orders(tiny64, target):
     perms = torch.stack([torch.randperm(8) for _ in range(4)])
     torch.manual_seed(5)
     t = model(x).argmax(1) if target == "top1" else target
-    ref = quiet(ShapleyValueSampling(model).attribute, x, baselines=0.1, target=t, feature_mask=fm, n_samples=4)
+    ref = quiet(ShapleyValueSampling(model).attribute, x, baselines=0.1, target=t, feature_mask=fm, n_samples=4,
+                perturbations_per_eval=8)
     ours = shapley_sampling(model, x, target, features=fm, permutations=perms, baseline=0.1, batch_size=7)
     assert_agree(ours.maps, ref)  # Captum accumulates in float32
     # efficiency: the feature values add up to f(x) - f(baseline) for every sampled order
@@ -122,7 +123,8 @@ def test_shapley_sampling_own_orders_per_image_superpixels_and_chunking(tiny64):
 def test_feature_ablation_and_permutation_match_captum(tiny64):
     model, x = tiny64
     fm = grid_masks(x, 4)
-    ref = quiet(FeatureAblation(model).attribute, x, baselines=0.1, target=T, feature_mask=fm)
+    ref = quiet(FeatureAblation(model).attribute, x, baselines=0.1, target=T, feature_mask=fm,
+                perturbations_per_eval=8)
     assert_agree(feature_ablation(model, x, T, features=fm, baseline=0.1, batch_size=5).maps, ref)
     torch.manual_seed(7)
     perms = []
@@ -149,9 +151,10 @@ def test_feature_methods_and_gradient_shap_match_captum_on_efficientnet_lite0(pr
     torch.manual_seed(0)
     perms = torch.stack([torch.randperm(4) for _ in range(2)])
     torch.manual_seed(0)
-    ref = quiet(ShapleyValueSampling(model).attribute, x, target=t, feature_mask=fm, n_samples=2)
+    ref = quiet(ShapleyValueSampling(model).attribute, x, target=t, feature_mask=fm, n_samples=2,
+                perturbations_per_eval=4)
     assert_agree(shapley_sampling(model, x, features=fm, permutations=perms, batch_size=4).maps, ref)
-    ref = quiet(FeatureAblation(model).attribute, x, target=t, feature_mask=fm)
+    ref = quiet(FeatureAblation(model).attribute, x, target=t, feature_mask=fm, perturbations_per_eval=4)
     assert_agree(feature_ablation(model, x, features=fm, batch_size=3).maps, ref)
     dist = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     samples = captum_gradshap_draws(2, 2, 2, (3, 32, 32), 0.0, seed=1)

@@ -337,6 +337,9 @@ def feature_permutation(model: nn.Module, inputs: torch.Tensor, target: Target =
                        outputs=tensor_outputs(out))
 
 
+# A batch-level method (it needs two images, and each map depends on the rest of the batch): run by name only,
+# never as part of "all".
 register("feature_permutation", feature_permutation, kind="pixel", aliases=("featurepermutation",),
+         applies=lambda model: False,
          doc="Feature permutation (Fisher et al. 2019): score drop when a grid cell is swapped between the "
              "batch's images; a row is one permuted feature")
