@@ -17,6 +17,8 @@ from interpretorch.attribution.deeplift import deeplift, deeplift_shap
 from interpretorch.attribution.shapley import feature_ablation, feature_permutation, gradient_shap, shapley_sampling
 from interpretorch.attribution.surrogate import kernel_shap, lime
 from interpretorch.attribution.lrp import lrp
+from interpretorch.attribution.conductance import (internal_influence, layer_conductance, neuron_conductance,
+                                                   neuron_gradient, neuron_integrated_gradients)
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
            "method_specs", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule", "layer_cams",
@@ -25,4 +27,5 @@ __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_meth
            "RiseMasks", "shapley_cam", "finer_cam", "smooth_gradcampp", "sess", "group_cam", "ss_cam", "fullgrad",
            "extremal_perturbation", "meaningful_perturbation", "deeplift", "deeplift_shap",
            "gradient_shap", "shapley_sampling", "feature_ablation", "feature_permutation",
-           "kernel_shap", "lime", "lrp"]
+           "kernel_shap", "lime", "lrp", "layer_conductance", "internal_influence", "neuron_gradient",
+           "neuron_integrated_gradients", "neuron_conductance"]
