@@ -14,6 +14,12 @@ from interpretorch.attribution.cam_variants import finer_cam, sess, shapley_cam,
 from interpretorch.attribution.groupcam import group_cam, ss_cam
 from interpretorch.attribution.fullgrad import fullgrad
 from interpretorch.attribution.masks import extremal_perturbation, meaningful_perturbation
+from interpretorch.attribution.deeplift import deeplift, deeplift_shap
+from interpretorch.attribution.shapley import feature_ablation, feature_permutation, gradient_shap, shapley_sampling
+from interpretorch.attribution.surrogate import kernel_shap, lime
+from interpretorch.attribution.lrp import lrp
+from interpretorch.attribution.conductance import (internal_influence, layer_conductance, neuron_conductance,
+                                                   neuron_gradient, neuron_integrated_gradients)
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
            "method_specs", "reexplainers", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule",
@@ -21,4 +27,7 @@ __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_meth
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",
            "RiseMasks", "shapley_cam", "finer_cam", "smooth_gradcampp", "sess", "group_cam", "ss_cam", "fullgrad",
-           "extremal_perturbation", "meaningful_perturbation"]
+           "extremal_perturbation", "meaningful_perturbation", "deeplift", "deeplift_shap",
+           "gradient_shap", "shapley_sampling", "feature_ablation", "feature_permutation",
+           "kernel_shap", "lime", "lrp", "layer_conductance", "internal_influence", "neuron_gradient",
+           "neuron_integrated_gradients", "neuron_conductance"]

@@ -1,0 +1,305 @@
+"""DeepLIFT with the rescale rule (Shrikumar et al. 2017) and DeepLiftShap (Lundberg & Lee 2017).
+
+Each image and its reference go through the model together, as one pair of rows; every elementwise
+nonlinearity computed from Python (ReLU, ReLU6, Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus,
+SiLU, GELU, Hardswish, ...) back-propagates the multiplier ``delta out / delta in`` of its pair instead of its
+derivative (its derivative where ``|delta in| < eps``), and max pooling passes the difference of its outputs to
+the position of the image's or the reference's maximum, whichever is larger (Captum's rule). Linear operations
+(convolutions, eval-mode BatchNorm, pooling by averages, residual sums) keep their gradient, which is their
+multiplier. Attributions are ``(x - x') * multiplier`` and sum to ``f(x) - f(x')`` (``extras["delta"]``
+reports the gap). The rules are applied where the operations are computed (a TorchFunctionMode, like the ReLU
+rules of Guided Backprop), so the model is never changed and no module hook is installed.
+
+Captum's ``DeepLift`` differs in two places, both shown by tests: it only knows the module types ReLU, ELU,
+LeakyReLU, Sigmoid, Tanh, Softplus, MaxPool and Softmax, so a ReLU6 (EfficientNet-Lite0, MobileNet) or a
+functional activation back-propagates its plain gradient there and the attributions no longer sum to
+``f(x) - f(x')``; and where ``|delta in| < eps`` at a max pooling it takes the gradient of the first row of the
+batch for every row. Softmax inside a model keeps its gradient here (Captum's softmax rule subtracts a mean over
+the whole batch, so it depends on which images are batched together).
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from types import SimpleNamespace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from interpretorch.attribution.common import method_inputs, row_scores
+from interpretorch.attribution.integrated import ig_baseline
+from interpretorch.attribution.registry import register
+from interpretorch.core.batching import chunks
+from interpretorch.capture import capture
+from interpretorch.explanation import Explanation
+from interpretorch.core.targets import Target, check_finite, is_callable_target, target_indices
+
+
+def _inplace_position(fn: Callable) -> int | None:
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("inplace") if "inplace" in names else None
+
+
+def _elementwise_table() -> dict:
+    """func -> (position of an ``inplace`` argument or None, always in place) for the elementwise nonlinearities."""
+    t = torch.Tensor
+    table: dict = {}
+    for f in (F.relu, F.relu6, F.hardtanh, F.elu, F.leaky_relu, F.silu, F.hardswish, F.hardsigmoid, F.mish, F.selu,
+              F.celu, F.threshold, F.softplus, F.gelu, F.logsigmoid, F.softsign, F.tanhshrink,
+              torch.relu, t.relu, torch.sigmoid, t.sigmoid, torch.tanh, t.tanh, F.sigmoid, F.tanh):
+        table[f] = (_inplace_position(f), False)
+    for f in (torch.relu_, t.relu_, F.relu_, F.elu_, F.leaky_relu_, F.hardtanh_, F.celu_, F.selu_, F.rrelu_,
+              torch.sigmoid_, t.sigmoid_, torch.tanh_, t.tanh_, torch.threshold_):
+        table[f] = (None, True)
+    table.pop(F.rrelu_, None)  # random in training, a fixed LeakyReLU in eval: keep its gradient
+    for f in (torch.clamp, torch.clip, t.clamp, t.clip, torch.clamp_min, t.clamp_min, torch.clamp_max, t.clamp_max):
+        table[f] = (None, False)
+    for f in (torch.clamp_, torch.clip_, t.clamp_, t.clip_, torch.clamp_min_, t.clamp_min_, torch.clamp_max_,
+              t.clamp_max_):
+        table[f] = (None, True)
+    return table
+
+
+_ELEMENTWISE = _elementwise_table()
+_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_POOLS = {F.max_pool1d: F.max_pool1d, F.max_pool2d: F.max_pool2d, F.max_pool3d: F.max_pool3d}
+
+
+def _is_number(v: object) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _pair_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    n = t.shape[0] // 2
+    return t[:n], t[n:]
+
+
+class _MaxPoolRescale(torch.autograd.Function):
+    """Max pooling forward; backward: the pair's output difference goes to the position of the larger maximum,
+    divided by the input difference there (the true gradient where the input difference is below eps)."""
+
+    @staticmethod
+    def forward(ctx, x, pool, eps):  # noqa: D102
+        y = pool(x)
+        ctx.save_for_backward(x, y)
+        ctx.pool, ctx.eps = pool, eps
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, y = ctx.saved_tensors
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            yy = ctx.pool(xx)
+
+        def route(v: torch.Tensor) -> torch.Tensor:
+            return torch.autograd.grad(yy, xx, v, retain_graph=True)[0]
+
+        with torch.no_grad():
+            y_in, y_ref = _pair_halves(y)
+            g_in, g_ref = _pair_halves(g)
+            top = torch.maximum(y_in, y_ref)
+            r_in, r_ref = _pair_halves(route(torch.cat([g_in * (top - y_ref), g_ref * (y_in - top)])))
+            x_in, x_ref = _pair_halves(x)
+            dx = x_in - x_ref
+            small = torch.cat([dx.abs() < ctx.eps] * 2)
+            rescaled = torch.cat([(r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx)] * 2)
+            out = torch.where(small, route(g), rescaled)
+        return out, None, None
+
+
+class _RescaleMode(TorchFunctionMode):
+    """Route every elementwise nonlinearity and max pooling of a paired forward pass through the rescale rule."""
+
+    def __init__(self, state: SimpleNamespace) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        st = self.state
+        elem = _ELEMENTWISE.get(func)
+        pool = _POOLS.get(func)
+        if st.paused or (elem is None and pool is None):
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and torch.is_grad_enabled()
+                and x.requires_grad):
+            return func(*args, **kwargs)
+        if x.dim() == 0 or x.shape[0] != st.rows:
+            st.unpaired += 1
+            return func(*args, **kwargs)
+        if pool is not None:
+            bound = dict(zip(_POOL_ARGS, args))
+            bound.update(kwargs)
+            if bound.get("return_indices"):
+                st.unpaired += 1
+                return func(*args, **kwargs)
+            st.reached += 1
+            rest = {k: v for k, v in bound.items() if k != "input"}
+            return _MaxPoolRescale.apply(x, lambda t: pool(t, **rest), st.eps)
+        pos, always = elem
+        if func in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
+                    torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min,
+                    torch.clamp_max, torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_,
+                    torch.clamp_max_, torch.Tensor.clamp_max_):
+            if not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
+                return func(*args, **kwargs)  # tensor bounds: not a function of x alone
+        inplace = always or bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
+        st.reached += 1
+        rest_args = args[1:]
+        xc = x.clone() if inplace else x
+        if args:
+            y = func(xc, *rest_args, **kwargs)
+        else:
+            y = func(**{**kwargs, ("input" if "input" in kwargs else "self"): xc})
+        with torch.no_grad():
+            x_in, x_ref = _pair_halves(x)
+            y_in, y_ref = _pair_halves(y)
+            dx, dy = x_in - x_ref, y_in - y_ref
+            small = dx.abs() < st.eps
+            ratio = dy / torch.where(small, torch.ones_like(dx), dx)
+            m = torch.cat([torch.where(small, torch.zeros_like(dx), ratio)] * 2)
+            keep = torch.cat([small] * 2).to(x.dtype)
+        out = y.detach() + (x - x.detach()) * m + (y - y.detach()) * keep
+        if inplace:
+            return x.copy_(out)
+        return out
+
+
+def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: Target, batch_size: int,
+                 eps: float = 1e-10) -> dict:
+    """DeepLIFT over all (reference k, image i) pairs, reference-major (pair p = (p // B, p % B)); ``refs`` is
+    (K, B, C, H, W) or (K, 1, C, H, W). Returns the mean over k of the attributions, the class per image (read
+    off its first pair, so no separate clean pass), its score and output, the mean reference score and the
+    number of rescaled / unpaired operations in the first call. Each model call carries ``batch_size`` rows (at
+    least one pair: the image and its reference)."""
+    b = x.shape[0]
+    k_refs = refs.shape[0]
+    n_pairs = k_refs * b
+    per_call = max(1, batch_size // 2)
+    acc = torch.float64 if x.device.type != "mps" else x.dtype
+    total = torch.zeros_like(x, dtype=acc)
+    ref_scores = torch.zeros(b, dtype=acc, device=x.device)
+    idx_all = None if is_callable_target(target) else torch.zeros(b, dtype=torch.long, device=x.device)
+    clean, outs = torch.zeros(b, dtype=x.dtype, device=x.device), []
+    st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps)
+    reached = unpaired = 0
+    with capture(model, []), _RescaleMode(st):
+        for ci, sl in enumerate(chunks(n_pairs, per_call)):
+            p = torch.arange(sl.start, sl.stop, device=x.device)
+            k, i = p // b, p % b
+            r = refs[k, i if refs.shape[1] == b else torch.zeros_like(i)]
+            n = len(p)
+            rows = torch.cat([x[i], r]).requires_grad_(True)
+            st.rows, st.reached, st.unpaired = 2 * n, 0, 0
+            out = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            st.paused = True
+            try:
+                check_finite(out, "outputs on images and references")
+                first = k == 0  # an image's first pair: its class comes from its own output
+                if first.any():
+                    head = out[:n][first] if isinstance(out, torch.Tensor) else None
+                    if idx_all is not None:
+                        t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
+                        idx_all[i[first]] = target_indices(head, t)
+                    if head is not None:
+                        outs.append(head.detach())
+                idx = None if idx_all is None else idx_all[i].repeat(2)
+                s = row_scores(out, target, idx)
+                (g,) = torch.autograd.grad(s.sum(), rows, allow_unused=True)
+            finally:
+                st.paused = False
+            if ci == 0:
+                reached, unpaired = st.reached, st.unpaired
+            clean[i[first]] = s[:n][first].detach().to(x.dtype)
+            g = torch.zeros_like(rows) if g is None else g
+            total.index_add_(0, i, ((x[i] - r) * g[:n]).to(acc))
+            ref_scores.index_add_(0, i, s[n:].detach().to(acc))
+    return {"attr": (total / k_refs).to(x.dtype), "ref_scores": ref_scores / k_refs, "rescaled": reached,
+            "unpaired": unpaired, "pairs": n_pairs, "idx": idx_all, "scores": clean,
+            "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
+
+
+def _finish(name: str, model: nn.Module, x: torch.Tensor, res: dict, extras: dict) -> Explanation:
+    attr = res["attr"]
+    clean = res["scores"]
+    delta = attr.double().reshape(x.shape[0], -1).sum(1) - (clean.double() - res["ref_scores"].double())
+    if res["rescaled"] == 0:
+        warnings.warn(f"{name}: no nonlinearity of {type(model).__name__} was reached (it has none, or they run in "
+                      "TorchScript / compiled code): the map is the gradient times (x - reference)", UserWarning,
+                      stacklevel=3)
+    extras = {**extras, "delta": delta.to(x.dtype), "reference_scores": res["ref_scores"].to(x.dtype),
+              "rescaled_operations": res["rescaled"], "unpaired_operations": res["unpaired"],
+              "forward_backward_passes": 2 * res["pairs"]}
+    return Explanation(maps=attr, method=name, target=res["idx"], scores=clean, extras=extras,
+                       outputs=res["outputs"])
+
+
+def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
+             baseline: str | float | torch.Tensor = "zeros", eps: float = 1e-10, batch_size: int | None = None,
+             blur_sigma: float = 10.0, seed: int = 0) -> Explanation:
+    """DeepLIFT, rescale rule (Shrikumar et al. 2017): (x - x') times the multipliers back-propagated with
+    delta output / delta input at every nonlinearity; the attributions sum to f(x) - f(x').
+
+    ``baseline`` (the reference x'): "zeros" (the paper's and Captum's default), "blur", "uniform", a number or a
+    tensor broadcastable to the inputs. A row is an image or its reference; each pair goes through the model in
+    the same call (``batch_size`` rows per call, at least one pair), and there is no other pass.
+    ``extras["delta"]`` is the summation gap, ``extras["rescaled_operations"]`` the nonlinearities the rule
+    reached in one forward pass.
+    """
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    refs = ig_baseline(baseline, x, blur_sigma=blur_sigma, seed=seed)[None]
+    res = rescale_pass(model, x, refs, target, batch_size, eps)
+    return _finish("deeplift", model, x, res, {"baseline": refs[0], "eps": eps,
+                                               "baseline_kind": baseline if isinstance(baseline, str) else "given"})
+
+
+register("deeplift", deeplift, kind="pixel", aliases=("deep_lift",),
+         doc="DeepLIFT rescale rule (Shrikumar et al. 2017), reference zeros; a row is an image or its reference")
+
+
+def check_distribution(baselines: torch.Tensor, x: torch.Tensor, what: str = "baselines") -> torch.Tensor:
+    """A (K, C, H, W) distribution of references for images shaped like ``x``, on its device and dtype."""
+    if not isinstance(baselines, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor (K, C, H, W) of reference images, got {type(baselines).__name__}")
+    if baselines.dim() != 4 or tuple(baselines.shape[1:]) != tuple(x.shape[1:]) or baselines.shape[0] < 1:
+        raise ValueError(f"{what} must have shape (K, {', '.join(map(str, x.shape[1:]))}) with K >= 1, got "
+                         f"{tuple(baselines.shape)}")
+    if not torch.isfinite(baselines).all():
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return baselines.detach().to(device=x.device, dtype=x.dtype)
+
+
+def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
+                  baselines: torch.Tensor | None = None, eps: float = 1e-10, blur_sigma: float = 10.0,
+                  batch_size: int | None = None) -> Explanation:
+    """DeepLiftShap (Lundberg & Lee 2017): the mean of DeepLIFT attributions over a distribution of references,
+    approximating SHAP values.
+
+    ``baselines``: (K, C, H, W) reference images shared by all images (a background sample of the data; the SHAP
+    paper used 100-1000); without them, two references per image: zeros and the image blurred by a Gaussian of
+    ``blur_sigma`` pixels. A row is an image or one of its references: K x B pairs, ``batch_size`` rows per
+    model call.
+    """
+    x, target, batch_size = method_inputs(model, inputs, target, batch_size)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if baselines is None:
+        refs = torch.stack([torch.zeros_like(x), ig_baseline("blur", x, blur_sigma=blur_sigma)])
+    else:
+        refs = check_distribution(baselines, x)[:, None]
+    res = rescale_pass(model, x, refs, target, batch_size, eps)
+    return _finish("deeplift_shap", model, x, res, {"n_baselines": refs.shape[0], "eps": eps})
+
+
+register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),
+         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image or a reference")
