@@ -127,7 +127,10 @@ def test_metric_selection_and_errors(setup):
                    road={"percentages": [50], "order": "lerf"})
     assert set(res["random"]) == {"target", "deletion", "road_lerf"}
     res = evaluate(model, x, exps, metrics="all", **{k: v for k, v in OPTS.items() if k != "pointing_game"},
-                   max_sensitivity={"n_samples": 1}, explain_fn={m: (lambda mm, xx, t: Explanation(
+                   max_sensitivity={"n_samples": 1}, faithfulness_correlation={"nr_runs": 4, "subset_size": 20},
+                   monotonicity_correlation={"nr_samples": 2, "features_in_step": 64},
+                   **{m: {"features_in_step": 64} for m in ("faithfulness_estimate", "monotonicity", "pixel_flipping")},
+                   explain_fn={m: (lambda mm, xx, t: Explanation(
                        maps=torch.rand(xx.shape[0], 16, 16), method="r")) for m in exps})
     assert set(res["gradcam"]) - {"target"} == set(ALL_METRICS) - {"road", "pointing_game",
                                                                   "energy_pointing_game"} | {"road_morf",
