@@ -10,7 +10,9 @@ from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import maps_2d
 from interpretorch.metrics.complexity import complexity, effective_complexity, sparseness
 from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
-from interpretorch.metrics.localisation import energy_pointing_game, pointing_game
+from interpretorch.metrics.localisation import (attribution_localisation, energy_pointing_game, localisation_auc,
+                                                pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
+                                                top_k_intersection)
 from interpretorch.metrics.perturbation import (curve_auc, faithfulness_correlation, faithfulness_estimate, irof,
                                                 monotonicity, monotonicity_correlation, pixel_flipping,
                                                 region_perturbation, selectivity)
@@ -179,3 +181,19 @@ register_metric("selectivity", _model_fn(selectivity, _normalised_auc), category
                 protocol=PATCH_PROTOCOL, defaults_from=selectivity)
 register_metric("irof", _model_fn(irof), category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
                 label="IROF", default=False, protocol=("segmentation", "baseline", "softmax"), defaults_from=irof)
+
+
+def _objects_fn(fn: Any) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        return fn(exp, boxes=ctx.boxes, masks=ctx.masks, rule=ctx.rule, **options)
+    return run
+
+
+for _name, _fn, _label, _protocol in (
+        ("attribution_localisation", attribution_localisation, "Attribution localisation", ("weighted",)),
+        ("top_k_intersection", top_k_intersection, "Top-k intersection", ("k",)),
+        ("relevance_rank_accuracy", relevance_rank_accuracy, "Relevance rank accuracy", ()),
+        ("relevance_mass_accuracy", relevance_mass_accuracy, "Relevance mass accuracy", ()),
+        ("localisation_auc", localisation_auc, "Localisation AUC", ())):
+    register_metric(_name, _objects_fn(_fn), category="localisation", direction="higher", kinds=IMAGE_MAPS,
+                    label=_label, default=False, needs=("objects",), protocol=_protocol, defaults_from=_fn)

@@ -37,7 +37,7 @@ from torch import nn
 from interpretorch.core.targets import Target
 from interpretorch.metrics._common import Clean, MapsLike, Scorer, batched_rows, maps_2d, prepare
 
-__all__ = ["BASELINES", "feature_baseline", "pearson", "spearman", "draw_subsets", "faithfulness_correlation",
+__all__ = ["BASELINES", "feature_baseline", "pearson", "spearman", "average_ranks", "draw_subsets", "faithfulness_correlation",
            "faithfulness_estimate", "monotonicity", "monotonicity_correlation", "pixel_flipping",
            "region_perturbation", "selectivity", "sensitivity_n", "irof", "curve_auc", "patch_labels"]
 
@@ -76,7 +76,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, r.clamp(-1.0, 1.0), torch.full_like(r, float("nan")))
 
 
-def _average_ranks(v: torch.Tensor) -> torch.Tensor:
+def average_ranks(v: torch.Tensor) -> torch.Tensor:
     """1-based ranks of each row of (B, N), tied values sharing their average rank."""
     s = torch.sort(v, dim=1).values.contiguous()
     lo = torch.searchsorted(s, v.contiguous(), right=False).double()
@@ -86,7 +86,7 @@ def _average_ranks(v: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise Spearman rank correlation of (B, N) tensors (average ranks for ties); NaN where a row is constant."""
-    return pearson(_average_ranks(a.double()), _average_ranks(b.double()))
+    return pearson(average_ranks(a.double()), average_ranks(b.double()))
 
 
 @dataclass
