@@ -8,6 +8,7 @@ import torch
 
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import maps_2d
+from interpretorch.metrics.axiomatic import completeness, non_sensitivity
 from interpretorch.metrics.complexity import complexity, effective_complexity, sparseness
 from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
 from interpretorch.metrics.localisation import (attribution_localisation, energy_pointing_game, localisation_auc,
@@ -197,3 +198,15 @@ for _name, _fn, _label, _protocol in (
         ("localisation_auc", localisation_auc, "Localisation AUC", ())):
     register_metric(_name, _objects_fn(_fn), category="localisation", direction="higher", kinds=IMAGE_MAPS,
                     label=_label, default=False, needs=("objects",), protocol=_protocol, defaults_from=_fn)
+
+
+def _completeness(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return completeness(ctx.model, ctx.inputs, exp, ctx.target, **ctx.common, **options)
+
+
+# Completeness compares the attributions' sum with a change of score: it suits pixel attributions only.
+register_metric("completeness", _completeness, category="axiomatic", direction="lower", kinds=("pixel",),
+                label="Completeness gap", default=False, protocol=("baseline", "softmax"), defaults_from=completeness)
+register_metric("non_sensitivity", _model_fn(non_sensitivity), category="axiomatic", direction="lower",
+                kinds=IMAGE_MAPS, label="Non-sensitivity", default=False,
+                protocol=("eps", "features_in_step", "baseline", "softmax"), defaults_from=non_sensitivity)
