@@ -17,7 +17,10 @@ from interpretorch.metrics.perturbation import (faithfulness_correlation, faithf
 from interpretorch.metrics.registry import (CATEGORIES, Figure, Metric, MetricContext, available_metrics,
                                             default_metrics, family, figures, get_metric, register_metric,
                                             unregister_metric)
-from interpretorch.metrics.robustness import infidelity, max_sensitivity
+from interpretorch.metrics.axiomatic import completeness, non_sensitivity
+from interpretorch.metrics.localisation import (attribution_localisation, localisation_auc, relevance_mass_accuracy,
+                                                relevance_rank_accuracy, top_k_intersection)
+from interpretorch.metrics.robustness import average_sensitivity, infidelity, local_lipschitz_estimate, max_sensitivity
 
 __all__ = ["evaluate", "METRIC_INFO", "DEFAULT_METRICS", "ALL_METRICS", "OPTION_GROUPS", "win_within",
            "register_metric", "unregister_metric", "get_metric", "available_metrics", "default_metrics", "figures",
@@ -28,4 +31,6 @@ __all__ = ["evaluate", "METRIC_INFO", "DEFAULT_METRICS", "ALL_METRICS", "OPTION_
            "infidelity", "max_sensitivity", "family",
            "sparseness", "complexity", "effective_complexity",
            "faithfulness_correlation", "faithfulness_estimate", "monotonicity", "monotonicity_correlation",
-           "pixel_flipping", "region_perturbation", "selectivity", "sensitivity_n", "irof"]
+           "pixel_flipping", "region_perturbation", "selectivity", "sensitivity_n", "irof",
+           "attribution_localisation", "top_k_intersection", "relevance_rank_accuracy", "relevance_mass_accuracy",
+           "localisation_auc", "completeness", "non_sensitivity", "average_sensitivity", "local_lipschitz_estimate"]

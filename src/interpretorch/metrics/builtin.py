@@ -18,7 +18,7 @@ from interpretorch.metrics.perturbation import (curve_auc, faithfulness_correlat
                                                 monotonicity, monotonicity_correlation, pixel_flipping,
                                                 region_perturbation, selectivity)
 from interpretorch.metrics.registry import Figure, MetricContext, entry, register_metric
-from interpretorch.metrics.robustness import infidelity, max_sensitivity
+from interpretorch.metrics.robustness import average_sensitivity, infidelity, local_lipschitz_estimate, max_sensitivity
 
 __all__ = ["confidence_of", "CURVE_PROTOCOL"]
 
@@ -210,3 +210,17 @@ register_metric("completeness", _completeness, category="axiomatic", direction="
 register_metric("non_sensitivity", _model_fn(non_sensitivity), category="axiomatic", direction="lower",
                 kinds=IMAGE_MAPS, label="Non-sensitivity", default=False,
                 protocol=("eps", "features_in_step", "baseline", "softmax"), defaults_from=non_sensitivity)
+
+
+def _reexplaining(fn: Any) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        return fn(ctx.model, ctx.inputs, exp, ctx.target, explain_fn=ctx.explainer(method), **ctx.common, **options)
+    return run
+
+
+register_metric("average_sensitivity", _reexplaining(average_sensitivity), category="robustness", direction="lower",
+                kinds=IMAGE_MAPS, label="Avg-Sensitivity", default=False, needs=("explain_fn",),
+                protocol=("radius", "n_samples", "seed"), defaults_from=average_sensitivity)
+register_metric("local_lipschitz_estimate", _reexplaining(local_lipschitz_estimate), category="robustness",
+                direction="lower", kinds=IMAGE_MAPS, label="Local Lipschitz estimate", default=False,
+                needs=("explain_fn",), protocol=("sigma", "n_samples", "seed"), defaults_from=local_lipschitz_estimate)
