@@ -14,6 +14,7 @@ from interpretorch.metrics.localisation import (boxes_to_masks, energy_pointing_
 from interpretorch.metrics.perturbation import (faithfulness_correlation, faithfulness_estimate, irof, monotonicity,
                                                 monotonicity_correlation, pixel_flipping, region_perturbation,
                                                 selectivity, sensitivity_n)
+from interpretorch.metrics.randomisation import random_logit
 from interpretorch.metrics.registry import (CATEGORIES, Figure, Metric, MetricContext, available_metrics,
                                             default_metrics, family, figures, get_metric, register_metric,
                                             unregister_metric)
@@ -33,4 +34,5 @@ __all__ = ["evaluate", "METRIC_INFO", "DEFAULT_METRICS", "ALL_METRICS", "OPTION_
            "faithfulness_correlation", "faithfulness_estimate", "monotonicity", "monotonicity_correlation",
            "pixel_flipping", "region_perturbation", "selectivity", "sensitivity_n", "irof",
            "attribution_localisation", "top_k_intersection", "relevance_rank_accuracy", "relevance_mass_accuracy",
-           "localisation_auc", "completeness", "non_sensitivity", "average_sensitivity", "local_lipschitz_estimate"]
+           "localisation_auc", "completeness", "non_sensitivity", "average_sensitivity", "local_lipschitz_estimate",
+           "random_logit"]

@@ -17,6 +17,7 @@ from interpretorch.metrics.localisation import (attribution_localisation, energy
 from interpretorch.metrics.perturbation import (curve_auc, faithfulness_correlation, faithfulness_estimate, irof,
                                                 monotonicity, monotonicity_correlation, pixel_flipping,
                                                 region_perturbation, selectivity)
+from interpretorch.metrics.randomisation import random_logit
 from interpretorch.metrics.registry import Figure, MetricContext, entry, register_metric
 from interpretorch.metrics.robustness import average_sensitivity, infidelity, local_lipschitz_estimate, max_sensitivity
 
@@ -224,3 +225,6 @@ register_metric("average_sensitivity", _reexplaining(average_sensitivity), categ
 register_metric("local_lipschitz_estimate", _reexplaining(local_lipschitz_estimate), category="robustness",
                 direction="lower", kinds=IMAGE_MAPS, label="Local Lipschitz estimate", default=False,
                 needs=("explain_fn",), protocol=("sigma", "n_samples", "seed"), defaults_from=local_lipschitz_estimate)
+register_metric("random_logit", _reexplaining(random_logit), category="randomisation", direction="lower",
+                kinds=IMAGE_MAPS, label="Random logit (SSIM)", default=False, needs=("explain_fn",),
+                protocol=("seed",), defaults_from=random_logit)
