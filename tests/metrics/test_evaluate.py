@@ -129,7 +129,9 @@ def test_metric_selection_and_errors(setup):
     res = evaluate(model, x, exps, metrics="all", **{k: v for k, v in OPTS.items() if k != "pointing_game"},
                    max_sensitivity={"n_samples": 1}, faithfulness_correlation={"nr_runs": 4, "subset_size": 20},
                    monotonicity_correlation={"nr_samples": 2, "features_in_step": 64},
-                   **{m: {"features_in_step": 64} for m in ("faithfulness_estimate", "monotonicity", "pixel_flipping")},
+                   average_sensitivity={"n_samples": 2}, local_lipschitz_estimate={"n_samples": 2},
+                   **{m: {"features_in_step": 64} for m in ("faithfulness_estimate", "monotonicity", "pixel_flipping",
+                                                            "non_sensitivity")},
                    explain_fn={m: (lambda mm, xx, t: Explanation(
                        maps=torch.rand(xx.shape[0], 16, 16), method="r")) for m in exps})
     objects = {m for m in ALL_METRICS if "objects" in get_metric(m).needs}  # the pointing games, ...
