@@ -18,6 +18,14 @@ Runs are interleaved (the order rotates every round) after a warm-up, and each e
 median of its repeats. Run in the development venv (Quantus installed)::
 
     python benchmarks/bench_metrics.py [--repeats 3] [--road] [--threads 1 --clock cpu] [--json out.json]
+
+``--families`` instead times metrics of Quantus's families beside Quantus 0.6 on the same model, images and
+maps, in one process (each pair interleaved, median of the repeats), and gives the ratio Quantus / interpretorch
+and the largest difference of their values: region perturbation (patches of 28 px, 20 regions), selectivity
+(56 px patches), faithfulness correlation (20 runs of 224 features: Quantus's features are channel values,
+ours pixels, so the values differ and only the time compares) and sparseness (no model)::
+
+    python benchmarks/bench_metrics.py --families --images 4 --repeats 1
 """
 from __future__ import annotations
 
@@ -84,9 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-quantus", action="store_true")
     ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--families", action="store_true",
+                    help="time metrics of Quantus's families beside Quantus instead (see the module's docstring)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.families:
+        return families(args)
 
     lm = load_model("efficientnet_lite0")
     model = lm.model.eval()
@@ -194,6 +206,67 @@ def main(argv: list[str] | None = None) -> dict:
               f"mean |diff| {agreement['mean_abs_curve_difference']:.5f}; mean AUC "
               f"{np.mean(agreement['auc_interpretorch']):.4f} vs {np.mean(agreement['auc_quantus_same_normalisation']):.4f}")
     out = {"env": env, "rows": rows, "agreement": agreement, "auc_1pct": auc_1pct.tolist()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+def families(args: argparse.Namespace) -> dict:
+    """Metrics of Quantus's families beside Quantus 0.6: seconds of each, their ratio and the largest difference."""
+    from interpretorch.metrics import faithfulness_correlation, region_perturbation, selectivity, sparseness
+
+    if quantus is None:
+        raise SystemExit(f"--families needs Quantus: {QUANTUS_ERROR}")
+    lm = load_model("efficientnet_lite0")
+    model = lm.model.eval()
+    x = lm.preprocess(photos(args.images))
+    maps = layer_cams(model, x, ["gradcam"], layer=lm.cam_layer)["gradcam"].maps
+    with torch.no_grad():
+        y = model(x).argmax(1).numpy()
+    bs = args.batch_size
+    common = {"model": model, "x_batch": x.numpy(), "y_batch": y, "a_batch": maps[:, None].numpy(), "device": "cpu",
+              "channel_first": True, "batch_size": bs}
+    pairs = {
+        "region perturbation (28 px, 20 regions)": (
+            lambda: region_perturbation(model, x, maps, patch_size=28, regions_evaluation=20, batch_size=bs),
+            lambda: np.asarray(quantus.RegionPerturbation(patch_size=28, regions_evaluation=20, disable_warnings=True)(
+                **common))),
+        "selectivity (56 px)": (
+            lambda: selectivity(model, x, maps, patch_size=56, batch_size=bs),
+            lambda: np.stack(quantus.Selectivity(patch_size=56, disable_warnings=True)(**common))),
+        "faithfulness correlation (20 runs)": (
+            lambda: faithfulness_correlation(model, x, maps, nr_runs=20, subset_size=224, batch_size=bs),
+            lambda: np.asarray(quantus.FaithfulnessCorrelation(nr_runs=20, subset_size=224, return_aggregate=False,
+                                                               disable_warnings=True)(**common))),
+        "sparseness": (lambda: sparseness(maps), lambda: np.asarray(quantus.Sparseness(disable_warnings=True)(
+            **{**common, "model": None}))),
+    }
+    rows = []
+    for name, (ours_fn, theirs_fn) in pairs.items():
+        ours_t, theirs_t = [], []
+        for r in range(args.repeats):
+            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+                if who == "ours":
+                    ours_t.append(timed(lambda: pairs[name][0](), args.clock))
+                else:
+                    theirs_t.append(timed(lambda: pairs[name][1](), args.clock))
+        ours_v = np.asarray(ours_fn().detach().double().numpy())
+        theirs_v = np.asarray(theirs_fn(), dtype=np.float64)
+        diff = float(np.abs(ours_v - theirs_v).max()) if ours_v.shape == theirs_v.shape else None
+        rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t),
+                     "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff})
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
+           "load_average": os.getloadavg(), "quantus": getattr(quantus, "__version__", "")}
+    print(f"Quantus families, EfficientNet-Lite0, {x.shape[0]} images at {x.shape[-2]}x{x.shape[-1]}, Grad-CAM maps, "
+          f"batch {bs}, median of {args.repeats}, {args.clock} clock, load average {env['load_average'][0]:.1f}\n")
+    print("| metric | interpretorch s | Quantus s | Quantus / interpretorch | max abs diff |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | {r['quantus_s']:.3f} | "
+              f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {d} |")
+    out = {"env": env, "rows": rows}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

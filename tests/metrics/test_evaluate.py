@@ -9,8 +9,8 @@ import torch
 
 from interpretorch.attribution import layer_cams, reexplainers
 from interpretorch.explanation import Explanation
-from interpretorch.metrics import (ALL_METRICS, METRIC_INFO, confidence, deletion, evaluate, infidelity, insertion,
-                                   pointing_game, road)
+from interpretorch.metrics import (ALL_METRICS, METRIC_INFO, confidence, deletion, evaluate, get_metric, infidelity,
+                                   insertion, pointing_game, road)
 from interpretorch.models import TinyCNN
 
 from metric_models import Counting
@@ -127,11 +127,16 @@ def test_metric_selection_and_errors(setup):
                    road={"percentages": [50], "order": "lerf"})
     assert set(res["random"]) == {"target", "deletion", "road_lerf"}
     res = evaluate(model, x, exps, metrics="all", **{k: v for k, v in OPTS.items() if k != "pointing_game"},
-                   max_sensitivity={"n_samples": 1}, explain_fn={m: (lambda mm, xx, t: Explanation(
+                   max_sensitivity={"n_samples": 1}, faithfulness_correlation={"nr_runs": 4, "subset_size": 20},
+                   monotonicity_correlation={"nr_samples": 2, "features_in_step": 64},
+                   average_sensitivity={"n_samples": 2}, local_lipschitz_estimate={"n_samples": 2},
+                   **{m: {"features_in_step": 64} for m in ("faithfulness_estimate", "monotonicity", "pixel_flipping",
+                                                            "non_sensitivity")},
+                   explain_fn={m: (lambda mm, xx, t: Explanation(
                        maps=torch.rand(xx.shape[0], 16, 16), method="r")) for m in exps})
-    assert set(res["gradcam"]) - {"target"} == set(ALL_METRICS) - {"road", "pointing_game",
-                                                                  "energy_pointing_game"} | {"road_morf",
-                                                                                             "road_lerf"}
+    objects = {m for m in ALL_METRICS if "objects" in get_metric(m).needs}  # the pointing games, ...
+    assert {"pointing_game", "energy_pointing_game"} <= objects
+    assert set(res["gradcam"]) - {"target"} == set(ALL_METRICS) - {"road"} - objects | {"road_morf", "road_lerf"}
     with pytest.raises(ValueError, match="need boxes= or masks="):
         evaluate(model, x, exps, metrics=["pointing_game"])
     with pytest.raises(ValueError, match="did you mean deletion"):

@@ -22,11 +22,11 @@ def gini(ctx, method, exp, *, eps: float = 1e-12):
 
 
 @pytest.fixture
-def sparseness():
-    metric = register_metric("sparseness", gini, category="complexity", direction="higher", kinds=("region", "pixel"),
-                             label="Sparseness", default=False, protocol=("eps",))
+def user_gini():
+    metric = register_metric("user_gini", gini, category="complexity", direction="higher", kinds=("region", "pixel"),
+                             label="User Gini", default=False, protocol=("eps",))
     yield metric
-    unregister_metric("sparseness")
+    unregister_metric("user_gini")
 
 
 @pytest.fixture(scope="module")
@@ -37,39 +37,39 @@ def setup():
     return model, x, layer_cams(model, x, ["gradcam", "gradcam++"], layer="features")
 
 
-def test_a_registered_metric_runs_through_evaluate(setup, sparseness):
+def test_a_registered_metric_runs_through_evaluate(setup, user_gini):
     model, x, exps = setup
-    res = evaluate(model, x, exps, metrics=["deletion", "sparseness"], deletion={"step": 0.5})
+    res = evaluate(model, x, exps, metrics=["deletion", "user_gini"], deletion={"step": 0.5})
     for m, e in exps.items():
         v = e.maps.abs().reshape(3, -1).double().sort(dim=1).values
         n = v.shape[1]
         want = ((2 * torch.arange(1, n + 1) - n - 1) * v).sum(1) / (n * v.sum(1))
-        assert res[m]["sparseness"]["per_image"] == pytest.approx(want.tolist(), rel=1e-9)
-        assert res[m]["sparseness"]["value"] == pytest.approx(float(want.mean()), rel=1e-9)
-        assert res[m]["sparseness"]["n"] == 3 and res[m]["sparseness"]["std"] > 0
-        assert list(res[m]) == ["target", "deletion", "sparseness"]  # the registry's order
+        assert res[m]["user_gini"]["per_image"] == pytest.approx(want.tolist(), rel=1e-9)
+        assert res[m]["user_gini"]["value"] == pytest.approx(float(want.mean()), rel=1e-9)
+        assert res[m]["user_gini"]["n"] == 3 and res[m]["user_gini"]["std"] > 0
+        assert list(res[m]) == ["target", "deletion", "user_gini"]  # the registry's order
     # its options reach it, and its protocol states them
-    res = evaluate(model, x, exps, metrics="sparseness", sparseness={"eps": 1e6})
-    assert res["gradcam"]["sparseness"]["value"] < 1e-3
-    assert protocol(["sparseness"], sparseness={"eps": 0.5}) == {"sparseness": {"eps": 0.5}}
-    assert "sparseness" not in evaluate(model, x, exps, metrics=None)["gradcam"]  # not a default
+    res = evaluate(model, x, exps, metrics="user_gini", user_gini={"eps": 1e6})
+    assert res["gradcam"]["user_gini"]["value"] < 1e-3
+    assert protocol(["user_gini"], user_gini={"eps": 0.5}) == {"user_gini": {"eps": 0.5}}
+    assert "user_gini" not in evaluate(model, x, exps, metrics=None)["gradcam"]  # not a default
 
 
-def test_the_reports_read_a_registered_metric(setup, sparseness):
+def test_the_reports_read_a_registered_metric(setup, user_gini):
     model, x, exps = setup
-    assert METRIC_INFO["sparseness"] == ("Sparseness", "higher", "")
-    assert get_metric("Sparseness").figures[0].category == "complexity"
-    res = evaluate(model, x, exps, metrics=["sparseness"])
+    assert METRIC_INFO["user_gini"] == ("User Gini", "higher", "")
+    assert get_metric("USER-GINI").figures[0].category == "complexity"
+    res = evaluate(model, x, exps, metrics=["user_gini"])
     table = evaluation_table(res, {"gradcam": "region", "gradcam++": "region"})
     col = table["columns"][0]
-    assert (col["key"], col["label"], col["better"]) == ("sparseness", "Sparseness", "higher")
-    best = max(res[m]["sparseness"]["value"] for m in res)
-    assert [c["best"] for r in table["rows"] for c in r["cells"]] == [res[m]["sparseness"]["value"] == best
+    assert (col["key"], col["label"], col["better"]) == ("user_gini", "User Gini", "higher")
+    best = max(res[m]["user_gini"]["value"] for m in res)
+    assert [c["best"] for r in table["rows"] for c in r["cells"]] == [res[m]["user_gini"]["value"] == best
                                                                      for m in res]
     rows = {"image": [0, 1, 2, 0, 1, 2], "method": ["gradcam"] * 3 + ["gradcam++"] * 3, "error": [None] * 6,
-            "sparseness": res["gradcam"]["sparseness"]["per_image"] + res["gradcam++"]["sparseness"]["per_image"]}
-    summary = summarize(rows, ["gradcam", "gradcam++"], ["sparseness"])
-    assert summary["directions"] == {"sparseness": "higher"} and summary["labels"] == {"sparseness": "Sparseness"}
+            "user_gini": res["gradcam"]["user_gini"]["per_image"] + res["gradcam++"]["user_gini"]["per_image"]}
+    summary = summarize(rows, ["gradcam", "gradcam++"], ["user_gini"])
+    assert summary["directions"] == {"user_gini": "higher"} and summary["labels"] == {"user_gini": "User Gini"}
 
 
 def test_a_metric_that_suits_region_maps_only_is_flagged_for_pixel_attributions(setup):

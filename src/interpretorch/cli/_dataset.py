@@ -39,8 +39,9 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --data: object mask PNGs (non-zero = object), one per image (same name)")
     if not _has(p, "--metrics"):
         g.add_argument("--metrics", type=parse_metrics, default=None,
-                       help="comma-separated metrics (default: all but max_sensitivity; the pointing games only "
-                            "with --boxes / --masks), or 'all'")
+                       help="comma-separated metrics or families (faithfulness, robustness, localisation, "
+                            "complexity, randomisation, axiomatic; default: all but max_sensitivity; the pointing "
+                            "games only with --boxes / --masks), or 'all'")
     g.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="with --data: a random subset of N images (reproducible with --seed)")
     if not _has(p, "--seed"):

@@ -7,10 +7,19 @@ from typing import Any, Mapping
 import torch
 
 from interpretorch.explanation import Explanation
+from interpretorch.metrics._common import maps_2d
+from interpretorch.metrics.axiomatic import completeness, non_sensitivity
+from interpretorch.metrics.complexity import complexity, effective_complexity, sparseness
 from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
-from interpretorch.metrics.localisation import energy_pointing_game, pointing_game
-from interpretorch.metrics.registry import Figure, MetricContext, register_metric
-from interpretorch.metrics.robustness import infidelity, max_sensitivity
+from interpretorch.metrics.localisation import (attribution_localisation, energy_pointing_game, localisation_auc,
+                                                pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
+                                                top_k_intersection)
+from interpretorch.metrics.perturbation import (curve_auc, faithfulness_correlation, faithfulness_estimate, irof,
+                                                monotonicity, monotonicity_correlation, pixel_flipping,
+                                                region_perturbation, selectivity)
+from interpretorch.metrics.randomisation import random_logit
+from interpretorch.metrics.registry import Figure, MetricContext, entry, register_metric
+from interpretorch.metrics.robustness import average_sensitivity, infidelity, local_lipschitz_estimate, max_sensitivity
 
 __all__ = ["confidence_of", "CURVE_PROTOCOL"]
 
@@ -113,3 +122,109 @@ register_metric("infidelity", _infidelity, category="robustness", direction="low
 # max_sensitivity re-explains every noisy copy, so it is asked for by name.
 register_metric("max_sensitivity", _max_sensitivity, category="robustness", direction="lower", kinds=IMAGE_MAPS,
                 label="Max-Sensitivity", default=False, needs=("explain_fn",), defaults_from=max_sensitivity)
+
+
+# ------------------------------------------------------------------ Quantus's families (asked for by name or family)
+# These are not part of the default set: `evaluate(metrics="complexity")` (or `--metrics complexity`) runs a family;
+# a family's name selects it, so Quantus's Complexity (entropy) is registered as "entropy".
+
+
+def _complexity_fn(fn: Any) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        return fn(maps_2d(exp, ctx.inputs, ctx.rule), **options)
+    return run
+
+
+register_metric("sparseness", _complexity_fn(sparseness), category="complexity", direction="higher",
+                kinds=IMAGE_MAPS, label="Sparseness (Gini)", default=False, defaults_from=sparseness)
+register_metric("entropy", _complexity_fn(complexity), category="complexity", direction="lower",
+                kinds=IMAGE_MAPS, label="Complexity (entropy)", default=False, defaults_from=complexity)
+register_metric("effective_complexity", _complexity_fn(effective_complexity), category="complexity",
+                direction="lower", kinds=IMAGE_MAPS, label="Effective complexity", default=False,
+                protocol=("eps",), defaults_from=effective_complexity)
+
+
+def _model_fn(fn: Any, summary: Any = None) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        out = fn(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common, **options)
+        return out if summary is None else summary(out)
+    return run
+
+
+def _normalised_auc(curve: torch.Tensor) -> torch.Tensor:
+    """The area under a (B, S) curve drawn over [0, 1] (Quantus's dx = 1 area divided by S - 1)."""
+    return curve_auc(curve, 1.0 / max(curve.shape[1] - 1, 1))
+
+
+STEP_PROTOCOL = ("features_in_step", "baseline", "softmax")
+PATCH_PROTOCOL = ("patch_size", "baseline", "softmax")
+register_metric("faithfulness_correlation", _model_fn(faithfulness_correlation), category="faithfulness",
+                direction="higher", kinds=IMAGE_MAPS, label="Faithfulness correlation", default=False,
+                protocol=("nr_runs", "subset_size", "baseline", "softmax", "seed"),
+                defaults_from=faithfulness_correlation)
+register_metric("faithfulness_estimate", _model_fn(faithfulness_estimate), category="faithfulness",
+                direction="higher", kinds=IMAGE_MAPS, label="Faithfulness estimate", default=False,
+                protocol=STEP_PROTOCOL, defaults_from=faithfulness_estimate)
+register_metric("monotonicity", _model_fn(monotonicity), category="faithfulness", direction="higher",
+                kinds=IMAGE_MAPS, label="Monotonicity", default=False, protocol=STEP_PROTOCOL,
+                defaults_from=monotonicity)
+register_metric("monotonicity_correlation", _model_fn(monotonicity_correlation), category="faithfulness",
+                direction="higher", kinds=IMAGE_MAPS, label="Monotonicity correlation", default=False,
+                protocol=STEP_PROTOCOL + ("nr_samples", "seed"), defaults_from=monotonicity_correlation)
+register_metric("pixel_flipping", _model_fn(pixel_flipping, _normalised_auc), category="faithfulness",
+                direction="lower", kinds=IMAGE_MAPS, label="Pixel flipping AUC", default=False,
+                protocol=STEP_PROTOCOL, defaults_from=pixel_flipping)
+register_metric("region_perturbation", _model_fn(region_perturbation, lambda c: c.mean(1)),
+                category="faithfulness", direction="higher", kinds=IMAGE_MAPS, label="Region perturbation AOPC",
+                default=False, protocol=("patch_size", "order", "regions_evaluation", "baseline", "softmax"),
+                defaults_from=region_perturbation)
+register_metric("selectivity", _model_fn(selectivity, _normalised_auc), category="faithfulness",
+                direction="lower", kinds=IMAGE_MAPS, label="Selectivity AUC", default=False,
+                protocol=PATCH_PROTOCOL, defaults_from=selectivity)
+register_metric("irof", _model_fn(irof), category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
+                label="IROF", default=False, protocol=("segmentation", "baseline", "softmax"), defaults_from=irof)
+
+
+def _objects_fn(fn: Any) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        return fn(exp, boxes=ctx.boxes, masks=ctx.masks, rule=ctx.rule, **options)
+    return run
+
+
+for _name, _fn, _label, _protocol in (
+        ("attribution_localisation", attribution_localisation, "Attribution localisation", ("weighted",)),
+        ("top_k_intersection", top_k_intersection, "Top-k intersection", ("k",)),
+        ("relevance_rank_accuracy", relevance_rank_accuracy, "Relevance rank accuracy", ()),
+        ("relevance_mass_accuracy", relevance_mass_accuracy, "Relevance mass accuracy", ()),
+        ("localisation_auc", localisation_auc, "Localisation AUC", ())):
+    register_metric(_name, _objects_fn(_fn), category="localisation", direction="higher", kinds=IMAGE_MAPS,
+                    label=_label, default=False, needs=("objects",), protocol=_protocol, defaults_from=_fn)
+
+
+def _completeness(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return completeness(ctx.model, ctx.inputs, exp, ctx.target, **ctx.common, **options)
+
+
+# Completeness compares the attributions' sum with a change of score: it suits pixel attributions only.
+register_metric("completeness", _completeness, category="axiomatic", direction="lower", kinds=("pixel",),
+                label="Completeness gap", default=False, protocol=("baseline", "softmax"), defaults_from=completeness)
+register_metric("non_sensitivity", _model_fn(non_sensitivity), category="axiomatic", direction="lower",
+                kinds=IMAGE_MAPS, label="Non-sensitivity", default=False,
+                protocol=("eps", "features_in_step", "baseline", "softmax"), defaults_from=non_sensitivity)
+
+
+def _reexplaining(fn: Any) -> Any:
+    def run(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+        return fn(ctx.model, ctx.inputs, exp, ctx.target, explain_fn=ctx.explainer(method), **ctx.common, **options)
+    return run
+
+
+register_metric("average_sensitivity", _reexplaining(average_sensitivity), category="robustness", direction="lower",
+                kinds=IMAGE_MAPS, label="Avg-Sensitivity", default=False, needs=("explain_fn",),
+                protocol=("radius", "n_samples", "seed"), defaults_from=average_sensitivity)
+register_metric("local_lipschitz_estimate", _reexplaining(local_lipschitz_estimate), category="robustness",
+                direction="lower", kinds=IMAGE_MAPS, label="Local Lipschitz estimate", default=False,
+                needs=("explain_fn",), protocol=("sigma", "n_samples", "seed"), defaults_from=local_lipschitz_estimate)
+register_metric("random_logit", _reexplaining(random_logit), category="randomisation", direction="lower",
+                kinds=IMAGE_MAPS, label="Random logit (SSIM)", default=False, needs=("explain_fn",),
+                protocol=("seed",), defaults_from=random_logit)

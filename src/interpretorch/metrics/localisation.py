@@ -1,4 +1,5 @@
-"""Localisation metrics against known objects: the pointing game and its energy-based variant.
+"""Localisation metrics against known objects: the pointing game and its energy-based variant, and Quantus's
+localisation family (attribution localisation, top-k intersection, relevance rank / mass accuracy, AUC).
 
 * Pointing game (Zhang et al. 2018): a hit when the map's maximum lies on the object or within
   ``tolerance`` pixels of it (15 px by default, as in the paper).
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from interpretorch.explanation import upsample
 from interpretorch.metrics._common import MapsLike, explanation_maps
+from interpretorch.metrics.perturbation import average_ranks
 
 Boxes = Union[torch.Tensor, Sequence]
 
@@ -149,3 +151,96 @@ def energy_pointing_game(maps: MapsLike, *, boxes: Boxes | None = None, masks: t
     inside = (m * obj).sum(dim=(1, 2))
     empty = (obj.reshape(m.shape[0], -1).sum(1) == 0) | (total <= 0)
     return torch.where(empty, torch.full_like(total, float("nan")), inside / total.clamp(min=1e-30))
+
+
+# ------------------------------------------------------------------ Quantus's localisation family
+# Each takes maps and objects (boxes or masks) like the pointing games; a (B, C, H, W) map is reduced by ``rule``
+# and a map at another resolution is resized to the objects'. Images without an object give NaN. Ties in a map
+# are ordered by raster position (Quantus's np.argsort orders them arbitrarily).
+
+
+def _map_and_objects(maps: MapsLike, boxes: Boxes | None, masks: torch.Tensor | None,
+                     rule: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, N) float64 maps and (B, N) bool objects, flattened at the objects' resolution, and which images have none."""
+    m = _maps_for(maps, rule)
+    obj = object_masks(m, boxes, masks)
+    m = upsample(m, tuple(obj.shape[-2:])).double()
+    b = m.shape[0]
+    obj = obj.reshape(b, -1)
+    return m.reshape(b, -1), obj, obj.sum(1) == 0
+
+
+def _nan_where(values: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    return torch.where(empty, torch.full_like(values, float("nan")), values)
+
+
+def attribution_localisation(maps: MapsLike, *, boxes: Boxes | None = None, masks: torch.Tensor | None = None,
+                             weighted: bool = False, positive: bool = False, absolute: bool = True,
+                             rule: str = "abs_sum") -> torch.Tensor:
+    """Per-image attribution localisation (Kohlbrenner et al. 2020): the share of the (max-normalised; |.| when
+    ``absolute``, clipped at 0 when ``positive``) attribution inside the object; ``weighted`` multiplies it by the
+    object's share of the image. NaN without an object or where the share exceeds 1 (negative attributions
+    outside); higher is better.
+
+    Quantus 0.6 weights by the object's size over ``x_batch[2:].size`` (the pixels of the batch from its third
+    image on, a slip for the image's size), so its weighted figures differ from these by that factor.
+    """
+    a, obj, empty = _map_and_objects(maps, boxes, masks, rule)
+    top = a.abs().amax(1, keepdim=True)
+    a = a / torch.where(top > 0, top, torch.ones_like(top))
+    a = a.abs() if absolute else a
+    a = a.clamp(min=0) if positive else a
+    share = (a * obj).sum(1) / (a.sum(1) + 1e-9)
+    if weighted:
+        share = share * obj.double().mean(1)
+    return _nan_where(share, empty | (share > 1))
+
+
+def _descending_hits(a: torch.Tensor, obj: torch.Tensor) -> torch.Tensor:
+    """(B, N) whether the pixel of each rank (highest attribution first, ties in raster order) is on the object."""
+    order = torch.sort(a, dim=1, descending=True, stable=True).indices
+    return obj.gather(1, order)
+
+
+def top_k_intersection(maps: MapsLike, *, boxes: Boxes | None = None, masks: torch.Tensor | None = None,
+                       k: int = 1000, concept_influence: bool = False, rule: str = "abs_sum") -> torch.Tensor:
+    """Per-image share of the ``k`` highest-attributed pixels that lie on the object (Theiner et al. 2021);
+    ``concept_influence`` divides it by the object's share of the image. Higher is better."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer number of pixels, got {k!r}")
+    a, obj, empty = _map_and_objects(maps, boxes, masks, rule)
+    tki = _descending_hits(a, obj)[:, :k].double().mean(1)
+    if concept_influence:
+        tki = tki * obj.shape[1] / obj.sum(1).clamp(min=1)
+    return _nan_where(tki, empty)
+
+
+def relevance_rank_accuracy(maps: MapsLike, *, boxes: Boxes | None = None, masks: torch.Tensor | None = None,
+                            rule: str = "abs_sum") -> torch.Tensor:
+    """Per-image relevance rank accuracy (Arras et al. 2022): of the K highest-attributed pixels, K the object's
+    size, the share on the object; higher is better."""
+    a, obj, empty = _map_and_objects(maps, boxes, masks, rule)
+    size = obj.sum(1, keepdim=True)
+    first = torch.arange(obj.shape[1], device=obj.device)[None] < size
+    hits = (_descending_hits(a, obj) & first).sum(1).double()
+    return _nan_where(hits / size[:, 0].clamp(min=1), empty)
+
+
+def relevance_mass_accuracy(maps: MapsLike, *, boxes: Boxes | None = None, masks: torch.Tensor | None = None,
+                            rule: str = "abs_sum") -> torch.Tensor:
+    """Per-image relevance mass accuracy (Arras et al. 2022): the attribution inside the object over the total
+    (signed, as Quantus); higher is better."""
+    a, obj, empty = _map_and_objects(maps, boxes, masks, rule)
+    return _nan_where((a * obj).sum(1) / a.sum(1), empty)
+
+
+def localisation_auc(maps: MapsLike, *, boxes: Boxes | None = None, masks: torch.Tensor | None = None,
+                     rule: str = "abs_sum") -> torch.Tensor:
+    """Per-image area under the ROC curve of the map as a detector of the object's pixels (Fawcett 2006; tied
+    values count one half, as the trapezoidal ROC does); higher is better. NaN without object or background."""
+    a, obj, empty = _map_and_objects(maps, boxes, masks, rule)
+    ranks = average_ranks(a)
+    pos = obj.sum(1).double()
+    neg = obj.shape[1] - pos
+    u = (ranks * obj).sum(1) - pos * (pos + 1) / 2
+    return _nan_where(u / (pos * neg).clamp(min=1), empty | (neg == 0))

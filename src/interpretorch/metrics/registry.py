@@ -159,6 +159,9 @@ def register_metric(name: str, fn: Callable[..., Any] | None = None, *, category
     if bad:
         raise ValueError(f"metric {name!r}: unknown need(s) {bad}; choose from {NEEDS}")
     names = [key] + [_key(a) for a in aliases]
+    if any(n in CATEGORIES for n in names):
+        raise ValueError(f"metric {name!r}: a metric may not be named after a family ({', '.join(CATEGORIES)}); "
+                         "those names select every metric of the family")
     if not replace:
         taken = [n for n in names if n in _METRICS or n in _ALIASES]
         taken += [f.name for f in figures if f.name != key and any(f.name in {g.name for g in m.figures}
@@ -222,18 +225,26 @@ def figures() -> dict[str, Figure]:
 
 
 def resolve_metrics(names: str | Sequence[str] | None) -> list[str]:
-    """Registered metric names of ``names``: None (the defaults), "all", one name or several (aliases and the
-    figure names a metric gives, e.g. "road_lerf", are accepted)."""
+    """Registered metric names of ``names``: None (the defaults), "all", one name or several (aliases, the
+    figure names a metric gives, e.g. "road_lerf", and category names, e.g. "complexity": every metric of that
+    family, are accepted)."""
     if names is None:
         return default_metrics()
     if names == "all":
         return available_metrics()
     out: list[str] = []
     for n in [names] if isinstance(names, str) else list(names):
-        key = get_metric(n).name
-        if key not in out:
-            out.append(key)
+        keys = family(n) if _key(n) in CATEGORIES else [get_metric(n).name]
+        out.extend(k for k in keys if k not in out)
     return out
+
+
+def family(category: str) -> list[str]:
+    """The registered metrics of ``category`` (one of ``CATEGORIES``), in registration order."""
+    key = _key(category)
+    if key not in CATEGORIES:
+        raise ValueError(f"unknown metric family {category!r}; choose from {', '.join(CATEGORIES)}")
+    return [m.name for m in _METRICS.values() if any(f.category == key for f in m.figures)]
 
 
 class FigureTable(Mapping):

@@ -83,6 +83,74 @@ def infidelity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
     return ((dots - diffs) ** 2).mean(1).to(x.dtype)
 
 
+def explanation_changes(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                        explain_fn: ExplainFn, measure: Callable[..., torch.Tensor], n_samples: int = 10,
+                        radius: float = 0.2, noise: str = "uniform",
+                        perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                        seed: int = 0, batch_size: int | None = None,
+                        clean: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n_samples) values of ``measure(phi, phi_y, x, y)`` (flattened float64 rows of the clean maps, the maps
+    re-explained at the noisy copies, the inputs and the copies) over ``n_samples`` noisy copies of each image:
+    uniform noise in [-radius, radius] (``noise="uniform"``) or Gaussian noise of std ``radius``
+    (``"gaussian"``), or ``perturb(x, generator)`` returning the copies of the whole batch (called once per
+    sample, so a caller can replay another library's draws). Every copy of every image is re-explained together,
+    ``batch_size`` rows at a time, for the class of its clean image."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
+    if not callable(explain_fn):
+        raise TypeError("a re-explaining metric needs explain_fn(model, inputs, target) -> Explanation")
+    if noise not in ("uniform", "gaussian"):
+        raise ValueError(f"noise must be 'uniform' or 'gaussian', got {noise!r}")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b = x.shape[0]
+    phi = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
+    gen = torch.Generator().manual_seed(int(seed))
+    noisy = []
+    for _ in range(n_samples):
+        if perturb is not None:
+            y = perturb(x, gen)
+            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+                raise ValueError(f"perturb must return perturbed inputs shaped {tuple(x.shape)}")
+        elif noise == "uniform":
+            y = x + ((torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius).to(x.device, x.dtype)
+        else:
+            y = x + (torch.randn(x.shape, generator=gen, dtype=torch.float64) * radius).to(x.device, x.dtype)
+        noisy.append(y.to(device=x.device, dtype=x.dtype))
+    ys = torch.stack(noisy, dim=1).reshape(b * n_samples, *x.shape[1:])  # image-major rows
+    img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
+    tgt: Target = cl.idx[img] if cl.idx is not None else target
+    out = torch.empty(b * n_samples, dtype=torch.float64, device=x.device)
+    for sl in batched_rows(img.numel(), scorer.batch_size):
+        t = tgt[sl] if isinstance(tgt, torch.Tensor) else tgt
+        e = explain_fn(model, ys[sl], t)
+        em = explanation_maps(e).detach().to(x.device)
+        if em.shape[0] != sl.stop - sl.start or em[0].numel() != phi.shape[1]:
+            raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
+                             f"{sl.stop - sl.start} maps shaped like the given ones {tuple(explanation_maps(maps).shape[1:])}")
+        n = sl.stop - sl.start
+        out[sl] = measure(phi[img[sl]], em.reshape(n, -1).double(), x[img[sl]].reshape(n, -1).double(),
+                          ys[sl].reshape(n, -1).double())
+    return out.reshape(b, n_samples)
+
+
+def _relative_change(phi: torch.Tensor, em: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    dist = (em - phi).norm(dim=1)
+    norm = phi.norm(dim=1)
+    # A zero clean map: any change is infinitely large relative to it, no change is 0.
+    return torch.where(norm > 0, dist / norm.clamp(min=1e-300),
+                       torch.where(dist > 0, torch.full_like(dist, float("inf")), dist))
+
+
+def _max_normalised(v: torch.Tensor) -> torch.Tensor:
+    top = v.abs().amax(1, keepdim=True)
+    return v / torch.where(top > 0, top, torch.ones_like(top))
+
+
+def _lipschitz(phi: torch.Tensor, em: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (_max_normalised(em) - _max_normalised(phi)).norm(dim=1) / ((y - x).norm(dim=1) + 1e-10)
+
+
 def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
                     explain_fn: ExplainFn, radius: float = 0.2, n_samples: int = 10, relative: bool = True,
                     perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
@@ -95,40 +163,39 @@ def max_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, targ
     ``relative`` (as Quantus and Captum report it). ``perturb(x, generator)`` may replace the
     uniform noise and returns the perturbed inputs.
     """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples}")
-    if not callable(explain_fn):
-        raise TypeError("max_sensitivity needs explain_fn(model, inputs, target) -> Explanation")
-    scorer, cl = prepare(model, inputs, target, batch_size, clean)
-    x = cl.inputs
-    b = x.shape[0]
-    phi = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
-    gen = torch.Generator().manual_seed(int(seed))
-    noisy = []
-    for _ in range(n_samples):
-        if perturb is not None:
-            y = perturb(x, gen)
-            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-                raise ValueError(f"perturb must return perturbed inputs shaped {tuple(x.shape)}")
-        else:
-            y = x + ((torch.rand(x.shape, generator=gen, dtype=torch.float64) * 2 - 1) * radius).to(x.device, x.dtype)
-        noisy.append(y.to(device=x.device, dtype=x.dtype))
-    ys = torch.stack(noisy, dim=1).reshape(b * n_samples, *x.shape[1:])  # image-major rows
-    img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
-    tgt: Target = cl.idx[img] if cl.idx is not None else target
-    dist = torch.empty(b * n_samples, dtype=torch.float64, device=x.device)
-    for sl in batched_rows(img.numel(), scorer.batch_size):
-        t = tgt[sl] if isinstance(tgt, torch.Tensor) else tgt
-        e = explain_fn(model, ys[sl], t)
-        em = explanation_maps(e).detach().to(x.device)
-        if em.shape[0] != sl.stop - sl.start or em[0].numel() != phi.shape[1]:
-            raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
-                             f"{sl.stop - sl.start} maps shaped like the given ones {tuple(explanation_maps(maps).shape[1:])}")
-        dist[sl] = (em.reshape(em.shape[0], -1).double() - phi[img[sl]]).norm(dim=1)
-    dist = dist.reshape(b, n_samples)
-    if relative:
-        norm = phi.norm(dim=1)
-        # A zero clean map: any change is infinitely large relative to it, no change is 0.
-        dist = torch.where(norm[:, None] > 0, dist / norm.clamp(min=1e-300)[:, None],
-                           torch.where(dist > 0, torch.full_like(dist, float("inf")), dist))
-    return dist.max(dim=1).values.to(x.dtype)
+    measure = _relative_change if relative else (lambda phi, em, x, y: (em - phi).norm(dim=1))
+    dist = explanation_changes(model, inputs, maps, target, explain_fn=explain_fn, measure=measure,
+                               n_samples=n_samples, radius=radius, perturb=perturb, seed=seed,
+                               batch_size=batch_size, clean=clean)
+    return dist.max(dim=1).values.to(inputs.dtype)
+
+
+def average_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                        explain_fn: ExplainFn, radius: float = 0.2, n_samples: int = 200,
+                        perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                        seed: int = 0, batch_size: int | None = None,
+                        clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image Avg-Sensitivity (Yeh et al. 2019): the mean over noisy copies (uniform noise of radius
+    ``radius``) of ``||phi(y) - phi(x)|| / ||phi(x)||``; lower is better. As Quantus 0.6 (no normalisation)."""
+    dist = explanation_changes(model, inputs, maps, target, explain_fn=explain_fn, measure=_relative_change,
+                               n_samples=n_samples, radius=radius, perturb=perturb, seed=seed,
+                               batch_size=batch_size, clean=clean)
+    return dist.mean(dim=1).to(inputs.dtype)
+
+
+def local_lipschitz_estimate(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                             explain_fn: ExplainFn, sigma: float = 0.1, n_samples: int = 200,
+                             perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                             seed: int = 0, batch_size: int | None = None,
+                             clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018): the largest, over copies with Gaussian
+    noise of std ``sigma``, of ``||phi(y) - phi(x)|| / ||y - x||`` with each map divided by its largest |value|;
+    lower is better.
+
+    Quantus 0.6 divides the clean maps by the largest value of the whole batch and each batch of re-explained
+    maps by theirs; here every map is divided by its own, which is the same for one image at a time.
+    """
+    dist = explanation_changes(model, inputs, maps, target, explain_fn=explain_fn, measure=_lipschitz,
+                               n_samples=n_samples, radius=sigma, noise="gaussian", perturb=perturb, seed=seed,
+                               batch_size=batch_size, clean=clean)
+    return dist.max(dim=1).values.to(inputs.dtype)

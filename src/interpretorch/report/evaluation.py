@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from interpretorch.metrics.evaluate import win_within
-from interpretorch.metrics.registry import figures
+from interpretorch.metrics.registry import CATEGORIES, figures
 
 GROUPS = (("region", "Region maps (CAMs, perturbation, attention)"), ("pixel", "Pixel attributions (gradients)"))
 # A figure whose registered map kinds leave out pixel attributions (Average Drop, Increase in Confidence, Win
@@ -67,11 +67,16 @@ def _fmt(value: float | None, unit: str) -> str:
 def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                      kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The metrics tables as data for the template: one group per map kind present (region, pixel), each with
-    columns (label, direction, unit) and rows of cells ("mean ± std", best within the group, flagged where the
+    columns (label, direction, unit, family; grouped by family, ``families`` giving each family's span) and rows
+    of cells ("mean ± std", best within the group, flagged where the
     metric does not suit the group)."""
     info = figures()
     kinds = dict(kinds or {})
     cols = [m for m in info if any(m in v for v in evaluation.values())]
+    # Grouped by family (Quantus's taxonomy, in its order), the registry's order within a family.
+    cols.sort(key=lambda c: CATEGORIES.index(info[c].category))
+    families = [{"name": f, "span": sum(info[c].category == f for c in cols)} for f in CATEGORIES]
+    families = [f for f in families if f["span"]]
     groups = []
     for gkind, title in GROUPS:
         methods = [m for m in evaluation if (kinds.get(m, "region") == "pixel") == (gkind == "pixel")]
@@ -88,7 +93,7 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                 best[c] = info[c].better(vals)
         flagged = {c for c in cols if not info[c].suits(gkind)}
         columns = [{"key": c, "label": info[c].label + (" (%)" if info[c].unit == "%" else ""),
-                    "better": info[c].direction, "flag": c in flagged} for c in cols]
+                    "better": info[c].direction, "flag": c in flagged, "family": info[c].category} for c in cols]
         rows = []
         for m in methods:
             cells = []
@@ -104,7 +109,7 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
             rows.append({"method": m, "cells": cells})
         ns = sorted({e.get("n") for m in methods for c, e in entries[m].items()
                      if isinstance(e, dict) and e.get("n") is not None})
-        groups.append({"kind": gkind, "title": title, "columns": columns, "rows": rows,
+        groups.append({"kind": gkind, "title": title, "columns": columns, "rows": rows, "families": families,
                        "n": ns[-1] if ns else None, "n_varies": len(ns) > 1,
                        "note": PIXEL_NOTE if gkind == "pixel" and flagged & set(cols) else None})
     return {"groups": groups, "columns": groups[0]["columns"] if groups else [],
