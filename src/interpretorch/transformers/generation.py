@@ -30,6 +30,7 @@ and an ``is_encoder_decoder`` attribute (see ``interpretorch.transformers.seq_mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -452,3 +453,51 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, sources: Seq
     finally:
         model.train(was_training)
     return answers
+
+
+def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, model: str = "model",
+                       text: str = "") -> dict:
+    """JSON-ready results of one sequence: ``input_tokens`` (source + prompt), ``output_tokens``, and per method
+    the (rows x columns) ``matrix`` whose columns are the input tokens then the output tokens."""
+    tokens = list(tokens)
+    if len(tokens) != len(attr.column_ids):
+        raise ValueError(f"give one token string per column ({len(attr.column_ids)}), got {len(tokens)}")
+    n_in = attr.n_inputs
+    rows = ["<answer>"] if attr.target == "sequence" else tokens[n_in:]
+    return {"model": model, "text": text, "target": attr.target, "input_tokens": tokens[:n_in],
+            "output_tokens": tokens[n_in:], "n_source": len(attr.source_ids), "row_tokens": rows,
+            "scores": [float(v) for v in attr.scores], "logprobs": [float(v) for v in attr.logprobs],
+            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat]}
+                        for m, mat in attr.matrices.items()}}
+
+
+def _cell_colour(v: float, span: float) -> str:
+    a = 0.0 if span <= 0 or v != v else min(1.0, abs(v) / span)
+    return f"rgba(220, 40, 40, {a:.3f})" if v >= 0 else f"rgba(40, 80, 220, {a:.3f})"
+
+
+def write_generation_report(results: dict, out_dir: str | Path) -> Path:
+    """Write ``results.json`` and ``index.html`` (generated text, one heat map per method with a colour bar,
+    printed values and hover) into ``out_dir``; returns the page's path."""
+    import json
+
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    columns = results["input_tokens"] + results["output_tokens"]
+    maps = []
+    for m, d in results["methods"].items():
+        span = max((abs(v) for row in d["matrix"] for v in row), default=0.0)
+        rows = [{"token": tok, "score": results["scores"][i] if i < len(results["scores"]) else float("nan"),
+                 "cells": [{"value": v, "colour": _cell_colour(v, span),
+                            "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
+                for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
+        maps.append({"method": m, "span": span, "rows": rows})
+    env = Environment(loader=PackageLoader("interpretorch.transformers", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("generation.html").render(r=results, columns=columns, maps=maps,
+                                                      n_in=len(results["input_tokens"]))
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return out / "index.html"
