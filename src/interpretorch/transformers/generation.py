@@ -17,7 +17,8 @@ Methods (the embeddings are those of the model's own token embedding layers, pos
   sequence (``ablation="remove"``); one forward per ablated column gives every row.
 
 Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
-(sequence, target row, integration step), forward and backward over the whole sequence; ablation's row is one
+(sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
+whole sequence for ``target="sequence"``); ablation's row is one
 (sequence, ablated column) forward plus one unablated forward per sequence. ``attribute_generated=False``
 keeps the answer tokens fixed (only source and prompt are perturbed), which is Captum's ``LLMAttribution`` /
 ``LLMGradientAttribution`` definition; their columns are then zero.
@@ -144,8 +145,8 @@ def _token_scores(logits: torch.Tensor, positions: torch.Tensor, tokens: torch.T
                   contrast: torch.Tensor | None) -> torch.Tensor:
     """Per-token targets (B, N) from logits (B, T, V) read at ``positions`` (B, N) for ``tokens`` (B, N)."""
     rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-    logp = F.log_softmax(logits[rows, positions.clamp_min(0)].float() if logits.dtype in (torch.float16,
-                         torch.bfloat16) else logits[rows, positions.clamp_min(0)], dim=-1)
+    picked = logits[rows, positions.clamp(0, logits.shape[1] - 1)]  # padded entries: any position, weight 0
+    logp = F.log_softmax(picked.float() if picked.dtype in (torch.float16, torch.bfloat16) else picked, dim=-1)
     s = logp.gather(-1, tokens[..., None])[..., 0]
     if contrast is not None:
         s = s - logp.gather(-1, contrast[..., None])[..., 0]
@@ -272,7 +273,9 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
     for start in range(0, len(jobs), rows):
         chunk = jobs[start:start + rows]
         cs = [seqs[b] for b, _, _ in chunk]
-        dec_ids, dec_mask = _pad([s.decoder for s in cs], pad_id, dev)
+        # row r of a per-token target reads logits up to decoder position P - 1 + r: later tokens are cut
+        dec_ids, dec_mask = _pad([s.decoder if target == "sequence" else s.decoder[:len(s.prompt) + r]
+                                  for s, (_, r, _) in zip(cs, chunk)], pad_id, dev)
         with torch.no_grad():
             dec_x = adapter.embed_target(dec_ids)
             dec_0 = adapter.embed_target(torch.full_like(dec_ids, baseline_id))
@@ -317,6 +320,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             ns, nd = len(s.source), len(s.decoder)
             if src_in is not None:
                 out[b][r, :ns] += wts[k] * contrib_src[i, :ns].detach().double().cpu()
+            nd = min(nd, contrib_dec.shape[1])
             out[b][r, ns:ns + nd] += wts[k] * contrib_dec[i, :nd].detach().double().cpu()
     return [o.to(_out_dtype(adapter)) for o in out]
 

@@ -1,8 +1,9 @@
 """Two small sequence models with known alignments, and the reproducible script that trains them.
 
 * ``translation``: an encoder-decoder (``nn.Transformer``) that "translates" a sentence of 3-8 distinct words
-  word by word through a fixed lexicon and writes it in reverse order, so output word i comes from source word
-  n - 1 - i;
+  word by word through a fixed lexicon and swaps each pair of neighbouring words (as adjective-noun order
+  flips between languages), so output word i comes from source word i xor 1 (the last word of an odd-length
+  sentence stays in place);
 * ``copy``: a decoder-only Transformer (causal ``nn.TransformerEncoder``) that repeats the words between
   ``<bos>`` and ``<sep>``, so output word i comes from prompt word i.
 
@@ -80,7 +81,7 @@ class SeqConfig:
     max_len: int = 12
     min_words: int = 3
     max_words: int = 8
-    steps: int = 1200
+    steps: int = 800
     batch_size: int = 64
     lr: float = 2e-3
     n_val: int = 500
@@ -193,7 +194,8 @@ def make_examples(task: str, n: int, seed: int, min_words: int = 3, max_words: i
         words = [SOURCE_WORDS[i] for i in torch.randperm(len(SOURCE_WORDS), generator=gen)[:k].tolist()]
         ids = tok.encode(" ".join(words))
         if task == "translation":
-            answer = tok.encode(" ".join(LEXICON[w] for w in reversed(words))) + [tok.eos_id]
+            order = alignment(task, k)
+            answer = tok.encode(" ".join(LEXICON[words[j]] for j in order)) + [tok.eos_id]
             out.append((ids, [tok.bos_id], answer))
         else:
             out.append(([], [tok.bos_id] + ids + [tok.sep_id], ids + [tok.eos_id]))
@@ -204,7 +206,7 @@ def alignment(task: str, n_words: int) -> list[int]:
     """For output word i, the index of its aligned word among the source words (translation) or among the
     prompt tokens, ``<bos>`` included (copy)."""
     if task == "translation":
-        return [n_words - 1 - i for i in range(n_words)]
+        return [i ^ 1 if (i ^ 1) < n_words else i for i in range(n_words)]
     if task == "copy":
         return [1 + i for i in range(n_words)]
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
