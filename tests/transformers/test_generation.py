@@ -12,8 +12,8 @@ V = 40
 
 
 def gpt2(seed: int = 0, dtype=torch.float64):
-    cfg = transformers.GPT2Config(vocab_size=V, n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                                  attn_implementation="eager")
+    cfg = transformers.GPT2Config(vocab_size=V, n_positions=32, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
+                                  eos_token_id=0, attn_implementation="eager")
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(cfg).eval().to(dtype)
 

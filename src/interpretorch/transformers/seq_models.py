@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -114,8 +115,10 @@ class TranslationTransformer(nn.Module):
         self.src_embed = nn.Embedding(vocab, dim, padding_idx=0)
         self.tgt_embed = nn.Embedding(vocab, dim, padding_idx=0)
         self.src_pos, self.tgt_pos = _Positional(max_len, dim), _Positional(max_len, dim)
-        self.transformer = nn.Transformer(dim, heads, layers, layers, ffn, dropout=0.0, batch_first=True,
-                                          norm_first=True)
+        with warnings.catch_warnings():  # "enable_nested_tensor is True, but ... norm_first": expected, harmless
+            warnings.simplefilter("ignore", UserWarning)
+            self.transformer = nn.Transformer(dim, heads, layers, layers, ffn, dropout=0.0, batch_first=True,
+                                              norm_first=True)
         self.head = nn.Linear(dim, vocab)
 
     def embed_source(self, ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""The shipped sequence models with known alignments: their data, weights, the alignment figures of each
+attribution method, one cheap training check, and the explain-generation command."""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+
+import pytest
+import torch
+
+from interpretorch.cli import main
+from interpretorch.transformers.seq_models import (LEXICON, SHA256, SeqConfig, WordTokenizer, alignment,
+                                                   alignment_accuracy, load_seq_model, make_examples, save_seq_model,
+                                                   sequence_accuracy, train_seq_model)
+
+METHODS = ["input_x_gradient", "integrated_gradients", "ablation"]
+
+
+def test_examples_follow_the_lexicon_and_alignment():
+    tok = WordTokenizer()
+    for src, prompt, answer in make_examples("translation", 20, 0):
+        words, out = tok.tokens(src), tok.tokens(answer)
+        assert prompt == [tok.bos_id] and out[-1] == "<eos>" and len(set(words)) == len(words)
+        assert out[:-1] == [LEXICON[words[j]] for j in alignment("translation", len(words))]
+    for src, prompt, answer in make_examples("copy", 5, 0):
+        assert src == [] and prompt[0] == tok.bos_id and prompt[-1] == tok.sep_id
+        assert [prompt[j] for j in alignment("copy", len(answer) - 1)] == answer[:-1]
+    assert alignment("translation", 5) == [1, 0, 3, 2, 4]
+    with pytest.raises(ValueError, match="unknown word"):
+        tok.encode("the zebra")
+    with pytest.raises(ValueError, match="unknown task"):
+        make_examples("sort", 1, 0)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("task", ["translation", "copy"])
+def test_shipped_weights_checksum_and_accuracy(task):
+    data = resources.files("interpretorch.models").joinpath(f"weights/seq_{task}.pt").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == SHA256[task] and len(data) < 1_000_000
+    sm = load_seq_model(task)
+    assert sm.config.task == task and sm.accuracy == 1.0
+    # greedy decoding reproduces held-out answers (a seed the training never saw)
+    held_out = make_examples(task, 40, 11, sm.config.min_words, sm.config.max_words)
+    assert sequence_accuracy(sm.model, held_out) >= 0.97
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("task,floor", [("translation", {"integrated_gradients": 0.8, "ablation": 0.9}),
+                                        ("copy", {"integrated_gradients": 0.75, "ablation": 0.5})])
+def test_top_attributed_input_is_the_aligned_one(task, floor):
+    """Regression floors a little under the figures measured on 12 sentences (translation: IG 0.89, ablation
+    0.97; copy: IG 0.82, ablation 0.58); the README's 100-sentence figures show IG short of 90 %."""
+    sm = load_seq_model(task)
+    with_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is faster on a shared machine
+    try:
+        acc = alignment_accuracy(sm, METHODS, n=12, steps=16, batch_size=64)
+    finally:
+        torch.set_num_threads(with_threads)
+    print(task, acc)
+    for m, f in floor.items():
+        assert acc[m] >= f, (m, acc)
+
+
+def test_training_is_seeded_and_round_trips(tmp_path):
+    cfg = SeqConfig(task="copy", dim=16, layers=1, heads=2, ffn=32, steps=3, batch_size=8, n_val=4)
+    a, _ = train_seq_model(cfg)
+    b, _ = train_seq_model(cfg)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    path = save_seq_model(a, tmp_path / "m.pt", cfg, 0.5)
+    back = load_seq_model(path)
+    assert back.config == cfg and back.accuracy == 0.5 and torch.equal(back.model.head.weight, a.head.weight)
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a sequence-model checkpoint"):
+        load_seq_model(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        load_seq_model(tmp_path / "missing.pt")
+    init = SeqConfig(task="copy", dim=16, layers=1, heads=2, ffn=32, steps=3, batch_size=8, n_val=4, seed=1)
+    c, _ = train_seq_model(init)
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_explain_generation_command(tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["explain-generation", "the red cat sees a dog", "--methods", "ig,ablation", "--ig-steps", "4",
+                 "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["input_tokens"] == ["the", "red", "cat", "sees", "a", "dog", "<bos>"]
+    assert r["output_tokens"] == ["roso", "lo", "mira", "neko", "inu", "na"]
+    for m in ("integrated_gradients", "ablation"):
+        mat = r["methods"][m]["matrix"]
+        assert len(mat) == 6 and all(len(row) == 13 for row in mat)
+    html = (out / "index.html").read_text()
+    assert "roso" in html and "integrated_gradients" in html and "colour bar" in html
+    # a given continuation, the decoder-only copy model, and the contrastive score
+    out2 = tmp_path / "copy"
+    assert main(["explain-generation", "the big cat sees a dog", "--model", "copy", "--target", "the big",
+                 "--score", "contrastive", "--contrast", "a big", "--methods", "gxi", "--out", str(out2)]) == 0
+    r2 = json.loads((out2 / "results.json").read_text())
+    assert r2["input_tokens"] == ["<bos>", "the", "big", "cat", "sees", "a", "dog", "<sep>"]
+    assert r2["target"] == "contrastive" and r2["output_tokens"] == ["the", "big"]
+    assert len(r2["methods"]["input_x_gradient"]["matrix"]) == 2
+    capsys.readouterr()
+    for bad, msg in [(["--methods", "nope"], "unknown method"), (["--score", "contrastive"], "--contrast"),
+                     (["--model", "missing.pt"], "no such weights"), (["--target", "the zebra"], "unknown word"),
+                     (["--max-new-tokens", "0"], "--max-new-tokens")]:
+        assert main(["explain-generation", "the cat", "--out", str(tmp_path / "x")] + bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1, err
