@@ -303,11 +303,16 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
         with torch.enable_grad():
             logits = adapter.logits(src_in, src_mask, dec_in, dec_mask)
             pos, tok, con = _targets(cs, dev)
-            per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax)
-            w = torch.zeros_like(per_token)
-            for i, (b, r, _) in enumerate(chunk):
-                w[i, :len(seqs[b].answer)] = weights[b][r].to(w)
-            score = (w * per_token).sum()
+            if target == "sequence":
+                per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax)
+                w = torch.zeros_like(per_token)
+                for i, (b, r, _) in enumerate(chunk):
+                    w[i, :len(seqs[b].answer)] = weights[b][r].to(w)
+                score = (w * per_token).sum()
+            else:  # row r explains answer token r only: read that one position
+                pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
+                score = _token_scores(logits, pos.gather(1, pick), tok.gather(1, pick),
+                                      None if con is None else con.gather(1, pick)).sum()
             leaves = [dec_in] + ([src_in] if src_in is not None else [])
             grads = torch.autograd.grad(score, leaves)
         ref_dec = dec_0 if method == "integrated_gradients" else torch.zeros_like(dec_x)
