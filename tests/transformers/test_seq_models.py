@@ -46,16 +46,17 @@ def test_shipped_weights_checksum_and_accuracy(task):
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("task,floor", [("translation", {"integrated_gradients": 0.8, "ablation": 0.9}),
-                                        ("copy", {"integrated_gradients": 0.75, "ablation": 0.5})])
-def test_top_attributed_input_is_the_aligned_one(task, floor):
-    """Regression floors a little under the figures measured on 12 sentences (translation: IG 0.89, ablation
-    0.97; copy: IG 0.82, ablation 0.58); the README's 100-sentence figures show IG short of 90 %."""
+@pytest.mark.parametrize("task,n,steps,floor", [
+    ("translation", 100, 32, {"integrated_gradients": 0.9, "ablation": 0.9}),  # the README's claim
+    ("copy", 30, 16, {"integrated_gradients": 0.8, "ablation": 0.5})])  # floors under 0.85 / 0.57 measured
+def test_top_attributed_input_is_the_aligned_one(task, n, steps, floor):
+    """For the translation model, >= 90 % of output words get their aligned source word as the top IG and
+    ablation attribution (100 sentences, IG 32 steps: 0.906 and 0.979 measured); copy keeps regression floors."""
     sm = load_seq_model(task)
     with_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is faster on a shared machine
     try:
-        acc = alignment_accuracy(sm, METHODS, n=12, steps=16, batch_size=64)
+        acc = alignment_accuracy(sm, list(floor), n=n, steps=steps, batch_size=64)
     finally:
         torch.set_num_threads(with_threads)
     print(task, acc)
