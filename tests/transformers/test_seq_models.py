@@ -110,3 +110,29 @@ def test_explain_generation_command(tmp_path, capsys):
         assert main(["explain-generation", "the cat", "--out", str(tmp_path / "x")] + bad) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1, err
+
+
+def test_explain_generation_with_a_local_hugging_face_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<s>", "</s>"] + [f"w{i}" for i in range(27)]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<pad>", pad_token="<pad>",
+                                               bos_token="<s>", eos_token="</s>")
+    cfg = transformers.GPT2Config(vocab_size=len(words), n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-gpt2"
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    out = tmp_path / "hf"
+    assert main(["explain-generation", "w3 w4 w5", "--model", str(folder), "--target", "w6 w7", "--methods",
+                 "gxi,ablation", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["input_tokens"] == ["<s>", "w3", "w4", "w5"] and r["output_tokens"] == ["w6", "w7"]
+    assert len(r["methods"]["ablation"]["matrix"][0]) == 6
+    assert main(["explain-generation", "w3", "--model", str(folder), "--max-new-tokens", "3", "--methods", "gxi",
+                 "--out", str(out)]) == 0
+    assert 1 <= len(json.loads((out / "results.json").read_text())["output_tokens"]) <= 3
