@@ -140,6 +140,10 @@ def test_generate_and_input_errors():
         attribute_generation(model, [[1]], [[2]], target="contrastive", contrasts=[[3, 4]])
     with pytest.raises(ValueError, match="needs one source"):
         attribute_generation(t5(), [[0]], [[2]])
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        attribute_generation(model, [[1]], [[V]])
+    with pytest.raises(ValueError, match="baseline_id"):
+        attribute_generation(model, [[1]], [[2]], baseline_id=-1)
     with pytest.raises(TypeError, match="not a supported sequence model"):
         SeqAdapter(torch.nn.Linear(2, 2))
 

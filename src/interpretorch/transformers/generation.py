@@ -200,6 +200,27 @@ def _check_inputs(prompts, answers, sources, contrasts, target, encoder_decoder)
             for s, p, a, c in zip(sources, prompts, answers, contrasts or [None] * len(prompts))]
 
 
+def _vocab_size(adapter: SeqAdapter) -> int | None:
+    """The number of token embeddings of the decoder, when the model says."""
+    if adapter.style == "hf":
+        return int(adapter.model.get_input_embeddings().num_embeddings)
+    emb = getattr(adapter.model, "vocab_size", None)
+    return int(emb) if isinstance(emb, int) else None
+
+
+def _check_vocab(adapter: SeqAdapter, seqs: list[_Seq], special: dict[str, int]) -> None:
+    """Raise a ValueError naming any token id outside the model's vocabulary."""
+    vocab = _vocab_size(adapter)
+    for name, tid in special.items():
+        if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0 or (vocab is not None and tid >= vocab):
+            raise ValueError(f"{name} {tid!r} is not a token id of this model (vocabulary of {vocab})")
+    for s in seqs:
+        ids = s.source + s.decoder + (s.contrast or [])
+        bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+        if bad:
+            raise ValueError(f"token id(s) {bad[:5]} are outside the model's vocabulary of {vocab}")
+
+
 def _weights(seq: _Seq, target: str) -> torch.Tensor:
     """(rows, N): row r's score is weights[r] . per-token scores."""
     n = len(seq.answer)
@@ -224,6 +245,7 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {ABLATIONS}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_vocab(adapter, seqs, {"baseline_id": baseline_id, "pad_id": pad_id})
     rows = rows_per_pass(batch_size, adapter.device)
     was_training = model.training
     model.eval()

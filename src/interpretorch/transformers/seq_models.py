@@ -112,6 +112,7 @@ class TranslationTransformer(nn.Module):
     def __init__(self, vocab: int, dim: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128,
                  max_len: int = 12) -> None:
         super().__init__()
+        self.vocab_size = vocab
         self.src_embed = nn.Embedding(vocab, dim, padding_idx=0)
         self.tgt_embed = nn.Embedding(vocab, dim, padding_idx=0)
         self.src_pos, self.tgt_pos = _Positional(max_len, dim), _Positional(max_len, dim)
@@ -160,6 +161,7 @@ class CopyTransformer(nn.Module):
     def __init__(self, vocab: int, dim: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128,
                  max_len: int = 20) -> None:
         super().__init__()
+        self.vocab_size = vocab
         self.embed = nn.Embedding(vocab, dim, padding_idx=0)
         self.pos = _Positional(max_len, dim)
         layer = nn.TransformerEncoderLayer(dim, heads, ffn, dropout=0.0, batch_first=True, norm_first=True)
