@@ -93,6 +93,12 @@ def test_explain_generation_command(tmp_path, capsys):
     for m in ("integrated_gradients", "ablation"):
         mat = r["methods"][m]["matrix"]
         assert len(mat) == 6 and all(len(row) == 13 for row in mat)
+    kept = tmp_path / "kept"
+    assert main(["explain-generation", "the red cat sees a dog", "--methods", "ablation", "--keep-generated",
+                 "--out", str(kept)]) == 0
+    mat = json.loads((kept / "results.json").read_text())["methods"]["ablation"]["matrix"]
+    assert all(v == 0 for row in mat for v in row[7:])
+    assert any(v != 0 for v in r["methods"]["ablation"]["matrix"][5][7:])
     html = (out / "index.html").read_text()
     assert "roso" in html and "integrated_gradients" in html and "colour bar" in html
     # a given continuation, the decoder-only copy model, and the contrastive score

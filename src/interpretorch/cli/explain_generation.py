@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what each row explains: a token's log-probability (default), log p(token) - "
                              "log p(contrast token) with --contrast, or the whole answer's log-probability")
     parser.add_argument("--contrast", default=None, help="contrast continuation for --score contrastive")
+    parser.add_argument("--keep-generated", action="store_true",
+                        help="perturb only source and prompt tokens, keeping earlier output tokens fixed (Captum's "
+                             "definition; their columns are then 0)")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per model call")
     parser.add_argument("--out", default="interpretorch-generation",
@@ -147,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         contrasts = [contrast]
     attr = attribute_generation(lm.model, [prompt], [answer], sources=sources, methods=methods, target=args.score,
                                 contrasts=contrasts, steps=args.ig_steps, pad_id=lm.pad_id,
-                                baseline_id=lm.pad_id, batch_size=args.batch_size)[0]
+                                baseline_id=lm.pad_id, batch_size=args.batch_size,
+                                attribute_generated=not args.keep_generated)[0]
     results = generation_results(attr, lm.tokens(attr.column_ids), model=lm.name,
                                  text=args.prompt if args.source is None else args.source)
     page = write_generation_report(results, args.out)
