@@ -119,6 +119,12 @@ def test_ablation_by_hand_and_targets():
                                contrasts=[contrast])[0]
     lpc = reference_logprobs(model, prompt, [20]), reference_logprobs(model, prompt + [10], [21])
     assert con.scores[1].item() == pytest.approx(lp[1].item() - lpc[1].item())
+    # gradients are linear in the target: the first contrastive row is the difference of two log-prob rows
+    g = {a0: attribute_generation(model, [prompt], [[a0]], methods=["input_x_gradient"])[0]
+         .matrices["input_x_gradient"][0] for a0 in (10, 20)}
+    gc = attribute_generation(model, [prompt], [answer], methods=["input_x_gradient"], target="contrastive",
+                              contrasts=[contrast])[0].matrices["input_x_gradient"][0, :3]
+    torch.testing.assert_close(gc, g[10][:3] - g[20][:3])
     torch.testing.assert_close(con.logprobs.double(), lp)
 
 

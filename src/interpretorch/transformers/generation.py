@@ -62,6 +62,15 @@ class SeqAdapter:
                             "or sequence-to-sequence LM, or a module with embed_source, embed_target and "
                             "forward_embeds")
 
+    def _keeps_logits(self) -> bool:
+        """Whether the Hugging Face model's forward takes ``logits_to_keep``."""
+        import inspect
+
+        try:
+            return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return False
+
     @property
     def device(self) -> torch.device:
         """The device of the model's parameters."""
@@ -82,10 +91,15 @@ class SeqAdapter:
         return self.model.get_input_embeddings()(ids)
 
     def logits(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt: torch.Tensor,
-               tgt_mask: torch.Tensor) -> torch.Tensor:
-        """Next-token logits (B, T, V) at every decoder position from embeddings and 0/1 padding masks."""
+               tgt_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Next-token logits (B, T, V) at every decoder position from embeddings and 0/1 padding masks; with
+        ``last_only`` at least the last position (B, >=1, V): a causal LM then runs its head there only."""
         if self.style == "protocol":
             return self.model.forward_embeds(src, src_mask, tgt, tgt_mask)
+        if last_only and not self.encoder_decoder and self._keeps_logits():
+            out = self.model(inputs_embeds=tgt, attention_mask=tgt_mask, use_cache=False, logits_to_keep=1)
+            logits = out.logits
+            return logits[:, 0] if logits.dim() == 4 else logits
         if self.encoder_decoder:
             out = self.model(inputs_embeds=src, attention_mask=src_mask, decoder_inputs_embeds=tgt,
                              decoder_attention_mask=tgt_mask, use_cache=False)
@@ -292,8 +306,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
     out = [torch.zeros(w.shape[0], len(s.source) + len(s.decoder), dtype=torch.float64)
            for s, w in zip(seqs, weights)]
     jobs = [(b, r, k) for b, w in enumerate(weights) for r in range(w.shape[0]) for k in range(len(alphas))]
-    for start in range(0, len(jobs), rows):
-        chunk = jobs[start:start + rows]
+    for chunk in _gradient_chunks(jobs, seqs, target, rows):
         cs = [seqs[b] for b, _, _ in chunk]
         # row r of a per-token target reads logits up to decoder position P - 1 + r: later tokens are cut
         dec_ids, dec_mask = _pad([s.decoder if target == "sequence" else s.decoder[:len(s.prompt) + r]
@@ -323,7 +336,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
                 src_in = src_x
             src_in = src_in.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = adapter.logits(src_in, src_mask, dec_in, dec_mask)
+            logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=target != "sequence")
             pos, tok, con = _targets(cs, dev)
             if target == "sequence":
                 per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax)
@@ -331,9 +344,9 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
                 for i, (b, r, _) in enumerate(chunk):
                     w[i, :len(seqs[b].answer)] = weights[b][r].to(w)
                 score = (w * per_token).sum()
-            else:  # row r explains answer token r only: read that one position
+            else:  # row r explains answer token r only, read at the last position (rows of one length)
                 pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
-                score = _token_scores(logits, pos.gather(1, pick), tok.gather(1, pick),
+                score = _token_scores(logits[:, -1:], torch.zeros_like(pick), tok.gather(1, pick),
                                       None if con is None else con.gather(1, pick)).sum()
             leaves = [dec_in] + ([src_in] if src_in is not None else [])
             grads = torch.autograd.grad(score, leaves)
@@ -350,6 +363,19 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             nd = min(nd, contrib_dec.shape[1])
             out[b][r, ns:ns + nd] += wts[k] * contrib_dec[i, :nd].detach().double().cpu()
     return [o.to(_out_dtype(adapter)) for o in out]
+
+
+def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target: str,
+                     rows: int) -> list[list[tuple[int, int, int]]]:
+    """Calls of at most ``rows`` jobs; for per-token targets every call holds rows of one decoder length (the
+    row of answer token r is cut after prompt + r tokens), so no padding is run and only the last position's
+    logits are needed."""
+    if target == "sequence":
+        return [jobs[i:i + rows] for i in range(0, len(jobs), rows)]
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for job in jobs:
+        groups.setdefault(len(seqs[job[0]].prompt) + job[1], []).append(job)
+    return [g[i:i + rows] for _, g in sorted(groups.items()) for i in range(0, len(g), rows)]
 
 
 def _out_dtype(adapter: SeqAdapter) -> torch.dtype:
