@@ -1,0 +1,560 @@
+"""Explain each generated token of a decoder-only or encoder-decoder model by the source, prompt and previously
+generated tokens: one token x token attribution matrix per sequence.
+
+Teacher forcing: the prompt and the answer (generated here, or given) go through the model together, so one
+forward gives the log-probability of every answer token. A sequence's tokens are laid out as *columns*
+``source + prompt + answer`` (no source for a decoder-only model; for an encoder-decoder the prompt is the
+decoder's start, e.g. ``[decoder_start_token_id]``) and its *rows* are the targets: one per answer token (its
+log-probability, or the contrastive difference log p(answer token) - log p(contrast token)), or one row for the
+whole answer's log-probability (``target="sequence"``). Row i never depends on answer column j >= i (causality).
+
+Methods (the embeddings are those of the model's own token embedding layers, position embeddings excluded):
+
+* ``input_x_gradient``: gradient x embedding, summed over the embedding dimension;
+* ``integrated_gradients``: (embedding - baseline-token embedding) x the path-averaged gradient, on the
+  straight path from the baseline token's embedding (``baseline_id``) at every attributed column at once;
+* ``ablation``: score(original) - score(column j replaced by ``baseline_id``), or with column j removed from the
+  sequence (``ablation="remove"``); one forward per ablated column gives every row.
+
+Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
+(sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
+whole sequence for ``target="sequence"``); ablation's row is one
+(sequence, ablated column) forward plus one unablated forward per sequence. ``attribute_generated=False``
+keeps the answer tokens fixed (only source and prompt are perturbed), which is Captum's ``LLMAttribution`` /
+``LLMGradientAttribution`` definition; their columns are then zero.
+
+Models: Hugging Face causal LMs (GPT-2, LLaMA, Qwen...) and sequence-to-sequence models (T5, BART, Marian) are
+driven through ``inputs_embeds``; any other module (e.g. one built on ``nn.Transformer``) works when it has
+``embed_source(ids)``, ``embed_target(ids)`` and ``forward_embeds(src, src_mask, tgt, tgt_mask) -> logits``
+and an ``is_encoder_decoder`` attribute (see ``interpretorch.transformers.seq_models``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from interpretorch.attribution.integrated import ig_quadrature
+from interpretorch.core.batching import rows_per_pass
+
+GENERATION_METHODS = ("input_x_gradient", "integrated_gradients", "ablation")
+TARGETS = ("logprob", "contrastive", "sequence")
+ABLATIONS = ("baseline", "remove")
+
+
+class SeqAdapter:
+    """Uniform access to a sequence model: token embeddings for source and decoder, and logits from embeddings."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        if all(hasattr(model, a) for a in ("embed_source", "embed_target", "forward_embeds")):
+            self.style = "protocol"
+            self.encoder_decoder = bool(getattr(model, "is_encoder_decoder", False))
+        elif hasattr(model, "config") and hasattr(model, "get_input_embeddings"):
+            self.style = "hf"
+            self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        else:
+            raise TypeError(f"{type(model).__name__} is not a supported sequence model: give a Hugging Face causal "
+                            "or sequence-to-sequence LM, or a module with embed_source, embed_target and "
+                            "forward_embeds")
+
+    def _keeps_logits(self) -> bool:
+        """Whether the Hugging Face model's forward takes ``logits_to_keep``."""
+        import inspect
+
+        try:
+            return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return False
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    def embed_source(self, ids: torch.Tensor) -> torch.Tensor:
+        """Encoder token embeddings (B, S, D)."""
+        if self.style == "protocol":
+            return self.model.embed_source(ids)
+        return self.model.get_encoder().get_input_embeddings()(ids)
+
+    def embed_target(self, ids: torch.Tensor) -> torch.Tensor:
+        """Decoder token embeddings (B, T, D)."""
+        if self.style == "protocol":
+            return self.model.embed_target(ids)
+        if self.encoder_decoder:
+            return self.model.get_decoder().get_input_embeddings()(ids)
+        return self.model.get_input_embeddings()(ids)
+
+    def logits(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt: torch.Tensor,
+               tgt_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Next-token logits (B, T, V) at every decoder position from embeddings and 0/1 padding masks; with
+        ``last_only`` at least the last position (B, >=1, V): a causal LM then runs its head there only."""
+        if self.style == "protocol":
+            return self.model.forward_embeds(src, src_mask, tgt, tgt_mask)
+        if last_only and not self.encoder_decoder and self._keeps_logits():
+            out = self.model(inputs_embeds=tgt, attention_mask=tgt_mask, use_cache=False, logits_to_keep=1)
+            logits = out.logits
+            return logits[:, 0] if logits.dim() == 4 else logits
+        if self.encoder_decoder:
+            out = self.model(inputs_embeds=src, attention_mask=src_mask, decoder_inputs_embeds=tgt,
+                             decoder_attention_mask=tgt_mask, use_cache=False)
+        else:
+            out = self.model(inputs_embeds=tgt, attention_mask=tgt_mask, use_cache=False)
+        logits = out.logits
+        return logits[:, 0] if logits.dim() == 4 else logits
+
+
+@dataclass
+class GenerationAttribution:
+    """One sequence's explanation: ``matrices[method]`` is (rows, columns) with columns ``source + prompt +
+    answer`` token ids and one row per answer token (or one for the whole answer); ``scores`` are the rows'
+    target values and ``logprobs`` the answer tokens' log-probabilities."""
+
+    source_ids: list[int]
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    target: str
+    scores: torch.Tensor
+    logprobs: torch.Tensor
+    matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def column_ids(self) -> list[int]:
+        """The token ids of the columns: source, prompt, answer."""
+        return self.source_ids + self.prompt_ids + self.answer_ids
+
+    @property
+    def n_inputs(self) -> int:
+        """How many columns precede the answer (source + prompt)."""
+        return len(self.source_ids) + len(self.prompt_ids)
+
+
+def _ids(seq: object, what: str) -> list[int]:
+    if isinstance(seq, torch.Tensor):
+        seq = seq.reshape(-1).tolist()
+    try:
+        out = [int(t) for t in seq]  # type: ignore[union-attr]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be a sequence of token ids") from e
+    return out
+
+
+def pad_rows(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into (B, T) ids and a 0/1 mask."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _token_scores(logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor,
+                  contrast: torch.Tensor | None) -> torch.Tensor:
+    """Per-token targets (B, N) from logits (B, T, V) read at ``positions`` (B, N) for ``tokens`` (B, N)."""
+    rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+    picked = logits[rows, positions.clamp(0, logits.shape[1] - 1)]  # padded entries: any position, weight 0
+    logp = F.log_softmax(picked.float() if picked.dtype in (torch.float16, torch.bfloat16) else picked, dim=-1)
+    s = logp.gather(-1, tokens[..., None])[..., 0]
+    if contrast is not None:
+        s = s - logp.gather(-1, contrast[..., None])[..., 0]
+    return s
+
+
+@dataclass
+class _Seq:
+    source: list[int]
+    prompt: list[int]
+    answer: list[int]
+    contrast: list[int] | None
+
+    @property
+    def decoder(self) -> list[int]:
+        return self.prompt + self.answer
+
+
+def _check_inputs(prompts, answers, sources, contrasts, target, encoder_decoder) -> list[_Seq]:
+    prompts = [_ids(p, "each prompt") for p in prompts]
+    answers = [_ids(a, "each answer") for a in answers]
+    if not prompts or len(prompts) != len(answers):
+        raise ValueError(f"give one answer per prompt (got {len(prompts)} prompts and {len(answers)} answers)")
+    if encoder_decoder:
+        if sources is None or len(sources) != len(prompts):
+            raise ValueError("an encoder-decoder model needs one source per prompt")
+        sources = [_ids(s, "each source") for s in sources]
+        if any(not s for s in sources):
+            raise ValueError("every source needs at least one token")
+    elif sources is not None and any(len(_ids(s, "each source")) for s in sources):
+        raise ValueError("a decoder-only model takes no source; put the text in the prompt")
+    else:
+        sources = [[] for _ in prompts]
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if target == "contrastive":
+        if contrasts is None or len(contrasts) != len(prompts):
+            raise ValueError("a contrastive target needs one contrast sequence per answer")
+        contrasts = [_ids(c, "each contrast") for c in contrasts]
+        for a, c in zip(answers, contrasts):
+            if len(a) != len(c):
+                raise ValueError(f"a contrast must have one token per answer token ({len(c)} != {len(a)})")
+    elif contrasts is not None:
+        raise ValueError("contrast tokens are only used with target='contrastive'")
+    for p, a in zip(prompts, answers):
+        if not p:
+            raise ValueError("every prompt needs at least one token (a BOS or decoder start token)")
+        if not a:
+            raise ValueError("every answer needs at least one token")
+    return [_Seq(s, p, a, None if contrasts is None else c)
+            for s, p, a, c in zip(sources, prompts, answers, contrasts or [None] * len(prompts))]
+
+
+def _vocab_size(adapter: SeqAdapter) -> int | None:
+    """The number of token embeddings of the decoder, when the model says."""
+    if adapter.style == "hf":
+        return int(adapter.model.get_input_embeddings().num_embeddings)
+    emb = getattr(adapter.model, "vocab_size", None)
+    return int(emb) if isinstance(emb, int) else None
+
+
+def _check_vocab(adapter: SeqAdapter, seqs: list[_Seq], special: dict[str, int]) -> None:
+    """Raise a ValueError naming any token id outside the model's vocabulary."""
+    vocab = _vocab_size(adapter)
+    for name, tid in special.items():
+        if isinstance(tid, bool) or not isinstance(tid, int) or tid < 0 or (vocab is not None and tid >= vocab):
+            raise ValueError(f"{name} {tid!r} is not a token id of this model (vocabulary of {vocab})")
+    for s in seqs:
+        ids = s.source + s.decoder + (s.contrast or [])
+        bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+        if bad:
+            raise ValueError(f"token id(s) {bad[:5]} are outside the model's vocabulary of {vocab}")
+
+
+def _weights(seq: _Seq, target: str) -> torch.Tensor:
+    """(rows, N): row r's score is weights[r] . per-token scores."""
+    n = len(seq.answer)
+    return torch.ones(1, n) if target == "sequence" else torch.eye(n)
+
+
+def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,
+                         sources: Sequence[Sequence[int]] | None = None, methods: Sequence[str] = GENERATION_METHODS,
+                         target: str = "logprob", contrasts: Sequence[Sequence[int]] | None = None,
+                         baseline_id: int = 0, steps: int = 32, ig_method: str = "gausslegendre",
+                         ablation: str = "baseline", attribute_generated: bool = True,
+                         pad_id: int = 0, batch_size: int | None = None) -> list[GenerationAttribution]:
+    """Token x token attributions of each answer token (rows) to source, prompt and earlier answer tokens
+    (columns), one ``GenerationAttribution`` per sequence; the model is left unchanged."""
+    adapter = SeqAdapter(model)
+    seqs = _check_inputs(prompts, answers, sources, contrasts, target, adapter.encoder_decoder)
+    methods = list(methods)
+    bad = [m for m in methods if m not in GENERATION_METHODS]
+    if bad or not methods:
+        raise ValueError(f"unknown generation method(s) {bad}; choose from {GENERATION_METHODS}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose one of {ABLATIONS}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_vocab(adapter, seqs, {"baseline_id": baseline_id, "pad_id": pad_id})
+    rows = rows_per_pass(batch_size, adapter.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            plain = [_Seq(s.source, s.prompt, s.answer, None) for s in seqs]
+            everyone = [(b, None) for b in range(len(seqs))]
+            logprobs = _ablation_scores(adapter, plain, everyone, ablation, baseline_id, pad_id, rows)
+            clean = logprobs if target != "contrastive" else _ablation_scores(adapter, seqs, everyone, ablation,
+                                                                               baseline_id, pad_id, rows)
+        results = []
+        for s, lp, c in zip(seqs, logprobs, clean):
+            w = _weights(s, target).to(device=c.device, dtype=c.dtype)
+            results.append(GenerationAttribution(s.source, s.prompt, s.answer, target, (w @ c).detach().cpu(),
+                                                 lp.detach().cpu()))
+        for m in methods:
+            if m == "ablation":
+                mats = _ablation(adapter, seqs, clean, target, ablation, baseline_id, pad_id, rows,
+                                 attribute_generated)
+            else:
+                mats = _gradient(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
+                                 attribute_generated)
+            for r, mat in zip(results, mats):
+                r.matrices[m] = mat
+        return results
+    finally:
+        model.train(was_training)
+
+
+def _in_scope(seq: _Seq, attribute_generated: bool) -> list[int]:
+    n_in = len(seq.source) + len(seq.prompt)
+    return list(range(n_in + (len(seq.answer) if attribute_generated else 0)))
+
+
+def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int, steps: int,
+              ig_method: str, pad_id: int, rows: int, attribute_generated: bool) -> list[torch.Tensor]:
+    """Gradient x input or Integrated Gradients: rows are (sequence, target row, step)."""
+    dev = adapter.device
+    if method == "integrated_gradients":
+        alphas, wts = ig_quadrature(steps, ig_method)
+    else:
+        alphas, wts = [1.0], [1.0]
+    weights = [_weights(s, target) for s in seqs]
+    out = [torch.zeros(w.shape[0], len(s.source) + len(s.decoder), dtype=torch.float64)
+           for s, w in zip(seqs, weights)]
+    jobs = [(b, r, k) for b, w in enumerate(weights) for r in range(w.shape[0]) for k in range(len(alphas))]
+    for chunk in _gradient_chunks(jobs, seqs, target, rows):
+        cs = [seqs[b] for b, _, _ in chunk]
+        # row r of a per-token target reads logits up to decoder position P - 1 + r: later tokens are cut
+        dec_ids, dec_mask = pad_rows([s.decoder if target == "sequence" else s.decoder[:len(s.prompt) + r]
+                                  for s, (_, r, _) in zip(cs, chunk)], pad_id, dev)
+        with torch.no_grad():
+            dec_x = adapter.embed_target(dec_ids)
+            dec_0 = adapter.embed_target(torch.full_like(dec_ids, baseline_id))
+        scope_dec = torch.zeros(dec_ids.shape, dtype=torch.bool, device=dev)
+        for i, s in enumerate(cs):
+            n = len(s.prompt) + (len(s.answer) if attribute_generated else 0)
+            scope_dec[i, :n] = True
+        alpha = torch.tensor([alphas[k] for _, _, k in chunk], dtype=dec_x.dtype, device=dev)
+        if method == "integrated_gradients":
+            dec_in = torch.where(scope_dec[..., None], dec_0 + alpha[:, None, None] * (dec_x - dec_0), dec_x)
+        else:
+            dec_in = dec_x
+        dec_in = dec_in.detach().requires_grad_(True)
+        src_in = src_mask = src_x = src_0 = None
+        if adapter.encoder_decoder:
+            src_ids, src_mask = pad_rows([s.source for s in cs], pad_id, dev)
+            with torch.no_grad():
+                src_x = adapter.embed_source(src_ids)
+                src_0 = adapter.embed_source(torch.full_like(src_ids, baseline_id))
+            if method == "integrated_gradients":
+                src_in = src_0 + alpha[:, None, None] * (src_x - src_0)
+            else:
+                src_in = src_x
+            src_in = src_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=target != "sequence")
+            pos, tok, con = _targets(cs, dev)
+            if target == "sequence":
+                per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax)
+                w = torch.zeros_like(per_token)
+                for i, (b, r, _) in enumerate(chunk):
+                    w[i, :len(seqs[b].answer)] = weights[b][r].to(w)
+                score = (w * per_token).sum()
+            else:  # row r explains answer token r only, read at the last position (rows of one length)
+                pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
+                score = _token_scores(logits[:, -1:], torch.zeros_like(pick), tok.gather(1, pick),
+                                      None if con is None else con.gather(1, pick)).sum()
+            leaves = [dec_in] + ([src_in] if src_in is not None else [])
+            grads = torch.autograd.grad(score, leaves)
+        ref_dec = dec_0 if method == "integrated_gradients" else torch.zeros_like(dec_x)
+        contrib_dec = (grads[0] * (dec_x - ref_dec)).sum(-1) * scope_dec
+        if src_in is not None:
+            ref_src = src_0 if method == "integrated_gradients" else torch.zeros_like(src_x)
+            contrib_src = (grads[1] * (src_x - ref_src)).sum(-1) * src_mask
+        for i, (b, r, k) in enumerate(chunk):
+            s = seqs[b]
+            ns, nd = len(s.source), len(s.decoder)
+            if src_in is not None:
+                out[b][r, :ns] += wts[k] * contrib_src[i, :ns].detach().double().cpu()
+            nd = min(nd, contrib_dec.shape[1])
+            out[b][r, ns:ns + nd] += wts[k] * contrib_dec[i, :nd].detach().double().cpu()
+    return [o.to(_out_dtype(adapter)) for o in out]
+
+
+def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target: str,
+                     rows: int) -> list[list[tuple[int, int, int]]]:
+    """Calls of at most ``rows`` jobs; for per-token targets every call holds rows of one decoder length (the
+    row of answer token r is cut after prompt + r tokens), so no padding is run and only the last position's
+    logits are needed."""
+    if target == "sequence":
+        return [jobs[i:i + rows] for i in range(0, len(jobs), rows)]
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for job in jobs:
+        groups.setdefault(len(seqs[job[0]].prompt) + job[1], []).append(job)
+    return [g[i:i + rows] for _, g in sorted(groups.items()) for i in range(0, len(g), rows)]
+
+
+def _out_dtype(adapter: SeqAdapter) -> torch.dtype:
+    return torch.float64 if next(adapter.model.parameters()).dtype == torch.float64 else torch.float32
+
+
+def _targets(cs: list[_Seq], dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logit positions, target tokens and contrast tokens (rows, Nmax) of unablated sequences."""
+    n = max(len(s.answer) for s in cs)
+    pos = torch.zeros(len(cs), n, dtype=torch.long)
+    tok = torch.zeros(len(cs), n, dtype=torch.long)
+    con = None if cs[0].contrast is None else torch.zeros(len(cs), n, dtype=torch.long)
+    for i, s in enumerate(cs):
+        p, a = len(s.prompt), len(s.answer)
+        pos[i, :a] = torch.arange(p - 1, p - 1 + a)
+        tok[i, :a] = torch.tensor(s.answer)
+        if con is not None:
+            con[i, :a] = torch.tensor(s.contrast)
+    return pos.to(dev), tok.to(dev), None if con is None else con.to(dev)
+
+
+def _ablation_scores(adapter: SeqAdapter, seqs: list[_Seq], jobs: list[tuple[int, int | None]], ablation: str,
+                     baseline_id: int, pad_id: int, rows: int) -> list[torch.Tensor]:
+    """Per-token scores (N,) of each job (sequence, ablated column or None); a target left with no context
+    is scored NaN."""
+    dev = adapter.device
+    out: list[torch.Tensor] = []
+    for start in range(0, len(jobs), rows):
+        chunk = jobs[start:start + rows]
+        srcs, decs, poss = [], [], []
+        for b, col in chunk:
+            s = seqs[b]
+            src, dec = list(s.source), list(s.decoder)
+            ns, p = len(src), len(s.prompt)
+            pos = list(range(p - 1, p - 1 + len(s.answer)))
+            if col is not None:
+                if col < ns:
+                    if ablation == "baseline":
+                        src[col] = baseline_id
+                    else:
+                        del src[col]
+                else:
+                    j = col - ns
+                    if ablation == "baseline":
+                        dec[j] = baseline_id
+                    else:
+                        del dec[j]
+                        pos = [q - 1 if j <= q else q for q in pos]
+            srcs.append(src)
+            decs.append(dec)
+            poss.append(pos)
+        dec_ids, dec_mask = pad_rows(decs, pad_id, dev)
+        src_e = src_mask = None
+        if adapter.encoder_decoder:
+            src_ids, src_mask = pad_rows(srcs, pad_id, dev)
+            src_e = adapter.embed_source(src_ids)
+        logits = adapter.logits(src_e, src_mask, adapter.embed_target(dec_ids), dec_mask)
+        cs = [seqs[b] for b, _ in chunk]
+        _, tok, con = _targets(cs, dev)
+        n = tok.shape[1]
+        pos = torch.zeros(len(chunk), n, dtype=torch.long)
+        for i, q in enumerate(poss):
+            pos[i, :len(q)] = torch.tensor(q)
+        pos = pos.to(dev)
+        s = _token_scores(logits, pos, tok, con)
+        s = torch.where(pos < 0, torch.full_like(s, float("nan")), s)
+        for i, (b, _) in enumerate(chunk):
+            out.append(s[i, :len(seqs[b].answer)])
+    return out
+
+
+def _ablation(adapter: SeqAdapter, seqs: list[_Seq], clean: list[torch.Tensor], target: str, ablation: str,
+              baseline_id: int, pad_id: int, rows: int, attribute_generated: bool) -> list[torch.Tensor]:
+    """score(original) - score(ablated column) for every in-scope column; rows are (sequence, column)."""
+    jobs = [(b, c) for b, s in enumerate(seqs) for c in _in_scope(s, attribute_generated)]
+    if ablation == "remove":
+        for b, c in jobs:
+            s = seqs[b]
+            if c < len(s.source) and len(s.source) == 1:
+                raise ValueError("removing the only source token leaves an empty source; use ablation='baseline'")
+    with torch.no_grad():
+        scores = _ablation_scores(adapter, seqs, jobs, ablation, baseline_id, pad_id, rows)
+    dtype = _out_dtype(adapter)
+    out = [torch.zeros(_weights(s, target).shape[0], len(s.source) + len(s.decoder), dtype=dtype) for s in seqs]
+    for (b, c), sc in zip(jobs, scores):
+        w = _weights(seqs[b], target).to(device=sc.device, dtype=sc.dtype)
+        diff = clean[b] - sc
+        diff = torch.nan_to_num(diff, nan=0.0)  # a target left without context keeps its score
+        out[b][:, c] = (w @ diff).detach().cpu().to(dtype)
+    return out
+
+
+def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, sources: Sequence[Sequence[int]] | None = None,
+             max_new_tokens: int = 20, eos_id: int | None = None, pad_id: int = 0) -> list[list[int]]:
+    """Greedy continuations (token ids, without the end token) of each prompt, batched, by full forwards."""
+    adapter = SeqAdapter(model)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    prompts = [_ids(p, "each prompt") for p in prompts]
+    if not prompts or any(not p for p in prompts):
+        raise ValueError("give one or more prompts of at least one token")
+    if adapter.encoder_decoder:
+        if sources is None or len(sources) != len(prompts):
+            raise ValueError("an encoder-decoder model needs one source per prompt")
+        sources = [_ids(s, "each source") for s in sources]
+    dev = adapter.device
+    answers: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            src_e = src_mask = None
+            if adapter.encoder_decoder:
+                src_ids, src_mask = pad_rows(sources, pad_id, dev)
+                src_e = adapter.embed_source(src_ids)
+            for _ in range(max_new_tokens):
+                decs = [p + a for p, a in zip(prompts, answers)]
+                ids, mask = pad_rows(decs, pad_id, dev)
+                logits = adapter.logits(src_e, src_mask, adapter.embed_target(ids), mask)
+                last = torch.tensor([len(d) - 1 for d in decs], device=dev)
+                nxt = logits[torch.arange(len(decs), device=dev), last].argmax(-1).tolist()
+                for i, t in enumerate(nxt):
+                    if done[i]:
+                        continue
+                    if eos_id is not None and t == eos_id:
+                        done[i] = True
+                    else:
+                        answers[i].append(int(t))
+                if all(done):
+                    break
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, model: str = "model",
+                       text: str = "") -> dict:
+    """JSON-ready results of one sequence: ``input_tokens`` (source + prompt), ``output_tokens``, and per method
+    the (rows x columns) ``matrix`` whose columns are the input tokens then the output tokens."""
+    tokens = list(tokens)
+    if len(tokens) != len(attr.column_ids):
+        raise ValueError(f"give one token string per column ({len(attr.column_ids)}), got {len(tokens)}")
+    n_in = attr.n_inputs
+    rows = ["<answer>"] if attr.target == "sequence" else tokens[n_in:]
+    return {"model": model, "text": text, "target": attr.target, "input_tokens": tokens[:n_in],
+            "output_tokens": tokens[n_in:], "n_source": len(attr.source_ids), "row_tokens": rows,
+            "scores": [float(v) for v in attr.scores], "logprobs": [float(v) for v in attr.logprobs],
+            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat]}
+                        for m, mat in attr.matrices.items()}}
+
+
+def _cell_colour(v: float, span: float) -> str:
+    a = 0.0 if span <= 0 or v != v else min(1.0, abs(v) / span)
+    return f"rgba(220, 40, 40, {a:.3f})" if v >= 0 else f"rgba(40, 80, 220, {a:.3f})"
+
+
+def write_generation_report(results: dict, out_dir: str | Path) -> Path:
+    """Write ``results.json`` and ``index.html`` (generated text, one heat map per method with a colour bar,
+    printed values and hover) into ``out_dir``; returns the page's path."""
+    import json
+
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    columns = results["input_tokens"] + results["output_tokens"]
+    maps = []
+    for m, d in results["methods"].items():
+        span = max((abs(v) for row in d["matrix"] for v in row), default=0.0)
+        rows = [{"token": tok, "score": results["scores"][i] if i < len(results["scores"]) else float("nan"),
+                 "cells": [{"value": v, "colour": _cell_colour(v, span),
+                            "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
+                for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
+        maps.append({"method": m, "span": span, "rows": rows})
+    env = Environment(loader=PackageLoader("interpretorch.transformers", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    html = env.get_template("generation.html").render(r=results, columns=columns, maps=maps,
+                                                      n_in=len(results["input_tokens"]))
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return out / "index.html"
