@@ -27,6 +27,7 @@ BOOTSTRAP_RESAMPLES = 10_000
 _MAX_DRAWS = 4_000_000  # resampled values held at once: bounded memory for any number of values
 CORRECTIONS = ("holm", "bonferroni", "bh", "none")
 NO_WINNER = "no winner"
+CORRECTION_NAMES = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg", "none": "no correction"}
 
 
 def _vector(values: Sequence[float], what: str) -> np.ndarray:
@@ -201,7 +202,7 @@ def adjust_p(p_values: Sequence[float | None], method: str = "holm") -> list[flo
 
 def correction_note(method: str, n_tests: int) -> str:
     """One sentence saying how the p-values shown were corrected."""
-    names = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg (false discovery rate)"}
+    names = CORRECTION_NAMES
     if method == "none":
         return f"p-values are not corrected for the {n_tests} tests shown."
     return f"p-values are {names[method]}-corrected over the {n_tests} test{'s' if n_tests != 1 else ''} shown."
