@@ -99,3 +99,15 @@ def test_precision_note_and_detectable_difference_and_overlap():
     # (1.959964 + 0.841621) * 0.1 * sqrt(2 / 10) = 0.12530
     assert detectable_difference(0.1, 10) == pytest.approx(0.12530, abs=1e-4)
     assert cis_overlap((0, 1), (0.5, 2)) and not cis_overlap((0, 1), (1.5, 2)) and cis_overlap(None, (0, 1))
+
+
+def test_separated_best_needs_non_overlapping_t_intervals():
+    from interpretorch.core.stats import separated_best
+
+    # the case: 0.176 vs 0.173, sd 0.2, n = 3: the intervals overlap, nothing is best
+    assert separated_best({"a": (0.176, 0.2, 3), "b": (0.173, 0.2, 3)}, "higher") is None
+    # t_{0.975, 9} * 0.01 / sqrt(10) = 0.0072: [0.79, 0.81] and [0.49, 0.51] are apart
+    assert separated_best({"a": (0.8, 0.01, 10), "b": (0.5, 0.01, 10)}, "higher") == "a"
+    assert separated_best({"a": (0.8, 0.01, 10), "b": (0.5, 0.01, 10)}, "lower") == "b"
+    assert separated_best({"a": (0.8, 0.01, 1), "b": (0.5, 0.01, 10)}, "higher") is None  # n = 1: no interval
+    assert separated_best({"a": (0.8, 0.01, 10)}, "higher") is None

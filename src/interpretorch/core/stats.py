@@ -256,3 +256,19 @@ def cis_overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) ->
     if a is None or b is None:
         return True
     return not (a[1] < b[0] or b[1] < a[0])
+
+
+def separated_best(cells: dict[str, tuple[float | None, float | None, int | None]], direction: str = "higher",
+                   confidence: float = 0.95) -> str | None:
+    """The name whose mean is best in ``direction`` among ``cells`` ({name: (mean, sample sd, n)}) when its t
+    interval overlaps no other's; None when an interval overlaps, a cell has n < 2, or fewer than two cells."""
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"direction must be 'higher' or 'lower', got {direction!r}")
+    have = {k: v for k, v in cells.items() if v[0] is not None}
+    if len(have) < 2:
+        return None
+    pick = (max if direction == "higher" else min)(have, key=lambda k: have[k][0])
+    ci = {k: t_interval(m, sd, n or 0, confidence) for k, (m, sd, n) in have.items()}
+    if any(c is None for c in ci.values()):
+        return None
+    return pick if all(not cis_overlap(ci[pick], ci[k]) for k in have if k != pick) else None
