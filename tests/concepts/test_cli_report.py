@@ -42,7 +42,7 @@ def test_tcav_command_writes_json_and_html(dirs, capsys):
     for r in data["results"]:
         assert set(r) == {"layer", "concept", "score", "score_std", "magnitude", "random_score", "random_std",
                           "p_value", "significant", "p_value_uncorrected", "direction", "runs", "score_ci_low",
-                          "score_ci_high", "low_power"}
+                          "score_ci_high", "low_power", "detectable_difference"}
         assert r["p_value"] >= r["p_value_uncorrected"]
     assert {r["concept"] for r in data["results"]} == {"mine", "stripes"}
     html = (out / "index.html").read_text()

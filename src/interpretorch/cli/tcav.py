@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         maps[c] = (class_display[top.cpu()], m[top].cpu(), layer, top.tolist())
     names = loaded.class_names
     class_name = (f"{args.target} ({names[args.target]})" if isinstance(args.target, int)
-                  and 0 <= args.target < len(names) else None)
+                  and 0 <= args.target < len(names) and names[args.target] != f"class {args.target}" else None)
     paths = write_tcav_report(result, out, concept_maps=maps, image_names=[str(f) for f in class_files],
                               title=f"TCAV of class {class_name or args.target}", class_name=class_name)
     for r in result.results:

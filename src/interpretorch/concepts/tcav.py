@@ -111,6 +111,7 @@ class ConceptScore:
     score_ci_low: float | None = None
     score_ci_high: float | None = None
     low_power: bool = False
+    detectable_difference: float | None = None
 
 
 @dataclass
@@ -138,9 +139,10 @@ class TCAVResult:
         for layer in self.layers:
             rows = [r for r in self.results if r.layer == layer]
             if rows and rows[0].low_power:
-                out.append(f"low power at {layer}: the random runs' scores swing (sd {rows[0].random_std:.2f} over "
-                           f"{rows[0].runs} runs), so the test cannot detect a difference of 0.25 from random; a "
-                           "'not significant' here means 'not measurable', not 'no effect'")
+                out.append(f"low power at {layer}: the random runs' scores swing (std {rows[0].random_std:.2f} over "
+                           f"{rows[0].runs} runs), so the test detects with 80% power only differences from random "
+                           f"of {rows[0].detectable_difference:.2f} or more (rule: 0.25); a 'not significant' here "
+                           "means 'not measurable', not 'no effect'")
         return out
 
     def headline(self, class_name: str | None = None) -> str:
@@ -190,7 +192,8 @@ def concept_score(test: Mapping[str, Any], score_std: float, magnitude: float, r
     return ConceptScore(test["layer"], test["concept"], float(test["score"]), score_std, magnitude,
                         float(test["random_score"]), random_std, float(test["p_value"]), bool(test["significant"]),
                         float(test["p_value_uncorrected"]), test["direction"], int(test["runs"]),
-                        test["score_ci_low"], test["score_ci_high"], bool(test["low_power"]))
+                        test["score_ci_low"], test["score_ci_high"], bool(test["low_power"]),
+                        float(test["detectable_difference"]))
 
 
 def _as_sets(sets: Mapping[str, Images] | Sequence[Images], prefix: str) -> dict[str, Images]:
