@@ -105,7 +105,9 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                 unit = info[c].unit
                 text = _fmt(v, unit) + (f" ± {_fmt(std, unit)}" if std is not None and v is not None else "")
                 cells.append({"text": text, "mean": _fmt(v, unit),
-                              "std": _fmt(std, unit) if std is not None and v is not None else None, "best": v is not None and v == best.get(c), "bold": bold.get(c) == m, "n": n, "flag": c in flagged,
+                              "std": _fmt(std, unit) if std is not None and v is not None else None,
+                              "best": v is not None and v == best.get(c), "bold": bold.get(c) == m, "n": n,
+                              "flag": c in flagged,
                               "title": f"{info[c].label}: mean {_fmt(v, unit)}, sample std "
                                        f"{_fmt(std, unit)}, n = {n} images"})
             rows.append({"method": m, "cells": cells})
