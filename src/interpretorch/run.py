@@ -75,6 +75,38 @@ class RunResult:
         return [None if lab is None or not preds else preds[0]["index"] == lab
                 for lab, preds in zip(self.labels, self.predictions)]
 
+    def comparisons(self, seed: int = 0) -> dict[str, Any] | None:
+        """Paired tests between the methods on each metric's per-image values (Wilcoxon, Holm over all of them,
+        a winner only when the corrected p < 0.05, no comparison across map kinds a metric does not suit) and
+        the headline they support; None without an evaluation."""
+        if not self.evaluation:
+            return None
+        from interpretorch.datasets.summary import summarize
+
+        methods = list(self.evaluation)
+        n = len(self.names)
+
+        def per_image(m: str, k: str) -> list:
+            e = self.evaluation[m].get(k)
+            return e.get("per_image") or [] if isinstance(e, dict) else []
+
+        metrics = [k for k in dict.fromkeys(k for m in methods for k in self.evaluation[m])
+                   if any(per_image(m, k) for m in methods)
+                   and all(v is None or isinstance(v, (int, float)) for m in methods for v in per_image(m, k))]
+        table: dict[str, list] = {"image": [], "path": [], "method": [], "error": [], **{k: [] for k in metrics}}
+        for m in methods:
+            for i in range(n):
+                table["image"].append(i)
+                table["path"].append(self.names[i])
+                table["method"].append(m)
+                table["error"].append(None)
+                for k in metrics:
+                    vals = per_image(m, k)
+                    table[k].append(vals[i] if i < len(vals) else None)
+        kinds = {m: self.methods[m].kind for m in methods if m in self.methods}
+        s = summarize(table, methods, metrics, seed=seed, n_resamples=2000, kinds=kinds)
+        return {k: s[k] for k in ("headline", "paired", "refused", "correction", "test", "images")}
+
     def class_name(self, index: int | None) -> str | None:
         """The name of class ``index`` (None when unknown)."""
         if index is None or index >= len(self.class_names):

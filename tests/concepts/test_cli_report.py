@@ -34,12 +34,16 @@ def test_tcav_command_writes_json_and_html(dirs, capsys):
             "--model", "tiny_cnn", "--size", "32", "--out", str(out)]
     assert main(args) == 0
     data = json.loads((out / "tcav.json").read_text())
-    assert set(data) == {"target", "layers", "results"}
+    assert set(data) == {"target", "layers", "headline", "correction", "flags", "low_power_rule", "results"}
+    assert data["correction"] == {"method": "holm", "tests": 4, "note": data["correction"]["note"]}
+    assert "4 tests" in data["correction"]["note"] and data["headline"]
     assert data["target"] == 3 and data["layers"] == ["features.6", "features.10"]
     assert len(data["results"]) == 4
     for r in data["results"]:
         assert set(r) == {"layer", "concept", "score", "score_std", "magnitude", "random_score", "random_std",
-                          "p_value", "significant"}
+                          "p_value", "significant", "p_value_uncorrected", "direction", "runs", "score_ci_low",
+                          "score_ci_high", "low_power", "detectable_difference"}
+        assert r["p_value"] >= r["p_value_uncorrected"]
     assert {r["concept"] for r in data["results"]} == {"mine", "stripes"}
     html = (out / "index.html").read_text()
     assert "&lt;b&gt;im" in html and "<b>im" not in html

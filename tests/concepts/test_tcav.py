@@ -43,10 +43,11 @@ def test_tcav_finds_the_deciding_concept(gt_result):
     or 1) dots scored 0.0 for every seed (assert <= 0.2) and stripes 0.30-0.90 (assert >= 0.25), significant
     for seed 0 only, so significance there is not asserted."""
     s = gt_result.get("stripes", MID)
-    assert s.significant and s.score >= 0.8 and s.p_value < 0.005, s
+    assert s.significant and s.score >= 0.8 and s.p_value_uncorrected < 0.005, s
+    assert s.direction == "significantly above random"
     for c in ["solid", *(f"rnd{k}" for k in range(4))]:
         r = gt_result.get(c, MID)
-        assert r.p_value >= 10 * s.p_value and r.score <= s.score - 0.1, r
+        assert r.p_value_uncorrected >= 10 * s.p_value_uncorrected and r.score <= s.score - 0.1, r
     assert gt_result.get("dots", LATE).score <= 0.2
     assert gt_result.get("stripes", LATE).score >= 0.25
     # every result carries its p-value and the random baseline
@@ -54,9 +55,10 @@ def test_tcav_finds_the_deciding_concept(gt_result):
         assert 0 <= r.p_value <= 1 and 0 <= r.random_score <= 1
         assert r.significant == (r.p_value < 0.05)
     j = gt_result.to_json()
-    assert set(j) == {"target", "layers", "results"} and j["target"] == 0
-    assert set(j["results"][0]) == {"layer", "concept", "score", "score_std", "magnitude", "random_score",
-                                    "random_std", "p_value", "significant"}
+    assert {"target", "layers", "results", "headline", "correction", "flags"} <= set(j) and j["target"] == 0
+    assert {"layer", "concept", "score", "score_std", "magnitude", "random_score", "random_std", "p_value",
+            "p_value_uncorrected", "significant", "direction", "low_power"} <= set(j["results"][0])
+    assert j["correction"]["method"] == "holm" and j["correction"]["tests"] == len(gt_result.results)
 
 
 @pytest.mark.numerics
@@ -73,7 +75,7 @@ def test_tcav_scores_equal_recomputation_from_runs(gt_result, toy, toy_sets):
             assert r.score_std == pytest.approx(np.std(runs))
             assert r.random_score == pytest.approx(np.mean(rand))
             p = stats.ttest_ind(runs, rand).pvalue
-            assert r.p_value == pytest.approx(1.0 if np.isnan(p) else p)
+            assert r.p_value_uncorrected == pytest.approx(1.0 if np.isnan(p) else p)
 
 
 @pytest.mark.numerics
@@ -175,7 +177,7 @@ def test_run_tcav_leaves_model_and_inputs_alone_and_bonferroni(tiny, snapshot):
     snap.assert_unchanged()
     assert torch.equal(x, x0)
     for p, c in zip(plain.results, corrected.results):
-        assert c.p_value == pytest.approx(min(1.0, 2 * p.p_value))
+        assert c.p_value == pytest.approx(min(1.0, 2 * p.p_value_uncorrected))
         assert c.score == pytest.approx(p.score)
     with pytest.raises(ValueError, match="at least 2 random sets"):
         run_tcav(tiny, x, concepts, randoms[:1], ["features.6"], target=1)
@@ -214,3 +216,53 @@ def test_concept_maps_sum_to_projection_and_find_the_concept(gt_result, toy, toy
         assert inside.float().mean() >= 0.7, (features, inside.float().mean())
         e = concept_map(model, x[:3], layer=layer, cav=v, features=features)
         torch.testing.assert_close(e.maps, maps[:3, 0])
+
+
+def test_concept_below_random_is_labelled_below_on_the_page_and_in_the_json(tmp_path):
+    """Scores fed straight to the labelling function: a concept far below the random runs is "significantly below
+    random" (not "significant" in general), Holm over all tests of the run raises each p, a random baseline that
+    swings is flagged low-power, and tcav.json and the page say the same."""
+    import json
+
+    from scipy import stats as sps
+
+    from interpretorch.concepts.cav import CAVs
+    from interpretorch.concepts.report import write_tcav_report
+    from interpretorch.concepts.stats import concept_tests
+    from interpretorch.concepts.tcav import TCAVResult, concept_score
+
+    rand = {"L": [0.5, 0.55, 0.45, 0.5, 0.52], "W": [0.0, 1.0, 0.2, 0.9, 0.5]}
+    runs = [("L", "stripes", [0.1, 0.15, 0.2, 0.12, 0.18]), ("L", "dots", [0.9, 0.85, 0.95, 0.88, 0.92]),
+            ("L", "solid", [0.5, 0.52, 0.47, 0.51, 0.49]), ("W", "stripes", [0.4, 0.6, 0.5, 0.45, 0.55])]
+    rows = concept_tests(runs, rand)
+    by = {(r["layer"], r["concept"]): r for r in rows}
+    assert by["L", "stripes"]["direction"] == "significantly below random"
+    assert by["L", "dots"]["direction"] == "significantly above random"
+    assert by["L", "solid"]["direction"] == "not significant"
+    raw = [sps.ttest_ind(r[2], rand[r[0]]).pvalue for r in runs]
+    order = np.argsort(raw)
+    holm = np.maximum.accumulate([(4 - k) * raw[i] for k, i in enumerate(order)])
+    for k, i in enumerate(order):
+        assert rows[i]["p_value_uncorrected"] == pytest.approx(raw[i])
+        assert rows[i]["p_value"] == pytest.approx(min(1.0, holm[k]))
+    assert by["W", "stripes"]["low_power"] and not by["L", "stripes"]["low_power"]
+
+    results = [concept_score(r, 0.0, 0.5, float(np.std(rand[r["layer"]]))) for r in rows]
+    cavs = CAVs([], ["L", "W"], {}, {}, {}, {"L": torch.zeros(0), "W": torch.zeros(0)}, {})
+    res = TCAVResult(3, ["L", "W"], results, ["stripes", "dots", "solid"], ["r0", "r1"],
+                     {"L": {}, "W": {}}, cavs, options={"correction": "holm", "significance": 0.05, "runs": 5,
+                                                        "loss": "hinge", "alpha": 0.01, "features": "mean"})
+    res.results = [r for r in results if r.layer == "L"] + [r for r in results if r.layer == "W"]
+    res.results.append(concept_score({**by["W", "stripes"], "concept": "dots"}, 0.0, 0.5, 0.4))
+    res.results.append(concept_score({**by["W", "stripes"], "concept": "solid"}, 0.0, 0.5, 0.4))
+    write_tcav_report(res, tmp_path, class_name="3 (zebra)")
+    j = json.loads((tmp_path / "tcav.json").read_text())
+    stripes = next(r for r in j["results"] if r["concept"] == "stripes" and r["layer"] == "L")
+    assert stripes["direction"] == "significantly below random" and stripes["significant"]
+    assert j["correction"]["method"] == "holm" and "Holm" in j["correction"]["note"]
+    assert any("low power at W" in f for f in j["flags"])
+    assert "stripes lowers class 3 (zebra)'s score" in j["headline"]
+    assert "dots raises" in j["headline"] and "after Holm" in j["headline"]
+    html = (tmp_path / "index.html").read_text()
+    assert "significantly below random" in html and j["correction"]["note"] in html
+    assert html.index(j["headline"].split(" (")[0]) < html.index("<table")

@@ -77,3 +77,50 @@ def test_win_percentage_is_the_mean_win_share():
     table = _table({"a": [100.0, 50.0, 0.0, 100.0], "b": [0.0, 50.0, 100.0, 0.0]}, "win")
     s = summarize(table, ["a", "b"], ["win"], n_resamples=100)
     assert s["win_percentage"] == {"a": 62.5, "b": 37.5}
+
+
+def test_no_winner_unless_the_holm_corrected_test_says_so_and_the_json_and_page_carry_corrected_p():
+    """a vs b differ at p = 0.55 (no winner); every comparison's p is Holm-corrected over all comparisons shown,
+    the winner follows the corrected p, and the page shows the corrected p, the note and the headline."""
+    from interpretorch.core.stats import adjust_p
+    from interpretorch.datasets.report import _env
+
+    base = np.linspace(0.3, 0.6, 8)
+    d_ab = np.array([1, -2, 3, -4, 5, 6, -7, 8]) * 0.01   # Wilcoxon p = 0.547
+    d_ac = np.array([1, 2, 3, 4, 5, 6, -0.5, 8]) * 0.01   # p = 0.0156
+    vals = {"a": base, "b": base - d_ab, "c": base - d_ac}
+    s = summarize(_table({k: list(v) for k, v in vals.items()}, "insertion"), ["a", "b", "c"], ["insertion"],
+                  n_resamples=100)
+    rows = {(r["a"], r["b"]): r for r in s["paired"]["insertion"]}
+    raw = {k: stats.wilcoxon(vals[k[0]], vals[k[1]]).pvalue for k in rows}
+    assert rows["a", "b"]["p_value"] == pytest.approx(0.546875)
+    assert rows["a", "b"]["winner"] == "no winner" and rows["a", "b"]["better"] is None
+    keys = list(rows)
+    holm = adjust_p([raw[k] for k in keys])
+    for k, p in zip(keys, holm):
+        assert rows[k]["p_value"] == raw[k] and rows[k]["p_value_corrected"] == pytest.approx(p)
+        assert (rows[k]["winner"] != "no winner") == (p < 0.05)
+    # a beats c before correction (0.0156) and after it (3 x 0.0156 = 0.047); higher insertion is better
+    assert rows["a", "c"]["winner"] == "a" and rows["a", "c"]["p_value_corrected"] == pytest.approx(3 * 0.015625)
+    assert rows["a", "c"]["effect_size"] == pytest.approx((35 - 1) / 36)  # ranks 2..8 positive (35), 1 for -0.5
+    assert s["correction"] == {"method": "holm", "tests": 3, "alpha": 0.05, "note": s["correction"]["note"]}
+    assert "a beats c" in s["headline"] and "2 of 3 comparisons name no winner" in s["headline"]
+    html = _env().get_template("dataset.html").render(s=s, manifest={"data": {}}, figures={}, pages={}, metric=None,
+                                                       failed=[], n_failed=0, table_file=None)
+    assert s["correction"]["note"] in html and "no winner" in html and "p (holm)" in html
+    assert html.index("a beats c") < html.index("<table")
+
+
+def test_a_metric_is_not_compared_across_map_kinds_it_does_not_suit():
+    """Average Drop suits region maps only: a CAM against a pixel attribution is refused (with the reason) and left
+    out of the correction; two region maps are compared; Deletion (suits both) is compared across kinds."""
+    rng = np.random.default_rng(0)
+    vals = {m: list(rng.uniform(0, 1, 10)) for m in ("gradcam", "scorecam", "ig")}
+    table = _table(vals, "average_drop")
+    table["deletion"] = list(table["average_drop"])
+    s = summarize(table, ["gradcam", "scorecam", "ig"], ["average_drop", "deletion"], n_resamples=50,
+                  kinds={"gradcam": "region", "scorecam": "region", "ig": "pixel"})
+    assert [(r["a"], r["b"]) for r in s["paired"]["average_drop"]] == [("gradcam", "scorecam")]
+    assert {(r["a"], r["b"]) for r in s["refused"]} == {("gradcam", "ig"), ("scorecam", "ig")}
+    assert all(r["metric"] == "average_drop" and "pixel" in r["reason"] for r in s["refused"])
+    assert len(s["paired"]["deletion"]) == 3 and s["correction"]["tests"] == 4

@@ -99,3 +99,12 @@ def test_evaluation_section_states_n_spread_protocol_and_groups(tmp_path, capsys
     for key in ("deletion", "insertion", "road_morf", "road_lerf"):
         assert f"images/curve_{key}.png" in html and (out / "images" / f"curve_{key}.png").exists()
     assert "evaluation (all metrics, all methods)" in html
+    # comparisons: Holm-corrected paired tests; 3 images cannot establish a winner (Wilcoxon's smallest p is 0.25);
+    # Average Drop is not compared between a CAM and a pixel attribution; the headline says so, first on the page
+    comp = res["comparisons"]
+    rows = [r for rows in comp["paired"].values() for r in rows]
+    assert rows and all(r["p_value_corrected"] >= r["p_value"] and r["winner"] == "no winner" for r in rows)
+    assert ("gradcam", "gradient") in {(r["a"], r["b"]) for r in comp["refused"] if r["metric"] == "average_drop"}
+    assert not any(r["metric"] == "average_drop" and "gradient" in (r["a"], r["b"]) for r in rows)
+    assert res["headline"] == comp["headline"] and "no method beats another" in res["headline"]
+    assert html.index("no method beats another") < html.index("<h2")

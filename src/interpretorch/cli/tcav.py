@@ -44,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", choices=("flatten", "mean"), default="flatten",
                    help="CAV features: flattened activations (original) or channel means (default: %(default)s)")
     p.add_argument("--significance", type=float, default=0.05, help="test level (default: %(default)s)")
-    p.add_argument("--bonferroni", action="store_true", help="correct p-values over the concepts")
+    p.add_argument("--correction", choices=("holm", "bonferroni", "bh", "none"), default="holm",
+                   help="multiple-comparison correction over all concept tests of the run (default: %(default)s)")
+    p.add_argument("--bonferroni", action="store_true", help="same as --correction bonferroni")
     p.add_argument("--seed", type=int, default=0, help="seed for splits, SGD and drawn sets (default: %(default)s)")
     p.add_argument("--cache", default=None, help="activation cache folder (default: OUT/cache)")
     add_model_arguments(p)
@@ -128,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     cache = ActivationCache(args.cache or out / "cache")
     result = run_tcav(model, x, concepts, randoms, layers, args.target, cache=cache, preprocess=pre,
                       batch_size=args.batch_size, loss=args.loss, alpha=args.alpha, features=args.features,
-                      seed=args.seed, significance=args.significance, bonferroni=args.bonferroni)
+                      seed=args.seed, significance=args.significance, bonferroni=args.bonferroni,
+                      correction=args.correction)
     # concept maps at the last layer: the mean direction of each concept's runs, on its top-projecting images
     maps = {}
     layer = layers[-1]
@@ -140,11 +143,16 @@ def run(args: argparse.Namespace) -> int:
         m = concept_maps(model, x, v, layer, features=args.features, batch_size=args.batch_size)[:, 0]
         top = m.flatten(1).sum(1).argsort(descending=True)[:6]
         maps[c] = (class_display[top.cpu()], m[top].cpu(), layer, top.tolist())
+    names = loaded.class_names
+    class_name = (f"{args.target} ({names[args.target]})" if isinstance(args.target, int)
+                  and 0 <= args.target < len(names) and names[args.target] != f"class {args.target}" else None)
     paths = write_tcav_report(result, out, concept_maps=maps, image_names=[str(f) for f in class_files],
-                              title=f"TCAV of class {args.target}")
+                              title=f"TCAV of class {class_name or args.target}", class_name=class_name)
     for r in result.results:
-        mark = "" if r.significant else " (n.s.)"
-        print(f"{r.layer:24s} {r.concept:20s} score {r.score:.3f} +- {r.score_std:.3f}{mark}  "
-              f"random {r.random_score:.3f}  p={r.p_value:.3g}")
+        print(f"{r.layer:24s} {r.concept:20s} score {r.score:.3f} +- {r.score_std:.3f}  "
+              f"random {r.random_score:.3f}  p={r.p_value:.3g} ({result.options['correction']})  {r.direction}")
+    for flag in result.flags():
+        print(f"flag: {flag}")
+    print(result.headline(class_name))
     print(f"wrote {paths['json']} and {paths['html']}")
     return 0

@@ -44,15 +44,17 @@ def score_figure(result: TCAVResult, path: Path) -> str:
     for ax, layer in zip(axes[0], layers):
         rows = [result.get(c, layer) for c in concepts]
         xs = np.arange(len(rows))
-        colours = ["tab:blue" if r.significant else "lightgray" for r in rows]
+        colours = [{"significantly above random": "tab:blue", "significantly below random": "tab:orange"}.get(
+            r.direction, "lightgray") for r in rows]
         ax.bar(xs, [r.score for r in rows], yerr=[r.score_std for r in rows], color=colours, capsize=3,
                edgecolor="black", linewidth=0.5)
         base = rows[0].random_score
         ax.axhspan(base - rows[0].random_std, base + rows[0].random_std, color="tab:red", alpha=0.12)
         ax.axhline(base, color="tab:red", lw=1, ls="--")
         for x, r in zip(xs, rows):
-            ax.text(x, min(1.02, r.score + r.score_std + 0.03), "*" if r.significant else "n.s.", ha="center",
-                    fontsize=9 if r.significant else 7)
+            mark = {"significantly above random": "* above", "significantly below random": "* below"}.get(
+                r.direction, "n.s.")
+            ax.text(x, min(1.02, r.score + r.score_std + 0.03), mark, ha="center", fontsize=8 if r.significant else 7)
         ax.set_xticks(xs)
         ax.set_xticklabels(concepts, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 1.12)
@@ -97,14 +99,16 @@ def patches_figure(patches: torch.Tensor, title: str, path: Path) -> str:
 
 
 def write_tcav_report(result: TCAVResult, out_dir: str | Path, *, concept_maps: dict | None = None,
-                      image_names: Sequence[str] | None = None, title: str = "TCAV") -> dict[str, Path]:
+                      image_names: Sequence[str] | None = None, title: str = "TCAV",
+                      class_name: str | None = None) -> dict[str, Path]:
     """Write ``tcav.json``, ``tcav_details.json``, figures and ``index.html`` into ``out_dir``.
 
     ``concept_maps`` maps a concept name to (display images (k, 3, H, W), maps (k, H, W), layer, image indices).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tcav.json").write_text(json.dumps(result.to_json(), indent=2))
+    data = result.to_json(class_name)
+    (out / "tcav.json").write_text(json.dumps(data, indent=2))
     (out / "tcav_details.json").write_text(json.dumps(result.details_json(), indent=2))
     fig = score_figure(result, out / "figures" / "scores.png")
     maps = []
@@ -114,7 +118,7 @@ def write_tcav_report(result: TCAVResult, out_dir: str | Path, *, concept_maps: 
                      "figure": concept_map_figure(imgs, m, f"{concept} at {layer}", out / "figures" / f"map_{i}.png")})
     rows = [r for r in result.results]
     html = _env().get_template("tcav.html").render(title=title, r=result, rows=rows, figure=fig, maps=maps,
-                                                    options=result.options)
+                                                    options=result.options, data=data)
     (out / "index.html").write_text(html, encoding="utf-8")
     return {"json": out / "tcav.json", "html": out / "index.html", "details": out / "tcav_details.json"}
 

@@ -16,9 +16,12 @@ concept's effect on the competing classes.
 
 Significance. Each concept is tested against R random sets (R CAVs, one TCAV score each), and the random sets
 against each other (random set r versus random set r+1 mod R: R scores of concepts that mean nothing). The two
-samples are compared with a two-sided t-test; optionally the p-values are Bonferroni-corrected over the
-concepts. A concept whose (corrected) p-value is not below ``significance`` is marked not significant, and its
-score is always reported with that mark.
+samples are compared with a two-sided t-test; the p-values are corrected over every concept test of the run
+(all concepts at all layers; Holm by default, Bonferroni / Benjamini-Hochberg / none on request). A concept whose
+corrected p-value is not below ``significance`` is marked not significant; a significant one is labelled by its
+direction ("significantly above random" or "significantly below random": a score far below 0.5 is a concept
+that lowers the class's score, not one that raises it). A layer whose random runs swing so much that the test
+cannot detect a difference of 0.25 is flagged low-power (``concepts.stats.LOW_POWER_RULE``).
 
 Cost. The gradients of the class inputs at every layer come from one forward and one backward pass per batch
 (all layers captured together) and are reused for every concept and random run; every CAV of the experiment is
@@ -35,8 +38,8 @@ from torch import nn
 from interpretorch.capture import capture
 from interpretorch.concepts.cache import ActivationCache, Images, model_fingerprint
 from interpretorch.concepts.cav import CAVs, feature_gradients, train_cavs
-from interpretorch.concepts.stats import ttest_pvalue
-from interpretorch.concepts.stats import bonferroni as bonferroni_correct
+from interpretorch.concepts.stats import LOW_POWER_RULE, concept_tests
+from interpretorch.core.stats import CORRECTION_NAMES, CORRECTIONS, correction_note
 from interpretorch.core import check_inputs, chunks, model_device, rows_per_pass
 from interpretorch.core.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.models.layers import get_layer
@@ -102,6 +105,13 @@ class ConceptScore:
     random_std: float
     p_value: float
     significant: bool
+    p_value_uncorrected: float | None = None
+    direction: str = "not significant"
+    runs: int = 0
+    score_ci_low: float | None = None
+    score_ci_high: float | None = None
+    low_power: bool = False
+    detectable_difference: float | None = None
 
 
 @dataclass
@@ -118,9 +128,48 @@ class TCAVResult:
     class_index: list[int] | None = None
     options: dict = field(default_factory=dict)
 
-    def to_json(self) -> dict:
-        """The ``tcav.json`` structure: {"target", "layers", "results": [...]}."""
-        return {"target": self.target, "layers": list(self.layers), "results": [asdict(r) for r in self.results]}
+    def correction(self) -> dict:
+        """How the p-values were corrected: {"method", "tests", "note"}."""
+        method = self.options.get("correction", "none")
+        return {"method": method, "tests": len(self.results), "note": correction_note(method, len(self.results))}
+
+    def flags(self) -> list[str]:
+        """Red flags of the run: layers whose random baseline makes the test low-power."""
+        out = []
+        for layer in self.layers:
+            rows = [r for r in self.results if r.layer == layer]
+            if rows and rows[0].low_power:
+                out.append(f"low power at {layer}: the random runs' scores swing (std {rows[0].random_std:.2f} over "
+                           f"{rows[0].runs} runs), so the test detects with 80% power only differences from random "
+                           f"of {rows[0].detectable_difference:.2f} or more (rule: 0.25); a 'not significant' here "
+                           "means 'not measurable', not 'no effect'")
+        return out
+
+    def headline(self, class_name: str | None = None) -> str:
+        """One or two sentences answering the page's question from the corrected tests."""
+        who = f"class {class_name or self.target}'s score"
+        method = self.options.get("correction", "none")
+        after = "" if method == "none" else f" after {CORRECTION_NAMES[method]}"
+        parts = []
+        for r in sorted(self.results, key=lambda r: r.p_value):
+            if r.direction == "not significant":
+                continue
+            verb = "raises" if "above" in r.direction else "lowers"
+            p = "p < 0.001" if r.p_value < 0.001 else f"p = {r.p_value:.2g}"
+            parts.append(f"{r.concept} {verb} {who} at {r.layer} (TCAV {r.score:.2f} vs random "
+                         f"{r.random_score:.2f}, {p}{after})")
+        ns = sum(r.direction == "not significant" for r in self.results)
+        if not parts:
+            return f"No concept changes {who} measurably: all {len(self.results)} tests are not significant{after}."
+        tail = f"; {ns} of {len(self.results)} tests are not significant" if ns else ""
+        return "; ".join(parts) + tail + "."
+
+    def to_json(self, class_name: str | None = None) -> dict:
+        """The ``tcav.json`` structure: {"target", "layers", "headline", "correction", "flags",
+        "low_power_rule", "results": [...]}."""
+        return {"target": self.target, "layers": list(self.layers), "headline": self.headline(class_name),
+                "correction": self.correction(), "flags": self.flags(), "low_power_rule": LOW_POWER_RULE,
+                "results": [asdict(r) for r in self.results]}
 
     def details_json(self) -> dict:
         """Everything behind the scores: per-run sign-count and magnitude scores, CAV accuracies, raw p-values."""
@@ -138,6 +187,15 @@ class TCAVResult:
         raise KeyError(f"no result for concept {concept!r} at layer {layer!r}")
 
 
+def concept_score(test: Mapping[str, Any], score_std: float, magnitude: float, random_std: float) -> ConceptScore:
+    """A ``ConceptScore`` from one row of ``concepts.stats.concept_tests`` and the spreads that row does not hold."""
+    return ConceptScore(test["layer"], test["concept"], float(test["score"]), score_std, magnitude,
+                        float(test["random_score"]), random_std, float(test["p_value"]), bool(test["significant"]),
+                        float(test["p_value_uncorrected"]), test["direction"], int(test["runs"]),
+                        test["score_ci_low"], test["score_ci_high"], bool(test["low_power"]),
+                        float(test["detectable_difference"]))
+
+
 def _as_sets(sets: Mapping[str, Images] | Sequence[Images], prefix: str) -> dict[str, Images]:
     if isinstance(sets, Mapping):
         return dict(sets)
@@ -149,12 +207,14 @@ def run_tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, Imag
              target: Target = "top1", *, cache: ActivationCache | None = None, preprocess: Any = None,
              batch_size: int | None = None, loss: str = "hinge", alpha: float = 0.01, features: str = "flatten",
              test_fraction: float = 0.33, seed: int = 0, significance: float = 0.05, bonferroni: bool = False,
-             **cav_options: Any) -> TCAVResult:
+             correction: str = "holm", **cav_options: Any) -> TCAVResult:
     """TCAV of ``target`` on the class ``inputs`` for each concept and layer, tested against the random sets.
 
     ``concepts`` maps a name to an image set and ``randoms`` holds R >= 2 random sets (a model-ready tensor
     each, or image paths with ``preprocess``). Every concept gets R runs (one CAV per random set), compared
-    with R random-versus-random runs by a two-sided t-test.
+    with R random-versus-random runs by a two-sided t-test; the p-values are corrected over all concept tests by
+    ``correction`` (``"holm"``, ``"bonferroni"``, ``"bh"`` or ``"none"``; ``bonferroni=True`` means
+    ``correction="bonferroni"``).
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     if not layers:
@@ -172,6 +232,10 @@ def run_tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, Imag
         raise ValueError(f"names used both as concept and random set: {sorted(clash)}")
     if not 0 < significance < 1:
         raise ValueError(f"significance must be in (0, 1), got {significance}")
+    if bonferroni:
+        correction = "bonferroni"
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")
     cache = cache or ActivationCache(None)
     fp = model_fingerprint(model)
     acts = {}
@@ -192,32 +256,29 @@ def run_tcav(model: nn.Module, inputs: torch.Tensor, concepts: Mapping[str, Imag
     results: list[ConceptScore] = []
     runs: dict[str, dict[str, dict[str, list[float]]]] = {}
     n_concept_pairs = len(concepts) * R
+    concept_runs, random_runs, spread = [], {}, {}
     for layer in layers:
         sens = sensitivities(grads[layer].to(cavs.vectors[layer].device), cavs.vectors[layer], features)
         sign, mag = tcav_scores(sens)
         rand_sign = sign[n_concept_pairs:]
         runs[layer] = {"random": {"score": rand_sign.tolist(), "magnitude": mag[n_concept_pairs:].tolist(),
                                   "cav_accuracy": cavs.accuracy[layer][n_concept_pairs:].tolist()}}
-        layer_rows = []
+        random_runs[layer] = rand_sign.tolist()
         for ci, c in enumerate(concepts):
             s = sign[ci * R:(ci + 1) * R]
             m = mag[ci * R:(ci + 1) * R]
             runs[layer][c] = {"score": s.tolist(), "magnitude": m.tolist(),
                               "cav_accuracy": cavs.accuracy[layer][ci * R:(ci + 1) * R].tolist()}
-            p = ttest_pvalue(s.tolist(), rand_sign.tolist())
-            layer_rows.append(ConceptScore(layer, c, float(s.mean()), float(s.std(unbiased=False)), float(m.mean()),
-                                           float(rand_sign.mean()), float(rand_sign.std(unbiased=False)), p,
-                                           False))
-        raw = [r.p_value for r in layer_rows]
-        corrected = bonferroni_correct(raw) if bonferroni else raw
-        for r, p_raw, p in zip(layer_rows, raw, corrected):
-            r.p_value = float(p)
-            r.significant = bool(p < significance)
-            runs[layer][r.concept]["p_value_uncorrected"] = float(p_raw)
-        results.extend(layer_rows)
+            concept_runs.append((layer, c, s.tolist()))
+            spread[layer, c] = (float(s.std(unbiased=False)), float(m.mean()), float(rand_sign.std(unbiased=False)))
+    for test in concept_tests(concept_runs, random_runs, significance, correction):
+        layer, c = test["layer"], test["concept"]
+        results.append(concept_score(test, *spread[layer, c]))
+        runs[layer][c]["p_value_uncorrected"] = test["p_value_uncorrected"]
     t = target if isinstance(target, (int, str)) or target is None else (
         target.tolist() if isinstance(target, torch.Tensor) else list(target) if not callable(target) else "callable")
     return TCAVResult(t, layers, results, list(concepts), rnames, runs, cavs,
                       None if idx is None else idx.tolist(),
                       {"loss": loss, "alpha": alpha, "features": features, "test_fraction": test_fraction,
-                       "seed": seed, "significance": significance, "bonferroni": bonferroni, "runs": R})
+                       "seed": seed, "significance": significance, "bonferroni": correction == "bonferroni",
+                       "correction": correction, "runs": R})

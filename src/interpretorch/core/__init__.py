@@ -9,6 +9,8 @@ transformers, datasets) shares, importing nothing of interpretorch above it.
 - :mod:`~interpretorch.core.seeding`: seeds per sub-stream, whatever the chunking;
 - :mod:`~interpretorch.core.distributed`: the torch.distributed world (rank, size);
 - :mod:`~interpretorch.core.fingerprint`: SHA-256 of a model's weights (what caches and checkpoints compare).
+- :mod:`~interpretorch.core.stats`: the one statistics layer (intervals, paired tests, effect sizes,
+  multiple-comparison correction, direction-aware verdicts).
 """
 from interpretorch.core.batching import ACCELERATOR_ROWS, CPU_ROWS, check_batch_size, chunks, rows_per_pass
 from interpretorch.core.device import model_device

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from interpretorch.attribution.registry import reexplainers, resolve_methods
+from interpretorch.attribution.registry import get_method, reexplainers, resolve_methods
 from interpretorch.core import model_device, seed_for
 from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
@@ -291,7 +291,8 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
                       for i, p, e in zip(table["image"], table["path"], table["error"]) if e is not None]
         write_columns(table, out / f"per_image.{'parquet' if fmt == 'parquet' else 'csv'}", fmt)
         if wanted:
-            summary = summarize(table, names, columns, seed=seed, n_resamples=bootstrap_resamples)
+            summary = summarize(table, names, columns, seed=seed, n_resamples=bootstrap_resamples,
+                                kinds={m: get_method(m).kind for m in names})
             summary["model"] = model_name
             write_json(out / "summary.json", summary)
         ranks = [json.loads(p.read_text()) for p in sorted((out / "shards").glob("stats-r*.json"))]

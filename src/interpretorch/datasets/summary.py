@@ -1,78 +1,29 @@
 """A summary like the papers': per method and metric the mean with a 95% bootstrap confidence interval, paired
-Wilcoxon signed-rank tests between methods on the same images, and the Grad-CAM++ win percentage.
+Wilcoxon signed-rank tests between methods on the same images with their effect sizes, Holm-corrected over every
+comparison shown, and the Grad-CAM++ win percentage. The statistics are :mod:`interpretorch.core.stats`'s.
 
-The interval is the percentile bootstrap of the mean; resamples are drawn in batches from
-``numpy.random.default_rng(seed)`` exactly as ``scipy.stats.bootstrap(..., method="percentile")`` draws them, so
-the two agree on the same seed, resamples and batch. The tests are ``scipy.stats.wilcoxon`` (two-sided) on the
-images where both methods have a value.
+The interval is the percentile bootstrap of the mean (per-image metric values are bounded and skewed, not
+normal), seeded. The tests are ``scipy.stats.wilcoxon`` (two-sided) on the images where both methods have a
+value; a comparison names a winner only when its Holm-corrected p-value is below 0.05 ("no winner" otherwise).
+A metric that does not suit both methods' map kinds (Average Drop on a pixel attribution against a CAM) is not
+compared across the kinds: that comparison is listed as refused, with the reason, and is not in the correction.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from interpretorch.core.stats import (BOOTSTRAP_RESAMPLES, NO_WINNER, adjust_p, bootstrap_batch, bootstrap_ci,
+                                      correction_note, paired_test, winner)
 from interpretorch.metrics.evaluate import METRIC_INFO
+from interpretorch.metrics.registry import figures
 
-BOOTSTRAP_RESAMPLES = 10_000
-_MAX_DRAWS = 4_000_000  # resampled values held at once: bounded memory for any number of images
-
-
-def bootstrap_batch(n: int, n_resamples: int = BOOTSTRAP_RESAMPLES) -> int:
-    """Resamples drawn at once for ``n`` values (at most about four million indices in memory)."""
-    return max(1, min(n_resamples, _MAX_DRAWS // max(n, 1)))
-
-
-def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = 0, batch: int | None = None) -> tuple[float, float]:
-    """The percentile bootstrap confidence interval of the mean of ``values``: (low, high)."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"bootstrap_ci needs a non-empty 1-D sequence of values, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("bootstrap_ci values must be finite")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
-    n = x.size
-    rng = np.random.default_rng(seed)
-    step = batch or bootstrap_batch(n, n_resamples)
-    means = []
-    for k in range(0, n_resamples, step):
-        idx = rng.integers(0, n, (min(step, n_resamples - k), n))
-        means.append(x[idx].mean(axis=-1))
-    theta = np.concatenate(means)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(theta, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """Wilcoxon signed-rank test of paired values ``a`` vs ``b`` (two-sided): n, statistic, p-value, differences."""
-    from scipy.stats import wilcoxon
-
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"paired values must be two 1-D sequences of one length, got {x.shape} and {y.shape}")
-    d = x - y
-    out: dict[str, Any] = {"n": int(d.size), "mean_difference": float(d.mean()) if d.size else None,
-                           "median_difference": float(np.median(d)) if d.size else None,
-                           "statistic": None, "p_value": None}
-    if d.size == 0:
-        return out
-    if not np.any(d != 0):
-        out.update(statistic=0.0, p_value=1.0, note="identical values on every image")
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns when it falls back to the normal approximation
-        res = wilcoxon(x, y)
-    out.update(statistic=float(res.statistic), p_value=float(res.pvalue))
-    return out
-
+__all__ = ["BOOTSTRAP_RESAMPLES", "bootstrap_batch", "bootstrap_ci", "paired_test", "metric_values", "summarize",
+           "summary_lines", "comparison_headline"]
+ALPHA = 0.05
 
 def metric_values(table: Mapping[str, list], method: str, metric: str) -> dict[int, float]:
     """{image: value} of one method and metric, only finite values of images that did not fail."""
@@ -87,8 +38,13 @@ def metric_values(table: Mapping[str, list], method: str, metric: str) -> dict[i
 
 
 def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0,
-              n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95) -> dict[str, Any]:
-    """The summary of per-image rows: {"table", "paired", "win_percentage", "images", "failed", ...}, JSON-ready."""
+              n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95,
+              kinds: Mapping[str, str] | None = None, correction: str = "holm") -> dict[str, Any]:
+    """The summary of per-image rows: {"table", "paired", "refused", "headline", "win_percentage", ...}, JSON-ready.
+
+    ``kinds`` maps a method to its map kind ("region", "pixel", ...); a metric that does not suit both kinds of a
+    pair is not compared across them.
+    """
     images = sorted(set(table.get("image", [])))
     failed = sorted({(int(i), p, e) for i, p, e in zip(table.get("image", []), table.get("path", []),
                                                        table.get("error", [])) if e is not None})
@@ -104,32 +60,78 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
             low, high = bootstrap_ci(v, confidence=confidence, n_resamples=n_resamples, seed=seed)
             cells[m][k] = {"n": int(v.size), "mean": float(v.mean()), "ci_low": low, "ci_high": high,
                            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+    info = figures()
+    kinds = dict(kinds or {})
     paired: dict[str, list[dict[str, Any]]] = {}
+    refused: list[dict[str, Any]] = []
     for k in metrics:
         better = METRIC_INFO.get(k, ("", "higher", ""))[1]
         rows = []
         for a, b in combinations(methods, 2):
+            ka, kb = kinds.get(a), kinds.get(b)
+            fig = info.get(k)
+            if ka and kb and ka != kb and fig is not None and not (fig.suits(ka) and fig.suits(kb)):
+                unsuited = [x for x in (ka, kb) if not fig.suits(x)]
+                refused.append({"metric": k, "a": a, "b": b, "kinds": [ka, kb],
+                                "reason": f"{fig.label} does not suit {' or '.join(unsuited)} maps: {a} ({ka}) and "
+                                          f"{b} ({kb}) are compared only within their own map kind"})
+                continue
             common = sorted(set(values[a, k]) & set(values[b, k]))
             res = paired_test([values[a, k][i] for i in common], [values[b, k][i] for i in common])
-            d = res["mean_difference"]
-            res.update(a=a, b=b, better=None if not d else (a if (d < 0) == (better == "lower") else b))
+            res.update(a=a, b=b, metric=k)
             rows.append(res)
         if rows:
             paired[k] = rows
+    every = [r for rows in paired.values() for r in rows]
+    for r, p in zip(every, adjust_p([r["p_value"] for r in every], correction)):
+        direction = METRIC_INFO.get(r["metric"], ("", "higher", ""))[1]
+        r["p_value_corrected"] = p
+        r["winner"] = winner(r["a"], r["b"], r["mean_difference"], p, direction, ALPHA)
+        r["better"] = None if r["winner"] == NO_WINNER else r["winner"]
+    n_tests = sum(r["p_value"] is not None for r in every)
     out: dict[str, Any] = {
         "images": len(images), "failed": [{"image": i, "path": p, "error": e} for i, p, e in failed],
         "methods": list(methods), "metrics": list(metrics),
         "directions": {k: METRIC_INFO.get(k, ("", "higher", ""))[1] for k in metrics},
         "labels": {k: METRIC_INFO.get(k, (k, "", ""))[0] for k in metrics},
-        "table": cells, "paired": paired,
+        "kinds": {m: kinds.get(m) for m in methods},
+        "table": cells, "paired": paired, "refused": refused,
+        "correction": {"method": correction, "tests": n_tests, "alpha": ALPHA,
+                       "note": correction_note(correction, n_tests)},
         "bootstrap": {"method": "percentile", "statistic": "mean", "resamples": n_resamples,
                       "confidence": confidence, "seed": seed},
         "test": "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on the images where both methods "
-                "have a value; 'better' follows each metric's direction",
+                "have a value, effect size the matched-pairs rank-biserial correlation; a winner is named only "
+                f"when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
+    out["headline"] = comparison_headline(out)
     if "win" in metrics:
         out["win_percentage"] = {m: cells[m]["win"]["mean"] for m in methods}
     return out
+
+
+def comparison_headline(summary: Mapping[str, Any]) -> str:
+    """One or two sentences answering "which method is better, and on what?" from the corrected comparisons."""
+    every = [r for rows in summary["paired"].values() for r in rows]
+    wins = sorted((r for r in every if r.get("winner") not in (None, NO_WINNER)), key=lambda r: r["p_value_corrected"])
+    n = summary["images"]
+    name = summary.get("correction", {}).get("method", "holm")
+    after = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg"}.get(name)
+    if not every:
+        return f"{n} image(s): no comparison between methods was made."
+    if not wins:
+        return (f"On {n} image(s), no method beats another: none of the {len(every)} paired comparisons is "
+                f"significant{' after ' + after if after else ''}.")
+    shown = []
+    for r in wins[:3]:
+        loser = r["b"] if r["winner"] == r["a"] else r["a"]
+        p = r["p_value_corrected"]
+        shown.append(f"{r['winner']} beats {loser} on {summary['labels'].get(r['metric'], r['metric'])} "
+                     f"({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'}{', ' + after if after else ''})")
+    rest = len(every) - len(wins)
+    more = f"; {len(wins) - 3} more winners in the table" if len(wins) > 3 else ""
+    return (f"On {n} image(s): " + "; ".join(shown) + more +
+            (f". {rest} of {len(every)} comparisons name no winner." if rest else "."))
 
 
 def summary_lines(summary: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from interpretorch.core.stats import separated_best
 from interpretorch.metrics.evaluate import win_within
 from interpretorch.metrics.registry import CATEGORIES, figures
 
@@ -16,6 +17,10 @@ PIXEL_NOTE = ("Average Drop, Increase in Confidence and Win score the image mult
               "map. A pixel attribution is sparse, so it keeps few pixels and its drop is large by construction: "
               "compare these columns among pixel attributions only, never with region maps. Win is counted "
               "within each group.")
+
+BOLD_RULE = ("Bold: the best mean of its group only when its 95% t interval (mean ± t * sd / sqrt(n)) overlaps no "
+             "other method's; with overlapping intervals or n < 2 nothing is bold: the difference is not "
+             "established.")
 
 CURVES = {
     "deletion": ("Deletion (lower is better)", "fraction of pixels removed", "target probability"),
@@ -86,8 +91,10 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
         if "win" in cols and len(methods) < len(evaluation):
             for m, w in win_within(evaluation, methods).items():
                 entries[m]["win"] = w
-        best = {}
+        best, bold = {}, {}
         for c in cols:
+            bold[c] = separated_best({m: (entries[m][c].get("value"), entries[m][c].get("std"), entries[m][c].get("n"))
+                                      for m in methods if c in entries[m]}, info[c].direction)
             vals = [entries[m][c]["value"] for m in methods if c in entries[m] and entries[m][c]["value"] is not None]
             if len(vals) > 1:
                 best[c] = info[c].better(vals)
@@ -103,7 +110,9 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                 unit = info[c].unit
                 text = _fmt(v, unit) + (f" ± {_fmt(std, unit)}" if std is not None and v is not None else "")
                 cells.append({"text": text, "mean": _fmt(v, unit),
-                              "std": _fmt(std, unit) if std is not None and v is not None else None, "best": v is not None and v == best.get(c), "n": n, "flag": c in flagged,
+                              "std": _fmt(std, unit) if std is not None and v is not None else None,
+                              "best": v is not None and v == best.get(c), "bold": bold.get(c) == m, "n": n,
+                              "flag": c in flagged,
                               "title": f"{info[c].label}: mean {_fmt(v, unit)}, sample std "
                                        f"{_fmt(std, unit)}, n = {n} images"})
             rows.append({"method": m, "cells": cells})
@@ -111,7 +120,8 @@ def evaluation_table(evaluation: Mapping[str, Mapping[str, Any]],
                      if isinstance(e, dict) and e.get("n") is not None})
         groups.append({"kind": gkind, "title": title, "columns": columns, "rows": rows, "families": families,
                        "n": ns[-1] if ns else None, "n_varies": len(ns) > 1,
-                       "note": PIXEL_NOTE if gkind == "pixel" and flagged & set(cols) else None})
+                       "note": PIXEL_NOTE if gkind == "pixel" and flagged & set(cols) else None,
+                       "bold_rule": BOLD_RULE})
     return {"groups": groups, "columns": groups[0]["columns"] if groups else [],
             "rows": [row for g in groups for row in g["rows"]]}
 

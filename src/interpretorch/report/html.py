@@ -191,6 +191,10 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
         results["evaluation"] = result.evaluation
         results["evaluation_seconds"] = result.evaluation_seconds
         results["evaluation_protocol"] = getattr(result, "evaluation_protocol", None)
+        comparisons = result.comparisons() if hasattr(result, "comparisons") else None
+        if comparisons:
+            results["comparisons"] = comparisons
+            results["headline"] = comparisons["headline"]
         from interpretorch.report.evaluation import curve_figures
 
         results["evaluation_curves"] = curve_figures(result.evaluation, out / "images")
