@@ -29,11 +29,6 @@ def parse_option(text: str) -> tuple[str, str, Any]:
     return method.strip(), name, value
 
 
-_LITERAL_TYPES: dict[str, tuple[type, ...]] = {
-    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),), "Optional": (),
-    "Sequence": (list, tuple), "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
-
-
 def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> None:
     """Images, the shared model flags, methods, target, layer, options and the output folder."""
     from interpretorch.attribution.registry import default_methods

@@ -10,6 +10,9 @@ from typing import Any, Sequence
 
 from interpretorch.cli.common import UserError, user_error_message
 
+_LITERAL_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),), "Optional": (),
+    "Sequence": (list, tuple), "list": (list, tuple), "tuple": (list, tuple), "dict": (dict,)}
 _NOT_FROM_THE_CLI = {"torch", "Tensor", "nn", "Module"}  # a value typed on the command line is never one of these
 
 
