@@ -62,3 +62,27 @@ def test_a_long_run_names_the_settings_that_shorten_it():
     buf = io.StringIO()
     announce(model, x, ["gradcam"], {}, file=buf)
     assert "shorter" not in buf.getvalue() and "about 2 model rows" in buf.getvalue()
+
+
+def _sanity(tmp_path, *extra):
+    out = tmp_path / "san"
+    assert main(["sanity", str(_image(tmp_path)), "--model", "tiny_cnn", "--size", "32", "--methods", "gradient",
+                 "--granularity", "modules", "--out", str(out), *extra]) == 0
+    return json.loads((out / "sanity.json").read_text())
+
+
+def _n_steps(data):
+    return len(data["steps"])
+
+
+def test_sanity_on_a_cpu_stops_after_the_top_steps_and_says_so(tmp_path):
+    from interpretorch.cli.sanity import CPU_MAX_STEPS
+
+    cpu = _sanity(tmp_path)
+    assert cpu["extra"]["settings"]["profile"] == "cpu" and cpu["extra"]["settings"]["max_steps"] == CPU_MAX_STEPS
+    paper = _sanity(tmp_path, "--paper-settings")
+    assert paper["extra"]["settings"] == {"profile": "paper", "max_steps": None,
+                                          "note": "every block (the paper's cascade)"}
+    assert _n_steps(cpu) <= CPU_MAX_STEPS < _n_steps(paper)
+    given = _sanity(tmp_path, "--max-steps", "2")
+    assert given["extra"]["settings"]["max_steps"] == 2 and _n_steps(given) <= 2
