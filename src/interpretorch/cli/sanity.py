@@ -11,7 +11,7 @@ from interpretorch.cli.common import (UserError, add_model_arguments, collect_im
 NAME = "sanity"
 HELP = "model-parameter / data randomization sanity checks of saliency methods, as an HTML report"
 DEFAULT_METHODS = "gradient,gradcam,guided_backprop"
-CPU_MAX_STEPS = 6  # on a CPU the cascade stops after the top blocks unless --paper-settings (issue 32)
+CPU_MAX_STEPS = 4  # on a CPU the cascade stops after the top blocks unless --paper-settings (issue 32)
 
 
 def _by_step(text: str) -> int | float | str:
