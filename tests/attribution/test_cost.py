@@ -55,7 +55,7 @@ def test_a_method_registered_without_rows_counts_one_pass_per_image_and_can_desc
         """A test method."""
         return None
 
-    spec = register("cost_test_method", twice, replace=True)
+    spec = register("cost_test_method", twice, replace=True, applies=lambda model: False)  # never in "all"
     assert spec.estimate_rows({}, Geometry(3)) == 3
     describe_rows("cost_test_method", lambda o, g: g.n_images * o["passes"])
     assert get_method("cost_test_method").estimate_rows({}, Geometry(3)) == 6
