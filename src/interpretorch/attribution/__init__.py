@@ -1,7 +1,7 @@
 """Attribution methods. Importing a module registers its methods; the import order is the registry's order."""
 from interpretorch.attribution.registry import (MethodSpec, available_methods, bind, canonical, default_methods,
                                                 explain, get_method, method_specs, reexplainers, register,
-                                                register_group)
+                                                register_group, Geometry, describe_rows)
 from interpretorch.attribution.cam import CAM_METHODS, CAM_RULES, cam_rule, layer_cams  # noqa: I001
 from interpretorch.attribution.score import ablation_cam, score_cam
 from interpretorch.attribution.gradient import gradient, gradient_x_input
@@ -20,9 +20,10 @@ from interpretorch.attribution.surrogate import kernel_shap, lime
 from interpretorch.attribution.lrp import lrp
 from interpretorch.attribution.conductance import (internal_influence, layer_conductance, neuron_conductance,
                                                    neuron_gradient, neuron_integrated_gradients)
+from interpretorch.attribution import cost  # noqa: F401  (the row counts of the methods above)
 
 __all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "get_method",
-           "method_specs", "reexplainers", "register", "register_group", "CAM_METHODS", "CAM_RULES", "cam_rule",
+           "method_specs", "reexplainers", "register", "register_group", "Geometry", "describe_rows", "CAM_METHODS", "CAM_RULES", "cam_rule",
            "layer_cams",
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",
            "vargrad", "guided_backprop", "deconvnet", "guided_gradcam", "relu_rule", "occlusion", "rise",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -25,6 +25,16 @@ from interpretorch.explanation import Explanation
 KINDS = ("pixel", "region", "token")
 # What is never an option: the arguments every method takes, set by explain / bind / the CLI themselves.
 CALL_ARGUMENTS = ("model", "inputs", "target", "layer", "batch_size")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a method's row count depends on: images, their size and the channels of the layer it explains."""
+
+    n_images: int
+    height: int = 224
+    width: int = 224
+    channels: int = 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,19 @@ class MethodSpec:
     applies: Callable[[nn.Module], bool] | None = None
     class_agnostic: bool = False
     _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
+    rows: Callable[[Mapping[str, Any], Geometry], int] | None = field(default=None, repr=False, compare=False)
+    backward: bool = True
+
+    def estimate_rows(self, options: Mapping[str, Any], geometry: Geometry) -> int | None:
+        """Model rows the method needs on ``geometry`` with ``options`` (its defaults filled in); None: unknown.
+
+        A method described with no ``rows`` is taken to need one pass per image.
+        """
+        if self.rows is None:
+            return geometry.n_images
+        opts = {k: v for k, v in self.options.items() if v is not inspect.Parameter.empty}
+        opts.update(options)
+        return self.rows(opts, geometry)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -120,6 +143,18 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
     for a in spec.aliases:
         _ALIASES[a] = key
     return spec
+
+
+def describe_rows(name: str, rows: Callable[[Mapping[str, Any], Geometry], int], *, backward: bool = True
+                  ) -> MethodSpec:
+    """Say how many model rows method ``name`` needs (``rows(options, geometry)``) and whether they run a backward
+    pass; returns the updated description (what run-time estimates read)."""
+    spec = get_method(name)
+    if not callable(rows):
+        raise TypeError(f"rows must be callable (options, geometry) -> int, got {type(rows).__name__}")
+    new = replace(spec, rows=rows, backward=backward)
+    _METHODS[spec.name] = new
+    return new
 
 
 def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> None:

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE", type=parse_option,
                    help="a keyword argument for one method, e.g. rise.n_masks=4000 or "
                         "integrated_gradients.baseline=blur (repeatable)")
+    p.add_argument("--paper-settings", action="store_true",
+                   help="on a CPU, run the papers' settings (the library defaults) instead of the lighter CPU "
+                        "settings (fewer RISE masks, IG steps, SmoothGrad samples...); a GPU always uses them")
     p.add_argument("--topk", type=positive_int, default=1, metavar="K",
                    help="show the maps for each image's K most probable classes side by side (default: 1; "
                         "needs --target top1)")
@@ -189,6 +192,16 @@ def run(args: argparse.Namespace) -> int:
         labels = folder_labels(names, loaded.class_names)
     from interpretorch.attribution.registry import get_method
 
+    from interpretorch.cli.estimate import announce, cpu_settings, row_bar
+
+    options, settings = cpu_settings(methods, x.device, getattr(args, "paper_settings", False), options)
+    layered = any(get_method(m).needs_layer for m in methods)
+    try:
+        total_rows = announce(loaded.model, x, methods, options,
+                              args.layer or (loaded.cam_layer if layered else None), args.batch_size)
+    except Exception as e:  # an estimate must never stop a run
+        print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
+        total_rows = None
     dependent = [m for m in methods if not get_method(m).class_agnostic]
     steps = len(plan_steps(methods, options)) + (topk - 1) * len(plan_steps(dependent, options))
     bar = tqdm(total=steps, desc="explaining", unit="step", file=sys.stderr)
@@ -207,20 +220,21 @@ def run(args: argparse.Namespace) -> int:
         ebar.update(done - ebar.n)
 
     try:
-        layered = any(get_method(m).needs_layer for m in methods)
-        result = run_methods(loaded.model, x, methods, args.target,
-                             args.layer or (loaded.cam_layer if layered else None),
-                             batch_size=args.batch_size, options=options,
-                             names=names, class_names=loaded.class_names or None,
-                             evaluate=evaluate, display=display, model_name=args.model, progress=progress,
-                             top_classes=topk, labels=labels, eval_progress=eval_progress,
-                             metrics=getattr(args, "metrics", None))
+        with row_bar(total_rows if topk == 1 and not evaluate else None):
+            result = run_methods(loaded.model, x, methods, args.target,
+                                 args.layer or (loaded.cam_layer if layered else None),
+                                 batch_size=args.batch_size, options=options,
+                                 names=names, class_names=loaded.class_names or None,
+                                 evaluate=evaluate, display=display, model_name=args.model, progress=progress,
+                                 top_classes=topk, labels=labels, eval_progress=eval_progress,
+                                 metrics=getattr(args, "metrics", None))
     finally:
         bar.close()
         if ebar is not None:
             ebar.close()
     result.failed = failed
     result.device = args.device
+    result.settings = settings
     if getattr(args, "sanity", False):
         result.sanity = _sanity(loaded, x, display, result, args, out_dir)
     page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))

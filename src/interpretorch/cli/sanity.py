@@ -11,6 +11,7 @@ from interpretorch.cli.common import (UserError, add_model_arguments, collect_im
 NAME = "sanity"
 HELP = "model-parameter / data randomization sanity checks of saliency methods, as an HTML report"
 DEFAULT_METHODS = "gradient,gradcam,guided_backprop"
+CPU_MAX_STEPS = 4  # on a CPU the cascade stops after the top blocks unless --paper-settings (issue 32)
 
 
 def _by_step(text: str) -> int | float | str:
@@ -45,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also reset normalisation layers' running statistics (the paper kept them)")
     p.add_argument("--max-steps", type=positive_int, default=None,
                    help="stop after this many steps (the top blocks only: a quicker check)")
+    p.add_argument("--paper-settings", action="store_true",
+                   help="on a CPU, randomize every block as the paper does (default there: the top "
+                        f"{CPU_MAX_STEPS} steps unless --max-steps is given); a GPU always does")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: %(default)s)")
     p.add_argument("--target", type=parse_target, default="top1",
                    help="'top1' (default: the original model's top class, kept at every step), a class index, "
@@ -110,6 +114,20 @@ def _data_test(args: argparse.Namespace, methods: list[str], out: Path) -> Path:
                        model_name="SyntheticCNN: true labels vs permuted labels", extra=extra)
 
 
+def sanity_settings(args: argparse.Namespace, device) -> dict:
+    """The cascade's length: the top ``CPU_MAX_STEPS`` steps on a CPU unless --paper-settings or --max-steps,
+    else every step (or --max-steps); what the report records as its settings."""
+    import torch
+
+    cpu = torch.device(device).type == "cpu" and not getattr(args, "paper_settings", False)
+    if args.max_steps is not None:
+        return {"profile": "cpu" if cpu else "paper", "max_steps": args.max_steps, "note": "--max-steps given"}
+    if cpu:
+        return {"profile": "cpu", "max_steps": CPU_MAX_STEPS,
+                "note": f"the top {CPU_MAX_STEPS} steps on a CPU; --paper-settings randomizes every block"}
+    return {"profile": "paper", "max_steps": None, "note": "every block (the paper's cascade)"}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen test and write sanity.json, figure_<i>.png, curves.png and index.html into --out."""
     from interpretorch.attribution.registry import canonical
@@ -136,16 +154,18 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("no readable images were given")
         x = loaded.preprocess(arrays).to(args.device)
         blocks = [b for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+        settings = sanity_settings(args, x.device)
         result = model_randomization(loaded.model, x, methods, mode=args.mode, blocks=blocks,
                                      granularity=args.granularity, init=args.init, std=args.init_std,
                                      reset_running_stats=args.reset_running_stats, seed=args.seed,
                                      target=args.target, layer=args.layer or loaded.cam_layer,
-                                     batch_size=args.batch_size, rule=_rule(args, 0.5), max_steps=args.max_steps,
+                                     batch_size=args.batch_size, rule=_rule(args, 0.5), max_steps=settings["max_steps"],
                                      progress=True)
         index = save_report(result, out, images=loaded.preprocess.display(arrays),
                             image_names=[Path(n).name for n in names],
                             model_name=args.model,
-                            extra={"unreadable images": ", ".join(f["file"] for f in failed)} if failed else None)
+                            extra={"settings": settings,
+                                   **({"unreadable images": ", ".join(f["file"] for f in failed)} if failed else {})})
     data = json.loads((out / "sanity.json").read_text())
     for m, e in data["methods"].items():
         v = e["verdict"]

@@ -13,6 +13,8 @@ from typing import Iterator
 
 import torch
 
+from interpretorch.core.progress import current
+
 CPU_ROWS, ACCELERATOR_ROWS = 8, 64
 
 
@@ -34,7 +36,24 @@ def rows_per_pass(batch_size: int | None, device: torch.device | str) -> int:
 
 
 def chunks(n: int, size: int | None) -> Iterator[slice]:
-    """Yield slices covering range(n) in pieces of at most ``size`` rows (all at once when None)."""
+    """Yield slices covering range(n) in pieces of at most ``size`` rows (all at once when None).
+
+    Each slice's rows count on the progress sink bound by :func:`interpretorch.core.progress.track` once the
+    caller moves past it (the outermost loop only).
+    """
     step = check_batch_size(size) or max(n, 1)
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
+    progress = current()
+    if progress is None:
+        for start in range(0, n, step):
+            yield slice(start, min(n, start + step))
+        return
+    outermost = progress.depth == 0
+    progress.depth += 1
+    try:
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            yield slice(start, stop)
+            if outermost:
+                progress.advance(stop - start)  # the chunk's model call is done when the caller asks for the next
+    finally:
+        progress.depth -= 1

@@ -185,6 +185,8 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
                 results["images"][i]["methods"][m] = item
             else:
                 results["images"][i]["ranks"].setdefault(str(r), {})[m] = item
+    if getattr(result, "settings", None):
+        results["settings"] = result.settings  # the CPU / paper settings the CLI chose (issue 32)
     if getattr(result, "sanity", None):
         results["sanity"] = result.sanity
     if result.evaluation is not None:

@@ -1,0 +1,64 @@
+"""Row estimates of every method against the rows its run counts (issue 32)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import interpretorch  # noqa: F401  (registers every built-in)
+from interpretorch.attribution.cost import estimate, geometry_of
+from interpretorch.attribution.registry import Geometry, describe_rows, get_method, method_specs, register
+from interpretorch.core import track
+from interpretorch.models import TinyCNN
+
+# Small settings so each method runs in well under a second on the tiny CNN.
+SMALL = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"n_samples": 3}, "vargrad": {"n_samples": 3},
+         "smoothgradcampp": {"n_samples": 2}, "occlusion": {"window": 8, "stride": 8}, "rise": {"n_masks": 6},
+         "extremal_perturbation": {"iterations": 3}, "meaningful_perturbation": {"iterations": 3},
+         "gradient_shap": {"n_samples": 3}, "shapley_sampling": {"n_samples": 2, "features": "grid", "cell": 16},
+         "feature_ablation": {"features": "grid", "cell": 8}, "feature_permutation": {"cell": 8},
+         "lime": {"n_samples": 8, "features": "grid", "cell": 8},
+         "kernel_shap": {"n_samples": 8, "features": "grid", "cell": 8}, "layer_conductance": {"steps": 3},
+         "internal_influence": {"steps": 3}, "neuron_integrated_gradients": {"steps": 3},
+         "neuron_conductance": {"steps": 3}, "sscam": {"n_samples": 1}, "groupcam": {"groups": 4}}
+# Upper bounds by design: channels constant on an image are skipped.
+UPPER = {"scorecam", "ablationcam", "groupcam", "sscam"}
+NAMES = [s.name for s in method_specs() if s.kind != "token" and s.applies_to(TinyCNN(num_classes=5))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_estimate_is_within_2x_of_the_counted_rows_and_progress_ends_at_the_estimate(tiny, images, name):
+    spec = get_method(name)
+    x = images[:2]
+    opts = SMALL.get(name, {})
+    g = geometry_of(tiny, x) if spec.needs_layer else Geometry(2, 32, 32)
+    want = spec.estimate_rows(opts, g)
+    with track(total=want) as p:
+        spec(tiny, x, "top1", batch_size=16, **opts)
+    assert want / 2 <= p.done <= want * 2, (name, want, p.done)
+    if name in UPPER:
+        assert p.done <= want
+    else:
+        assert p.done == want, (name, want, p.done)
+        assert p.fraction == 1.0
+
+
+def test_estimate_reports_rows_and_seconds_for_each_method(tiny, images):
+    costs = estimate(tiny, images, ["gradcam", "rise", "scorecam"], {"rise": {"n_masks": 10}})
+    assert [c.method for c in costs] == ["gradcam", "rise", "scorecam"]
+    assert costs[0].rows == 4 and costs[1].rows == 44 and not costs[1].backward
+    assert costs[2].rows == 4 * (1 + geometry_of(tiny, images).channels)
+    assert all(c.seconds > 0 for c in costs) and costs[1].seconds > costs[0].seconds
+
+
+def test_a_method_registered_without_rows_counts_one_pass_per_image_and_can_describe_its_own():
+    def twice(model, inputs, target="top1", *, batch_size=None, passes: int = 2):
+        """A test method."""
+        return None
+
+    spec = register("cost_test_method", twice, replace=True, applies=lambda model: False)  # never in "all"
+    assert spec.estimate_rows({}, Geometry(3)) == 3
+    describe_rows("cost_test_method", lambda o, g: g.n_images * o["passes"])
+    assert get_method("cost_test_method").estimate_rows({}, Geometry(3)) == 6
+    assert get_method("cost_test_method").estimate_rows({"passes": 5}, Geometry(3)) == 15
+    with pytest.raises(TypeError, match="rows must be callable"):
+        describe_rows("cost_test_method", 3)
