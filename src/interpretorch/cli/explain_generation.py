@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interpretorch.cli.common import UserError
+from interpretorch.cli.common import UserError, unpickling_refusal
 
 NAME = "explain-generation"
 HELP = "explain each token a sequence model generates by the source, prompt and earlier generated tokens"
@@ -69,7 +69,15 @@ def _load(name: str) -> _Loaded:
     if name in TASKS or name.endswith(".pt"):
         if name.endswith(".pt") and not Path(name).is_file():
             raise UserError(f"--model {name!r}: no such weights file")
-        sm = load_seq_model(name)
+        import pickle
+
+        try:
+            sm = load_seq_model(name)
+        except pickle.UnpicklingError as e:
+            raise UserError(f"--model {name!r} {unpickling_refusal(e)}") from None
+        except (RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot load --model {name!r}: {first}") from None
         tok = sm.tokenizer
         return _Loaded(sm.model, sm.name, sm.encode, tok.encode, tok.tokens, tok.eos_id, tok.pad_id)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
