@@ -170,25 +170,12 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
 
 def class_index(text: str, class_names: Sequence[str]) -> int:
     """A label as a class index: an integer, or a class name (any of its comma-separated synonyms, any case)."""
-    text = text.strip()
-    try:
-        idx = int(text)
-    except ValueError:
-        idx = None
-    if idx is not None:
-        if class_names and not 0 <= idx < len(class_names):
-            raise UserError(f"label {idx} is not a class index of this model (0 to {len(class_names) - 1})")
-        return idx
-    want = text.replace("_", " ").lower()
-    for i, name in enumerate(class_names):
-        if name.lower() == want or want in (s.strip().replace("_", " ").lower() for s in name.split(",")):
-            return i
-    import difflib
+    from interpretorch.labels import LabelError, class_index as parse
 
-    synonyms = [s.strip() for n in class_names for s in n.split(",")]
-    close = difflib.get_close_matches(text, synonyms, n=3)
-    raise UserError(f"label {text!r} is neither a class index nor a class name of this model"
-                    + (f"; did you mean {', '.join(close)}?" if close else ""))
+    try:
+        return parse(text, class_names)
+    except LabelError as e:
+        raise UserError(str(e)) from None
 
 
 def read_labels(path: str, names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:

@@ -1,0 +1,65 @@
+"""A newcomer's path (issue 33): folder names resolve to their class or are refused, never to a sort position;
+the text commands name their install when a package is missing; evaluate's own output folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from interpretorch.cli import main
+from interpretorch.datasets import DatasetError, open_images
+from interpretorch.labels import LabelError, class_index, folder_classes
+from interpretorch.models import imagenet_classes
+
+NAMES = imagenet_classes()
+
+
+def _tree(root: Path, folders: list[str]) -> Path:
+    for f in folders:
+        (root / f).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (120, 80, 40)).save(root / f / "a.png")
+    return root
+
+
+def test_class_names_synonyms_and_indices_resolve_alike():
+    assert class_index("Egyptian cat", NAMES) == 285 == class_index("egyptian_cat", NAMES)
+    assert class_index("espresso", NAMES) == 967 == class_index(" 967 ", NAMES)
+    assert class_index("Tinca tinca", NAMES) == 0  # a synonym after the first name
+    assert class_index("man-eater", NAMES) == 2
+    with pytest.raises(LabelError, match="did you mean Egyptian cat"):
+        class_index("Egyptian kat", NAMES)
+    with pytest.raises(LabelError, match="not a class index"):
+        class_index("1000", NAMES)
+    with pytest.raises(LabelError, match="no class names"):
+        class_index("cat", [])
+
+
+def test_folder_names_never_resolve_to_their_sort_position(tmp_path):
+    assert folder_classes(["espresso", "Egyptian cat"], NAMES) == [967, 285]
+    ds = open_images(_tree(tmp_path / "d", ["Egyptian cat", "espresso"]), class_names=NAMES)
+    assert sorted((r.path.split("/")[0], r.label) for r in ds.records) == [("Egyptian cat", 285), ("espresso", 967)]
+    with pytest.raises(DatasetError, match="class folder 'kitty'"):
+        open_images(_tree(tmp_path / "u", ["espresso", "kitty"]), class_names=NAMES)
+    with pytest.raises(DatasetError, match="WordNet id"):  # a partial synset set has no known order
+        open_images(_tree(tmp_path / "s", ["n01440764", "n01443537"]), class_names=NAMES)
+    # the complete synset layout keeps ImageNet's order; a model without class names numbers them as ImageFolder
+    assert folder_classes([f"n{i:08d}" for i in range(1000)][::-1], NAMES)[:2] == [999, 998]
+    assert folder_classes(["b", "a"], []) == [1, 0]
+
+
+def test_labels_file_takes_class_names(tmp_path):
+    data = _tree(tmp_path / "flat", ["x"]) / "x"
+    (tmp_path / "l.csv").write_text("a.png,espresso\n")
+    assert [r.label for r in open_images(data, labels=tmp_path / "l.csv", class_names=NAMES).records] == [967]
+    (tmp_path / "bad.csv").write_text("a.png,kitty\n")
+    with pytest.raises(DatasetError, match="kitty"):
+        open_images(data, labels=tmp_path / "bad.csv", class_names=NAMES)
+
+
+def test_evaluate_target_label_refuses_an_unknown_folder_in_one_line(tmp_path, capsys):
+    data = _tree(tmp_path / "d", ["class 1", "not a class"])
+    code = main(["evaluate", "--model", "tiny_cnn", "--size", "32", "--data", str(data), "--target", "label",
+                 "--methods", "gradient", "--metrics", "average_drop", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "'not a class'" in err and "Traceback" not in err
