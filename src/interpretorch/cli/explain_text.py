@@ -61,7 +61,7 @@ def require_text_packages(minilm: bool = True) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
-        load_text_model, readable, write_text_report
+        load_text_model, readable, top_words, write_text_report
 
     sentences = list(args.sentences)
     if len(sentences) > 2:
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} and {Path(args.out) / 'results.json'}")
     for sent in result["sentences"]:
         for m, d in sent["methods"].items():
-            top = sorted(zip(d["tokens"], d["scores"]), key=lambda p: -p[1])[:3]
-            print(f"{sent['text']!r} {m}: " + ", ".join(f"{w} {v:.3f}" for w, v in top))
+            top = top_words(d["tokens"], d["scores"])
+            scores = dict(zip(d["tokens"], d["scores"]))
+            print(f"{sent['text']!r} {m}: " + (", ".join(f"{w} {scores[w]:.3f}" for w in top)
+                                               or "all scores zero, no word stands out"))
     return 0
