@@ -106,3 +106,58 @@ def minilm_model():
     from interpretorch.transformers.text import load_minilm
 
     return load_minilm()
+
+
+def test_every_command_has_its_own_git_ignored_default_folder():
+    import fnmatch
+
+    from interpretorch.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.choices and "explain" in a.choices).choices
+    outs = {name: p.get_default("out") for name, p in sub.items() if p.get_default("out") is not None}
+    assert outs["explain"] == "interpretorch-report" and outs["evaluate"] == "interpretorch-evaluate"
+    assert len(set(outs.values())) == len(outs), outs
+    ignored = [ln.strip().strip("/") for ln in (Path(__file__).parents[1] / ".gitignore").read_text().splitlines()]
+    assert all(any(fnmatch.fnmatch(out, pat) for pat in ignored if pat) for out in outs.values()), outs
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_evaluate_keeps_the_finished_maps(tmp_path, monkeypatch, capsys):
+    import json
+
+    import interpretorch.metrics
+
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "a.png")
+    monkeypatch.setattr(interpretorch.metrics, "evaluate", _interrupt)  # Ctrl-C while scoring the maps
+    out = tmp_path / "o"
+    code = main(["evaluate", str(tmp_path / "a.png"), "--model", "tiny_cnn", "--size", "32", "--methods",
+                 "gradcam,gradient", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["method_names"]) == {"gradcam", "gradient"} and (out / "index.html").is_file()
+
+
+def test_run_keeps_the_methods_finished_before_ctrl_c():
+    import torch
+
+    from interpretorch.models import TinyCNN
+    from interpretorch.run import run
+
+    done = []
+
+    def progress(step):
+        done.append(step)
+        if len(done) == 1:
+            raise KeyboardInterrupt
+
+    x = torch.rand(1, 3, 32, 32)
+    r = run(TinyCNN().eval(), x, ["gradient", "occlusion"], progress=progress, keep_partial=True)
+    assert r.interrupted and list(r.methods) == done[0]
+    with pytest.raises(KeyboardInterrupt):
+        done.clear()
+        run(TinyCNN().eval(), x, ["gradient", "occlusion"], progress=progress)

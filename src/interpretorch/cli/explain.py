@@ -301,13 +301,18 @@ def run(args: argparse.Namespace) -> int:
                              names=names, class_names=loaded.class_names or None,
                              evaluate=evaluate, display=display, model_name=args.model, progress=progress,
                              top_classes=topk, labels=labels, eval_progress=eval_progress,
-                             metrics=getattr(args, "metrics", None))
+                             metrics=getattr(args, "metrics", None), keep_partial=True)
     finally:
         bar.close()
         if ebar is not None:
             ebar.close()
     result.failed = failed
     result.device = args.device
+    if result.interrupted:  # Ctrl-C: the finished methods' maps are written, without metrics
+        page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
+        print(f"\ninterpretorch: interrupted; the {len(result.methods)} finished method(s) are in {page}"
+              + (" (no metrics)" if evaluate else ""), file=sys.stderr)
+        return 130
     if getattr(args, "sanity", False):
         result.sanity = _sanity(loaded, x, display, result, args, out_dir)
     page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'minilm' (the offline all-MiniLM-L6-v2) or a local Hugging Face model folder")
     parser.add_argument("--methods", default=",".join(TEXT_METHODS),
                         help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
-    parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
+    parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json (default: %(default)s)")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     parser.add_argument("--target", type=_text_target, default="top1",
                         help="class index to explain for a classification head (default top1); not for a sentence "
