@@ -161,3 +161,25 @@ def test_run_keeps_the_methods_finished_before_ctrl_c():
     with pytest.raises(KeyboardInterrupt):
         done.clear()
         run(TinyCNN().eval(), x, ["gradient", "occlusion"], progress=progress)
+
+
+def test_help_is_fast_to_build_and_states_every_default():
+    import subprocess
+    import sys
+
+    from interpretorch.cli import build_parser
+
+    code = "import sys; from interpretorch.cli import build_parser; build_parser(''); print('torch' in sys.modules)"
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert got == "False"  # `interpretorch --help` imports neither torch nor any command module
+    sub = next(a for a in build_parser()._actions if a.choices and "explain" in a.choices).choices
+    for name, p in sub.items():
+        for a in p._actions:
+            if a.option_strings and a.default not in (None, False, "==SUPPRESS==") and a.help != "==SUPPRESS==":
+                assert "default" in a.help, (name, a.option_strings)
+
+
+def test_methods_prints_whole_descriptions(capsys):
+    assert main(["methods", "occlusion"]) == 0
+    out = capsys.readouterr().out
+    assert "averaged over the windows covering each pixel." in out
