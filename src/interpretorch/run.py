@@ -62,6 +62,7 @@ class RunResult:
     labels: list[int | None] | None = None
     evaluation_protocol: dict[str, dict] | None = None
     outputs: torch.Tensor | None = None
+    interrupted: bool = False  # Ctrl-C with keep_partial=True: only the finished methods, no evaluation
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -147,7 +148,7 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         metrics: str | Sequence[str] | None = None, display: torch.Tensor | None = None, model_name: str = "model",
         progress: Callable[[list[str]], None] | None = None, top_classes: int = 1,
         labels: Sequence[int | None] | None = None,
-        eval_progress: Callable[[int, int, str], None] | None = None) -> RunResult:
+        eval_progress: Callable[[int, int, str], None] | None = None, keep_partial: bool = False) -> RunResult:
     """Explain ``inputs`` with each method (default: ``default_methods()``; "all" for every one) and, with
     ``evaluate``, score the maps; returns a :class:`RunResult`.
 
@@ -156,6 +157,7 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     ``top_classes`` K > 1 (with ``target="top1"``) also explains each image's 2nd to K-th most probable classes
     (``RunResult.ranks``; class-agnostic methods only once); ``labels`` (a class index or None per image) let the
     report mark right and wrong predictions; ``eval_progress(done, total, label)`` follows the evaluation.
+    ``keep_partial``: Ctrl-C returns the methods finished so far (``RunResult.interrupted``, no metrics).
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
@@ -173,8 +175,9 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         raise ValueError(f"layer= is for the layer methods; {', '.join(names_)} explain the input pixels")
     layer_name = resolve_layer(model, layer, x) if layered else None
 
-    def explain_all(methods_: list[str], tgt: Target) -> dict[str, MethodRun]:
-        runs: dict[str, MethodRun] = {}
+    def explain_all(methods_: list[str], tgt: Target, runs: dict[str, MethodRun] | None = None
+                    ) -> dict[str, MethodRun]:
+        runs = {} if runs is None else runs
         for step in plan_steps(methods_, opts):
             t0 = time.perf_counter()
             needs = get_method(step[0]).needs_layer
@@ -187,7 +190,14 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
                 progress(step)
         return runs
 
-    results = explain_all(names_, target)
+    results: dict[str, MethodRun] = {}
+    interrupted = False
+    try:
+        explain_all(names_, target, results)
+    except KeyboardInterrupt:
+        if not keep_partial or not results:
+            raise
+        interrupted = True  # keep the methods finished before Ctrl-C
     outputs = next((r.explanation.outputs for r in results.values() if r.explanation.outputs is not None), None)
     if outputs is None:
         _, outputs = clean_pass(model, x, target, batch_size)
@@ -198,7 +208,9 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
                        device=str(x.device), display=display,
                        labels=None if labels is None else [None if v is None else int(v) for v in labels],
-                       outputs=outputs)
+                       outputs=outputs, interrupted=interrupted)
+    if interrupted:
+        return result
     if top_classes > 1:
         if outputs is None or outputs.dim() != 2:
             raise ValueError("top_classes > 1 needs class outputs (B, K) to rank the classes")
@@ -215,9 +227,15 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         from interpretorch.metrics.evaluate import protocol
 
         t0 = time.perf_counter()
-        result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
-                                          metrics=metrics, progress=eval_progress, outputs=outputs,
-                                          explain_fn=reexplainers(result.explanations))
+        try:
+            result.evaluation = evaluate_maps(model, x, result.explanations, target=target, batch_size=batch_size,
+                                              metrics=metrics, progress=eval_progress, outputs=outputs,
+                                              explain_fn=reexplainers(result.explanations))
+        except KeyboardInterrupt:
+            if not keep_partial:
+                raise
+            result.interrupted = True  # the maps are finished; the metrics are not
+            return result
         result.evaluation_seconds = time.perf_counter() - t0
         result.evaluation_protocol = protocol(metrics)
     return result

@@ -10,6 +10,8 @@ from interpretorch.data.synthetic import SHAPES, make_image
 from interpretorch.models import Preprocess, TinyCNN
 
 SIZE = 32
+# Class folders the CLI's tiny_cnn can name ("class 0" ...): the CLI resolves folder names to the model's classes.
+TINY_CNN_FOLDERS = tuple(f"class {i}" for i in range(len(SHAPES)))
 PRE = Preprocess(SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
@@ -27,15 +29,15 @@ def voc_xml(boxes: list[tuple[float, float, float, float]], width: int, height: 
 
 
 def write_dataset(root: Path, n: int, *, seed: int = 0, layout: str = "imagefolder", size: int = SIZE,
-                  boxes: bool = False, masks: bool = False) -> Path:
+                  boxes: bool = False, masks: bool = False, folders: tuple[str, ...] = SHAPES) -> Path:
     """Write ``n`` synthetic images under ``root/data`` (class subfolders, or flat) with VOC XML boxes in
-    ``root/boxes`` and mask PNGs in ``root/masks``; returns the data folder."""
+    ``root/boxes`` and mask PNGs in ``root/masks``; class ``k``'s folder is ``folders[k]``; returns the data folder."""
     from PIL import Image
 
     data = root / "data"
     for i in range(n):
         img, label, mask, box = make_image(seed, i, size)
-        folder = data / SHAPES[label] if layout == "imagefolder" else data
+        folder = data / folders[label] if layout == "imagefolder" else data
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"img{i:04d}"
         Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(folder / f"{stem}.png")

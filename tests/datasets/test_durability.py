@@ -17,7 +17,7 @@ import torch
 
 import interpretorch
 import scale_worker
-from scale_data import PRE, tiny_model, write_dataset
+from scale_data import PRE, TINY_CNN_FOLDERS, tiny_model, write_dataset
 from interpretorch.cli import main
 from interpretorch.datasets import DatasetError, explain_dataset, load_maps, open_images, read_rows
 from interpretorch.datasets.writer import part_files, shard_files
@@ -118,7 +118,7 @@ CLI = ["evaluate", "--model", "tiny_cnn", "--size", "32", "--batch-size", "2", "
 
 
 def test_cli_sigterm_exits_143_with_one_line_and_resumes_to_the_same_rows(tmp_path, capsys):
-    data = write_dataset(tmp_path, 12)
+    data = write_dataset(tmp_path, 12, folders=TINY_CNN_FOLDERS)
     out = tmp_path / "out"
     script = tmp_path / "slow_cli.py"
     script.write_text(SLOW)
@@ -139,7 +139,7 @@ def test_cli_sigterm_exits_143_with_one_line_and_resumes_to_the_same_rows(tmp_pa
 
 
 def test_a_second_writer_is_refused(tmp_path, capsys):
-    data = write_dataset(tmp_path, 3)
+    data = write_dataset(tmp_path, 3, folders=TINY_CNN_FOLDERS)
     out = tmp_path / "out"
     with OutputLock(out):  # another run holds the folder
         with pytest.raises(FolderBusy, match=f"pid {os.getpid()}"):

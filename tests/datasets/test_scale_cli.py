@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from scale_data import write_dataset
+from scale_data import TINY_CNN_FOLDERS, write_dataset
 from interpretorch.cli import main
 from interpretorch.datasets import read_rows
 from interpretorch.datasets.report import PER_SECTION, pick_gallery
@@ -34,7 +34,7 @@ def test_pick_gallery_best_worst_random():
 
 
 def test_evaluate_data_report_and_resume(tmp_path, capsys):
-    data = write_dataset(tmp_path, 26, boxes=True)
+    data = write_dataset(tmp_path, 26, boxes=True, folders=TINY_CNN_FOLDERS)
     out = tmp_path / "out"
     args = ["evaluate", *BASE, "--data", str(data), "--boxes", str(tmp_path / "boxes"), "--methods", "gradcam,gradient",
             "--metrics", "average_drop,pointing_game", "--target", "label", "--limit", "25", "--seed", "3",

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import torch
 
-from scale_data import write_dataset
+from scale_data import TINY_CNN_FOLDERS, write_dataset
 from interpretorch.cli import main
 from interpretorch.datasets import read_rows
 from interpretorch.datasets.writer import shard_files
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 @pytest.mark.numerics
 def test_two_processes_equal_one(tmp_path):
-    data = write_dataset(tmp_path, 7, boxes=True)  # 7: the ranks get 4 and 3 images
+    data = write_dataset(tmp_path, 7, boxes=True, folders=TINY_CNN_FOLDERS)  # 7: the ranks get 4 and 3 images
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two = tmp_path / "two"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",

@@ -136,7 +136,7 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
         if taken:
             raise ValueError(f"method name(s) {taken} are already registered; pass replace=True to override")
     params = inspect.signature(fn).parameters
-    first = (doc or inspect.getdoc(fn) or "").strip().split("\n")[0]
+    first = " ".join((doc or inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())  # the first paragraph
     spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first, applies,
                       class_agnostic, dict(params))
     _METHODS[key] = spec

@@ -114,12 +114,12 @@ def run_dataset(args: argparse.Namespace) -> int:
     rank, world, args.device = dist.init_from_env(args.device)
     try:
         try:
+            loaded = load_model_from_args(args)
             data = open_images(args.data, labels=args.labels, boxes=args.boxes, masks=args.masks,
-                               limit=args.limit, seed=args.seed)
+                               limit=args.limit, seed=args.seed, class_names=loaded.class_names)
         except DatasetError as e:
             raise UserError(str(e)) from None
         out = output_dir(args.out)
-        loaded = load_model_from_args(args)
         if wanted == "all":
             methods = resolve_methods("all", loaded.model)
         if not isinstance(args.target, (int, str)):

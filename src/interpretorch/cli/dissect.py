@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             action.help = "resize every image to SIZE x SIZE pixels (default: the size stored in the dataset)"
     p.add_argument("--weights", default=None, help="a state dict (torch.save) to load into --model")
     p.add_argument("--layers", required=True, help="comma-separated layer names, e.g. _blocks.15,_head_act")
-    p.add_argument("--out", default="dissect-out", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="interpretorch-dissect", help="output folder (default: %(default)s)")
     p.add_argument("--quantile", type=fraction, default=0.005,
                    help="top quantile of each unit's activations that forms its region (default: %(default)s)")
     p.add_argument("--iou", type=fraction, default=0.04,

@@ -10,8 +10,9 @@ HELP = "saliency maps plus faithfulness metrics, as an HTML report"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``explain``."""
+    """The arguments of ``explain``, writing to a folder of its own by default."""
     explain.add_arguments(p, evaluate_flag=False)
+    p.set_defaults(out="interpretorch-evaluate")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,25 +73,12 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
 
 def class_index(text: str, class_names: Sequence[str]) -> int:
     """A label as a class index: an integer, or a class name (any of its comma-separated synonyms, any case)."""
-    text = text.strip()
-    try:
-        idx = int(text)
-    except ValueError:
-        idx = None
-    if idx is not None:
-        if class_names and not 0 <= idx < len(class_names):
-            raise UserError(f"label {idx} is not a class index of this model (0 to {len(class_names) - 1})")
-        return idx
-    want = text.replace("_", " ").lower()
-    for i, name in enumerate(class_names):
-        if name.lower() == want or want in (s.strip().replace("_", " ").lower() for s in name.split(",")):
-            return i
-    import difflib
+    from interpretorch.labels import LabelError, class_index as parse
 
-    synonyms = [s.strip() for n in class_names for s in n.split(",")]
-    close = difflib.get_close_matches(text, synonyms, n=3)
-    raise UserError(f"label {text!r} is neither a class index nor a class name of this model"
-                    + (f"; did you mean {', '.join(close)}?" if close else ""))
+    try:
+        return parse(text, class_names)
+    except LabelError as e:
+        raise UserError(str(e)) from None
 
 
 def read_labels(path: str, names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
@@ -227,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
                                  names=names, class_names=loaded.class_names or None,
                                  evaluate=evaluate, display=display, model_name=args.model, progress=progress,
                                  top_classes=topk, labels=labels, eval_progress=eval_progress,
-                                 metrics=getattr(args, "metrics", None))
+                                 metrics=getattr(args, "metrics", None), keep_partial=True)
     finally:
         bar.close()
         if ebar is not None:
@@ -235,6 +222,11 @@ def run(args: argparse.Namespace) -> int:
     result.failed = failed
     result.device = args.device
     result.settings = settings
+    if result.interrupted:  # Ctrl-C: the finished methods' maps are written, without metrics
+        page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
+        print(f"\ninterpretorch: interrupted; the {len(result.methods)} finished method(s) are in {page}"
+              + (" (no metrics)" if evaluate else ""), file=sys.stderr)
+        return 130
     if getattr(args, "sanity", False):
         result.sanity = _sanity(loaded, x, display, result, args, out_dir)
     page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))

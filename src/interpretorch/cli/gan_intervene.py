@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other", default=None,
                    help="the other concept whose top k units are ablated for comparison (default: the most common)")
     add_gan_arguments(p)
-    p.add_argument("--out", default="gan-intervene-out", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="interpretorch-gan-intervene", help="output folder (default: %(default)s)")
 
 
 @distributed

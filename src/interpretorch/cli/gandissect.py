@@ -154,7 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="units switched off / on per concept in the interventions (default: %(default)s, at most "
                         "a quarter of the layer)")
     p.add_argument("--no-interventions", action="store_true", help="dissect only (tally.csv, summary.json, report)")
-    p.add_argument("--out", default="gandissect-out", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="interpretorch-gandissect", help="output folder (default: %(default)s)")
 
 
 def distributed(body: Callable[[argparse.Namespace, int], int]) -> Callable[[argparse.Namespace], int]:

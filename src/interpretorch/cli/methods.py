@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import textwrap
 
 NAME = "methods"
 HELP = "list the explanation methods: name, map kind, layer, options and defaults"
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
                                                                           if s.group else [])
         print(f"{s.name:22s} {', '.join(flags)}" + (f"   (also: {', '.join(s.aliases)})" if s.aliases else ""))
         if s.doc:
-            print(f"    {s.doc}")
+            print(textwrap.fill(s.doc, 110, initial_indent="    ", subsequent_indent="    "))
         opts = ", ".join(n if v is inspect.Parameter.empty else f"{n}={v!r}" for n, v in s.options.items())
         print(f"    options: {opts or 'none'}")
     return 0

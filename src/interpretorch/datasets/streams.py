@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from interpretorch.models.preprocess import IMAGE_SUFFIXES, ImageLoadError, Preprocess, load_image
+from interpretorch.labels import LabelError, class_index, folder_classes
 from interpretorch.runstate import files_fingerprint
 
 LIST_SUFFIXES = {".csv", ".txt", ".lst", ".tsv"}
@@ -98,17 +99,15 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _parse_label(text: str, where: str, classes: dict[str, int] | None = None) -> int:
+def _parse_label(text: str, where: str, classes: dict[str, int] | None = None,
+                 class_names: Sequence[str] = ()) -> int:
     t = text.strip()
+    if classes and t in classes:
+        return classes[t]
     try:
-        v = int(t)
-    except ValueError:
-        if classes is not None and t in classes:
-            return classes[t]
-        raise DatasetError(f"{where}: label {t!r} is not a class index") from None
-    if v < 0:
-        raise DatasetError(f"{where}: label {v} is negative")
-    return v
+        return class_index(t, class_names)
+    except LabelError as e:
+        raise DatasetError(f"{where}: {e}") from None
 
 
 def _read_list(path: Path) -> list[tuple[str, str | None, int]]:
@@ -139,8 +138,9 @@ def _read_list(path: Path) -> list[tuple[str, str | None, int]]:
     return rows
 
 
-def read_labels(path: str | Path, classes: Sequence[str] = ()) -> dict[str, int]:
-    """``{file or stem: label}`` from a labels file: CSV / tab rows ``file,label`` (a header row is skipped)."""
+def read_labels(path: str | Path, classes: Sequence[str] = (), class_names: Sequence[str] = ()) -> dict[str, int]:
+    """``{file or stem: label}`` from a labels file: CSV / tab rows ``file,label`` (a header row is skipped); a
+    label is a class index, a class folder's name (``classes``) or a class name or synonym (``class_names``)."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"--labels {str(p)!r}: no such file")
@@ -149,7 +149,7 @@ def read_labels(path: str | Path, classes: Sequence[str] = ()) -> dict[str, int]
     for name, label, n in _read_list(p):
         if label is None:
             raise DatasetError(f"{p}:{n}: expected 'file,label' (or file<TAB>label), got {name!r}")
-        out[name] = _parse_label(label, f"{p}:{n}", named)
+        out[name] = _parse_label(label, f"{p}:{n}", named, class_names)
     if not out:
         raise DatasetError(f"--labels {str(p)!r} lists no labels")
     return out
@@ -165,11 +165,14 @@ def _class_folders(root: Path) -> list[Path] | None:
 
 
 def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: str | Path | None = None,
-                masks: str | Path | None = None, limit: int | None = None, seed: int = 0) -> ImageSet:
+                masks: str | Path | None = None, limit: int | None = None, seed: int = 0,
+                class_names: Sequence[str] = ()) -> ImageSet:
     """Index a dataset: a folder of images, an ImageFolder tree (class subfolders), or a CSV / text list.
 
-    ImageFolder labels are the class folders' numbers when every folder is named by an integer, else their
-    position in sorted order (ImageNet's synset folders sort into its class order). A list file's paths are
+    An ImageFolder tree's class folders are named by class index or by one of the model's ``class_names`` (or
+    a synonym; the complete ImageNet synset layout keeps its sorted order); a folder naming no class is refused.
+    Without ``class_names`` (a model that has none) non-numeric folders are numbered in sorted order, as
+    torchvision's ``ImageFolder`` does. Labels in a list or labels file resolve the same way. A list file's paths are
     relative to its folder and must stay inside it. ``labels`` (a ``file,label`` CSV, keyed by relative path
     or file stem) overrides the labels found; ``boxes`` (Pascal VOC XML) or ``masks`` (PNG) folders hold one
     file per image with the image's relative path or stem. ``limit`` picks a random subset seeded by ``seed``.
@@ -184,8 +187,11 @@ def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: st
         if folders is not None:
             kind = "imagefolder"
             classes = [f.name for f in folders]
-            numeric = all(c.isdigit() for c in classes)
-            pairs = [(q, int(f.name) if numeric else k) for k, f in enumerate(folders)
+            try:
+                indices = folder_classes(classes, class_names)
+            except LabelError as e:
+                raise DatasetError(f"--data {str(src)!r}: {e}") from None
+            pairs = [(q, k) for k, f in zip(indices, folders)
                      for q in sorted(q for q in f.rglob("*") if _is_image(q))]
         else:
             kind = "folder"
@@ -202,7 +208,7 @@ def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: st
             if not p.is_file():
                 raise DatasetError(f"{src}:{n}: no such image {name!r}")
             entries.append((p.relative_to(root.resolve()).as_posix(),
-                            None if label is None else _parse_label(label, f"{src}:{n}")))
+                            None if label is None else _parse_label(label, f"{src}:{n}", None, class_names)))
     else:
         raise DatasetError(f"--data {str(src)!r} is neither a folder nor a list of images "
                            f"({', '.join(sorted(LIST_SUFFIXES))})")
@@ -210,7 +216,7 @@ def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: st
         raise DatasetError(f"--data {str(src)!r}: the dataset has no images "
                            f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     if labels is not None:
-        table = read_labels(labels, classes)
+        table = read_labels(labels, classes, class_names)
         relabelled = []
         for rel, _ in entries:
             lab = table.get(rel, table.get(Path(rel).name, table.get(Path(rel).stem)))

@@ -183,6 +183,18 @@ def similarity_score(reference: torch.Tensor) -> ScoreFn:
     return score
 
 
+def projection_score(reference: torch.Tensor) -> ScoreFn:
+    """Score = each sentence's mean-pooled embedding projected on ``reference`` (D,), over ``reference``'s squared
+    norm: 1 at the reference itself, linear in the embedding, and with a non-zero gradient there (a cosine with
+    itself sits at its maximum, where every gradient is zero)."""
+    ref = reference.detach()
+    sq = (ref * ref).sum().clamp_min(torch.finfo(ref.dtype).tiny)
+
+    def score(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lrp: bool) -> torch.Tensor:
+        return (mean_pool(_hidden(model, embeds, mask), mask) * ref).sum(-1) / sq
+    return score
+
+
 def class_score(target: int | Sequence[int]) -> ScoreFn:
     """Score = the logit of class ``target`` (one int, or one per sentence) of a sequence-classification head."""
     def score(model: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, lrp: bool) -> torch.Tensor:
@@ -281,13 +293,13 @@ def token_attributions(text_model: TextModel, sentences: Sequence[str], score_fn
 
 
 @torch.no_grad()
-def sentence_embeddings(text_model: TextModel, sentences: Sequence[str]) -> torch.Tensor:
-    """Unit-norm mean-pooled embeddings (B, D) of ``sentences``."""
+def sentence_embeddings(text_model: TextModel, sentences: Sequence[str], unit: bool = True) -> torch.Tensor:
+    """Mean-pooled embeddings (B, D) of ``sentences``, scaled to unit norm unless ``unit`` is False."""
     model = text_model.model
     enc = encode(text_model.tokenizer, sentences, next(model.parameters()).device)
     with capture(model, [], grad=False):
         pooled = mean_pool(_hidden(model, _embeds(model, enc), enc.attention_mask), enc.attention_mask)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+    return torch.nn.functional.normalize(pooled, dim=-1) if unit else pooled
 
 
 def explain_similarity(text_model: TextModel, first: str, second: str, methods: Sequence[str] = TEXT_METHODS,
@@ -309,7 +321,8 @@ def explain_similarity(text_model: TextModel, first: str, second: str, methods: 
 def explain_sentence(text_model: TextModel, sentence: str, methods: Sequence[str] = TEXT_METHODS,
                      target: int | str = "top1", **kwargs: Any) -> dict[str, Any]:
     """Explain one sentence: the predicted (or ``target``) class of a classification head, or, for a sentence
-    encoder, the norm-free self-similarity of its embedding (how much each word makes the embedding what it is).
+    encoder, the norm-free self-similarity of its embedding (its projection on itself over its squared norm,
+    ``projection_score``: how much each word makes the embedding what it is).
     A sentence longer than the model reads is explained up to its limit, with a message in ``"warnings"``; a
     class ``target`` on a sentence encoder, or outside the head's classes, is a ValueError."""
     if text_model.pooling == "cls":
@@ -326,8 +339,8 @@ def explain_sentence(text_model: TextModel, sentence: str, methods: Sequence[str
         if target != "top1":
             raise ValueError(f"target {target!r} needs a classification head; this model is a sentence encoder "
                              "(one sentence explains its embedding, two their similarity)")
-        emb = sentence_embeddings(text_model, [sentence])[0]
-        score_fn, extra = similarity_score(emb), {"target": "self-similarity"}
+        emb = sentence_embeddings(text_model, [sentence], unit=False)[0]
+        score_fn, extra = projection_score(emb), {"target": "self-similarity"}
     attrs = token_attributions(text_model, [sentence], score_fn, methods, **kwargs)
     warnings = next(iter(attrs.values())).warnings if attrs else []
     return {**extra, "warnings": list(warnings),
@@ -340,6 +353,13 @@ def _color(v: float, span: float) -> str:
     return f"rgba(220, 40, 40, {a:.3f})" if v >= 0 else f"rgba(40, 80, 220, {a:.3f})"
 
 
+def top_words(tokens: Sequence[str], scores: Sequence[float], k: int = 3) -> list[str]:
+    """The ``k`` words with the largest scores, none when every score is zero (nothing to rank)."""
+    if not any(scores):
+        return []
+    return [w for w, _ in sorted(zip(tokens, scores), key=lambda p: -p[1])[:k]]
+
+
 def highlight_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows for the HTML view: per sentence and method, words with a background colour and the score."""
     rows = []
@@ -349,7 +369,7 @@ def highlight_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"text": sent["text"], "method": m,
                          "words": [{"word": w, "score": v, "color": _color(v, span)}
                                    for w, v in zip(d["tokens"], d["scores"])],
-                         "top": [w for w, _ in sorted(zip(d["tokens"], d["scores"]), key=lambda p: -p[1])[:3]]})
+                         "top": top_words(d["tokens"], d["scores"]) or ["(all scores zero: no word stands out)"]})
     return rows
 
 
