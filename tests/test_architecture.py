@@ -16,7 +16,7 @@ PACKAGE = "interpretorch"
 # The floors, lowest first (docs/ARCHITECTURE.md). A module is on the floor of the longest prefix naming it; a
 # family's own ``report`` module (pictures and pages of its results) is on the report floor.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground", ("core", "explanation", "capture", "imageops", "data", "training", "models", "runstate")),
+    ("ground", ("core", "explanation", "capture", "imageops", "data", "training", "models", "runstate", "labels")),
     ("families", ("attribution", "metrics", "concepts", "dissect", "gan", "sanity", "transformers")),
     ("run and report", ("run", "report", "datasets")),
     ("api and cli", ("", "cli")),
