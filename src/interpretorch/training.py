@@ -1,9 +1,11 @@
 """What the project's small seeded training scripts share: a single-threaded seeded scope, one shuffled epoch,
-and accuracy. Same config, same weights on the same platform (CPU kind and torch build)."""
+accuracy, and the one train-and-save command line (``train_command``) every ``python -m ... --out PATH`` uses. Same config, same weights on the same platform (CPU kind and torch build)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
-from typing import Callable, Iterator
+from dataclasses import asdict
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,3 +58,19 @@ def finish(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.grad = None
     return model
+
+
+def train_command(prog: str, description: str, config_type: type, train_and_save: Callable[[Any, str], str],
+                  argv: Sequence[str] | None = None) -> str:
+    """The one train-and-save command line: ``--out PATH`` and one ``--field`` per field of the dataclass
+    ``config_type`` (its defaults); ``train_and_save(config, out)`` trains, writes and returns the line printed."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
+    defaults = config_type()
+    for name, value in asdict(defaults).items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = ap.parse_args(None if argv is None else list(argv))
+    config = config_type(**{k: getattr(args, k) for k in asdict(defaults)})
+    line = train_and_save(config, args.out)
+    print(line)
+    return line

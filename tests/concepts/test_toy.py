@@ -49,3 +49,14 @@ def test_the_script_retrains_a_model_as_good_as_the_shipped_one(tmp_path, capsys
     assert meta["val_accuracy"] == pytest.approx(shipped["val_accuracy"], abs=0.03)
     assert {k: v.shape for k, v in new.state_dict().items()} == \
         {k: v.shape for k, v in load_concept_cnn()[0].state_dict().items()}
+
+
+def test_concept_cnn_is_the_synthetic_cnn_undilated_with_relus_not_in_place():
+    from interpretorch.models.synthetic_cnn import SyntheticCNN
+
+    model, _ = load_concept_cnn()
+    assert isinstance(model, SyntheticCNN)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation for c in convs] == [(1, 1)] * 4
+    assert not any(m.inplace for m in model.features if isinstance(m, torch.nn.ReLU))
+    assert [c.dilation for c in SyntheticCNN().features if isinstance(c, torch.nn.Conv2d)][-1] == (2, 2)

@@ -174,3 +174,19 @@ def test_explanations_render_inline_in_jupyter():
     assert "shared by every map" in shared
     with pytest.raises(TypeError):
         grid({"a": 1})
+
+
+def test_both_overlays_blend_through_one_renderer(tiny, images):
+    import matplotlib
+
+    from interpretorch import explain
+    from interpretorch.report.drawing import overlay as explanation_overlay
+    from interpretorch.report.drawing import to_uint8_images
+    from interpretorch.report.scales import blend
+
+    exp = explain(tiny, images, "gradcam", layer="features")
+    photos = to_uint8_images(images)
+    colors = matplotlib.colormaps["viridis"](exp.normalized().cpu().numpy())[..., :3]
+    assert np.array_equal(explanation_overlay(exp, images, cmap="viridis", alpha=0.3), blend(photos, colors, 0.3))
+    assert np.array_equal(blend(photos, colors, 0.0), photos)
+    assert np.array_equal(blend(photos, colors, 1.0), (colors * 255).round().astype(np.uint8))

@@ -1,7 +1,9 @@
 """Class activation maps: each CAM is only its weighting rule on (activations, gradients), and every CAM requested
 together shares one forward and one backward pass to the layer.
 
-Adding a CAM is one decorated rule: ``@cam_rule("name")`` registers it as a method of the shared pass.
+Adding a CAM is one decorated rule: ``@cam_rule("name")`` is ``register(name, ..., group="cam")`` plus the rule
+the shared pass applies, so there is one way to add a method and the decorator is its CAM shorthand. A CAM that
+is not a weighting rule on (activations, gradients) (Score-CAM, Ablation-CAM, ...) calls ``register`` itself.
 """
 from __future__ import annotations
 
@@ -61,9 +63,10 @@ def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = T
     ``class_agnostic``: the rule ignores the target (reports say so instead of naming a class).
     """
     def decorate(fn: Callable) -> Callable:
-        CAM_RULES[name] = CamRule(fn, uses_gradients)
+        # register first: a refused name (already taken) leaves no rule behind
         register(name, _single_cam(name), kind="region", needs_layer=True, aliases=aliases, group="cam",
                  default=default, doc=(fn.__doc__ or "").strip().split("\n")[0], class_agnostic=class_agnostic)
+        CAM_RULES[name] = CamRule(fn, uses_gradients)
         return fn
     return decorate
 

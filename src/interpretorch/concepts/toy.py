@@ -15,7 +15,6 @@ differently and give other weights). The weights of the default config ship in
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import time
@@ -24,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from interpretorch.concepts.generate import checker_image, dots_image, solid_image, stripes_image, texture_image
-from interpretorch.models.layers import StagedModule
+from interpretorch.models.synthetic_cnn import SyntheticCNN
 from interpretorch.models.preprocess import Preprocess
-from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_command, train_epoch
 
 CLASSES = ("stripes", "dots")
 PREPROCESS = Preprocess(48, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -112,25 +110,13 @@ def backgrounds(n: int, seed: int, size: int = 48) -> torch.Tensor:
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().contiguous()
 
 
-class ConceptCNN(StagedModule):
-    """Three conv-BN-ReLU blocks with pooling, a fourth block, global average pooling and a linear head."""
+class ConceptCNN(SyntheticCNN):
+    """The synthetic CNN's architecture with the last block undilated and ReLUs not in place: three conv-BN-ReLU
+    blocks with pooling, a fourth block, global average pooling and a linear head. Same parameter names and
+    shapes as before it became a :class:`SyntheticCNN`, so the shipped weights load unchanged (no key remap)."""
 
     def __init__(self, num_classes: int = len(CLASSES), width: int = 12) -> None:
-        super().__init__()
-        w = width
-
-        def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-        self.features = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), nn.MaxPool2d(2),
-                                      *block(2 * w, 4 * w), *block(4 * w, 4 * w))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(4 * w, num_classes)
-
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """Ordered (name, module) pairs whose composition is ``forward``."""
-        return [("features", self.features), ("pool", self.pool), ("flatten", self.flatten), ("fc", self.fc)]
+        super().__init__(num_classes, width, last_dilation=1, inplace_relu=False)
 
 
 @dataclass(frozen=True)
@@ -208,18 +194,13 @@ def load_concept_cnn(path: str | Path | None = None, sha256: str | None = None) 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: train the concept CNN and write its weights."""
-    ap = argparse.ArgumentParser(prog="python -m interpretorch.concepts.toy",
-                                 description="Train the concept CNN (stripes vs dots) on the seeded concept images.")
-    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    defaults = ToyConfig()
-    for name, value in asdict(defaults).items():
-        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    args = ap.parse_args(argv)
-    config = ToyConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    model, acc, seconds = train_concept_cnn(config)
-    path = save_concept_cnn(model, args.out, config, acc)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    print(f"validation accuracy {acc:.4f}; trained in {seconds:.1f} s; wrote {path} (sha256 {digest})")
+    def run(config: ToyConfig, out: str) -> str:
+        model, acc, seconds = train_concept_cnn(config)
+        path = save_concept_cnn(model, out, config, acc)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return f"validation accuracy {acc:.4f}; trained in {seconds:.1f} s; wrote {path} (sha256 {digest})"
+    train_command("python -m interpretorch.concepts.toy",
+                  "Train the concept CNN (stripes vs dots) on the seeded concept images.", ToyConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ activation with a segmentation of the generated images.
 For ``samples`` seeded latent vectors, streamed in batches: the generator runs once with the layers recorded
 (:func:`interpretorch.capture.capture`), the segmenter labels every pixel of the generated image with its
 arg-max class, each unit's top-``quantile`` threshold is estimated with the dissection's streaming estimator
-(:class:`~interpretorch.dissect.stats.TopQuantile`), and the activation, upsampled to the image and
-thresholded, is counted against every segmented concept (:class:`~interpretorch.dissect.stats.IoUTally`).
+(:class:`~interpretorch.core.runningstats.TopQuantile`), and the activation, upsampled to the image and
+thresholded, is counted against every segmented concept (:class:`~interpretorch.core.runningstats.IoUTally`).
 Every generated image counts for every concept (the paper's IoU over all samples). While the activations and
 segmentations fit in ``cache_bytes`` the second step reads them from memory; otherwise the generator and
 segmenter run again on the same z. Under ``torchrun`` each process takes every ``world``-th sample and the
-statistics are reduced, as in :func:`interpretorch.dissect.dissect`.
+statistics are reduced, as in :func:`interpretorch.dissect.dissect`: both run the driver
+:func:`interpretorch.core.tally.two_pass_tally`, each with its own data source. The upsampling is
+:func:`~interpretorch.core.runningstats.upsample_units` (why not ``explanation.upsample``: see there).
 """
 from __future__ import annotations
 
@@ -19,14 +21,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.capture import capture, frozen, spatial_layers
 from interpretorch.core import model_device, rows_per_pass
 from interpretorch.core import world as _world
-from interpretorch.dissect.run import LayerDissection
-from interpretorch.dissect.stats import IoUTally, TopImages, TopQuantile
+from interpretorch.core.runningstats import upsample_units
+from interpretorch.core.tally import LayerDissection, Labels, two_pass_tally
 
 
 def sample_z(n: int, z_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -63,24 +64,6 @@ def check_images(images: object, batch: int) -> torch.Tensor:
     if not torch.isfinite(images.sum()) and not torch.isfinite(images).all():
         raise ValueError("the generator's images contain NaN or infinity")
     return images
-
-
-def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """(n_in, n_out): row i is how input position i spreads over the outputs under F.interpolate's linear mode."""
-    eye = torch.eye(n_in, device=device).view(n_in, 1, n_in)
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :]
-
-
-def upsample(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of (B, U, h, w) maps to ``size`` (align_corners=False, as F.interpolate), computed as
-    two small matrix products, several times faster on the CPU than F.interpolate for feature maps (results
-    agree to float rounding, about 1e-6 of the values); always a new tensor."""
-    h, w = a.shape[-2:]
-    if (h, w) == tuple(size):
-        return a.float().clone()
-    mw = _interpolation_matrix(w, size[1], a.device)
-    mh = _interpolation_matrix(h, size[0], a.device)
-    return mh.T @ (a.float() @ mw)
 
 
 def default_layers(generator: nn.Module, z_shape: Sequence[int]) -> list[str]:
@@ -196,10 +179,8 @@ def dissect_generator(generator: nn.Module, segmenter: nn.Module, layers: Sequen
     label_names = ["-"] + classes
     k = len(classes)
 
-    quant: dict[str, TopQuantile] = {}
-    tops: dict[str, TopImages] = {}
-    cache: list | None = [] if cache_bytes > 0 else None
     concept_pixels = torch.zeros(k, dtype=torch.long, device=device)
+    seg_dtype = torch.uint8 if k < 256 else torch.int16
 
     def run_batch(rec, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         rec.calls.clear()
@@ -217,37 +198,20 @@ def dissect_generator(generator: nn.Module, segmenter: nn.Module, layers: Sequen
         return acts, seg
 
     batches = [mine[i:i + bs] for i in range(0, len(mine), bs)]
-    with capture(generator, names, grad=False) as rec, frozen(segmenter):
-        for idx in batches:
+
+    def pass1(start: int):
+        for idx in batches[start:]:
             acts, seg = run_batch(rec, idx)
-            concept_pixels += torch.bincount(seg.flatten(), minlength=k)[:k]
-            for n in names:
-                a = acts[n]
-                if n not in quant:
-                    quant[n] = TopQuantile(a.shape[1], quantile, samples * a.shape[2] * a.shape[3], device)
-                    tops[n] = TopImages(a.shape[1], top_images, device)
-                quant[n].update(a)
-                tops[n].update(a, idx)
-            if cache is not None:
-                size = sum(a.numel() * a.element_size() for a in acts.values()) + seg.numel()
-                if size * len(batches) <= cache_bytes:
-                    cache.append(({n: a.to("cpu", copy=True) for n, a in acts.items()},
-                                  seg.to("cpu", torch.uint8 if k < 256 else torch.int16)))
-                else:
-                    cache = None
-        if not quant:
-            raise ValueError(f"process {rank} of {world} got no samples")
-        for n in names:
-            quant[n].all_reduce()
-            tops[n].all_reduce()
+            concept_pixels.add_(torch.bincount(seg.flatten(), minlength=k)[:k])
+            yield idx, acts, {"seg": seg.to("cpu", seg_dtype)}
         if world > 1:
             torch.distributed.all_reduce(concept_pixels)
-        thresholds = {n: quant[n].thresholds() for n in names}
-        tallies = {n: IoUTally(quant[n].units, label_category, len(category_names), device) for n in names}
-        for bi, idx in enumerate(batches):
+
+    def pass2(start: int, cache: list | None):
+        for bi in range(start, len(batches)):
+            idx = batches[bi]
             if cache is not None:
-                acts = {n: a.to(device) for n, a in cache[bi][0].items()}
-                seg = cache[bi][1].to(device).long()
+                acts, seg = None, cache[bi][1]["seg"].to(device).long()
             else:
                 acts, seg = run_batch(rec, idx)
             pixel = (seg + 1)[:, None]  # label numbers 1..K; 0 is "unlabelled"
@@ -256,11 +220,15 @@ def dissect_generator(generator: nn.Module, segmenter: nn.Module, layers: Sequen
             # the labels present and their masks, once for every layer (as label_masks, from the arg-max map)
             present = (torch.bincount(seg.flatten(), minlength=k) > 0).nonzero().view(-1) + 1
             masks = (present, pixel.flatten(1)[:, :, None] == present.view(1, 1, -1))
-            for n in names:
-                tallies[n].update(acts[n], thresholds[n], pixel, no_image_labels, every, masks=masks,
-                                  max_elements=max_upsampled, upsample=upsample)
-        for n in names:
-            tallies[n].all_reduce()
+            yield Labels(pixel, no_image_labels, every, masks, acts)
+
+    with capture(generator, names, grad=False) as rec, frozen(segmenter):
+        out = two_pass_tally(pass1, pass2, names, batches=len(batches), total=samples, quantile=quantile,
+                             top_images=top_images, label_category=label_category,
+                             num_categories=len(category_names), device=device, cache_bytes=cache_bytes,
+                             no_rows=f"process {rank} of {world} got no samples", max_elements=max_upsampled,
+                             upsample=upsample_units)
+    thresholds, tallies, tops = out.thresholds, out.tallies, out.tops
     out = {n: LayerDissection(n, thresholds[n].cpu(), tallies[n], label_names, category_names, iou_threshold,
                               tops[n].values.cpu(), tops[n].indices.cpu()) for n in names}
     return GANDissection(out, classes, samples, seed, quantile, iou_threshold, concept_pixels.cpu())

@@ -13,7 +13,6 @@ accuracy. ``made_with`` records the torch version and CPU capability the weights
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,28 +23,32 @@ from torch import nn
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
 from interpretorch.models.layers import StagedModule
 from interpretorch.models.preprocess import Preprocess
-from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_command, train_epoch
 
 PREPROCESS = Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CAM_LAYER = "features"
 
 
-def _block(cin: int, cout: int, dilation: int = 1) -> list[nn.Module]:
+def _block(cin: int, cout: int, dilation: int = 1, inplace: bool = True) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True)]
+            nn.ReLU(inplace=inplace)]
 
 
 class SyntheticCNN(StagedModule):
     """Four conv-BN-ReLU blocks (the last dilated), two poolings, global average pooling and a linear head.
 
-    At 64 px the ``features`` output is 32 x 16 x 16 with a 30 px receptive field.
+    At 64 px the ``features`` output is 32 x 16 x 16 with a 30 px receptive field. ``last_dilation`` and
+    ``inplace_relu`` let the concept CNN (:class:`interpretorch.concepts.toy.ConceptCNN`: undilated, ReLUs not in
+    place so a hooked BN output is not overwritten) be this same class; they change no parameter name or shape.
     """
 
-    def __init__(self, num_classes: int = len(SHAPES), width: int = 8) -> None:
+    def __init__(self, num_classes: int = len(SHAPES), width: int = 8, *, last_dilation: int = 2,
+                 inplace_relu: bool = True) -> None:
         super().__init__()
-        w = width
-        self.features = nn.Sequential(*_block(3, w), nn.MaxPool2d(2), *_block(w, 2 * w), nn.MaxPool2d(2),
-                                      *_block(2 * w, 4 * w), *_block(4 * w, 4 * w, dilation=2))
+        w, r = width, inplace_relu
+        self.features = nn.Sequential(*_block(3, w, inplace=r), nn.MaxPool2d(2), *_block(w, 2 * w, inplace=r),
+                                      nn.MaxPool2d(2), *_block(2 * w, 4 * w, inplace=r),
+                                      *_block(4 * w, 4 * w, dilation=last_dilation, inplace=r))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.fc = nn.Linear(4 * w, num_classes)
@@ -128,18 +131,13 @@ def load_synthetic_cnn(path: str | Path, device: str | torch.device = "cpu"):
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: train the synthetic CNN and write its weights."""
-    ap = argparse.ArgumentParser(prog="python -m interpretorch.models.synthetic_cnn",
-                                 description="Train the small CNN on the seeded synthetic localisation set.")
-    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    defaults = TrainConfig()
-    for name, value in asdict(defaults).items():
-        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    args = ap.parse_args(argv)
-    config = TrainConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    start = time.perf_counter()
-    model, acc = train_synthetic_cnn(config, verbose=True)
-    path = save_synthetic_cnn(model, args.out, config, acc)
-    print(f"validation accuracy {acc:.4f}; trained in {time.perf_counter() - start:.1f} s; wrote {path}")
+    def run(config: TrainConfig, out: str) -> str:
+        start = time.perf_counter()
+        model, acc = train_synthetic_cnn(config, verbose=True)
+        path = save_synthetic_cnn(model, out, config, acc)
+        return f"validation accuracy {acc:.4f}; trained in {time.perf_counter() - start:.1f} s; wrote {path}"
+    train_command("python -m interpretorch.models.synthetic_cnn",
+                  "Train the small CNN on the seeded synthetic localisation set.", TrainConfig, run, argv)
 
 
 if __name__ == "__main__":

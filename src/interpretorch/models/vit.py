@@ -9,7 +9,6 @@ does, so the attention tools of ``interpretorch.transformers`` are exercised on 
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
 from interpretorch.models.preprocess import Preprocess
-from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_command, train_epoch
 
 PREPROCESS = Preprocess(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
@@ -255,18 +254,13 @@ def load_tiny_vit(path: str | Path | None = None, device: str | torch.device = "
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: train the tiny ViT and write its weights."""
-    ap = argparse.ArgumentParser(prog="python -m interpretorch.models.vit",
-                                 description="Train the tiny ViT on the seeded synthetic localisation set.")
-    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    defaults = ViTConfig()
-    for name, value in asdict(defaults).items():
-        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    args = ap.parse_args(argv)
-    config = ViTConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    start = time.perf_counter()
-    model, acc = train_tiny_vit(config, verbose=True)
-    path = save_tiny_vit(model, args.out, config, acc)
-    print(f"validation accuracy {acc:.4f}; trained in {time.perf_counter() - start:.1f} s; wrote {path}")
+    def run(config: ViTConfig, out: str) -> str:
+        start = time.perf_counter()
+        model, acc = train_tiny_vit(config, verbose=True)
+        path = save_tiny_vit(model, out, config, acc)
+        return f"validation accuracy {acc:.4f}; trained in {time.perf_counter() - start:.1f} s; wrote {path}"
+    train_command("python -m interpretorch.models.vit", "Train the tiny ViT on the seeded synthetic localisation set.",
+                  ViTConfig, run, argv)
 
 
 if __name__ == "__main__":

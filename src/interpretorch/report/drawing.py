@@ -11,6 +11,7 @@ import torch
 
 from interpretorch.explanation import (VISUALIZATIONS, Explanation, abs_grayscale, diverging, register_display,
                                        upsample)
+from interpretorch.report.scales import blend
 
 __all__ = ["render_visualization", "to_uint8_images", "overlay", "heatmap", "png_strip", "save_png"]
 
@@ -74,8 +75,7 @@ def overlay(explanation: Explanation, images: torch.Tensor | np.ndarray, cmap: s
     if tuple(maps.shape[-2:]) != imgs.shape[1:3]:
         maps = upsample(maps, imgs.shape[1:3])
     colors = matplotlib.colormaps[cmap](maps.cpu().numpy())[..., :3]
-    out = (1 - alpha) * imgs.astype(np.float32) / 255.0 + alpha * colors
-    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    return blend(imgs, colors, alpha)
 
 
 def png_strip(explanation: Explanation) -> bytes:

@@ -132,12 +132,20 @@ def overlay(values: np.ndarray, image: np.ndarray | None, scale: Scale) -> np.nd
     colors = colorize(values, scale).astype(np.float32) / 255.0
     if image is None:
         return (colors * 255).round().astype(np.uint8)
-    img = image.astype(np.float32) / 255.0
     if scale.signed:
         alpha = SIGNED_ALPHA * np.abs(scale.unit(np.asarray(values, dtype=np.float64)) * 2 - 1)[..., None]
     else:
         alpha = OVERLAY_ALPHA
-    out = (1 - alpha) * img + alpha * colors
+    return blend(image, colors, alpha)
+
+
+def blend(image: np.ndarray, colors: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """Colours in [0, 1] (..., 3) laid over uint8 images (..., 3) at opacity ``alpha``; returns uint8.
+
+    The one overlay renderer: the pages (:func:`overlay`, colours from a :class:`Scale`) and
+    ``Explanation.overlay`` (``report.drawing.overlay``, a named colormap on normalised maps) both blend here.
+    """
+    out = (1 - alpha) * image.astype(np.float32) / 255.0 + alpha * colors
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 

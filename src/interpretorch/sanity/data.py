@@ -11,7 +11,6 @@ true labels should be at chance (1 / number of classes).
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 from interpretorch.data.synthetic import SHAPES, make_localisation_set
 from interpretorch.models.synthetic_cnn import PREPROCESS, SyntheticCNN, TrainConfig
-from interpretorch.training import accuracy, finish, seeded_single_thread, train_epoch
+from interpretorch.training import accuracy, finish, seeded_single_thread, train_command, train_epoch
 
 
 @dataclass(frozen=True)
@@ -123,18 +122,14 @@ def load_random_label_cnn(path: str | Path) -> tuple[SyntheticCNN, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: train the random-label CNN and write its weights."""
-    ap = argparse.ArgumentParser(prog="python -m interpretorch.sanity.data",
-                                 description="Train SyntheticCNN on permuted labels of the synthetic set.")
-    ap.add_argument("--out", required=True, help="where to write the weights (.pt)")
-    defaults = RandomLabelConfig()
-    for name, value in asdict(defaults).items():
-        ap.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-    args = ap.parse_args(argv)
-    run = train_random_label_cnn(RandomLabelConfig(**{k: getattr(args, k) for k in asdict(defaults)}), verbose=True)
-    path = save_random_label_cnn(run, args.out)
-    print(f"train accuracy (permuted labels) {run.train_accuracy:.4f}, test accuracy (true labels) "
-          f"{run.test_accuracy:.4f} (chance {run.chance:.2f}); {run.epochs} epochs in {run.seconds:.1f} s; "
-          f"wrote {path}")
+    def run_(config: RandomLabelConfig, out: str) -> str:
+        run = train_random_label_cnn(config, verbose=True)
+        path = save_random_label_cnn(run, out)
+        return (f"train accuracy (permuted labels) {run.train_accuracy:.4f}, test accuracy (true labels) "
+                f"{run.test_accuracy:.4f} (chance {run.chance:.2f}); {run.epochs} epochs in {run.seconds:.1f} s; "
+                f"wrote {path}")
+    train_command("python -m interpretorch.sanity.data", "Train SyntheticCNN on permuted labels of the synthetic set.",
+                  RandomLabelConfig, run_, argv)
 
 
 if __name__ == "__main__":
