@@ -183,9 +183,13 @@ def run(args: argparse.Namespace) -> int:
 
     options, settings = cpu_settings(methods, x.device, getattr(args, "paper_settings", False), options)
     layered = any(get_method(m).needs_layer for m in methods)
+    if args.layer and not layered:  # refused before the estimate is printed, so the error stays one line
+        raise UserError(f"--layer is for the layer methods; {', '.join(methods)} explain the input pixels")
     try:
         total_rows = announce(loaded.model, x, methods, options,
                               args.layer or (loaded.cam_layer if layered else None), args.batch_size)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        total_rows = None  # a bad argument: the run below refuses it in one line
     except Exception as e:  # an estimate must never stop a run
         print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
         total_rows = None
