@@ -35,10 +35,9 @@ MAP_RTOL = 1e-5
 # Methods whose maps coincide on some architectures, and why (checked on the maps, never assumed).
 KNOWN_COINCIDENCES = (
     (frozenset({"cam", "gradcam", "xgradcam", "hirescam", "shapleycam"}),
-     "with the CAM layer feeding global average pooling and a linear head, the gradient of the class score is "
-     "the same at every position (the head's weight over the number of positions), so CAM, Grad-CAM's channel "
-     "weights, XGrad-CAM's activation-weighted ones and HiResCAM's element-wise product all reduce to the "
-     "head's weights times the activations, and ShapleyCAM's second-order term vanishes for a linear head"),
+     "as when the CAM layer feeds global average pooling and a linear head: the class score's gradient is then "
+     "the same at every position, so these CAMs all reduce to the head's weights times the activations "
+     "(ShapleyCAM's second-order term vanishes for a linear head)"),
 )
 
 
