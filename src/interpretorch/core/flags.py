@@ -156,8 +156,9 @@ def degenerate_tcav(layer: str, run_scores: Mapping[str, Sequence[float]]) -> di
     return flag("degenerate_tcav",
                 f"Degenerate TCAV at {layer}: in every run all class images agree on the sign of the directional "
                 f"derivative (each run scores 0 or 1), so scores are multiples of 1/{runs} and p-values repeat. "
-                f"This happens where the class score's gradient is the same for every image (a linear head after "
-                f"global pooling); choose an earlier layer.", layer=layer, runs=runs)
+                f"The test then counts runs, not images: this happens where the class score's gradient is the "
+                f"same for every image (a linear head after global pooling) or when the class images are too "
+                f"alike to disagree; use an earlier layer or more varied class images.", layer=layer, runs=runs)
 
 
 def random_beats_targeted(what: str, targeted: float, random: float, *, unit: str = "") -> dict[str, Any] | None:
