@@ -87,3 +87,11 @@ def test_detector_and_insertion_rules():
 
 def test_flag_texts_accepts_strings_and_drops_nones():
     assert flags.flag_texts([None, "a", flags.flag("x", "b")]) == ["a", "b"]
+
+
+def test_flat_scores_fires_on_scores_of_one_sign_within_a_factor_two():
+    f = flags.flat_scores("rollout on 'a cat'", [0.024, 0.036, 0.030])
+    assert f["low"] == 0.024 and f["high"] == 0.036 and "1.50" in f["text"]
+    assert flags.flat_scores("x", [0.01, 0.05]) is None  # a factor 5 stands out
+    assert flags.flat_scores("x", [-0.03, 0.03]) is None  # signed scores are not flat
+    assert flags.flat_scores("x", [0.0, 0.03]) is None

@@ -20,6 +20,8 @@ Rules and their thresholds:
   on the units chosen for the concept;
 - ``includes_zero``: an effect whose 95 % interval contains zero: it is not established;
 - ``below_detector``: units reported for a concept whose IoU is below the detector threshold;
+- ``flat_scores``: scores of one sign that vary by less than a factor 2: nothing stands out, whatever the
+  colours suggest;
 - ``insertion_outside``: units inserted in a region put most of their new pixels outside it (no more inside
   than the region's share of the image would give by chance).
 """
@@ -200,6 +202,20 @@ def insertion_outside(what: str, inside: float | None, region_share: float) -> d
                 f"Insertion misses its region: {what}: {100 * inside:.1f}% of the new pixels fall inside a region "
                 f"covering {100 * region_share:.0f}% of the image; the units do not place the concept where they "
                 f"are switched on.", what=what, inside=float(inside), region_share=float(region_share))
+
+
+def flat_scores(what: str, scores: Sequence[float], ratio: float = 2.0) -> dict[str, Any] | None:
+    """A flag when scores of one sign vary by less than a factor ``ratio`` (largest / smallest |score|): a map
+    stretched to its own maximum would look peaked while it barely varies."""
+    v = np.abs(np.asarray([float(x) for x in scores], dtype=np.float64))
+    if v.size < 2 or not np.isfinite(v).all() or v.min() == 0:
+        return None
+    signs = np.sign(np.asarray(scores, dtype=np.float64))
+    if not (signs == signs[0]).all() or v.max() / v.min() >= ratio:
+        return None
+    return flag("flat_scores", f"Nearly flat: {what} ranges only from {v.min():.3g} to {v.max():.3g} (a factor "
+                               f"{v.max() / v.min():.2f}); no word stands out much.",
+                what=what, low=float(v.min()), high=float(v.max()))
 
 
 def flag_texts(flags: Iterable[dict[str, Any] | str | None]) -> list[str]:
