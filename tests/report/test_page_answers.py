@@ -90,7 +90,7 @@ def test_dissect_layer_flags_top_images_without_a_region():
 
 
 def test_text_answer_flags_a_flat_rollout_and_names_top_words():
-    from interpretorch.transformers.text import text_answer
+    from interpretorch.transformers.report import text_answer
 
     res = {"similarity": 0.741, "sentences": [{"text": "a cat", "methods": {
         "integrated_gradients": {"tokens": ["a", "cat"], "scores": [0.1, 0.5]},
