@@ -95,3 +95,10 @@ def test_flat_scores_fires_on_scores_of_one_sign_within_a_factor_two():
     assert flags.flat_scores("x", [0.01, 0.05]) is None  # a factor 5 stands out
     assert flags.flat_scores("x", [-0.03, 0.03]) is None  # signed scores are not flat
     assert flags.flat_scores("x", [0.0, 0.03]) is None
+
+
+def test_same_across_classes_fires_when_another_class_gets_the_same_map():
+    a = np.random.default_rng(2).random((2, 5, 5))
+    f = flags.same_across_classes("eigencam", a, 0.5 * a, rank=2)
+    assert f["rank"] == 2 and f["n"] == 2 and "rank-2" in f["text"]
+    assert flags.same_across_classes("gradcam", a, a[::-1].copy(), rank=2) is None

@@ -20,6 +20,7 @@ Rules and their thresholds:
   on the units chosen for the concept;
 - ``includes_zero``: an effect whose 95 % interval contains zero: it is not established;
 - ``below_detector``: units reported for a concept whose IoU is below the detector threshold;
+- ``same_across_classes``: a method's map for another class equals its map for the top class;
 - ``flat_scores``: scores of one sign that vary by less than a factor 2: nothing stands out, whatever the
   colours suggest;
 - ``insertion_outside``: units inserted in a region put most of their new pixels outside it (no more inside
@@ -202,6 +203,19 @@ def insertion_outside(what: str, inside: float | None, region_share: float) -> d
                 f"Insertion misses its region: {what}: {100 * inside:.1f}% of the new pixels fall inside a region "
                 f"covering {100 * region_share:.0f}% of the image; the units do not place the concept where they "
                 f"are switched on.", what=what, inside=float(inside), region_share=float(region_share))
+
+
+def same_across_classes(method: str, first: np.ndarray, other: np.ndarray, rank: int,
+                        rtol: float = MAP_RTOL) -> dict[str, Any] | None:
+    """A flag when ``method``'s maps for each image's rank-``rank`` class equal its top-class maps (both
+    (B, H, W), to ``rtol`` up to a positive factor): the map does not depend on the class it explains."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if a.shape != b.shape or not a.size or not _same(a, b, rtol):
+        return None
+    return flag("same_across_classes",
+                f"Class-blind maps: {method} draws the same map for the rank-{rank} class as for the top class on all "
+                f"{a.shape[0]} image(s); it does not say what separates the classes.",
+                method=method, rank=rank, n=int(a.shape[0]))
 
 
 def flat_scores(what: str, scores: Sequence[float], ratio: float = 2.0) -> dict[str, Any] | None:

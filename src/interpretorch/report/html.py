@@ -217,6 +217,12 @@ def run_flags(result: Any, results: dict[str, Any]) -> list[dict[str, Any]]:
     maps = {m: mr.explanation.map2d().detach().float().cpu().numpy() for m, mr in result.methods.items()}
     out += red.identical_maps(maps)
     out += red.constant_maps(maps, names)
+    agnostic = set(results.get("class_agnostic", []))
+    for r, methods in sorted((getattr(result, "ranks", {}) or {}).items()):
+        for m, mr in methods.items():
+            if m in maps and m not in agnostic:  # a class-agnostic method says so on the page already
+                out.append(red.same_across_classes(m, maps[m], mr.explanation.map2d().detach().float().cpu()
+                                                   .numpy(), r))
     for m, e in (result.evaluation or {}).items():
         morf, lerf = e.get("road_morf"), e.get("road_lerf")
         if isinstance(morf, dict) and isinstance(lerf, dict):
