@@ -50,6 +50,8 @@ def curve_figures(evaluation: Mapping[str, Mapping[str, Any]], folder: str | Pat
             ax.plot(entry["x"], entry["curve"], marker="o" if key.startswith("road") else None, markersize=3,
                     label=f"{method} ({entry['value']:.3f})")
             ax.set_ylabel(ylab)
+        if all(min(e["curve"]) >= 0 for _, e in lines):
+            ax.set_ylim(bottom=0)  # probabilities and accuracies: the axis starts at 0, so drops are not magnified
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
