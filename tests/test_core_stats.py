@@ -111,3 +111,15 @@ def test_separated_best_needs_non_overlapping_t_intervals():
     assert separated_best({"a": (0.8, 0.01, 10), "b": (0.5, 0.01, 10)}, "lower") == "b"
     assert separated_best({"a": (0.8, 0.01, 1), "b": (0.5, 0.01, 10)}, "higher") is None  # n = 1: no interval
     assert separated_best({"a": (0.8, 0.01, 10)}, "higher") is None
+
+
+def test_spearman_matches_scipy_and_refuses_degenerate_samples():
+    from scipy.stats import spearmanr
+
+    from interpretorch.core.stats import spearman
+
+    a, b = [0.1, 0.4, 0.3, 0.9, 0.7, 0.2], [1.0, 3.0, 2.5, 4.0, 5.0, 0.5]
+    ref = spearmanr(a, b)
+    got = spearman(a, b)
+    assert got["n"] == 6 and got["rho"] == pytest.approx(ref.statistic) and got["p_value"] == pytest.approx(ref.pvalue)
+    assert spearman([1, 2], [3, 4])["rho"] is None and spearman([1, 1, 1], [1, 2, 3])["p_value"] is None

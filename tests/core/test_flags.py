@@ -102,3 +102,11 @@ def test_same_across_classes_fires_when_another_class_gets_the_same_map():
     f = flags.same_across_classes("eigencam", a, 0.5 * a, rank=2)
     assert f["rank"] == 2 and f["n"] == 2 and "rank-2" in f["text"]
     assert flags.same_across_classes("gradcam", a, a[::-1].copy(), rank=2) is None
+
+
+def test_follows_confidence_needs_a_strong_and_significant_correlation():
+    f = flags.follows_confidence("Deletion AUC of gradcam", 0.81, 0.001, 16)
+    assert f["rho"] == 0.81 and "n = 16" in f["text"]
+    assert flags.follows_confidence("x", 0.3, 0.001, 100) is None  # weak
+    assert flags.follows_confidence("x", 0.9, 0.2, 4) is None  # not significant
+    assert flags.follows_confidence("x", None, None, 2) is None

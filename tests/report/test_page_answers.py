@@ -120,3 +120,20 @@ def test_concept_map_scale_starts_at_zero_or_is_symmetric(tmp_path):
     s99 = float(np.percentile(np.abs(signed.numpy()), 99))
     assert f"<span>-{s99:.3g}</span><span>0</span><span>{s99:.3g}</span>" in sym["cbar"]
     assert (tmp_path / "a.png").exists() and (tmp_path / "b.png").exists()
+
+
+def test_dataset_summary_flags_a_deletion_auc_that_follows_confidence_and_an_inverted_road():
+    from interpretorch.datasets.summary import summarize
+
+    n = 12
+    prob = list(np.linspace(0.05, 0.95, n))
+    table = {"image": list(range(n)), "path": [f"{i}.png" for i in range(n)], "method": ["gradcam"] * n,
+             "error": [None] * n, "target": [1] * n, "pred": [1] * n, "pred_prob": prob,
+             "deletion": [0.5 * p + 0.01 * (i % 3) for i, p in enumerate(prob)],  # follows the confidence
+             "road_morf": [0.7] * n, "road_lerf": [0.6] * n}
+    s = summarize(table, ["gradcam"], ["deletion", "road_morf", "road_lerf"], n_resamples=100)
+    codes = _codes(s["flags"])
+    assert codes == ["road_order", "follows_confidence"]
+    assert s["flags"][1]["n"] == n and s["flags"][1]["rho"] > 0.9
+    shuffled = {**table, "deletion": list(np.random.default_rng(0).permutation(table["deletion"]))}
+    assert "follows_confidence" not in _codes(summarize(shuffled, ["gradcam"], ["deletion"], n_resamples=100)["flags"])

@@ -21,6 +21,8 @@ Rules and their thresholds:
 - ``includes_zero``: an effect whose 95 % interval contains zero: it is not established;
 - ``below_detector``: units reported for a concept whose IoU is below the detector threshold;
 - ``same_across_classes``: a method's map for another class equals its map for the top class;
+- ``follows_confidence``: a per-image figure (Deletion AUC, say) that correlates with the model's starting
+  confidence (Spearman |rho| >= 0.5, p < 0.05), so ranking images by it ranks them by confidence;
 - ``flat_scores``: scores of one sign that vary by less than a factor 2: nothing stands out, whatever the
   colours suggest;
 - ``insertion_outside``: units inserted in a region put most of their new pixels outside it (no more inside
@@ -216,6 +218,18 @@ def same_across_classes(method: str, first: np.ndarray, other: np.ndarray, rank:
                 f"Class-blind maps: {method} draws the same map for the rank-{rank} class as for the top class on all "
                 f"{a.shape[0]} image(s); it does not say what separates the classes.",
                 method=method, rank=rank, n=int(a.shape[0]))
+
+
+def follows_confidence(what: str, rho: float | None, p_value: float | None, n: int, alpha: float = 0.05,
+                       strength: float = 0.5) -> dict[str, Any] | None:
+    """A flag when a per-image figure correlates with the model's starting confidence (Spearman |rho| at least
+    ``strength`` with p below ``alpha``): ranking images by it mostly ranks them by confidence."""
+    if rho is None or p_value is None or abs(rho) < strength or p_value >= alpha:
+        return None
+    return flag("follows_confidence",
+                f"Follows confidence: {what} correlates with the model's top-1 probability (Spearman rho = {rho:.2f}, "
+                f"p = {p_value:.2g}, n = {n}); images ranked by it are mostly ranked by how sure the model was.",
+                what=what, rho=float(rho), p_value=float(p_value), n=int(n))
 
 
 def flat_scores(what: str, scores: Sequence[float], ratio: float = 2.0) -> dict[str, Any] | None:

@@ -272,3 +272,17 @@ def separated_best(cells: dict[str, tuple[float | None, float | None, int | None
     if any(c is None for c in ci.values()):
         return None
     return pick if all(not cis_overlap(ci[pick], ci[k]) for k in have if k != pick) else None
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Spearman's rank correlation of two paired samples with its two-sided p-value (scipy's): {"n", "rho",
+    "p_value"}; rho and p None with fewer than 3 pairs or a constant sample."""
+    from scipy.stats import spearmanr
+
+    x, y = _vector(a, "spearman"), _vector(b, "spearman")
+    if x.shape != y.shape:
+        raise ValueError(f"paired values must be two 1-D sequences of one length, got {x.shape} and {y.shape}")
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"n": int(x.size), "rho": None, "p_value": None}
+    res = spearmanr(x, y)
+    return {"n": int(x.size), "rho": float(res.statistic), "p_value": float(res.pvalue)}

@@ -105,10 +105,34 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                 f"when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
     out["headline"] = comparison_headline(out)
-    out["flags"] = summary_flags(out)
+    out["flags"] = summary_flags(out) + confidence_flags(table, methods, metrics, out["labels"])
     if "win" in metrics:
         out["win_percentage"] = {m: cells[m]["win"]["mean"] for m in methods}
     return out
+
+
+def confidence_flags(table: Mapping[str, list], methods: Sequence[str], metrics: Sequence[str],
+                     labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Flags for curve metrics (Deletion, Insertion) whose per-image values follow the model's top-1
+    probability, on the images whose explained class is the predicted one (table columns ``pred``,
+    ``pred_prob``, ``target``)."""
+    from interpretorch.core import flags as red
+    from interpretorch.core.stats import spearman
+
+    if "pred_prob" not in table:
+        return []
+    out = []
+    for k in (k for k in metrics if k in ("deletion", "insertion")):
+        for m in methods:
+            pairs = [(v, p) for mm, v, p, t, pr, e in zip(table["method"], table[k], table["pred_prob"],
+                                                           table.get("target", [None] * len(table[k])),
+                                                           table.get("pred", [None] * len(table[k])), table["error"])
+                     if mm == m and e is None and v is not None and p is not None and (t is None or t == pr)]
+            if len(pairs) < 3:
+                continue
+            s = spearman([v for v, _ in pairs], [p for _, p in pairs])
+            out.append(red.follows_confidence(f"{labels.get(k, k)} of {m}", s["rho"], s["p_value"], s["n"]))
+    return [f for f in out if f]
 
 
 def summary_flags(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
