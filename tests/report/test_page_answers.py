@@ -45,7 +45,8 @@ def test_sanity_step_with_undefined_values_reduces_n_and_says_so():
     data = {"mode": "cascading", "steps": ["a", "b", "c"],
             "methods": {"gradcam": {"spearman_abs": {"per_image": rows}, "verdict": verdict}}}
     headline, flags = sanity_answer(data)
-    assert "gradcam passes" in headline and "at c, n = 1" in headline  # the lowest mean (0.1) rests on one image
+    assert "gradcam passes" in headline and "at c, n = 1, no interval" in headline  # the lowest mean rests on one image
+    assert "single_image" in _codes(flags)
     undefined = next(f for f in flags if f["code"] == "undefined_steps")
     assert undefined["steps"] == ["c"] and undefined["defined"] == [1] and "1 of 4" in undefined["text"]
     # a verdict whose interval contains the threshold is flagged as uncertain

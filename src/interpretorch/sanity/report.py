@@ -137,10 +137,14 @@ def sanity_answer(data: dict) -> tuple[str, list[dict]]:
         if at is None:
             parts.append(f"{m} {word} (similarity undefined at every step)")
             continue
-        ci = "" if at["ci_low"] is None else f", 95% CI [{at['ci_low']:.2f}, {at['ci_high']:.2f}]"
+        ci = ", no interval" if at["ci_low"] is None else f", 95% CI [{at['ci_low']:.2f}, {at['ci_high']:.2f}]"
         parts.append(f"{m} {word} ({v['metric']} {at['mean']:.2f} at {at['step']}, n = {at['n']}{ci}; "
                      f"threshold {v['threshold']:g})")
         flags.append(red.undefined_steps(f"{m}'s {v['metric']}", ev[m]["defined"], ev[m]["n"], data["steps"]))
+        if at["n"] < 2:
+            flags.append(red.flag("single_image", f"One image: {m}'s verdict rests on n = {at['n']} image, so it has "
+                                                  "no interval; check more images before trusting it.", method=m,
+                                  n=at["n"]))
         if at["ci_low"] is not None and at["ci_low"] <= v["threshold"] <= at["ci_high"]:
             flags.append(red.flag("verdict_uncertain",
                                   f"Uncertain verdict: {m} {word} on a mean of {at['mean']:.3f} whose 95% interval "
