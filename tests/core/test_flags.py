@@ -48,7 +48,8 @@ def test_road_order_fires_when_most_relevant_first_is_not_lower():
     f = flags.road_order("integrated_gradients", morf=0.63, lerf=0.56)
     assert f["code"] == "road_order" and "0.63" in f["text"] and "0.56" in f["text"]
     assert flags.road_order("gradcam", morf=0.2, lerf=0.7) is None
-    assert flags.road_order("x", morf=0.5, lerf=0.5)["morf"] == 0.5  # a tie ranks no better than the reverse
+    tie = flags.road_order("x", morf=1.0, lerf=1.0)  # a tie ranks no better than the reverse, and says so
+    assert tie["morf"] == 1.0 and "cannot tell" in tie["text"]
     assert flags.road_order("x", None, 0.3) is None
 
 

@@ -131,6 +131,10 @@ def road_order(method: str, morf: float | None, lerf: float | None) -> dict[str,
     """A flag when ROAD's most-relevant-first score (lower is better) is not below its least-relevant-first one."""
     if morf is None or lerf is None or morf < lerf:
         return None
+    if morf == lerf:
+        return flag("road_order", f"ROAD order: for {method}, both orders leave the model at {morf:.3g}: ROAD cannot "
+                                  f"tell this map's ranking from its reverse here.",
+                    method=method, morf=float(morf), lerf=float(lerf))
     return flag("road_order",
                 f"ROAD order: for {method}, removing the most relevant pixels first leaves the model at {morf:.3g}, "
                 f"no lower than removing the least relevant first ({lerf:.3g}): the map ranks pixels no better "
