@@ -82,8 +82,9 @@ def layer_answer(summary: dict, images: int, units_shown: list[dict]) -> tuple[s
         flags.append(red.flag("empty_regions",
                               f"No region outlined: {len(empty)} of the {len(units_shown)} units shown have "
                               f"top-activating images where no upsampled pixel passes the unit's threshold "
-                              f"({sum(u['empty_regions'] for u in empty)} image(s) in all): the activation peaks "
-                              f"between pixels or the threshold is set by other images.",
+                              f"({sum(u['empty_regions'] for u in empty)} image(s) in all), so those images show no "
+                              f"region: being among a unit's top images does not mean it fires above its threshold "
+                              f"there.",
                               units=[u["unit"] for u in empty], layer=s["layer"]))
     if s["detectors"] == 0:
         flags.append(red.flag("no_detectors", f"No detectors: no unit of {s['layer']} reaches IoU "
