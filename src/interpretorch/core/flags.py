@@ -196,7 +196,7 @@ def below_detector(what: str, ious: Iterable[float], threshold: float) -> dict[s
         return None
     return flag("below_detector",
                 f"Not detectors: the units used for {what} have IoU at most {max(vals):.3f}, below the detector "
-                f"threshold {threshold:g}; they overlap the concept little more than any unit.",
+                f"threshold {threshold:g}: by the dissection's own rule they do not detect it.",
                 what=what, best_iou=max(vals), threshold=float(threshold))
 
 

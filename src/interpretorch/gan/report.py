@@ -131,7 +131,8 @@ def intervention_answer(ci: dict, ious: dict[int, float] | None = None, iou_thre
     if top["removed"] is None:
         return f"{where}: the concept appears in none of the {top['samples']} samples; nothing to remove.", flags
     lo, hi = top["removed_band95"]
-    text = (f"{where}: switching off its {ci['k']} top units removes {100 * top['removed']:.1f}% "
+    verb = "removes" if top["removed"] >= 0 else "changes (negative: adds)"
+    text = (f"{where}: switching off its {ci['k']} top units {verb} {100 * top['removed']:.1f}% "
             f"[{100 * lo:.1f}, {100 * hi:.1f}] of its pixels (n = {top['samples']} samples)")
     if rnd is not None and rnd["removed"] is not None:
         text += f", {ci['k']} random units {100 * rnd['removed']:.1f}%"
@@ -177,15 +178,21 @@ def write_interventions(items: Sequence[ConceptInterventions], path: str | Path,
 
 
 def gan_answer(dissection: GANDissection, numbers: Sequence[dict]) -> tuple[str, list[dict]]:
-    """The GAN page's headline (detectors per layer, then each intervention's sentence) and its flags."""
+    """The GAN page's headline (detectors per layer, then which interventions hold: no red flag) and the red
+    flags of every intervention; each concept's own sentence stays with its card and in interventions.json."""
     parts = []
     for name, ld in dissection.layers.items():
         s = ld.summary()
         parts.append(f"{name}: {s['detectors']} of {s['units']} units are detectors (IoU \u2265 "
                      f"{s['iou_threshold']:g}) for {s['unique_concepts']} concept(s) over {dissection.samples} samples")
     text = "; ".join(parts) + "."
-    if numbers:
-        text += " " + " ".join(d["headline"] for d in numbers)
+    if len(numbers) == 1:
+        text += " " + numbers[0]["headline"]
+    elif numbers:
+        ok = [d for d in numbers if not d["flags"]]
+        held = ", ".join(f"{d['concept']} at {d['layer']}" for d in ok)
+        text += (f" Interventions: {len(ok)} of {len(numbers)} hold with no red flag"
+                 + (f" ({held})" if ok else "") + "; each concept's numbers are with its card below.")
     return text, [f for d in numbers for f in d["flags"]]
 
 
