@@ -182,7 +182,8 @@ def discovery_answer(result: DiscoveryResult) -> tuple[str, list[dict]]:
         if top.name not in up and (up or down):
             flags.append(red.flag("importance_disagrees",
                                   f"Importance and TCAV disagree: the most important concept ({top.name}) is "
-                                  f"{dirs[top.name]}, while {', '.join(up + down)} is/are significant.",
+                                  f"{dirs[top.name]}, while {', '.join(up + down)} "
+                                  f"{'is' if len(up + down) == 1 else 'are'} significant.",
                                   concept=top.name))
     if result.tcav is not None:
         flags += result.tcav.flags()
