@@ -22,7 +22,7 @@ from interpretorch.run import MethodRun, RunResult
 def _figures(html: str) -> dict[tuple[str, str], str]:
     """{(method, view): figure html} of the maps of the first image."""
     out = {}
-    for fig in re.findall(r'<figure class="tile".*?</figure>', html, flags=re.S):
+    for fig in re.findall(r'<figure class="tile[^"]*".*?</figure>', html, flags=re.S):
         method = re.search(r'data-method="([^"]+)"', fig).group(1)
         view = re.search(r'data-view="([^"]+)"', fig).group(1)
         out.setdefault((method, view), fig)
