@@ -2,6 +2,7 @@
 plugins on first need, in the registry's order (issue 33: startup)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -65,3 +66,36 @@ def test_installed_packages_add_plugins_after_the_builtins(monkeypatch):
             SimpleNamespace(name="dup", value="interpretorch.transformers")]
     monkeypatch.setattr(plugins, "entry_points", lambda group: fake if group == plugins.GROUP else [])
     assert plugins.plugin_modules() == list(plugins.BUILTIN) + ["pkg_a.methods", "pkg_b.methods"]
+
+
+def test_methods_listing_is_cached_by_source_fingerprint(tmp_path):
+    from interpretorch.cli import methods
+
+    assert methods.PLUGIN_GROUP == plugins.GROUP
+    code = ("import sys\n"
+            "from interpretorch.cli import main\n"
+            "main(['methods'])\n"
+            "print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
+    env = {**os.environ, "INTERPRETORCH_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+            for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert runs[0].stderr.strip() == "torch imported" and runs[1].stderr.strip() == "no torch"
+    assert runs[0].stdout == runs[1].stdout and "gradcam" in runs[0].stdout and "attnlrp" in runs[0].stdout
+    assert len(list(tmp_path.glob("methods-*.txt"))) == 1
+    # a changed source file is a new key: the listing is recomputed, not read from the old one
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "pkg" / "m.py").write_text("x = 1\n")
+    first = methods.source_fingerprint(src)
+    assert methods.source_fingerprint(src) == first
+    (src / "pkg" / "m.py").write_text("x = 12\n")
+    assert methods.source_fingerprint(src) != first
+
+
+def test_methods_listing_equals_the_registry(capsys):
+    from interpretorch.attribution.registry import method_specs
+    from interpretorch.cli import main, methods
+
+    assert main(["methods"]) == 0
+    assert capsys.readouterr().out == methods.listing(method_specs())
