@@ -93,10 +93,9 @@ def layer_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = "
         for sl in chunks((steps + 1) * b, batch_size):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
-                    * diff[i]).requires_grad_(True)
+            rows = base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1) * diff[i]
             _fresh(rec)
-            o = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            o = model(rows)  # no gradient below the layer: the capture makes its output the leaf
             check_finite(o, "outputs on interpolated inputs")
             s = row_scores(o, target, None if idx is None else idx[i])
             a = rec.raw(name)
@@ -144,10 +143,9 @@ def internal_influence(model: nn.Module, inputs: torch.Tensor, target: Target = 
         for sl in chunks(steps * b, batch_size):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
-                    * diff[i]).requires_grad_(True)
+            rows = base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1) * diff[i]
             _fresh(rec)
-            o = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            o = model(rows)  # no gradient below the layer: the capture makes its output the leaf
             check_finite(o, "outputs on interpolated inputs")
             s = row_scores(o, target, None if idx is None else idx[i])
             (g,) = torch.autograd.grad(s.sum(), rec.raw(name))

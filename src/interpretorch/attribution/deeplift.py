@@ -84,26 +84,10 @@ def _pair_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t[:n], t[n:]
 
 
-class _MaxPoolRescale(torch.autograd.Function):
-    """Max pooling forward; backward: the pair's output difference goes to the position of the larger maximum,
-    divided by the input difference there (the true gradient where the input difference is below eps)."""
-
-    @staticmethod
-    def forward(ctx, x, pool, eps):  # noqa: D102
-        y = pool(x)
-        ctx.save_for_backward(x, y)
-        ctx.pool, ctx.eps = pool, eps
-        return y
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        x, y = ctx.saved_tensors
-        return _pool_multipliers(x, y, g, ctx.pool, ctx.eps), None, None
-
-
 def _pool_multipliers(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, pool: Callable, eps: float) -> torch.Tensor:
     """The max-pooling rescale rule's gradient for the paired rows ``x`` = [images; references], ``y`` = pool(x),
-    given the output gradient ``g`` of both halves."""
+    given the output gradient ``g`` of both halves: the pair's output difference goes to the position of the
+    larger maximum, divided by the input difference there (the true gradient where it is below eps)."""
     with torch.enable_grad():
         xx = x.detach().requires_grad_(True)
         yy = pool(xx)
@@ -123,8 +107,80 @@ def _pool_multipliers(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, pool: C
         return torch.where(small, route(g), rescaled)
 
 
+class _Rescale(torch.autograd.Function):
+    """y = f(x); backward: the multiplier (f(x) - f(x')) / (x - x') of the image's row and its reference's (the
+    derivative at x where |x - x'| < eps; ``slope(x)`` gives it in closed form where known, else autograd)."""
+
+    @staticmethod
+    def forward(ctx, x, ref, f, eps, slope):  # noqa: D102
+        y = f(x)
+        dx = x - ref
+        small = dx.abs() < eps
+        m = (y - f(ref)).div_(dx.masked_fill(small, 1.0))
+        if slope is not None:
+            m = torch.where(small, slope(x), m)
+        elif small.any():
+            with torch.enable_grad():
+                xx = x.detach().requires_grad_(True)
+                (d,) = torch.autograd.grad(f(xx * 1), xx, torch.ones_like(y))
+            m = torch.where(small, d, m)
+        ctx.save_for_backward(m)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (m,) = ctx.saved_tensors
+        return g * m, None, None, None, None
+
+
+def _bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float] | None:
+    """(low, high) of ReLU / ReLU6 / Hardtanh calls, whose derivative is 1 strictly between them and 0 outside
+    (PyTorch's convention at the kinks), else None."""
+    if func in (F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_, F.relu_):
+        return 0.0, float("inf")
+    if func is F.relu6:
+        return 0.0, 6.0
+    if func in (F.hardtanh, F.hardtanh_):
+        names = ("input", "min_val", "max_val")
+        bound = {"min_val": -1.0, "max_val": 1.0, **dict(zip(names, args)), **kwargs}
+        lo, hi = bound["min_val"], bound["max_val"]
+        if _is_number(lo) and _is_number(hi) and lo is not None and hi is not None:
+            return float(lo), float(hi)
+    return None
+
+
+class _MaxPoolRef(torch.autograd.Function):
+    """Max pooling of the image rows; backward: the max-pooling rescale rule with the reference rows ``ref`` (the
+    multipliers of an image's row and of its reference's are equal, so one gradient serves both)."""
+
+    @staticmethod
+    def forward(ctx, x, ref, pool, eps):  # noqa: D102
+        ctx.save_for_backward(x, ref)
+        ctx.pool, ctx.eps = pool, eps
+        return pool(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, ref = ctx.saved_tensors
+        with torch.enable_grad():
+            xx, rr = x.detach().requires_grad_(True), ref.detach().requires_grad_(True)
+            yy, yr = ctx.pool(xx), ctx.pool(rr)
+        with torch.no_grad():
+            top = torch.maximum(yy, yr)
+            (r_in,) = torch.autograd.grad(yy, xx, g * (top - yr), retain_graph=True)
+            (plain,) = torch.autograd.grad(yy, xx, g)
+            (r_ref,) = torch.autograd.grad(yr, rr, g * (yy - top))
+            dx = x - ref
+            small = dx.abs() < ctx.eps
+            out = torch.where(small, plain, (r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx))
+        return out, None, None, None
+
+
 class _RescaleMode(TorchFunctionMode):
-    """Route every elementwise nonlinearity and max pooling of a paired forward pass through the rescale rule."""
+    """Two phases over one chunk of (image, reference) pairs. "record": the references' forward pass (no
+    gradient) keeps the input of every elementwise nonlinearity and max pooling, in call order. "apply": the
+    images' forward pass routes the same calls through the rescale rule with the recorded reference inputs
+    (``ref_index`` maps each image row to its reference's row), so only the image rows are back-propagated."""
 
     def __init__(self, state: SimpleNamespace) -> None:
         super().__init__()
@@ -138,12 +194,20 @@ class _RescaleMode(TorchFunctionMode):
         if st.paused or (elem is None and pool is None):
             return func(*args, **kwargs)
         x = args[0] if args else kwargs.get("input", kwargs.get("self"))
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and torch.is_grad_enabled()
-                and x.requires_grad):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() > 0):
             return func(*args, **kwargs)
-        if x.dim() == 0 or x.shape[0] != st.rows:
+        if st.phase == "record":
+            st.rec.append(x.clone() if elem is not None and (elem[1] or kwargs.get("inplace")) else x)
+            return func(*args, **kwargs)
+        j = st.count
+        st.count += 1
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return func(*args, **kwargs)
+        rec = st.rec[j] if j < len(st.rec) else None
+        if rec is None or x.shape[0] != st.rows or rec.shape[0] != st.n_refs or rec.shape[1:] != x.shape[1:]:
             st.unpaired += 1
             return func(*args, **kwargs)
+        ref = rec[st.ref_index]
         if pool is not None:
             bound = dict(zip(_POOL_ARGS, args))
             bound.update(kwargs)
@@ -152,34 +216,29 @@ class _RescaleMode(TorchFunctionMode):
                 return func(*args, **kwargs)
             st.reached += 1
             rest = {k: v for k, v in bound.items() if k != "input"}
-            return _MaxPoolRescale.apply(x, lambda t: pool(t, **rest), st.eps)
+            return _MaxPoolRef.apply(x, ref, lambda t: pool(t, **rest), st.eps)
         pos, always = elem
-        if func in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
-                    torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min,
-                    torch.clamp_max, torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_,
-                    torch.clamp_max_, torch.Tensor.clamp_max_):
-            if not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
-                return func(*args, **kwargs)  # tensor bounds: not a function of x alone
+        if func in _CLAMPS and not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
+            st.unpaired += 1
+            return func(*args, **kwargs)  # tensor bounds: not a function of x alone
         inplace = always or bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
         st.reached += 1
-        rest_args = args[1:]
-        xc = x.clone() if inplace else x
-        if args:
-            y = func(xc, *rest_args, **kwargs)
-        else:
-            y = func(**{**kwargs, ("input" if "input" in kwargs else "self"): xc})
-        with torch.no_grad():
-            x_in, x_ref = _pair_halves(x)
-            y_in, y_ref = _pair_halves(y)
-            dx, dy = x_in - x_ref, y_in - y_ref
-            small = dx.abs() < st.eps
-            ratio = dy / torch.where(small, torch.ones_like(dx), dx)
-            m = torch.cat([torch.where(small, torch.zeros_like(dx), ratio)] * 2)
-            keep = torch.cat([small] * 2).to(x.dtype)
-        out = y.detach() + (x - x.detach()) * m + (y - y.detach()) * keep
-        if inplace:
-            return x.copy_(out)
-        return out
+
+        def f(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone() if inplace else t
+            if args:
+                return func(t, *args[1:], **kwargs)
+            return func(**{**kwargs, ("input" if "input" in kwargs else "self"): t})
+        lohi = _bounds(func, args, kwargs)
+        slope = None if lohi is None else (lambda t: ((t > lohi[0]) & (t < lohi[1])).to(t.dtype))
+        out = _Rescale.apply(x, ref, f, st.eps, slope)
+        return x.copy_(out) if inplace else out
+
+
+_CLAMPS = frozenset((torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
+                     torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_max,
+                     torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_, torch.clamp_max_,
+                     torch.Tensor.clamp_max_))
 
 
 # ---------------------------------------------------------------------------------------------- RevealCancel
@@ -477,55 +536,79 @@ def reveal_cancel_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, ta
             "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
 
 
+def _rows_of(out: object, index: torch.Tensor) -> object:
+    """The rows ``index`` of a model output (a tensor, or tensors in tuples, lists and dicts)."""
+    if isinstance(out, torch.Tensor):
+        return out[index]
+    if isinstance(out, (tuple, list)):
+        return type(out)(_rows_of(o, index) for o in out)
+    if isinstance(out, dict):
+        return {k: _rows_of(v, index) for k, v in out.items()}
+    return out
+
+
 def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: Target, batch_size: int,
                  eps: float = 1e-10) -> dict:
     """DeepLIFT over all (reference k, image i) pairs, reference-major (pair p = (p // B, p % B)); ``refs`` is
     (K, B, C, H, W) or (K, 1, C, H, W). Returns the mean over k of the attributions, the class per image (read
     off its first pair, so no separate clean pass), its score and output, the mean reference score and the
-    number of rescaled / unpaired operations in the first call. Each model call carries ``batch_size`` rows (at
-    least one pair: the image and its reference)."""
+    number of rescaled / unpaired operations in the first call. Each call carries ``batch_size`` image rows
+    (with gradients); the distinct references of those pairs go through first, without gradients (a reference
+    shared by all images, like the zeros, is one row)."""
     b = x.shape[0]
-    k_refs = refs.shape[0]
+    if refs.shape[1] == b and b > 1 and all(bool((refs[k] == refs[k, :1]).all()) for k in range(refs.shape[0])):
+        refs = refs[:, :1]  # one reference per k for every image: forward it once
+    k_refs, shared = refs.shape[0], refs.shape[1] == 1
+    flat_refs = refs.reshape((-1,) + tuple(x.shape[1:]))
     n_pairs = k_refs * b
-    per_call = max(1, batch_size // 2)
     acc = torch.float64 if x.device.type != "mps" else x.dtype
     total = torch.zeros_like(x, dtype=acc)
     ref_scores = torch.zeros(b, dtype=acc, device=x.device)
     idx_all = None if is_callable_target(target) else torch.zeros(b, dtype=torch.long, device=x.device)
     clean, outs = torch.zeros(b, dtype=x.dtype, device=x.device), []
-    st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps)
+    st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps, phase="record", rec=[], count=0,
+                         n_refs=0, ref_index=None)
     reached = unpaired = 0
     with capture(model, []), _RescaleMode(st):
-        for ci, sl in enumerate(chunks(n_pairs, per_call)):
+        for ci, sl in enumerate(chunks(n_pairs, max(1, batch_size))):
             p = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = p // b, p % b
-            r = refs[k, i if refs.shape[1] == b else torch.zeros_like(i)]
+            uniq, inv = torch.unique(k if shared else p, return_inverse=True)
+            st.phase, st.rec = "record", []
+            with torch.no_grad():
+                out_ref = model(flat_refs[uniq].clone())
+            check_finite(out_ref, "outputs on references")
             n = len(p)
-            rows = torch.cat([x[i], r]).requires_grad_(True)
-            st.rows, st.reached, st.unpaired = 2 * n, 0, 0
+            st.phase, st.count, st.rows, st.n_refs, st.ref_index = "apply", 0, n, len(uniq), inv
+            st.reached, st.unpaired = 0, 0
+            rows = x[i].requires_grad_(True)
             out = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
             st.paused = True
             try:
-                check_finite(out, "outputs on images and references")
+                st.unpaired += abs(len(st.rec) - st.count)
+                st.rec = []
+                check_finite(out, "outputs on images")
                 first = k == 0  # an image's first pair: its class comes from its own output
                 if first.any():
-                    head = out[:n][first] if isinstance(out, torch.Tensor) else None
+                    head = out[first] if isinstance(out, torch.Tensor) else None
                     if idx_all is not None:
                         t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
                         idx_all[i[first]] = target_indices(head, t)
                     if head is not None:
                         outs.append(head.detach())
-                idx = None if idx_all is None else idx_all[i].repeat(2)
+                idx = None if idx_all is None else idx_all[i]
                 s = row_scores(out, target, idx)
+                s_ref = row_scores(_rows_of(out_ref, inv), target, idx)
                 (g,) = torch.autograd.grad(s.sum(), rows, allow_unused=True)
             finally:
                 st.paused = False
             if ci == 0:
                 reached, unpaired = st.reached, st.unpaired
-            clean[i[first]] = s[:n][first].detach().to(x.dtype)
+            clean[i[first]] = s[first].detach().to(x.dtype)
             g = torch.zeros_like(rows) if g is None else g
-            total.index_add_(0, i, ((x[i] - r) * g[:n]).to(acc))
-            ref_scores.index_add_(0, i, s[n:].detach().to(acc))
+            r = flat_refs[uniq][inv]
+            total.index_add_(0, i, ((x[i] - r) * g).to(acc))
+            ref_scores.index_add_(0, i, s_ref.detach().to(acc))
     return {"attr": (total / k_refs).to(x.dtype), "ref_scores": ref_scores / k_refs, "rescaled": reached,
             "unpaired": unpaired, "pairs": n_pairs, "idx": idx_all, "scores": clean,
             "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
