@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from interpretorch.attribution.common import method_inputs, row_scores
 from interpretorch.attribution.integrated import ig_baseline
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
@@ -569,6 +570,7 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
     st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps, phase="record", rec=[], count=0,
                          n_refs=0, ref_index=None)
     reached = unpaired = 0
+    layout = row_layout(model, x)
     with capture(model, []), _RescaleMode(st):
         for ci, sl in enumerate(chunks(n_pairs, max(1, batch_size))):
             p = torch.arange(sl.start, sl.stop, device=x.device)
@@ -576,13 +578,13 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
             uniq, inv = torch.unique(k if shared else p, return_inverse=True)
             st.phase, st.rec = "record", []
             with torch.no_grad():
-                out_ref = model(flat_refs[uniq].clone())
+                out_ref = model(in_layout(flat_refs[uniq].clone(), layout))
             check_finite(out_ref, "outputs on references")
             n = len(p)
             st.phase, st.count, st.rows, st.n_refs, st.ref_index = "apply", 0, n, len(uniq), inv
             st.reached, st.unpaired = 0, 0
-            rows = x[i].requires_grad_(True)
-            out = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            rows = in_layout(x[i], layout).requires_grad_(True)
+            out = model(rows.clone(memory_format=torch.preserve_format))  # a non-leaf copy: in-place first operations stay legal
             st.paused = True
             try:
                 st.unpaired += abs(len(st.rec) - st.count)
