@@ -113,11 +113,14 @@ class _Rescale(torch.autograd.Function):
     derivative at x where |x - x'| < eps; ``slope(x)`` gives it in closed form where known, else autograd)."""
 
     @staticmethod
-    def forward(ctx, x, ref, f, eps, slope):  # noqa: D102
+    def forward(ctx, x, ref, index, f, eps, slope):  # noqa: D102
         y = f(x)
+        y_ref = f(ref)
+        if ref.shape[0] != 1 or x.shape[0] == 1:  # distinct references only: broadcast one, else pick each row's
+            ref, y_ref = ref[index], y_ref[index]
         dx = x - ref
-        small = dx.abs() < eps
-        m = (y - f(ref)).div_(dx.masked_fill(small, 1.0))
+        m = (y - y_ref).div_(dx)
+        small = dx.abs_() < eps
         if slope is not None:
             m = torch.where(small, slope(x), m)
         elif small.any():
@@ -131,7 +134,7 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         (m,) = ctx.saved_tensors
-        return g * m, None, None, None, None
+        return g * m, None, None, None, None, None
 
 
 def _bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float] | None:
@@ -208,8 +211,8 @@ class _RescaleMode(TorchFunctionMode):
         if rec is None or x.shape[0] != st.rows or rec.shape[0] != st.n_refs or rec.shape[1:] != x.shape[1:]:
             st.unpaired += 1
             return func(*args, **kwargs)
-        ref = rec[st.ref_index]
         if pool is not None:
+            ref = rec[st.ref_index]
             bound = dict(zip(_POOL_ARGS, args))
             bound.update(kwargs)
             if bound.get("return_indices"):
@@ -231,8 +234,13 @@ class _RescaleMode(TorchFunctionMode):
                 return func(t, *args[1:], **kwargs)
             return func(**{**kwargs, ("input" if "input" in kwargs else "self"): t})
         lohi = _bounds(func, args, kwargs)
-        slope = None if lohi is None else (lambda t: ((t > lohi[0]) & (t < lohi[1])).to(t.dtype))
-        out = _Rescale.apply(x, ref, f, st.eps, slope)
+        if lohi is None:
+            slope = None
+        elif lohi[1] == float("inf"):
+            slope = lambda t: (t > lohi[0]).to(t.dtype)  # noqa: E731
+        else:
+            slope = lambda t: ((t > lohi[0]) & (t < lohi[1])).to(t.dtype)  # noqa: E731
+        out = _Rescale.apply(x, rec, st.ref_index, f, st.eps, slope)
         return x.copy_(out) if inplace else out
 
 
