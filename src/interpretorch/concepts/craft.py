@@ -127,10 +127,13 @@ def _layer_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.T
 
 def non_negative_layer(model: nn.Module, x: torch.Tensor, layer: str | None = None) -> str:
     """``layer`` if its activations on ``x`` are non-negative feature maps; else a clear error naming the nearest
-    non-negative layer after it. Without ``layer``, the last non-negative (B, C, h, w) layer of the model."""
+    non-negative layer after it. Without ``layer``, the last non-negative (B, C, h, w) layer of the model whose
+    maps are more than one position (a pooled 1 x 1 output has nowhere to show a concept)."""
     outs = _layer_outputs(model, x)
     ok = [n for n, t in outs if float(t.min()) >= 0]
     if layer is None:
+        spread = [n for n, t in outs if n in ok and t.shape[-1] * t.shape[-2] > 1]
+        ok = spread or ok
         if not ok:
             raise ValueError("no layer of the model gives non-negative (B, C, h, w) activations; CRAFT's NMF "
                              "needs one (e.g. the output of a ReLU)")
@@ -167,8 +170,14 @@ def _fit_nmf(acts: torch.Tensor, k: int, seed: int, layer: str) -> Any:
     if k > min(a.shape):
         raise ValueError(f"{k} concepts asked for at layer {layer!r}, but its {a.shape[1]} channels and "
                          f"{a.shape[0]} crops allow at most {min(a.shape)}; ask for fewer")
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     nmf = NMF(n_components=k, init="nndsvda", random_state=int(seed), max_iter=1000)
-    u = nmf.fit_transform(a.clamp_min(0).double().cpu().numpy())
+    with warnings.catch_warnings():  # 1000 iterations are what the measurements used; a near miss is no error
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        u = nmf.fit_transform(a.clamp_min(0).double().cpu().numpy())
     return nmf, torch.from_numpy(u)
 
 
