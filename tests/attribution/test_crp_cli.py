@@ -76,3 +76,33 @@ def test_discover_craft_command(folder, tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert main(["discover", "--method", "craft", "--images", str(folder), "--target", "2", "--model", "tiny_cnn",
                  "--designs", "6", "--out", str(out)]) == 2
+
+
+def test_dissect_relevance_page(tmp_path, capsys):
+    """dissect --relevance: each reported unit's images by relevance (checked against channel_relevance over the
+    whole probe set) on a page linked from the layer page."""
+    import torch
+
+    from interpretorch.attribution.crp import channel_relevance
+    from interpretorch.cli.common import load_model_from_args
+    from interpretorch.dissect.broden import BrodenDataset, collate
+
+    probe, out = tmp_path / "probe", tmp_path / "d"
+    assert main(["make-probe", str(probe), "--images", "8", "--size", "32", "--seed", "1"]) == 0
+    args = ["dissect", "--data", str(probe), "--model", "interpretorch.dissect.train:ProbeCNN", "--layers", "conv1.2",
+            "--report-units", "3", "--top-images", "2", "--relevance", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    page = (out / "conv1.2_relevance.html").read_text()
+    assert "conv1.2_relevance.html" in (out / "conv1.2.html").read_text()
+    assert page.count("by relevance\"") == 3
+    # the images by relevance are those of largest channel relevance for the predicted class
+    import argparse
+    ns = argparse.Namespace(model="interpretorch.dissect.train:ProbeCNN", device="cpu", size=None, mean=None,
+                            std=None, trust_model_file=False, batch_size=None)
+    loaded = load_model_from_args(ns)
+    ds = BrodenDataset(probe, mean=loaded.preprocess.mean, std=loaded.preprocess.std)
+    x = collate([ds[i] for i in range(len(ds))])["image"]
+    rel = channel_relevance(loaded.model, x, "top1", ["conv1.2"])["conv1.2"]
+    state = torch.load(out / "conv1.2_relevance.pt", weights_only=True)
+    expected = rel.T.argsort(dim=1, descending=True, stable=True)[:, :2]
+    assert torch.equal(state["relevance"]["indices"], expected)
