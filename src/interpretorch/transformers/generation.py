@@ -141,7 +141,9 @@ class SeqAdapter:
 class GenerationAttribution:
     """One sequence's explanation: ``matrices[method]`` is (rows, columns) with columns ``source + prompt +
     answer`` token ids and one row per answer token (or one for the whole answer); ``scores`` are the rows'
-    target values and ``logprobs`` the answer tokens' log-probabilities."""
+    target values and ``logprobs`` the answer tokens' log-probabilities. With ``attnlrp``, ``lrp_target`` is each
+    row's explained logit and ``lrp_softmax_share`` the part of it the softmax rule's bias term keeps (the rest is
+    the matrix row's sum plus what biases and position embeddings keep)."""
 
     source_ids: list[int]
     prompt_ids: list[int]
@@ -150,6 +152,8 @@ class GenerationAttribution:
     scores: torch.Tensor
     logprobs: torch.Tensor
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+    lrp_target: torch.Tensor | None = None
+    lrp_softmax_share: torch.Tensor | None = None
 
     @property
     def column_ids(self) -> list[int]:
@@ -311,7 +315,10 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
                 mats = _ablation(adapter, seqs, clean, target, ablation, baseline_id, pad_id, rows,
                                  attribute_generated)
             elif m in ATTENTION_METHODS:
-                mats = _attention_based(adapter, seqs, target, m, pad_id, rows, attribute_generated)
+                mats, kept = _attention_based(adapter, seqs, target, m, pad_id, rows, attribute_generated)
+                if m == "attnlrp":
+                    for r, k in zip(results, kept):
+                        r.lrp_target, r.lrp_softmax_share = k[:, 0], k[:, 1]
             else:
                 mats = _gradient(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
                                  attribute_generated)
@@ -413,7 +420,7 @@ def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target:
 
 def _row_score(logits: torch.Tensor, cs: list[_Seq], chunk: list[tuple[int, int, int]], weights: list[torch.Tensor],
                target: str, raw: bool) -> torch.Tensor:
-    """The summed target of the rows of one call: per-token rows read the last position's logits."""
+    """The target of each row of one call (rows,): per-token rows read the last position's logits."""
     dev = logits.device
     pos, tok, con = _targets(cs, dev)
     if target == "sequence":
@@ -421,10 +428,10 @@ def _row_score(logits: torch.Tensor, cs: list[_Seq], chunk: list[tuple[int, int,
         w = torch.zeros_like(per_token)
         for i, (b, r, _) in enumerate(chunk):
             w[i, :len(cs[i].answer)] = weights[b][r].to(w)
-        return (w * per_token).sum()
+        return (w * per_token).sum(1)
     pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
     return _token_scores(logits[:, -1:], torch.zeros_like(pick), tok.gather(1, pick),
-                         None if con is None else con.gather(1, pick), raw).sum()
+                         None if con is None else con.gather(1, pick), raw)[:, 0]
 
 
 @contextlib.contextmanager
@@ -474,12 +481,14 @@ def _attention_kinds(probs: list[torch.Tensor], span: dict[str, int], encoder_de
 
 
 def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, pad_id: int, rows: int,
-                     attribute_generated: bool) -> list[torch.Tensor]:
-    """Rollout, gradient rollout or AttnLRP: rows are (sequence, target row), or one per sequence for rollout."""
+                     attribute_generated: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Rollout, gradient rollout or AttnLRP: rows are (sequence, target row), or one per sequence for rollout.
+    Also, per sequence, (rows, 2): AttnLRP's target logit and the softmax rule's share of it (empty otherwise)."""
     dev, model = adapter.device, adapter.model
     weights = [_weights(s, target) for s in seqs]
     out = [torch.zeros(w.shape[0], len(s.source) + len(s.decoder), dtype=torch.float64)
            for s, w in zip(seqs, weights)]
+    kept = [torch.zeros(w.shape[0], 2, dtype=torch.float64) for w in weights]
     full = method == "rollout" or target == "sequence"
     if method == "rollout":
         jobs = [(b, 0, 0) for b in range(len(seqs))]
@@ -502,17 +511,27 @@ def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method:
         with preserved_state(model), torch.enable_grad():
             for p in model.parameters():
                 p.requires_grad_(False)
-            with sequence_rules(rules=lrp) as state, _encoder_span(adapter, state) as span, \
+            with sequence_rules(rules=lrp, record=lrp) as state, _encoder_span(adapter, state) as span, \
                     _activation_rules(model) if lrp else contextlib.nullcontext():
                 logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=not full)
             probs = state.probs
             if method != "rollout":
-                score = _row_score(logits, cs, chunk, weights, target, raw=lrp)
+                row_scores = _row_score(logits, cs, chunk, weights, target, raw=lrp)
+                score = row_scores.sum()
             if lrp:
                 leaves = [dec_in] + ([src_in] if src_in is not None else [])
-                grads = torch.autograd.grad(score, leaves)
+                recorded = [t for pair in state.softmax for t in pair]
+                grads = torch.autograd.grad(score, leaves + recorded, allow_unused=True)
                 rel_dec = (grads[0] * dec_in).sum(-1).detach()
                 rel_src = (grads[1] * src_in).sum(-1).detach() * src_mask if src_in is not None else None
+                share = torch.zeros(len(chunk), dtype=torch.float64, device=dev)
+                g_rec = grads[len(leaves):]
+                for j, (lg, pr) in enumerate(state.softmax):
+                    gl, gp = g_rec[2 * j], g_rec[2 * j + 1]
+                    if gl is None or gp is None:
+                        continue
+                    lg = torch.where(torch.isfinite(lg), lg, torch.zeros_like(lg))
+                    share += ((pr * gp).flatten(1).sum(1) - (lg * gl).flatten(1).sum(1)).detach().double()
             else:
                 kinds = _attention_kinds(probs, span, adapter.encoder_decoder)
                 if method == "rollout":
@@ -532,6 +551,8 @@ def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method:
             row_ids = range(weights[b].shape[0]) if method == "rollout" else [r]
             for rr in row_ids:
                 if lrp:
+                    kept[b][rr, 0] = float(row_scores[i].detach())
+                    kept[b][rr, 1] = float(share[i])
                     src_row = rel_src[i] if rel_src is not None else None
                     dec_row = rel_dec[i]
                 else:
@@ -544,7 +565,7 @@ def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method:
                     out[b][rr, :ns] = src_row[:ns].double().cpu()
                 keep = min(nd, n_scope)
                 out[b][rr, ns:ns + keep] = dec_row[:keep].double().cpu()
-    return [o.to(_out_dtype(adapter)) for o in out]
+    return [o.to(_out_dtype(adapter)) for o in out], kept
 
 
 def _out_dtype(adapter: SeqAdapter) -> torch.dtype:
@@ -693,7 +714,10 @@ def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, mo
     return {"model": model, "text": text, "target": attr.target, "input_tokens": tokens[:n_in],
             "output_tokens": tokens[n_in:], "n_source": len(attr.source_ids), "row_tokens": rows,
             "scores": [float(v) for v in attr.scores], "logprobs": [float(v) for v in attr.logprobs],
-            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat]}
+            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat], **(
+                {"target_logit": [float(v) for v in attr.lrp_target],
+                 "softmax_share": [float(v) for v in attr.lrp_softmax_share]}
+                if m == "attnlrp" and attr.lrp_target is not None else {})}
                         for m, mat in attr.matrices.items()}}
 
 

@@ -315,12 +315,14 @@ def identity_rule(x: torch.Tensor, y: torch.Tensor, limit: float = 0.5) -> torch
 
 
 @contextlib.contextmanager
-def sequence_rules(*, rules: bool = True, conservative: bool = False) -> Iterator[RuleCounts]:
+def sequence_rules(*, rules: bool = True, conservative: bool = False, record: bool = False
+                   ) -> Iterator[RuleCounts]:
     """Like ``attnlrp_rules``, for sequence models: also ``nn.MultiheadAttention`` (decomposed), RMSNorm (its scale
     ``torch.rsqrt(...)`` a constant), products of two relevant tensors (gated MLPs: uniform rule); every attention
     probability tensor (decomposed SDPA / MHA, or a softmax over a 4-D input) is kept in ``probs`` in call order.
-    ``rules=False`` keeps plain gradients and only decomposes and records the attentions."""
-    counts = RuleCounts(conservative=conservative, sequence=True, rules=rules)
+    ``rules=False`` keeps plain gradients and only decomposes and records the attentions; ``record`` as in
+    ``attnlrp_rules`` (decomposed attentions only)."""
+    counts = RuleCounts(conservative=conservative, sequence=True, rules=rules, record=record)
     with _AttnLRPMode(counts):
         yield counts
 
