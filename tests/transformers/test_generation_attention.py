@@ -208,3 +208,14 @@ def test_encoder_decoder_without_get_encoder_is_refused():
         attribute_generation(model, [[1]], [[20]], sources=[[5, 6]], methods=["rollout"])
     # the gradient methods do not need it
     attribute_generation(model, [[1]], [[20]], sources=[[5, 6]], methods=["input_x_gradient"])
+
+
+def test_methods_command_lists_the_generation_methods(capsys):
+    from interpretorch.cli import main
+    from interpretorch.transformers.generation import GENERATION_METHODS, METHOD_DOCS
+
+    assert tuple(METHOD_DOCS) == GENERATION_METHODS
+    assert main(["methods"]) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("explain-generation --methods"):]
+    assert all(f"\n{m} " in section for m in GENERATION_METHODS)

@@ -63,6 +63,14 @@ DEFAULT_METHODS = ("input_x_gradient", "integrated_gradients", "ablation")
 ATTENTION_METHODS = ("rollout", "gradient_rollout", "attnlrp")
 GENERATION_METHODS = DEFAULT_METHODS + ATTENTION_METHODS
 TARGETS = ("logprob", "contrastive", "sequence")
+METHOD_DOCS = {
+    "input_x_gradient": "gradient x token embedding of each answer token's log-probability",
+    "integrated_gradients": "Integrated Gradients on the token embeddings from the baseline token's embedding",
+    "ablation": "change of the log-probability when a token is replaced by the baseline token or removed",
+    "rollout": "attention rollout through encoder, causal decoder and cross-attention (Abnar & Zuidema 2020)",
+    "gradient_rollout": "Chefer et al. 2021b's gradient-weighted self- and cross-attention relevance",
+    "attnlrp": "AttnLRP (Achtibat et al. 2024) of each answer token's logit, one modified backward per token",
+}
 ABLATIONS = ("baseline", "remove")
 
 
