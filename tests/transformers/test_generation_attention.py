@@ -219,3 +219,46 @@ def test_methods_command_lists_the_generation_methods(capsys):
     text = capsys.readouterr().out
     section = text[text.index("explain-generation --methods"):]
     assert all(f"\n{m} " in section for m in GENERATION_METHODS)
+
+
+@pytest.mark.numerics
+def test_eager_and_fused_attention_give_the_same_attention_methods():
+    """Eager attention (matmul, softmax) and SDPA (decomposed by the rules) are two code paths to one result."""
+    transformers = pytest.importorskip("transformers")
+    made = []
+    for impl in ("eager", "sdpa"):
+        cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                                       attn_implementation=impl)
+        torch.manual_seed(3)
+        made.append(transformers.LlamaForCausalLM(cfg).eval().double())
+    prompts, answers = [[5, 6, 7], [9, 3, 4, 2]], [[10, 11], [13, 14, 15]]
+    methods = ["rollout", "gradient_rollout", "attnlrp"]
+    eager, sdpa = (attribute_generation(m, prompts, answers, methods=methods, batch_size=2) for m in made)
+    for a, b in zip(eager, sdpa):
+        for m in methods:
+            torch.testing.assert_close(a.matrices[m], b.matrices[m], rtol=1e-6, atol=1e-8)
+
+
+def test_hugging_face_encoder_decoders_record_every_attention():
+    """T5 (eager softmax, relative position bias) and BART (SDPA): encoder, self- and cross-attentions are all
+    found (a wrong split fails the shape checks), rollout rows are distributions, rows are causal."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=V, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0,
+        pad_token_id=0)).eval().double()
+    bart = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=V, d_model=16, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32)).eval().double()
+    sources, prompts, answers = [[5, 6, 7, 2], [8, 9, 2]], [[0], [0]], [[11, 12], [13, 14, 15]]
+    for model in (t5, bart):
+        res = attribute_generation(model, prompts, answers, sources=sources,
+                                   methods=["rollout", "gradient_rollout", "attnlrp"])
+        for r, s, a in zip(res, sources, answers):
+            torch.testing.assert_close(r.matrices["rollout"].sum(1), torch.ones(len(a), dtype=torch.float64))
+            for m in ("rollout", "gradient_rollout", "attnlrp"):
+                mat = r.matrices[m]
+                assert mat.shape == (len(a), len(s) + 1 + len(a)) and mat[:, :len(s)].abs().sum() > 0
+                for i in range(len(a)):
+                    assert torch.all(mat[i, len(s) + 1 + i:] == 0)

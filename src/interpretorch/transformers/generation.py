@@ -33,7 +33,9 @@ told apart, and each decoder layer runs its self-attention before its cross-atte
 Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
 (sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
 whole sequence for ``target="sequence"``); ablation's row is one
-(sequence, ablated column) forward plus one unablated forward per sequence. ``attribute_generated=False``
+(sequence, ablated column) forward plus one unablated forward per sequence; ``gradient_rollout`` and
+``attnlrp`` rows are (sequence, target row), one forward and backward each, cut as a gradient row; a
+``rollout`` row is one sequence, a forward only. ``attribute_generated=False``
 keeps the answer tokens fixed (only source and prompt are perturbed), which is Captum's ``LLMAttribution`` /
 ``LLMGradientAttribution`` definition; their columns are then zero.
 
