@@ -10,7 +10,8 @@
 * Input invariance (Kindermans et al. 2019): a model whose first layer's bias absorbs a constant shift of the
   input computes the same function on the shifted input; a method should give it the same map. 1 or 0 per image.
   Quantus 0.6 sets each channel's bias to ``2 b - min(unique(conv(shift)))``: the smallest output value, which
-  with zero padding is a border value, not the interior's ``b + shift * sum(W)``; here the interior one.
+  with zero padding can be a border value, not the interior's ``b + shift * sum(W)``; here the interior one
+  (with padding no bias makes the border exact, so the test suits first layers without padding).
 """
 from __future__ import annotations
 
