@@ -1,10 +1,17 @@
-"""Infidelity and Max-Sensitivity (Yeh et al. 2019, "On the (In)fidelity and Sensitivity of Explanations").
+"""Robustness of explanations (Quantus's robustness family): Infidelity, Max- / Avg-Sensitivity, local Lipschitz
+estimate, continuity, relative input / output / representation stability.
 
-* Infidelity: ``E_I[(I . Phi(x) - (f(x) - f(x - I)))^2]`` over random perturbations ``I``; with
+* Infidelity (Yeh et al. 2019): ``E_I[(I . Phi(x) - (f(x) - f(x - I)))^2]`` over random perturbations ``I``; with
   ``normalize=True`` the map is first scaled by the optimal ``beta`` (as in the paper's experiments),
   so maps of arbitrary scale (CAMs) compare fairly. Uses the given maps, never recomputes them.
-* Max-Sensitivity: ``max_{||y - x||_inf <= r} ||Phi(y) - Phi(x)|| / ||Phi(x)||`` by Monte Carlo;
+* Max-Sensitivity (Yeh et al. 2019): ``max_{||y - x||_inf <= r} ||Phi(y) - Phi(x)|| / ||Phi(x)||`` by Monte Carlo;
   it recomputes explanations at the perturbed inputs by definition, through ``explain_fn``.
+* Continuity (Montavon et al. 2018): the largest change of the map per change of the input over horizontal
+  translations of the image.
+* RIS / ROS / RRS (Agarwal et al. 2022): the largest relative change of the map per relative change of the input,
+  the outputs or an internal representation, over noisy copies that keep the predicted class.
+
+Everything that re-explains does so for every copy of every image together, ``batch_size`` rows per call.
 """
 from __future__ import annotations
 
