@@ -6,6 +6,7 @@
 * :func:`model_fingerprint`, :func:`files_fingerprint`, :func:`digest` - hashes of the model's weights, of
   data files (path, size, modification time) and of settings, for a checkpoint's fingerprint.
 * :func:`terminate_as_interrupt` - SIGTERM handled as Ctrl-C, so a killed job takes its clean-stop path.
+* :func:`writable_folder` - an output folder, created and tried with a file before any work starts.
 """
 from __future__ import annotations
 
