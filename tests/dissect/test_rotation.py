@@ -153,6 +153,7 @@ def test_a_rotated_dissection_differs_and_resume_refuses_other_alpha_or_seed(pro
 TRAINED = __import__("pathlib").Path(__file__).parent / "data" / "probe_cnn_trained.pt"
 
 
+@pytest.mark.numerics
 def test_rotation_removes_detectors_of_the_trained_probe_cnn(tmp_path):
     """The paper's finding on our probe CNN (weights: ``benchmarks/dissect_findings.py`` at its defaults, 1500
     training images at 64 px, 10 epochs; held-out shape accuracy 0.89).

@@ -161,8 +161,8 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
     """--rotate: one dissection per alpha (folders alpha_A/), then rotation.json / .png / .html."""
     import json
 
-    from interpretorch.dissect.report import write_series_report
-    from interpretorch.dissect.rotation import dissect_rotated
+    from interpretorch.dissect.report import file_stem, write_layer_report, write_series_report
+    from interpretorch.dissect.rotation import dissect_rotated, rotated_copy, rotated_site
 
     record = out / "rotation_settings.json"
     settings = {"alphas": args.rotate, "seed": args.seed, "layers": layers}
@@ -189,6 +189,13 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
                                  resume=args.resume, top_images=args.top_images)
         if rank == 0:
             summaries = write_run(result, folder)
+            if not args.no_report:
+                rotated = rotated_copy(model, dataset, layers, a, args.seed)
+                for name in layers:
+                    write_layer_report(result, name, rotated, dataset, folder, max_units=args.report_units,
+                                       batch_size=args.batch_size, site=rotated_site(name),
+                                       model_name=f"{args.model} rotated by Q^{a:g} (seed {args.seed})",
+                                       tally_file=f"{file_stem(name)}_tally.csv")
             points.append({"x": a, "name": f"alpha {a:g}", "folder": folder.name, "images": result.images,
                            "layers": summaries})
             print(f"alpha {a:g}: " + ", ".join(f"{n} {s['detectors']}/{s['units']} detectors, "

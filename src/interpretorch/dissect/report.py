@@ -56,8 +56,11 @@ def outline(region: np.ndarray) -> np.ndarray:
 
 def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset: BrodenDataset,
                        out_dir: str | Path, *, max_units: int = 64, batch_size: int | None = None,
-                       model_name: str = "model", tally_file: str | None = None) -> Path:
-    """Write ``out_dir/<layer>.html`` (and its images); returns the page's path. The model is left unchanged."""
+                       model_name: str = "model", tally_file: str | None = None, site: str | None = None) -> Path:
+    """Write ``out_dir/<layer>.html`` (and its images); returns the page's path. The model is left unchanged.
+
+    ``site`` is the module whose output the units are (default ``layer``; a rotated copy's ``<layer>.rotated``).
+    """
     from PIL import Image
 
     ld = result.layers[layer]
@@ -74,13 +77,14 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
     device = model_device(model)
     bs = rows_per_pass(batch_size, device)
     acts: dict[int, torch.Tensor] = {}
-    with capture(model, [layer], grad=False) as rec, torch.no_grad():
+    site = site or layer
+    with capture(model, [site], grad=False) as rec, torch.no_grad():
         for s in range(0, len(wanted), bs):
             idx = wanted[s:s + bs]
             batch = collate([dataset[i] for i in idx])
             rec.calls.clear()
             model(batch["image"].to(device))
-            a = rec[layer][:, order].float().cpu()
+            a = rec[site][:, order].float().cpu()
             for j, i in enumerate(idx):
                 acts[i] = a[j]
     units = []
@@ -137,6 +141,10 @@ def _series_chart(points: list[dict], layers: list[str], x_label: str, path: Pat
         ax.set_ylabel(what)
         if log_x and min(xs) >= 0:
             ax.set_xscale("symlog", linthresh=1.0)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

@@ -187,16 +187,9 @@ def rotated_site(layer: str) -> str:
     return f"{layer}.{ROTATED}"
 
 
-def dissect_rotated(model: nn.Module, dataset, layers, alpha: float, seed: int = 0, **options):
-    """Dissect the representation of each of ``layers`` rotated by ``Q^alpha`` (``Q`` from ``seed`` and the layer's
-    name): a :class:`~interpretorch.dissect.run.Dissection` under the original layer names.
-
-    ``options`` go to :func:`~interpretorch.dissect.run.dissect`; a checkpoint records alpha and seed, and a resume
-    with another alpha or seed is refused naming it. ``alpha = 0`` dissects the layers as they are. The model is
-    not changed.
-    """
-    from interpretorch.dissect.run import dissect
-
+def rotated_copy(model: nn.Module, dataset, layers, alpha: float, seed: int = 0) -> nn.Module:
+    """The :func:`rotate_layers` copy of ``model`` with each of ``layers`` rotated by ``Q^alpha`` (``Q`` drawn from
+    ``seed`` and the layer's name, sized by the layer's channels on the dataset's first image)."""
     from interpretorch.dissect.broden import BrodenDataset
 
     if isinstance(dataset, (str, Path)):
@@ -205,7 +198,25 @@ def dissect_rotated(model: nn.Module, dataset, layers, alpha: float, seed: int =
     alpha = check_alpha(alpha)
     rotations = {n: rotation_power(random_rotation(c, layer_seed(seed, n)), alpha)
                  for n, c in layer_channels(model, dataset, names).items()}
-    rotated = rotate_layers(model, rotations)
+    return rotate_layers(model, rotations)
+
+
+def dissect_rotated(model: nn.Module, dataset, layers, alpha: float, seed: int = 0, **options):
+    """Dissect the representation of each of ``layers`` rotated by ``Q^alpha`` (``Q`` from ``seed`` and the layer's
+    name): a :class:`~interpretorch.dissect.run.Dissection` under the original layer names.
+
+    ``options`` go to :func:`~interpretorch.dissect.run.dissect`; a checkpoint records alpha and seed, and a resume
+    with another alpha or seed is refused naming it. ``alpha = 0`` dissects the layers as they are. The model is
+    not changed.
+    """
+    from interpretorch.dissect.broden import BrodenDataset
+    from interpretorch.dissect.run import dissect
+
+    if isinstance(dataset, (str, Path)):
+        dataset = BrodenDataset(dataset)
+    names = [layers] if isinstance(layers, str) else list(layers)
+    alpha = check_alpha(alpha)
+    rotated = rotated_copy(model, dataset, names, alpha, seed)
     settings = {"rotation alpha": alpha, "rotation seed": int(seed)}
     result = dissect(rotated, dataset, [rotated_site(n) for n in names], settings=settings, **options)
     result.layers = {n: result.layers[rotated_site(n)] for n in names}
