@@ -203,11 +203,11 @@ def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str
 
 
 def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Path, *,
-                     image_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
+                     plain: Sequence[torch.Tensor], image_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
                      graphs: Sequence | None = None, references: dict | None = None,
                      title: str = "Concept relevance (CRP)") -> dict[str, Path]:
     """Write ``crp.json`` and ``index.html`` from one :class:`ConditionalRelevance` per image: its class, the
-    plain LRP map and, per condition, where it mattered (its conditional relevance) with its share of the class
+    plain LRP map (``plain[i]``, (1, H, W)) and, per condition, where it mattered (its conditional relevance) with its share of the class
     relevance at the layer; attribution graphs and reference images (by relevance and by activation) when
     given (``references``: channel -> ((images, maps), activation images))."""
     out = Path(out_dir)
@@ -221,7 +221,7 @@ def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Pat
         labels = [f"channel {c}" if isinstance(c, int) else f"channels {c}" if isinstance(c[0], int)
                   else "direction" for c in res.conditions]
         fig = _overlay_strip(images[i:i + 1].expand(k + 1, -1, -1, -1),
-                             torch.cat([res.extras["plain"][0:1], maps]),
+                             torch.cat([plain[i][0:1], maps]),
                              f"{names[i]}: LRP, then " + ", ".join(labels), out / "figures" / f"image{i}.png")
         t = None if res.target is None else int(res.target[0])
         rows.append({"name": names[i], "figure": fig, "target": t,
@@ -240,7 +240,7 @@ def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Pat
     layer = results[0].layer if results else None
     data = {"layer": layer, "images": [{k: v for k, v in r.items() if k != "figure"} for r in rows],
             "graphs": [g.to_json() for g in graphs or []],
-            "options": {k: v for k, v in (results[0].extras if results else {}).items() if k != "plain"}}
+            "options": {k: v for k, v in (results[0].extras if results else {}).items() }}
     (out / "crp.json").write_text(json.dumps(data, indent=2))
     html = _env().get_template("crp.html").render(title=title, layer=layer, rows=rows, graphs=data["graphs"],
                                                    refs=refs, options=data["options"])
