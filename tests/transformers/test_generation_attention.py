@@ -262,3 +262,19 @@ def test_hugging_face_encoder_decoders_record_every_attention():
                 assert mat.shape == (len(a), len(s) + 1 + len(a)) and mat[:, :len(s)].abs().sum() > 0
                 for i in range(len(a)):
                     assert torch.all(mat[i, len(s) + 1 + i:] == 0)
+
+
+@pytest.mark.numerics
+def test_sequence_target_is_the_sum_of_the_token_rows():
+    """AttnLRP's modified backward is linear in the explained output, and teacher forcing reads every token's
+    logit from one padded forward: the whole answer's row is the sum of the per-token rows (rollout likewise)."""
+    model = translation(4)
+    sources, prompts, answers = [[5, 6, 7, 8], [9, 10]], [[1], [1]], [[20, 21, 22], [23, 24]]
+    per_token = attribute_generation(model, prompts, answers, sources=sources, methods=["attnlrp", "rollout"])
+    whole = attribute_generation(model, prompts, answers, sources=sources, methods=["attnlrp", "rollout"],
+                                 target="sequence", batch_size=2)
+    for r, w in zip(per_token, whole):
+        for m in ("attnlrp", "rollout"):
+            assert w.matrices[m].shape == (1, r.matrices[m].shape[1])
+            torch.testing.assert_close(w.matrices[m][0], r.matrices[m].sum(0), rtol=1e-8, atol=1e-10)
+        assert w.lrp_target.item() == pytest.approx(r.lrp_target.sum().item(), rel=1e-9)
