@@ -750,11 +750,19 @@ def write_generation_report(results: dict, out_dir: str | Path) -> Path:
     maps = []
     for m, d in results["methods"].items():
         span = max((abs(v) for row in d["matrix"] for v in row), default=0.0)
-        rows = [{"token": tok, "score": results["scores"][i] if i < len(results["scores"]) else float("nan"),
+        scores = d.get("target_logit", results["scores"])  # AttnLRP explains the logit
+        share = d.get("softmax_share")
+        rows = [{"token": tok, "score": scores[i] if i < len(scores) else float("nan"),
+                 "share": None if share is None else share[i],
                  "cells": [{"value": v, "colour": _cell_colour(v, span),
                             "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
                 for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
-        maps.append({"method": m, "span": span, "rows": rows})
+        maps.append({"method": m, "span": span, "rows": rows, "share": share is not None,
+                     "target": "logit" if "target_logit" in d else "target",
+                     "note": {"rollout": "Rollout ignores the target: each row is a distribution over the columns.",
+                              "attnlrp": "AttnLRP explains the logit; 'softmax' is the part of it the softmax "
+                                         "rule keeps (biases and position embeddings keep the rest that the row "
+                                         "does not sum to)."}.get(m, "")})
     env = Environment(loader=PackageLoader("interpretorch.transformers", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("generation.html").render(r=results, columns=columns, maps=maps,
