@@ -28,7 +28,8 @@ def base(probe, out):
 
 def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, capsys):
     out = tmp_path / "rot"
-    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "1,0", "--seed", "3"]) == 0
+    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "1,0", "--seed", "3",
+                                      "--report-units", "3"]) == 0
     plain = tmp_path / "plain"
     assert main(base(probe, plain) + ["--layers", "conv2.2,conv4.2", "--no-report"]) == 0
     capsys.readouterr()
@@ -51,7 +52,8 @@ def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, ca
                                     "--resume"]) == 2
     assert "used --rotate 0,1, not 0,0.5" in capsys.readouterr().err
     before = (out / "alpha_1" / "conv4.2_tally.csv").read_bytes()
-    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "0,1", "--seed", "3", "--resume"]) == 0
+    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "0,1", "--seed", "3", "--resume",
+                                    "--no-report"]) == 0
     assert (out / "alpha_1" / "conv4.2_tally.csv").read_bytes() == before
 
 

@@ -203,7 +203,8 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
     if rank == 0:
         meta = (f"model {args.model}, dataset {args.data} ({points[0]['images']} images), random rotation Q per "
                 f"layer from seed {args.seed}, Q^alpha applied to the layer's output and undone above it (the "
-                f"model's outputs are unchanged), top quantile {args.quantile} per unit.")
+                f"model's outputs are unchanged), top quantile {args.quantile} per unit. These are the counts of one "
+                f"draw of Q; other --seed values show the spread between draws.")
         page = write_series_report(points, out, "rotation", x_label="alpha", title="rotated representations",
                                    meta=meta, model_name=args.model)
         print(f"wrote {page}", file=sys.stderr)

@@ -179,8 +179,10 @@ def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x
     html = _render("experiment.html", title=title, meta=meta, headlines=headlines, chart=f"{kind}.png",
                    table_note="Per layer: detectors / units (unique concepts with at least one detector). Each row's "
                               "folder holds its tally CSVs and summary.json.",
-                   header=header, rows=rows, left=2, files=[f"{kind}.json"] + [p["folder"] + "/summary.json"
-                                                                                 for p in points])
+                   header=header, rows=rows, left=2, files=[f"{kind}.json"] + [
+                       f"{p['folder']}/{f}" for p in points
+                       for f in ["summary.json"] + [f"{file_stem(n)}.html" for n in layers
+                                                    if (out / p["folder"] / f"{file_stem(n)}.html").exists()]])
     page = out / f"{kind}.html"
     page.write_text(html, encoding="utf-8")
     return page
