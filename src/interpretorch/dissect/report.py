@@ -152,7 +152,7 @@ def _series_chart(points: list[dict], layers: list[str], x_label: str, path: Pat
 
 
 def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x_label: str, title: str,
-                        meta: str, model_name: str = "model") -> Path:
+                        meta: str) -> Path:
     """Write ``kind``.json, ``kind``.png and ``kind``.html for dissections along one axis; returns the page.
 
     ``points`` (in axis order): ``{"x": number, "name": str, "layers": {layer: LayerDissection.summary()},
