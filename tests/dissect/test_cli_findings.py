@@ -43,6 +43,9 @@ def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, ca
     html = (out / "rotation.html").read_text()
     d0, d1 = a0["layers"]["conv4.2"]["detectors"], a1["layers"]["conv4.2"]["detectors"]
     assert f"conv4.2: {d0} of 64 units are detectors at alpha 0, {d1} at alpha 1" in html
+    obj = a1["layers"]["conv4.2"]
+    assert (f"<td class=\"l\">1</td><td class=\"l\">conv4.2</td><td>{obj['detectors_per_category']['color']} "
+            f"({obj['unique_concepts_per_category']['color']})</td>") in html
     unit_page = (out / "alpha_1" / "conv4.2.html").read_text()  # the rotated units, with their top images
     assert f"{d1}/64</b> units covering" in unit_page and "rotated by Q^1 (seed 3)" in unit_page
     # a resume must use the same seed and alphas, and says which differs

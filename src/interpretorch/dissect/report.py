@@ -176,7 +176,13 @@ def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x
     header = [x_label, "run"] + [f"{n} detectors (unique)" for n in layers]
     rows = [[f"{p['x']:g}", p["name"]] + [f"{p['layers'][n]['detectors']}/{p['layers'][n]['units']} "
                                           f"({p['layers'][n]['unique_concepts']})" for n in layers] for p in points]
+    categories = list(first["layers"][layers[0]]["detectors_per_category"])
+    header2 = [x_label, "layer"] + categories
+    rows2 = [[f"{p['x']:g}", n] + [f"{p['layers'][n]['detectors_per_category'][c]} "
+                                  f"({p['layers'][n]['unique_concepts_per_category'][c]})" for c in categories]
+             for p in points for n in layers]
     html = _render("experiment.html", title=title, meta=meta, headlines=headlines, chart=f"{kind}.png",
+                   title2="Per category: detectors (unique concepts)", header2=header2, rows2=rows2,
                    table_note="Per layer: detectors / units (unique concepts with at least one detector). Each row's "
                               "folder holds its tally CSVs and summary.json.",
                    header=header, rows=rows, left=2, files=[f"{kind}.json"] + [
