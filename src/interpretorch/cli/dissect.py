@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-units", type=positive_int, default=64,
                    help="units shown in each layer's HTML report, best IoU first (default: %(default)s)")
     p.add_argument("--no-report", action="store_true", help="write tally.csv and summary.json only")
+    p.add_argument("--relevance", action="store_true",
+                   help="also choose each reported unit's images by its LRP relevance for the predicted class "
+                        "(CRP), on a page linked from the layer page")
     add_experiment_arguments(p)
 
 
@@ -82,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
                               ("--compare", args.compare)) if v is not None]
     if len(chosen) > 1:
         raise UserError(f"{' and '.join(chosen)} cannot be combined; run one experiment at a time")
+    if chosen and args.relevance:
+        raise UserError(f"--relevance cannot be combined with {chosen[0]}: it writes reference images for one "
+                        "plain dissection")
     if args.compare is not None:
         return compare_runs(args)
     if args.data is None:
@@ -131,8 +137,11 @@ def run(args: argparse.Namespace) -> int:
             for name, ld in result.layers.items():
                 tally = write_tally(ld, out / f"{file_stem(name)}_tally.csv")
                 if not args.no_report:
-                    write_layer_report(result, name, model, dataset, out, max_units=args.report_units,
-                                       batch_size=args.batch_size, model_name=args.model, tally_file=tally.name)
+                    page = write_layer_report(result, name, model, dataset, out, max_units=args.report_units,
+                                              batch_size=args.batch_size, model_name=args.model,
+                                              tally_file=tally.name)
+                    if args.relevance:
+                        _relevance(args, result, name, model, dataset, out, page)
                 s = ld.summary()
                 print(f"{name}: {s['detectors']}/{s['units']} units covering {s['unique_concepts']} concepts "
                       f"with IoU >= {args.iou} "
@@ -146,6 +155,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relevance(args: argparse.Namespace, result, name: str, model, dataset, out: Path, page: Path) -> None:
+    """Reference images by relevance for the layer's reported units, linked from its page."""
+    from interpretorch.dissect.relevance import link_from, write_relevance_page
+    from interpretorch.dissect.report import file_stem
+
+    label, score = result.layers[name].best()
+    units = sorted(range(len(score)), key=lambda u: (-float(score[u]), u))[:args.report_units]
+    rel_page, _ = write_relevance_page(model, dataset, name, out, units=units, n=args.top_images,
+                                       batch_size=args.batch_size, resume=args.resume, stem=file_stem(name))
+    link_from(page, rel_page)
 def write_run(result, folder: Path) -> dict:
     """Write one dissection's tally CSVs and summary.json into ``folder``; returns its per-layer summaries."""
     from interpretorch.dissect.report import file_stem

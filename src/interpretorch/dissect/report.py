@@ -2,6 +2,7 @@
 its top-activating images with the thresholded region outlined."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -54,6 +55,70 @@ def outline(region: np.ndarray) -> np.ndarray:
     return region & ~inner
 
 
+def draw_outline(img: np.ndarray, region: np.ndarray, colors: tuple = ((255, 230, 0), (0, 0, 0))) -> np.ndarray:
+    """``img`` with the boundary of the bool mask ``region`` drawn dashed in two colours (yellow and black by
+    default), so the outline shows on light and dark images alike; returns the image (changed in place)."""
+    edge = outline(region)
+    ys, xs = np.nonzero(edge)
+    first = ((ys + xs) // 3) % 2 == 0
+    img[ys[first], xs[first]] = colors[0]
+    img[ys[~first], xs[~first]] = colors[1]
+    return img
+
+
+def layer_answer(summary: dict, images: int, units_shown: list[dict]) -> tuple[str, list[dict]]:
+    """A dissected layer's headline (detectors and concepts at the IoU threshold, over n images) and its red
+    flags (top-activating images where no pixel passes the unit's threshold, so nothing is outlined)."""
+    from interpretorch.core import flags as red
+
+    s = summary
+    best = max((u["iou"] for u in units_shown), default=None)
+    text = (f"{s['layer']}: {s['detectors']} of {s['units']} units are detectors (IoU \u2265 {s['iou_threshold']:g}) "
+            f"covering {s['unique_concepts']} concept(s), on {images} image(s)"
+            + (f"; the best unit reaches IoU {best:.3f}." if best is not None else "."))
+    flags = []
+    empty = [u for u in units_shown if u.get("empty_regions")]
+    if empty:
+        flags.append(red.flag("empty_regions",
+                              f"No region outlined: {len(empty)} of the {len(units_shown)} units shown have "
+                              f"top-activating images where no upsampled pixel passes the unit's threshold "
+                              f"({sum(u['empty_regions'] for u in empty)} image(s) in all): the activation peaks "
+                              f"between pixels or the threshold is set by other images.",
+                              units=[u["unit"] for u in empty], layer=s["layer"]))
+    if s["detectors"] == 0:
+        flags.append(red.flag("no_detectors", f"No detectors: no unit of {s['layer']} reaches IoU "
+                                              f"{s['iou_threshold']:g} with any concept on these {images} images.",
+                              layer=s["layer"]))
+    return text, flags
+
+
+def write_index(out_dir: str | Path, result: Dissection, model_name: str = "model") -> Path:
+    """Write ``out_dir/index.html`` (every dissected layer with its headline, linking its page) and
+    ``report.json`` (the headlines and flags of the layers whose pages exist); returns the index's path."""
+    out = Path(out_dir)
+    pages = []
+    for name in result.layers:
+        stem = file_stem(name)
+        info = out / f"{stem}_files" / "answer.json"
+        if (out / f"{stem}.html").exists() and info.exists():
+            pages.append({"layer": name, "page": f"{stem}.html", **json.loads(info.read_text())})
+    flags = [{**f, "text": f"{p['layer']}: {f['text']}"} for p in pages for f in p["flags"]]
+    headline = (f"Network Dissection of {model_name} on {result.images} image(s): " +
+                "; ".join(f"{p['layer']} has {p['detectors']}/{p['units']} detectors" for p in pages) + ".")
+    (out / "report.json").write_text(json.dumps({"headline": headline, "flags": flags,
+                                                 "layers": {p["layer"]: p for p in pages}}, indent=2))
+    env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
+    html = env.get_template("index.html").render(pages=pages, model_name=model_name, images=result.images,
+                                                 quantile=result.quantile, answer=answer_html(headline, flags),
+                                                 answer_css=ANSWER_CSS)
+    path = out / "index.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
 def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset: BrodenDataset,
                        out_dir: str | Path, *, max_units: int = 64, batch_size: int | None = None,
                        model_name: str = "model", tally_file: str | None = None, site: str | None = None) -> Path:
@@ -91,14 +156,15 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
     for pos, u in enumerate(order):
         t = float(ld.thresholds[u])
         tiles = []
+        empty = 0
         for i in (int(v) for v in ld.top_indices[u].tolist() if v >= 0):
             img = dataset.load_image(i).copy()
             a = acts[i][pos][None, None]
             up = F.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             region = up > t
+            empty += not region.any()
             dim = np.where(region[..., None], img, (img * 0.45).astype(np.uint8))
-            dim[outline(region)] = (255, 230, 0)
-            tiles.append(dim)
+            tiles.append(draw_outline(dim, region))
         if not tiles:
             continue
         gap = np.full((tiles[0].shape[0], 3, 3), 255, np.uint8)
@@ -106,16 +172,24 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
         Image.fromarray(strip).save(img_dir / f"unit{u:04d}.png")
         units.append({"unit": u, "label": ld.label_names[label[u]], "category": ld.categories[int(cat_of[label[u]])],
                       "iou": float(score[u]), "threshold": t, "detector": float(score[u]) >= ld.iou_threshold,
-                      "strip": f"{stem}_files/unit{u:04d}.png",
+                      "strip": f"{stem}_files/unit{u:04d}.png", "empty_regions": empty,
                       "images": [dataset.info.rows[int(i)].image for i in ld.top_indices[u].tolist() if i >= 0]})
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
+    summary = ld.summary()
+    headline, flags = layer_answer(summary, result.images, units)
+    (img_dir / "answer.json").write_text(json.dumps({"headline": headline, "flags": flags,
+                                                     "detectors": summary["detectors"], "units": summary["units"],
+                                                     "unique_concepts": summary["unique_concepts"]}, indent=2))
     env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("layer.html").render(
-        s=ld.summary(), units=units, shown=len(units), chart=chart, model_name=model_name,
+        answer=answer_html(headline, flags), answer_css=ANSWER_CSS, s=summary, units=units, shown=len(units), chart=chart, model_name=model_name,
         dataset=str(dataset.root), images=result.images, quantile=result.quantile,
         tally=tally_file or f"{stem}_tally.csv")
     page = out / f"{stem}.html"
     page.write_text(html, encoding="utf-8")
+    write_index(out, result, model_name)
     return page
 
 
