@@ -28,7 +28,8 @@ def base(probe, out):
 
 def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, capsys):
     out = tmp_path / "rot"
-    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "1,0", "--seed", "3"]) == 0
+    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "1,0", "--seed", "3",
+                                      "--report-units", "3"]) == 0
     plain = tmp_path / "plain"
     assert main(base(probe, plain) + ["--layers", "conv2.2,conv4.2", "--no-report"]) == 0
     capsys.readouterr()
@@ -42,6 +43,9 @@ def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, ca
     html = (out / "rotation.html").read_text()
     d0, d1 = a0["layers"]["conv4.2"]["detectors"], a1["layers"]["conv4.2"]["detectors"]
     assert f"conv4.2: {d0} of 64 units are detectors at alpha 0, {d1} at alpha 1" in html
+    obj = a1["layers"]["conv4.2"]
+    assert (f"<td class=\"l\">1</td><td class=\"l\">conv4.2</td><td>{obj['detectors_per_category']['color']} "
+            f"({obj['unique_concepts_per_category']['color']})</td>") in html
     unit_page = (out / "alpha_1" / "conv4.2.html").read_text()  # the rotated units, with their top images
     assert f"{d1}/64</b> units covering" in unit_page and "rotated by Q^1 (seed 3)" in unit_page
     # a resume must use the same seed and alphas, and says which differs
@@ -51,7 +55,8 @@ def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, ca
                                     "--resume"]) == 2
     assert "used --rotate 0,1, not 0,0.5" in capsys.readouterr().err
     before = (out / "alpha_1" / "conv4.2_tally.csv").read_bytes()
-    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "0,1", "--seed", "3", "--resume"]) == 0
+    assert main(base(probe, out) + ["--layers", "conv2.2,conv4.2", "--rotate", "0,1", "--seed", "3", "--resume",
+                                    "--no-report"]) == 0
     assert (out / "alpha_1" / "conv4.2_tally.csv").read_bytes() == before
 
 

@@ -102,6 +102,16 @@ def test_rotated_copy_computes_the_same_function_and_leaves_the_model_alone():
     assert torch.allclose(b[rotated_site("conv4.2")], expect, atol=1e-5)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_outputs_are_unchanged_at_every_alpha(alpha):
+    model = ProbeCNN(width=8, seed=3).eval()
+    qs = {n: rotation_power(random_rotation(c, layer_seed(0, n)), alpha)
+          for n, c in (("conv1.2", 8), ("conv3.2", 32))}
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (model(x) - rotate_layers(model, qs)(x)).abs().max() <= 1e-4
+
+
 def test_rotate_layers_refuses_bad_rotations():
     model = ProbeCNN(width=4)
     with pytest.raises(ValueError, match="not an orthogonal"):

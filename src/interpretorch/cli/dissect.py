@@ -222,9 +222,10 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
     if rank == 0:
         meta = (f"model {args.model}, dataset {args.data} ({points[0]['images']} images), random rotation Q per "
                 f"layer from seed {args.seed}, Q^alpha applied to the layer's output and undone above it (the "
-                f"model's outputs are unchanged), top quantile {args.quantile} per unit.")
+                f"model's outputs are unchanged), top quantile {args.quantile} per unit. These are the counts of one "
+                f"draw of Q; other --seed values show the spread between draws.")
         page = write_series_report(points, out, "rotation", x_label="alpha", title="rotated representations",
-                                   meta=meta, model_name=args.model)
+                                   meta=meta)
         print(f"wrote {page}", file=sys.stderr)
 
 
@@ -297,7 +298,7 @@ def run_checkpoints(args: argparse.Namespace, model, dataset, layers: list[str],
                 + ("the last number in each file name (the training step of a snapshot)." if by_step
                    else "the files' order."))
         page = write_series_report(points, out, "checkpoints", x_label="step" if by_step else "file",
-                                   title="detectors over training", meta=meta, model_name=args.model)
+                                   title="detectors over training", meta=meta)
         print(f"wrote {page}", file=sys.stderr)
 
 

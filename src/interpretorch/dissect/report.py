@@ -226,7 +226,7 @@ def _series_chart(points: list[dict], layers: list[str], x_label: str, path: Pat
 
 
 def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x_label: str, title: str,
-                        meta: str, model_name: str = "model") -> Path:
+                        meta: str) -> Path:
     """Write ``kind``.json, ``kind``.png and ``kind``.html for dissections along one axis; returns the page.
 
     ``points`` (in axis order): ``{"x": number, "name": str, "layers": {layer: LayerDissection.summary()},
@@ -250,11 +250,19 @@ def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x
     header = [x_label, "run"] + [f"{n} detectors (unique)" for n in layers]
     rows = [[f"{p['x']:g}", p["name"]] + [f"{p['layers'][n]['detectors']}/{p['layers'][n]['units']} "
                                           f"({p['layers'][n]['unique_concepts']})" for n in layers] for p in points]
+    categories = list(first["layers"][layers[0]]["detectors_per_category"])
+    header2 = [x_label, "layer"] + categories
+    rows2 = [[f"{p['x']:g}", n] + [f"{p['layers'][n]['detectors_per_category'][c]} "
+                                  f"({p['layers'][n]['unique_concepts_per_category'][c]})" for c in categories]
+             for p in points for n in layers]
     html = _render("experiment.html", title=title, meta=meta, headlines=headlines, chart=f"{kind}.png",
+                   title2="Per category: detectors (unique concepts)", header2=header2, rows2=rows2,
                    table_note="Per layer: detectors / units (unique concepts with at least one detector). Each row's "
                               "folder holds its tally CSVs and summary.json.",
-                   header=header, rows=rows, left=2, files=[f"{kind}.json"] + [p["folder"] + "/summary.json"
-                                                                                 for p in points])
+                   header=header, rows=rows, left=2, files=[f"{kind}.json"] + [
+                       f"{p['folder']}/{f}" for p in points
+                       for f in ["summary.json"] + [f"{file_stem(n)}.html" for n in layers
+                                                    if (out / p["folder"] / f"{file_stem(n)}.html").exists()]])
     page = out / f"{kind}.html"
     page.write_text(html, encoding="utf-8")
     return page

@@ -18,7 +18,7 @@ import copy
 import math
 import zlib
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from torch import nn
 
 from interpretorch.core.seeding import seed_for
 from interpretorch.models.layers import get_layer
+
+if TYPE_CHECKING:
+    from interpretorch.dissect.broden import BrodenDataset
+    from interpretorch.dissect.run import Dissection
 
 ROTATED = "rotated"  # the child of a rotated layer whose output is the rotated representation
 
@@ -119,7 +123,7 @@ class RotatedLayer(nn.Module):
         self.rotated = Rotate(q)
         self.unrotated = Rotate(q.T)
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args, **kwargs) -> torch.Tensor:
         """The inner layer's output, through the rotation and its inverse (the same function up to rounding)."""
         return self.unrotated(self.rotated(self.inner(*args, **kwargs)))
 
@@ -160,7 +164,7 @@ def check_alpha(alpha: float) -> float:
     return alpha
 
 
-def layer_channels(model: nn.Module, dataset, layers: list[str]) -> dict[str, int]:
+def layer_channels(model: nn.Module, dataset: BrodenDataset, layers: Sequence[str]) -> dict[str, int]:
     """The channel count of each layer's (B, C, H, W) output on the dataset's first image."""
     from interpretorch.capture import capture
     from interpretorch.core import model_device
@@ -187,7 +191,8 @@ def rotated_site(layer: str) -> str:
     return f"{layer}.{ROTATED}"
 
 
-def rotated_copy(model: nn.Module, dataset, layers, alpha: float, seed: int = 0) -> nn.Module:
+def rotated_copy(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Sequence[str] | str, alpha: float,
+                 seed: int = 0) -> nn.Module:
     """The :func:`rotate_layers` copy of ``model`` with each of ``layers`` rotated by ``Q^alpha`` (``Q`` drawn from
     ``seed`` and the layer's name, sized by the layer's channels on the dataset's first image)."""
     from interpretorch.dissect.broden import BrodenDataset
@@ -201,7 +206,8 @@ def rotated_copy(model: nn.Module, dataset, layers, alpha: float, seed: int = 0)
     return rotate_layers(model, rotations)
 
 
-def dissect_rotated(model: nn.Module, dataset, layers, alpha: float, seed: int = 0, **options):
+def dissect_rotated(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Sequence[str] | str, alpha: float,
+                    seed: int = 0, **options) -> Dissection:
     """Dissect the representation of each of ``layers`` rotated by ``Q^alpha`` (``Q`` from ``seed`` and the layer's
     name): a :class:`~interpretorch.dissect.run.Dissection` under the original layer names.
 

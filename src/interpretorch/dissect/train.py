@@ -7,8 +7,8 @@ Training is seeded and deterministic on the CPU for a given torch build.
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.dissect.broden import BrodenDataset, collate
+from interpretorch.training import train_command
 
 PROBE_MEAN = (0.5, 0.5, 0.5)
 PROBE_STD = (0.25, 0.25, 0.25)
@@ -162,24 +163,34 @@ def evaluate(model: ProbeCNN, data: str | Path) -> dict:
             "shape_accuracy": float((out[:, n_s:].argmax(1) == shape).float().mean())}
 
 
+@dataclass(frozen=True)
+class ProbeTrainConfig:
+    """The command line's settings: the probe set, epochs, seed and the steps to snapshot."""
+
+    data: str = ""
+    epochs: int = 10
+    seed: int = 0
+    snapshots: str = ""       # comma-separated optimizer steps (0: before training) whose weights are saved
+    snapshot_dir: str = ""    # default: next to --out, "<out>_snapshots"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train on a probe set and save the state dict."""
-    p = argparse.ArgumentParser(description="Train a ProbeCNN on a probe set and save its weights")
-    p.add_argument("--data", required=True, help="probe set folder (interpretorch make-probe)")
-    p.add_argument("--out", required=True, help="weights file to write")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--snapshots", default="",
-                   help="comma-separated optimizer steps (0: before training) at which to save the weights")
-    p.add_argument("--snapshot-dir", default=None, help="folder for the snapshots (default: next to --out)")
-    args = p.parse_args(argv)
-    steps = [int(s) for s in args.snapshots.split(",") if s.strip()]
-    where = args.snapshot_dir or str(Path(args.out).with_suffix("")) + "_snapshots"
-    t0 = time.perf_counter()
-    model = train_probe_cnn(args.data, epochs=args.epochs, seed=args.seed, log=True, snapshots=steps,
-                            snapshot_dir=where if steps else None)
-    torch.save(model.state_dict(), args.out)
-    print(f"trained in {time.perf_counter() - t0:.1f} s; {evaluate(model, args.data)}; weights in {args.out}")
+    """Command line: train on a probe set and save the state dict (and any snapshots)."""
+    def train_and_save(config: ProbeTrainConfig, out: str) -> str:
+        if not config.data:
+            raise SystemExit("give --data: a probe set folder (interpretorch make-probe)")
+        steps = [int(s) for s in config.snapshots.split(",") if s.strip()]
+        where = config.snapshot_dir or str(Path(out).with_suffix("")) + "_snapshots"
+        t0 = time.perf_counter()
+        model = train_probe_cnn(config.data, epochs=config.epochs, seed=config.seed, log=True, snapshots=steps,
+                                snapshot_dir=where if steps else None)
+        torch.save(model.state_dict(), out)
+        shots = f"; {len(steps)} snapshots in {where}" if steps else ""
+        return (f"trained in {time.perf_counter() - t0:.1f} s; {evaluate(model, config.data)}; weights in {out}"
+                f"{shots}")
+
+    train_command("python -m interpretorch.dissect.train", "Train a ProbeCNN on a probe set and save its weights",
+                  ProbeTrainConfig, train_and_save, argv)
     return 0
 
 
