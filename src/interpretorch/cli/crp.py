@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     channels = everything.channel_relevance.shape[1]
     if args.channels and max(args.channels) >= channels:
         raise UserError(f"--channels {max(args.channels)} is outside layer {args.layer!r}'s {channels} channels")
-    results, graphs = [], []
+    results, graphs, plains = [], [], []
     for i in range(len(arrays)):
         t = target[i] if isinstance(target, list) else target
         chosen = args.channels or everything.channel_relevance[i].argsort(descending=True)[:args.top].tolist()
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                                     composite=args.composite, batch_size=args.batch_size)
         plain = conditional_relevance(model, x[i:i + 1], t, args.layer, [list(range(channels))],
                                       composite=args.composite)
-        res.extras["plain"] = plain.heatmaps[:, 0]
+        plains.append(plain.heatmaps[:, 0])
         results.append(res)
         if lower:
             graphs.append(attribution_graph(model, x[i:i + 1], t, [args.layer, *lower], int(chosen[0]),
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     references = None
     if args.reference:
         references = _references(args, model, pre, device, sorted({c for r in results for c in r.conditions}), out)
-    paths = write_crp_report(results, display, out, image_names=names, class_names=loaded.class_names,
+    paths = write_crp_report(results, display, out, plain=plains, image_names=names,
+                             class_names=loaded.class_names,
                              graphs=graphs, references=references,
                              title=f"Concept relevance at {args.layer} ({args.model})")
     for name, r in zip(names, results):
