@@ -172,3 +172,23 @@ def test_reference_images_by_relevance_resume(tmp_path):
     assert resumed.images_seen == 12
     with pytest.raises(ValueError, match="layer differ"):
         reference_images(model, _stream(x, 4, t), "1", n=3, checkpoint=ck, resume=True)
+
+
+@pytest.mark.numerics
+def test_conditions_partitioning_a_residual_layer_sum_to_lrp(pretrained, sample_batch, snapshot):
+    """EfficientNet-Lite0 (residual blocks, BatchNorm merged on a copy): three condition sets that partition the
+    channels of a block's output add up to plain LRP (linearity), and the set of all channels is plain LRP."""
+    import torch.nn.functional as F
+
+    model = pretrained.model
+    snap = snapshot(model)
+    x = F.interpolate(sample_batch[:2], size=(96, 96), mode="bilinear", align_corners=False)  # chelsea, coffee
+    layer = "_blocks.10"
+    c = channel_relevance(model, x[:1], 0, [layer])[layer].shape[1]
+    parts = [list(range(0, c, 3)), list(range(1, c, 3)), list(range(2, c, 3))]
+    r = conditional_relevance(model, x, "top1", layer, parts + [list(range(c))])
+    plain = lrp(model, x, "top1").maps
+    snap.assert_unchanged()
+    scale = plain.abs().max()
+    assert (r.relevance[:, :3].sum(1) - plain).abs().max() <= 1e-4 * scale
+    assert (r.relevance[:, 3] - plain).abs().max() <= 1e-5 * scale

@@ -8,6 +8,9 @@ seed=5 + 1000 * s)`` (the test images of ``concept_sets(s)``).
 - CRP at ``features.10`` (epsilon_plus): per image the channel with the most relevance for its class, and the
   share of the positive input relevance conditioned on it that falls inside the patch (the patch is 1/9 of the
   image); also for the plain LRP map.
+- CRP along a TCAV direction (seeds 0-2, dots): the dots CAV at ``features.10`` (``run_tcav`` on the first 10
+  class-1 images of ``concept_sets(s)`` against 3 random sets, channel means); the share of the relevance along
+  it inside the dots patch of the first 20 dots test images, and the relevance along it beside the layer's.
 
 Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python tests/concepts/measure_craft_crp.py``
 """
@@ -66,6 +69,26 @@ def crp_row(model, seed: int, cls: int) -> dict:
             "top_channels": top.tolist()}
 
 
+def cav_row(model, seed: int) -> dict:
+    """Share inside the patch and relevance of CRP conditioned on the dots CAV."""
+    from conftest import concept_sets  # tests/concepts/conftest.py, beside this script
+
+    from interpretorch.concepts.tcav import run_tcav
+
+    s = concept_sets(seed)
+    res = run_tcav(model, s["class1"][:10], {"dots": s["concepts"]["dots"]}, s["randoms"][:3], [LAYER], 1,
+                   features="mean")
+    v = res.cavs.vectors[LAYER][[p[0] for p in res.cavs.pairs].index("dots")]
+    test = s["test"]
+    idx = torch.nonzero(test.labels == 1).flatten()[:20]
+    r = conditional_relevance(model, PREPROCESS.normalize(test.images[idx]), 1, LAYER, [v, list(range(48))])
+    return {"what": "crp_cav", "seed": seed, "class": 1,
+            "cav_share_mean": float(map_energy_inside(r.heatmaps[:, 0], test.boxes[idx]).mean()),
+            "plain_share_mean": float(map_energy_inside(r.heatmaps[:, 1], test.boxes[idx]).mean()),
+            "cav_relevance_mean": float(r.concept_relevance[:, 0].mean()),
+            "layer_relevance_mean": float(r.concept_relevance[:, 1].mean())}
+
+
 def main() -> None:
     """Measure all seeds and classes and write the jsonl file."""
     warnings.filterwarnings("ignore", category=Warning, module="sklearn")
@@ -80,6 +103,9 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("importance", "shares", "top_channels")}),
                       flush=True)
+    for seed in range(3):
+        rows.append(cav_row(model, seed))
+        print(json.dumps(rows[-1]), flush=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {out}")
 

@@ -86,6 +86,10 @@ def test_layer_check_and_the_two_tail_paths(snapshot):
     imps = [c.importance for c in full.concepts]
     assert imps == sorted(imps, reverse=True) and all(v >= 0 for v in imps)
     assert full.concepts[0].maps.shape == (6, 16, 16) and full.coefficients.shape[:2] == (6, 3)
+    logit = craft(model, x, lambda t: t, 1, "act", n_concepts=3, crops_per_image=4, nb_design=8, score="logit")
+    assert logit.options["score"] == "logit" and all(c.importance >= 0 for c in logit.concepts)
+    with pytest.raises(ValueError, match="score must be"):
+        craft(model, x, lambda t: t, 1, "act", score="margin")
     with pytest.raises(TypeError, match="one class"):
         craft(model, x, lambda t: t, "top1")
     with pytest.raises(ValueError, match="outside the model's 3 classes"):

@@ -28,3 +28,25 @@ def test_the_most_relevant_channel_matters_inside_the_concept(toy, cls):
     shares = [float(map_energy_inside(conditional_relevance(model, x[i:i + 1], cls, LAYER, [int(top[i])])
                                       .heatmaps[:, 0], boxes[i:i + 1])[0]) for i in range(len(idx))]
     assert sum(shares) / len(shares) > 0.6
+
+
+@pytest.mark.numerics
+def test_relevance_along_the_dots_cav_lies_on_the_dots(toy, toy_sets):
+    """CRP conditioned on a TCAV direction: the dots CAV at features.10 (channel means, against 3 random sets).
+
+    Measured for seeds 0-2 (the first 20 dots images of ``concept_sets(seed)``): the share of the relevance along
+    the CAV inside the dots patch was 0.78-0.80 (plain LRP 0.79-0.81), and the relevance along it 2.7-3.3 per
+    image, more than the whole layer's 2.3-2.9 (the other directions carry some negative relevance). Asserted for
+    seed 0: share above 0.6 and relevance along the CAV above half the layer's."""
+    from interpretorch.concepts.tcav import run_tcav
+
+    model, _ = toy
+    s = toy_sets
+    res = run_tcav(model, s["class1"][:10], {"dots": s["concepts"]["dots"]}, s["randoms"][:3], [LAYER], 1,
+                   features="mean")
+    v = res.cavs.vectors[LAYER][[p[0] for p in res.cavs.pairs].index("dots")]
+    test = s["test"]
+    idx = torch.nonzero(test.labels == 1).flatten()[:20]
+    r = conditional_relevance(model, PREPROCESS.normalize(test.images[idx]), 1, LAYER, [v, list(range(48))])
+    assert float(map_energy_inside(r.heatmaps[:, 0], test.boxes[idx]).mean()) > 0.6
+    assert float(r.concept_relevance[:, 0].mean()) > 0.5 * float(r.concept_relevance[:, 1].mean()) > 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
@@ -436,19 +436,17 @@ def reference_images(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
                     "activation": act_top.state_dict()}, tmp)
         os.replace(tmp, path)
 
-    work_ctx = None
-    work = None
     i = -1
-    try:
+    with ExitStack() as stack:
+        work = None
         for i, (indices, images, target) in enumerate(batches):
             if i < done:
                 continue
             x = check_inputs(model, images)
             t = check_target(target, x.shape[0])
             if work is None:  # ZBox bounds are set per batch below
-                work_ctx = lrp_copy(model, x, composite=composite, rule=rule, low=x.min(), high=x.max(),
-                                    canonize=canonize)
-                work = work_ctx.__enter__()
+                work = stack.enter_context(lrp_copy(model, x, composite=composite, rule=rule, low=x.min(),
+                                                    high=x.max(), canonize=canonize))
             work.state["low"], work.state["high"] = x.amin((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
             acts: dict[str, torch.Tensor] = {}
             h = get_layer(work.model, layer).register_forward_hook(
@@ -469,9 +467,6 @@ def reference_images(model: nn.Module, batches: Iterable[tuple[torch.Tensor, tor
                 progress(x.shape[0])
             if (i + 1) % checkpoint_every == 0:
                 save(i + 1)
-    finally:
-        if work_ctx is not None:
-            work_ctx.__exit__(None, None, None)
     if rel_top is None:
         raise ValueError("no images: the stream of batches was empty")
     save(max(i + 1, done))

@@ -10,7 +10,8 @@
    ``m in [0, 1]^k`` (a scrambled Sobol quasi-Monte-Carlo design, the A / B / A_B^i matrices of Saltelli's
    scheme), the activations rebuilt as ``(u * m) W`` and sent through the rest of the model. The total-order
    Sobol index of concept i (Jansen's estimator, ``E[(f(A) - f(A_B^i))^2] / 2 Var f``) is the share of the
-   variance of the class logit that involves concept i; its mean over the class images is the concept's
+   variance of the class probability (softmax; ``score="logit"`` for the logit) that involves concept i; its
+   mean over the class images is the concept's
    importance. All masked rows of all images are batched together.
 3. **Maps.** A concept's attribution map on an image is its coefficient ``u_i`` at every position of the layer
    (where the concept is present), upsampled to the image like a CAM.
@@ -205,7 +206,7 @@ def _tail(model: nn.Module, layer: str, x: torch.Tensor) -> Callable[[torch.Tens
 def _sobol_importance(model: nn.Module, x: torch.Tensor, layer: str, target: int, coeffs: torch.Tensor,
                       basis: torch.Tensor, residual: torch.Tensor | None, nb_design: int, seed: int, bs: int,
                       score: str = "probability") -> torch.Tensor:
-    """(N, k) total-order Sobol indices of each concept for each image's class logit."""
+    """(N, k) total-order Sobol indices of each concept for each image's class probability (or logit)."""
     n, k = coeffs.shape[:2]
     masks = sobol_design(k, nb_design, seed)  # (M, k)
     m = masks.shape[0]
@@ -238,12 +239,14 @@ def craft(model: nn.Module, images: torch.Tensor, normalize: Callable[[torch.Ten
           layer: str | None = None, *, n_concepts: int = 6, crops_per_image: int = 8,
           scale: tuple[float, float] = (0.25, 0.5), nb_design: int = 32, top: int = 8, show: int = 6,
           recursive_layer: str | None = None, sub_concepts: int = 3, split: int = 2, seed: int = 0,
-          batch_size: int | None = None) -> CraftResult:
+          score: str = "probability", batch_size: int | None = None) -> CraftResult:
     """CRAFT: ``n_concepts`` concepts of class ``target`` in ``images`` (N, 3, H, W) [0, 1] at a non-negative
     ``layer``, ranked by total-order Sobol importance, with their top crops and maps on ``show`` images;
     ``recursive_layer`` splits the ``split`` most important into ``sub_concepts`` at that earlier layer."""
     if isinstance(target, bool) or not isinstance(target, int):
         raise TypeError(f"CRAFT explains one class: give its index as an int, got {target!r}")
+    if score not in ("probability", "logit"):
+        raise ValueError(f"score must be 'probability' or 'logit', got {score!r}")
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(f"expected a non-empty (N, 3, H, W) batch of images, got shape {tuple(images.shape)}")
     device = model_device(model)
@@ -263,7 +266,7 @@ def craft(model: nn.Module, images: torch.Tensor, normalize: Callable[[torch.Ten
     basis = torch.from_numpy(nmf.components_)  # (k, C)
     acts = compute_activations(model, x, [layer], batch_size=batch_size)[layer]
     coeffs = _coefficients(nmf, acts)  # (N, k, h, w)
-    st = _sobol_importance(model, x, layer, target, coeffs, basis, None, nb_design, seed, bs)  # (N, k)
+    st = _sobol_importance(model, x, layer, target, coeffs, basis, None, nb_design, seed, bs, score)  # (N, k)
     shown = list(range(min(show, images.shape[0])))
     maps = _upsample(coeffs[shown], images.shape[-2:])  # (S, k, H, W)
     concepts = []
@@ -277,17 +280,17 @@ def craft(model: nn.Module, images: torch.Tensor, normalize: Callable[[torch.Ten
     ranked = [concepts[j] for j in rank]
     if recursive_layer is not None:
         _split(model, images, normalize, x, layer, recursive_layer, ranked[:split], [rank[i] for i in range(split)],
-               u_crops, crops, src, boxes, target, sub_concepts, nb_design, top, shown, seed, batch_size, bs)
+               u_crops, crops, src, boxes, target, sub_concepts, nb_design, top, shown, seed, batch_size, bs, score)
     return CraftResult(target, layer, ranked, shown, coeffs[:, rank],
                        {"n_concepts": n_concepts, "crops_per_image": crops_per_image, "scale": list(scale),
-                        "nb_design": nb_design, "seed": seed, "recursive_layer": recursive_layer,
+                        "nb_design": nb_design, "seed": seed, "recursive_layer": recursive_layer, "score": score,
                         "sub_concepts": sub_concepts if recursive_layer else None,
-                        "importance": "total-order Sobol index of the class logit (Jansen), mean over images",
+                        "importance": f"total-order Sobol index of the class {score} (Jansen), mean over images",
                         "maps": "the concept's coefficient at each position of the layer, upsampled"})
 
 
 def _split(model, images, normalize, x, layer, lower, parents, parent_idx, u_crops, crops, src, boxes, target,
-           k_sub, nb_design, top, shown, seed, batch_size, bs) -> None:
+           k_sub, nb_design, top, shown, seed, batch_size, bs, score) -> None:
     """Factorise each parent concept's dominant crops at ``lower`` and attach the sub-concepts to it."""
     order = [n for n, _ in _layer_outputs(model, x[:1])]
     if lower not in order:
@@ -308,7 +311,7 @@ def _split(model, images, normalize, x, layer, lower, parents, parent_idx, u_cro
         coeffs = _coefficients(nmf, acts_img)
         recon = torch.einsum("bkhw,kc->bchw", coeffs, basis)
         residual = acts_img.double().cpu() - recon
-        st = _sobol_importance(model, x, lower, target, coeffs, basis, residual, nb_design, seed, bs)
+        st = _sobol_importance(model, x, lower, target, coeffs, basis, residual, nb_design, seed, bs, score)
         maps = _upsample(coeffs[shown], images.shape[-2:])
         subs = []
         for s in range(basis.shape[0]):
