@@ -149,8 +149,9 @@ def summary_flags(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append(red.road_order(m, morf["mean"], lerf["mean"]))
         for k, c in cells.items():
             if 0 < c["n"] < n:
-                out.append(red.flag("undefined_values", f"Undefined values: {summary['labels'].get(k, k)} of {m} is "
-                                                        f"defined on {c['n']} of {n} image(s); its mean rests on those.",
+                label = summary["labels"].get(k, k)
+                out.append(red.flag("undefined_values", f"Undefined values: {label} of {m} is defined on {c['n']} of "
+                                                        f"{n} image(s); its mean rests on those.",
                                     method=m, metric=k, n=c["n"], of=n))
     return [f for f in out if f]
 
