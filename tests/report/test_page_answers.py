@@ -54,8 +54,11 @@ def test_sanity_step_with_undefined_values_reduces_n_and_says_so():
     rows2 = [[0.9, 0.1], [0.8, 0.9], [0.7, 0.2], [0.9, 0.7]]
     data2 = {"mode": "cascading", "steps": ["a", "b"],
              "methods": {"gradient": {"spearman_abs": {"per_image": rows2}, "verdict": verdict2}}}
-    _, flags2 = sanity_answer(data2)
+    head2, flags2 = sanity_answer(data2)
     assert _codes(flags2) == ["verdict_uncertain"] and flags2[0]["n"] == 4
+    rows3 = [[0.9, -0.9], [0.8, 0.9], [0.7, -0.95], [0.9, -0.9]]  # the t interval would reach below -1
+    data3 = {**data2, "methods": {"gradcam": {"spearman_abs": {"per_image": rows3}, "verdict": verdict2}}}
+    assert "95% CI [-1.00," in sanity_answer(data3)[0]
 
 
 def _ablation(kind, removed, band, ace, ace_band, units):

@@ -116,6 +116,8 @@ def verdict_evidence(data: dict) -> dict[str, dict]:
             vals = [row[j] for row in rows if j < len(row) and row[j] is not None]
             if vals:
                 ci = mean_ci(vals)
+                if ci["ci_low"] is not None:  # similarities lie in [-1, 1]: so does the interval of their mean
+                    ci["ci_low"], ci["ci_high"] = max(-1.0, ci["ci_low"]), min(1.0, ci["ci_high"])
                 if best is None or ci["mean"] < best["mean"]:
                     best = {**ci, "step": steps[j]}
         defined = [sum(1 for row in rows if j < len(row) and row[j] is not None) for j in range(len(steps))]
