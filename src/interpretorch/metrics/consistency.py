@@ -85,9 +85,10 @@ def sufficiency(maps: MapsLike, predictions: torch.Tensor, *, threshold: float =
 
 def discretise_maps(maps: MapsLike, discretise: Discretise = "top_cells", *, n: int = 3,
                     cells: tuple[int, int] = (4, 4), absolute: bool = True) -> torch.Tensor:
-    """(B,) integer labels of the maps: "top_cells" (which ``n`` cells of the |map| average-pooled to ``cells``
-    hold the most), "first_n_sign" (Quantus 0.6's ``top_n_sign``: the signs of the first ``n`` values in raster
-    order), or a callable (B, N) float64 -> (B,) labels."""
+    """(B, L) integer label vectors of the maps (two maps share a label when every entry agrees): "top_cells"
+    (which ``n`` cells of the |map| average-pooled to ``cells`` hold the most), "first_n_sign" (Quantus 0.6's
+    ``top_n_sign``: the signs of the first ``n`` values in raster order), or a callable (B, N) float64 -> (B,) or
+    (B, L) labels."""
     m = explanation_maps(maps).detach()
     if callable(discretise):
         out = torch.as_tensor(discretise(_flat(maps, absolute)))
