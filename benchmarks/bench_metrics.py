@@ -70,10 +70,14 @@ def photos(n: int = 8) -> list[np.ndarray]:
 
     names = ["chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry", "retina",
              "hubble_deep_field"]
-    if not 1 <= n <= len(names):
-        raise ValueError(f"--images must be 1..{len(names)}")
-    out = [getattr(data, name)() for name in names[:n]]
-    return [img[0] if isinstance(img, tuple) else img for img in out]  # stereo_motorcycle: (left, right, disp)
+    if not 1 <= n <= 4 * len(names):
+        raise ValueError(f"--images must be 1..{4 * len(names)}")
+    out = [getattr(data, name)() for name in names[:min(n, len(names))]]
+    out = [img[0] if isinstance(img, tuple) else img for img in out]  # stereo_motorcycle: (left, right, disp)
+    # beyond the 8 photos: their mirror images (left-right, upside down, both), so no two images are equal
+    flips = [lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]]
+    out += [np.ascontiguousarray(flips[(k // len(names)) - 1](out[k % len(names)])) for k in range(len(names), n)]
+    return out
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -331,11 +335,13 @@ def rest(args: argparse.Namespace) -> dict:
             **common, explain_func=q_explain, softmax=False))
 
     pairs = {
+        # Quantus computes these two within each batch of ``batch_size`` images: all images in one batch here
         "sufficiency": (lambda: sufficiency(a, predictions()),
-                        lambda: np.asarray(quantus.Sufficiency(disable_warnings=True)(**common))),
+                        lambda: np.asarray(quantus.Sufficiency(disable_warnings=True)(
+                            **{**common, "batch_size": x.shape[0]}))),
         "consistency (first 5 signs)": (
             lambda: consistency(a, predictions(), discretise="first_n_sign", n=5),
-            lambda: np.asarray(quantus.Consistency(disable_warnings=True)(**common))),
+            lambda: np.asarray(quantus.Consistency(disable_warnings=True)(**{**common, "batch_size": x.shape[0]}))),
         "focus": (lambda: focus(a, quadrants=quadrants),
                   lambda: np.asarray(quantus.Focus(disable_warnings=True)(
                       **common, custom_batch=quadrants.numpy().astype(int)))),

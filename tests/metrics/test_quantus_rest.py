@@ -375,3 +375,21 @@ def test_sensitivity_n_matches_quantus(quantus):
         model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu"), dtype=float)
     assert ours.shape == (7,) and theirs.shape == (7,)  # int(0.8 * 36 // 4) steps, one value each
     assert np.allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_quantus_sufficiency_depends_on_its_batching(quantus):
+    # Quantus compares maps only within each batch of batch_size images: its value for the same 8 maps changes
+    # with batch_size; ours compares all the images given, which is Quantus's with one batch.
+    model = _mlp()
+    x = _inputs(8)
+    y = model(x).argmax(1)
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(2, 1, 8, 8, generator=g)
+    a = centres[torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])] + 0.3 * torch.randn(8, 1, 8, 8, generator=g)
+    args = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu")
+    whole = np.asarray(quantus.Sufficiency(threshold=0.7, disable_warnings=True)(**args, batch_size=8))
+    halves = np.asarray(quantus.Sufficiency(threshold=0.7, disable_warnings=True)(**args, batch_size=4))
+    ours = sufficiency(a, model(x), threshold=0.7).numpy()
+    assert not np.allclose(whole, halves)
+    ok = ~np.isnan(ours)
+    assert np.allclose(ours[ok], whole[ok])

@@ -15,7 +15,8 @@ maps and the model's top-1 classes; neither runs the model beyond the clean pass
   of the |map| pooled to a ``cells`` grid; ``discretise="first_n_sign"`` is Quantus's rule.
 
 Where an image has no other image to compare with (no close map, no equal label) the value is NaN; Quantus 0.6
-returns 0 there (its division by infinity, or by 1e-9).
+returns 0 there (its division by infinity, or by 1e-9). Quantus also compares only within each batch of its
+``batch_size`` (default 64) images, so its values change with the batching; here all the images given are one set.
 """
 from __future__ import annotations
 
