@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--rest", action="store_true", help="time the metrics of issue 30 beside Quantus instead")
+    ap.add_argument("--only", default=None, help="with --rest: comma-separated name prefixes of the metrics to time")
     ap.add_argument("--families", action="store_true",
                     help="time metrics of Quantus's families beside Quantus instead (see the module's docstring)")
     args = ap.parse_args(argv)
@@ -321,10 +322,16 @@ def rest(args: argparse.Namespace) -> dict:
         return outputs
 
     def replay(seed: int, fn: Callable[..., torch.Tensor], **kw) -> torch.Tensor:
+        # Quantus's draws in its order: for each batch of ``bs`` images, one (bs, features) draw per copy
         np.random.seed(seed)
+        n_feat = x[0].numel()
+        draws = [[np.random.uniform(low=0.02, high=0.2, size=(min(bs, x.shape[0] - s), n_feat)) for _ in range(4)]
+                 for s in range(0, x.shape[0], bs)]
+        copy = iter(range(4))
 
         def perturb(xx, gen):
-            n = np.random.uniform(low=0.02, high=0.2, size=(xx.shape[0], xx[0].numel()))
+            k = next(copy)
+            n = np.concatenate([batch[k] for batch in draws])
             return xx + torch.from_numpy(n).reshape(xx.shape).to(xx.dtype)
         return fn(model, x, a, y, explain_fn=_abs_gradient, n_samples=4, perturb=perturb,
                   nan_when_prediction_changes=False, batch_size=bs, clean=outputs, **kw)
@@ -364,6 +371,9 @@ def rest(args: argparse.Namespace) -> dict:
             lambda: efficient_mprt(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs, clean=outputs),
             lambda: np.asarray(quantus.EfficientMPRT(disable_warnings=True)(**common, explain_func=q_explain))),
     }
+    if args.only:
+        keep = [k.strip().lower() for k in args.only.split(",")]
+        pairs = {k: v for k, v in pairs.items() if any(k.lower().startswith(o) for o in keep)}
     return _time_pairs(args, pairs, x, "issue 30 metrics, |gradient| maps")
 
 
