@@ -70,10 +70,14 @@ def photos(n: int = 8) -> list[np.ndarray]:
 
     names = ["chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry", "retina",
              "hubble_deep_field"]
-    if not 1 <= n <= len(names):
-        raise ValueError(f"--images must be 1..{len(names)}")
-    out = [getattr(data, name)() for name in names[:n]]
-    return [img[0] if isinstance(img, tuple) else img for img in out]  # stereo_motorcycle: (left, right, disp)
+    if not 1 <= n <= 4 * len(names):
+        raise ValueError(f"--images must be 1..{4 * len(names)}")
+    out = [getattr(data, name)() for name in names[:min(n, len(names))]]
+    out = [img[0] if isinstance(img, tuple) else img for img in out]  # stereo_motorcycle: (left, right, disp)
+    # beyond the 8 photos: their mirror images (left-right, upside down, both), so no two images are equal
+    flips = [lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]]
+    out += [np.ascontiguousarray(flips[(k // len(names)) - 1](out[k % len(names)])) for k in range(len(names), n)]
+    return out
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -100,6 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--rest", action="store_true", help="time the metrics of issue 30 beside Quantus instead")
+    ap.add_argument("--only", default=None, help="with --rest: comma-separated name prefixes of the metrics to time")
     ap.add_argument("--families", action="store_true",
                     help="time metrics of Quantus's families beside Quantus instead (see the module's docstring)")
     args = ap.parse_args(argv)
@@ -303,26 +308,33 @@ def rest(args: argparse.Namespace) -> dict:
     model = lm.model.eval()
     x = lm.preprocess(photos(args.images))
     with torch.no_grad():
-        y = model(x).argmax(1)
+        outputs = model(x)
+    y = outputs.argmax(1)
     a = _abs_gradient(model, x, y)
     bs = args.batch_size
+    # ``evaluate`` shares one clean pass among all metrics: ours get it (``clean``), as they do there.
     q_explain = lambda model, inputs, targets, **kw: _abs_gradient(model, inputs, targets).numpy()  # noqa: E731
     common = {"model": model, "x_batch": x.numpy(), "y_batch": y.numpy(), "a_batch": a.numpy(), "device": "cpu",
               "channel_first": True, "batch_size": bs}
     quadrants = torch.rand(x.shape[0], 4, generator=torch.Generator().manual_seed(0)) < 0.5
 
     def predictions() -> torch.Tensor:
-        with torch.no_grad():
-            return model(x)
+        return outputs
 
     def replay(seed: int, fn: Callable[..., torch.Tensor], **kw) -> torch.Tensor:
+        # Quantus's draws in its order: for each batch of ``bs`` images, one (bs, features) draw per copy
         np.random.seed(seed)
+        n_feat = x[0].numel()
+        draws = [[np.random.uniform(low=0.02, high=0.2, size=(min(bs, x.shape[0] - s), n_feat)) for _ in range(4)]
+                 for s in range(0, x.shape[0], bs)]
+        copy = iter(range(4))
 
         def perturb(xx, gen):
-            n = np.random.uniform(low=0.02, high=0.2, size=(xx.shape[0], xx[0].numel()))
+            k = next(copy)
+            n = np.concatenate([batch[k] for batch in draws])
             return xx + torch.from_numpy(n).reshape(xx.shape).to(xx.dtype)
         return fn(model, x, a, y, explain_fn=_abs_gradient, n_samples=4, perturb=perturb,
-                  nan_when_prediction_changes=False, batch_size=bs, **kw)
+                  nan_when_prediction_changes=False, batch_size=bs, clean=outputs, **kw)
 
     def q_replay(seed: int, cls, **kw) -> np.ndarray:
         np.random.seed(seed)
@@ -330,16 +342,18 @@ def rest(args: argparse.Namespace) -> dict:
             **common, explain_func=q_explain, softmax=False))
 
     pairs = {
+        # Quantus computes these two within each batch of ``batch_size`` images: all images in one batch here
         "sufficiency": (lambda: sufficiency(a, predictions()),
-                        lambda: np.asarray(quantus.Sufficiency(disable_warnings=True)(**common))),
+                        lambda: np.asarray(quantus.Sufficiency(disable_warnings=True)(
+                            **{**common, "batch_size": x.shape[0]}))),
         "consistency (first 5 signs)": (
             lambda: consistency(a, predictions(), discretise="first_n_sign", n=5),
-            lambda: np.asarray(quantus.Consistency(disable_warnings=True)(**common))),
+            lambda: np.asarray(quantus.Consistency(disable_warnings=True)(**{**common, "batch_size": x.shape[0]}))),
         "focus": (lambda: focus(a, quadrants=quadrants),
                   lambda: np.asarray(quantus.Focus(disable_warnings=True)(
                       **common, custom_batch=quadrants.numpy().astype(int)))),
         "continuity (4 steps)": (
-            lambda: continuity(model, x, a, y, explain_fn=_abs_gradient, nr_steps=4, batch_size=bs),
+            lambda: continuity(model, x, a, y, explain_fn=_abs_gradient, nr_steps=4, batch_size=bs, clean=outputs),
             lambda: np.asarray(quantus.Continuity(nr_steps=4, disable_warnings=True)(**common,
                                                                                      explain_func=q_explain))),
         "RIS (4 samples)": (lambda: replay(1, relative_input_stability),
@@ -350,13 +364,16 @@ def rest(args: argparse.Namespace) -> dict:
             lambda: replay(3, relative_representation_stability, layers=["_blocks.15"]),
             lambda: q_replay(3, quantus.RelativeRepresentationStability, layer_names=["_blocks.15"])),
         "input invariance": (
-            lambda: input_invariance(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs),
+            lambda: input_invariance(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs, clean=outputs),
             lambda: np.asarray(quantus.InputInvariance(disable_warnings=True)(**common, explain_func=q_explain),
                                dtype=float)),
         "efficient MPRT": (
-            lambda: efficient_mprt(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs),
+            lambda: efficient_mprt(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs, clean=outputs),
             lambda: np.asarray(quantus.EfficientMPRT(disable_warnings=True)(**common, explain_func=q_explain))),
     }
+    if args.only:
+        keep = [k.strip().lower() for k in args.only.split(",")]
+        pairs = {k: v for k, v in pairs.items() if any(k.lower().startswith(o) for o in keep)}
     return _time_pairs(args, pairs, x, "issue 30 metrics, |gradient| maps")
 
 

@@ -75,3 +75,35 @@ def test_focus_on_mosaics_through_evaluate():
     assert all(0.0 <= v <= 1.0 for v in vals)
     with pytest.raises(ValueError, match="no class has"):
         make_mosaics(s.images[:2], torch.tensor([0, 1]), 1)
+
+
+def test_the_callers_model_is_left_as_it_was(setup):
+    from interpretorch.metrics import efficient_mprt, input_invariance, relative_representation_stability
+
+    model, x, exps = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fn = reexplainers(exps)["gradient"]
+    efficient_mprt(model, x, exps["gradient"], explain_fn=fn)
+    input_invariance(model, x, exps["gradient"], explain_fn=fn)
+    rrs = relative_representation_stability(model, x, exps["gradient"], explain_fn=fn, n_samples=2)
+    assert rrs.shape == (4,)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_cli_evaluate_runs_a_reexplaining_family(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from interpretorch.cli import main
+
+    img = tmp_path / "a.png"
+    Image.fromarray((torch.rand(20, 20, 3) * 255).byte().numpy()).save(img)
+    out = tmp_path / "out"
+    assert main(["evaluate", str(img), str(img), "--model", "tiny_cnn", "--size", "16", "--methods", "gradcam",
+                 "--metrics", "axiomatic", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())["evaluation"]["gradcam"]
+    assert {"completeness", "non_sensitivity", "input_invariance"} <= set(res)
+    assert res["input_invariance"]["per_image"][0] in (0.0, 1.0)

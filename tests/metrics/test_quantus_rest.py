@@ -356,3 +356,40 @@ def test_histogram_entropy_by_hand():
     v = torch.rand(2, 300, generator=torch.Generator().manual_seed(0)).double()
     ref = [entropy(np.histogram(r, bins=100)[0]) for r in v.numpy()]
     assert np.allclose(histogram_entropy(v).numpy(), ref, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ Sensitivity-N
+
+@pytest.mark.numerics
+def test_sensitivity_n_matches_quantus(quantus):
+    from interpretorch.metrics.perturbation import sensitivity_n
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+    x = torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    a = torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(2))  # untied: one order for both
+    ours = sensitivity_n(model, x, a, y, features_in_step=4, n_max_percentage=0.8)
+    theirs = np.asarray(quantus.SensitivityN(features_in_step=4, n_max_percentage=0.8, return_aggregate=False,
+                                             disable_warnings=True)(
+        model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu"), dtype=float)
+    assert ours.shape == (7,) and theirs.shape == (7,)  # int(0.8 * 36 // 4) steps, one value each
+    assert np.allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_quantus_sufficiency_depends_on_its_batching(quantus):
+    # Quantus compares maps only within each batch of batch_size images: its value for the same 8 maps changes
+    # with batch_size; ours compares all the images given, which is Quantus's with one batch.
+    model = _mlp()
+    x = _inputs(8)
+    y = model(x).argmax(1)
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(2, 1, 8, 8, generator=g)
+    a = centres[torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])] + 0.3 * torch.randn(8, 1, 8, 8, generator=g)
+    args = dict(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a.numpy(), device="cpu")
+    whole = np.asarray(quantus.Sufficiency(threshold=0.7, disable_warnings=True)(**args, batch_size=8))
+    halves = np.asarray(quantus.Sufficiency(threshold=0.7, disable_warnings=True)(**args, batch_size=4))
+    ours = sufficiency(a, model(x), threshold=0.7).numpy()
+    assert not np.allclose(whole, halves)
+    ok = ~np.isnan(ours)
+    assert np.allclose(ours[ok], whole[ok])

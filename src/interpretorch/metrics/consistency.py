@@ -15,7 +15,8 @@ maps and the model's top-1 classes; neither runs the model beyond the clean pass
   of the |map| pooled to a ``cells`` grid; ``discretise="first_n_sign"`` is Quantus's rule.
 
 Where an image has no other image to compare with (no close map, no equal label) the value is NaN; Quantus 0.6
-returns 0 there (its division by infinity, or by 1e-9).
+returns 0 there (its division by infinity, or by 1e-9). Quantus also compares only within each batch of its
+``batch_size`` (default 64) images, so its values change with the batching; here all the images given are one set.
 """
 from __future__ import annotations
 
@@ -85,9 +86,10 @@ def sufficiency(maps: MapsLike, predictions: torch.Tensor, *, threshold: float =
 
 def discretise_maps(maps: MapsLike, discretise: Discretise = "top_cells", *, n: int = 3,
                     cells: tuple[int, int] = (4, 4), absolute: bool = True) -> torch.Tensor:
-    """(B,) integer labels of the maps: "top_cells" (which ``n`` cells of the |map| average-pooled to ``cells``
-    hold the most), "first_n_sign" (Quantus 0.6's ``top_n_sign``: the signs of the first ``n`` values in raster
-    order), or a callable (B, N) float64 -> (B,) labels."""
+    """(B, L) integer label vectors of the maps (two maps share a label when every entry agrees): "top_cells"
+    (which ``n`` cells of the |map| average-pooled to ``cells`` hold the most), "first_n_sign" (Quantus 0.6's
+    ``top_n_sign``: the signs of the first ``n`` values in raster order), or a callable (B, N) float64 -> (B,) or
+    (B, L) labels."""
     m = explanation_maps(maps).detach()
     if callable(discretise):
         out = torch.as_tensor(discretise(_flat(maps, absolute)))

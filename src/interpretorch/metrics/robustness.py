@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.capture import capture, frozen
+from interpretorch.capture import capture
 from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import MapsLike, attributions, batched_rows, explanation_maps, prepare
@@ -309,7 +309,7 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
     over ``n_samples`` noisy copies ``x'`` (uniform noise in [``noise[0]``, ``noise[1]``) added to every value, as
     Quantus 0.6, or ``perturb(x, generator)``), of ``||(e - e') / e|| / d`` with ``d`` = ``||(x - x') / x||``
     (input), ``||h(x) - h(x')||`` of the outputs (output; logits unless ``softmax``) or ``||(l - l') / l||`` of
-    the flattened outputs of ``layers`` (representation; default every leaf module); lower is better.
+    the flattened outputs of ``layers`` (representation; default every leaf module that runs once per pass); lower is better.
 
     Copies whose top-1 class differs from the clean image's are left out (``nan_when_prediction_changes``; NaN
     when every copy changed). Quantus 0.6 takes a plain maximum, so one changed copy makes its value NaN."""
@@ -352,9 +352,11 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
     need_out = kind == "output" or nan_when_prediction_changes
     if kind == "representation":
         def represent(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            with frozen(model), capture(model, names, grad=False) as rec:
+            with capture(model, names, grad=False) as rec:
                 out = model(rows)
-                rep = torch.cat([rec[n].reshape(rows.shape[0], -1) for n in names], 1)
+                # by default, the leaves that ran once (a module reused within one pass has no single output)
+                used = names if layers is not None else [n for n in names if rec.calls.get(n, 0) == 1]
+                rep = torch.cat([rec[n].reshape(rows.shape[0], -1) for n in used], 1)
             return out, rep.double()
         clean_out, clean_rep = represent(x)
         for sl in batched_rows(ys.shape[0], scorer.batch_size):

@@ -143,6 +143,7 @@ class ResumedModel(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor) -> Any:
+        """The copy's outputs on ``x``: resumed from the cache when ``x`` is a run of the cached rows, else in full."""
         rows = None if (x.requires_grad or _hooked(self._bottom, self._containers)) else self._rows(x)
         if rows is None:
             self.counts["full"] += 1
