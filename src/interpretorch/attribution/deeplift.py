@@ -1,14 +1,18 @@
 """DeepLIFT with the rescale and RevealCancel rules (Shrikumar et al. 2017) and DeepLiftShap (Lundberg & Lee 2017).
 
-Each image and its reference go through the model together, as one pair of rows; every elementwise
-nonlinearity computed from Python (ReLU, ReLU6, Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus,
-SiLU, GELU, Hardswish, ...) back-propagates the multiplier ``delta out / delta in`` of its pair instead of its
-derivative (its derivative where ``|delta in| < eps``), and max pooling passes the difference of its outputs to
-the position of the image's or the reference's maximum, whichever is larger (Captum's rule). Linear operations
-(convolutions, eval-mode BatchNorm, pooling by averages, residual sums) keep their gradient, which is their
-multiplier. Attributions are ``(x - x') * multiplier`` and sum to ``f(x) - f(x')`` (``extras["delta"]``
-reports the gap). The rules are applied where the operations are computed (a TorchFunctionMode, like the ReLU
-rules of Guided Backprop), so the model is never changed and no module hook is installed.
+The references of a chunk of (image, reference) pairs go through the model first, without gradients (a reference
+shared by all images, like the zeros, is one row), and the inputs of their nonlinearities are kept in call order;
+then the images go through with gradients, and every elementwise nonlinearity computed from Python (ReLU, ReLU6,
+Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus, SiLU, GELU, Hardswish, ...) back-propagates the
+multiplier ``delta out / delta in`` of its pair instead of its derivative (its derivative where ``|delta in| <
+eps``), and max pooling passes the difference of its outputs to the position of the image's or the reference's
+maximum, whichever is larger (Captum's rule). Linear operations (convolutions, eval-mode BatchNorm, pooling by
+averages, residual sums) keep their gradient, which is their multiplier. Attributions are ``(x - x') * multiplier``
+and sum to ``f(x) - f(x')`` (``extras["delta"]`` reports the gap). An image's and its reference's multipliers are
+equal at every layer, so only the image rows are back-propagated (Captum back-propagates both). The rules are
+applied where the operations are computed (a TorchFunctionMode, like the ReLU rules of Guided Backprop), so the
+model is never changed and no module hook is installed. A model whose sequence of nonlinearities differs between
+the two passes counts the unmatched ones in ``extras["unpaired_operations"]`` (they keep their gradient).
 
 Captum's ``DeepLift`` differs in two places, both shown by tests: it only knows the module types ReLU, ELU,
 LeakyReLU, Sigmoid, Tanh, Softplus, MaxPool and Softmax, so a ReLU6 (EfficientNet-Lite0, MobileNet) or a
@@ -592,7 +596,7 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
             st.phase, st.count, st.rows, st.n_refs, st.ref_index = "apply", 0, n, len(uniq), inv
             st.reached, st.unpaired = 0, 0
             rows = in_layout(x[i], layout).requires_grad_(True)
-            out = model(rows.clone(memory_format=torch.preserve_format))  # a non-leaf copy: in-place first operations stay legal
+            out = model(rows.clone())  # a non-leaf copy (same memory order): in-place first operations stay legal
             st.paused = True
             try:
                 st.unpaired += abs(len(st.rec) - st.count)
@@ -661,8 +665,9 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
     class-index targets).
 
     ``baseline`` (the reference x'): "zeros" (the paper's and Captum's default), "blur", "uniform", a number or a
-    tensor broadcastable to the inputs. A row is an image or its reference; each pair goes through the model in
-    the same call (``batch_size`` rows per call, at least one pair), and there is no other pass.
+    tensor broadcastable to the inputs. A row is an image paired with its reference: ``batch_size`` image rows
+    per model call, with gradients, after one call without gradients on their distinct references (one row for a
+    shared reference); there is no other pass (reveal_cancel: four rows per pair in one call).
     ``extras["delta"]`` is the summation gap, ``extras["rescaled_operations"]`` the nonlinearities the rule
     reached in one forward pass.
     """
@@ -700,8 +705,8 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
     ``baselines``: (K, C, H, W) reference images shared by all images (a background sample of the data; the SHAP
     paper used 100-1000); without them, two references per image: zeros and the image blurred by a Gaussian of
-    ``blur_sigma`` pixels. A row is an image or one of its references: K x B pairs, ``batch_size`` rows per
-    model call. ``rule``: "rescale" or "reveal_cancel", as in ``deeplift``.
+    ``blur_sigma`` pixels. A row is an image paired with one of its references: K x B pairs, ``batch_size``
+    image rows per model call, as in ``deeplift``. ``rule``: "rescale" or "reveal_cancel", as in ``deeplift``.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     if not eps > 0:
