@@ -184,3 +184,17 @@ def test_deeplift_bad_inputs(tiny64):
         deeplift_shap(model, x, baselines=torch.zeros(2, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(TypeError, match="baselines must be a tensor"):
         deeplift_shap(model, x, baselines=0.0)
+
+
+@pytest.mark.numerics
+def test_deeplift_matches_captum_where_image_and_reference_agree(tiny64):
+    # Half of each image equals its reference, so many units see no difference at all: there the multiplier
+    # is the derivative (closed form for ReLU, Captum's gradient), and the maps still agree.
+    model, x = tiny64
+    base = x.clone()
+    base[..., :8] = 0.0
+    ours = deeplift(model, x, 2, baseline=base, batch_size=2)
+    ref = captum(DeepLift, separated(model), x, base, 2)
+    assert_agree(ours.maps, ref)
+    assert ours.extras["delta"].abs().max() < 1e-10
+    assert (ours.maps[..., 8:] == 0).all()

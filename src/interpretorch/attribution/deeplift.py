@@ -682,7 +682,8 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
 
 
 register("deeplift", deeplift, kind="pixel", aliases=("deep_lift",),
-         doc="DeepLIFT rescale rule (Shrikumar et al. 2017), reference zeros; a row is an image or its reference")
+         doc="DeepLIFT (Shrikumar et al. 2017), rescale rule (rule='reveal_cancel': RevealCancel), reference zeros; "
+             "a row is an image paired with its reference")
 
 
 def check_distribution(baselines: torch.Tensor, x: torch.Tensor, what: str = "baselines") -> torch.Tensor:
@@ -721,4 +722,4 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
 
 register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),
-         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image or a reference")
+         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image paired with a reference")
