@@ -722,4 +722,5 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
 
 register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),
-         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image paired with a reference")
+         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image paired "
+             "with a reference")
