@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
 from torch import nn
 
 from interpretorch.models import TinyCNN, load_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user's cache folder (``interpretorch methods`` keeps its listing there) is a temporary one."""
+    os.environ["INTERPRETORCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("user-cache"))
+    return os.environ["INTERPRETORCH_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 reductions, normalisation, the sanity-check paper's views).
 
 Pictures are the report floor's: :mod:`interpretorch.report.drawing` and :mod:`interpretorch.report.notebook`
-install the drawing and the Jupyter display with :func:`register_display` when ``interpretorch`` is imported, so
-this module imports nothing above the ground floor.
+install the drawing and the Jupyter display with :func:`register_display`; they are plugins
+(:mod:`interpretorch.core.plugins`), loaded the first time a picture is asked for, so this module imports nothing
+above the ground floor.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from interpretorch.core.plugins import load_plugins
 
 REDUCTIONS = ("abs_sum", "sum", "max_abs")
 DISPLAY_HOOKS = ("overlay", "heatmap", "visualize", "png", "save_png", "html")
@@ -30,7 +33,9 @@ def register_display(name: str, fn: Callable[..., Any]) -> None:
 
 
 def display_hook(name: str) -> Callable[..., Any]:
-    """The installed function drawing pictures of kind ``name`` (installed by importing ``interpretorch``)."""
+    """The installed function drawing pictures of kind ``name`` (installed by the report floor's plugin)."""
+    if name not in _display:
+        load_plugins()
     if name not in _display:
         raise RuntimeError(f"no {name!r} display is installed; import interpretorch (its report floor installs "
                            "the drawing)")

@@ -1,8 +1,10 @@
 """Class labels as text: one parser for every place a label is written by hand (``--labels`` files, list files,
-ImageFolder folder names, ``--folder-labels``)."""
+ImageFolder folder names, ``--folder-labels``): :func:`image_labels` reads an ``IMAGE,LABEL`` file,
+:func:`parent_folder_labels` the class folders of an ImageFolder tree."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
 
@@ -72,3 +74,36 @@ def folder_classes(folders: Sequence[str], class_names: Sequence[str] = ()) -> l
             raise LabelError(f"class folder {f!r}: {e}; name each class folder by a class name or index of "
                              "the model, or give --labels FILE") from None
     return out
+
+
+def image_labels(path: str | Path, names: Sequence[str], class_names: Sequence[str] = ()) -> list[int | None]:
+    """Each image's label from a file of ``IMAGE,LABEL`` lines (comma or tab; ``#`` starts a comment), IMAGE
+    matched against the image's path, file name or stem; None for an image without a line. ``LabelError`` when
+    the file cannot be read, a line is malformed, a label names no class, or no line names any image."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LabelError(f"--labels {path}: cannot read it: {e}") from None
+    by_key: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        sep = "\t" if "\t" in line else ","
+        image, _, label = line.rpartition(sep)
+        if not image.strip() or not label.strip():
+            raise LabelError(f"--labels {path}, line {lineno}: expected 'IMAGE,LABEL', got {line!r}")
+        by_key[image.strip()] = class_index(label, class_names)
+    labels: list[int | None] = []
+    for name in names:
+        p = Path(name)
+        labels.append(next((by_key[k] for k in (name, p.name, p.stem) if k in by_key), None))
+    if by_key and all(v is None for v in labels):
+        raise LabelError(f"--labels {path}: no line names any of the images ({', '.join(Path(n).name for n in names[:3])}"
+                         f"{', ...' if len(names) > 3 else ''})")
+    return labels
+
+
+def parent_folder_labels(names: Sequence[str], class_names: Sequence[str] = ()) -> list[int]:
+    """Each image's label from the name of the folder holding it (the ImageFolder layout ``ROOT/CLASS/IMAGE``)."""
+    return [class_index(Path(n).parent.name, class_names) for n in names]

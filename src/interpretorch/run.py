@@ -18,6 +18,8 @@ from interpretorch.core import check_inputs
 from interpretorch.core.targets import Target, check_target
 from interpretorch.explanation import Explanation
 
+SANITY_PAGE = "sanity/index.html"  # where a report links each method's sanity verdict
+
 
 @dataclass
 class MethodRun:
@@ -63,6 +65,8 @@ class RunResult:
     evaluation_protocol: dict[str, dict] | None = None
     outputs: torch.Tensor | None = None
     interrupted: bool = False  # Ctrl-C with keep_partial=True: only the finished methods, no evaluation
+    settings: dict[str, Any] | None = None  # the settings profile the run was given (CPU or the papers')
+    sanity_check: Any = None  # the SanityResult of ``run(..., sanity=True)``, for its own report
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -148,7 +152,10 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         metrics: str | Sequence[str] | None = None, display: torch.Tensor | None = None, model_name: str = "model",
         progress: Callable[[list[str]], None] | None = None, top_classes: int = 1,
         labels: Sequence[int | None] | None = None,
-        eval_progress: Callable[[int, int, str], None] | None = None, keep_partial: bool = False) -> RunResult:
+        eval_progress: Callable[[int, int, str], None] | None = None, keep_partial: bool = False,
+        failed: Sequence[Mapping[str, str]] = (), settings: Mapping[str, Any] | None = None,
+        device_label: str | None = None, sanity: bool = False, sanity_steps: int | None = None,
+        sanity_page: str = SANITY_PAGE) -> RunResult:
     """Explain ``inputs`` with each method (default: ``default_methods()``; "all" for every one) and, with
     ``evaluate``, score the maps; returns a :class:`RunResult`.
 
@@ -158,6 +165,11 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     (``RunResult.ranks``; class-agnostic methods only once); ``labels`` (a class index or None per image) let the
     report mark right and wrong predictions; ``eval_progress(done, total, label)`` follows the evaluation.
     ``keep_partial``: Ctrl-C returns the methods finished so far (``RunResult.interrupted``, no metrics).
+    ``failed`` (the images that could not be read: ``{"file", "error"}``), ``settings`` (the settings profile
+    chosen) and ``device_label`` (the device as the user named it; default the inputs' device) are recorded for
+    the report. ``sanity``: also the cascading model-randomization check of the methods (same targets, options
+    and layer; ``sanity_steps`` top blocks, default all) in ``RunResult.sanity_check``, each method's verdict in
+    ``RunResult.sanity`` linking to ``sanity_page``.
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
@@ -206,9 +218,10 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     result = RunResult(inputs=x, names=list(names) if names is not None else [f"image {i}" for i in range(len(x))],
                        predictions=top_predictions(outputs, class_names, topk), methods=results, target=target,
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
-                       device=str(x.device), display=display,
+                       device=device_label or str(x.device), display=display,
                        labels=None if labels is None else [None if v is None else int(v) for v in labels],
-                       outputs=outputs, interrupted=interrupted)
+                       outputs=outputs, interrupted=interrupted, failed=[dict(f) for f in failed],
+                       settings=None if settings is None else dict(settings))
     if interrupted:
         return result
     if top_classes > 1:
@@ -238,7 +251,23 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
             return result
         result.evaluation_seconds = time.perf_counter() - t0
         result.evaluation_protocol = protocol(metrics)
+    if sanity:
+        result.sanity_check = sanity_of(model, x, results, target, layer_name, batch_size, sanity_steps)
+        result.sanity = {m: {**v.to_dict(), "report": sanity_page}
+                         for m, v in result.sanity_check.verdicts.items()}
     return result
+
+
+def sanity_of(model: nn.Module, x: torch.Tensor, runs: Mapping[str, MethodRun], target: Target,
+              layer: str | None, batch_size: int | None = None, max_steps: int | None = None) -> Any:
+    """The cascading model-randomization check (Adebayo et al. 2018) of a run's methods, for the classes they
+    explained, with their options and layer; a ``SanityResult``."""
+    from interpretorch.sanity import model_randomization
+
+    idx = next((r.explanation.target for r in runs.values() if r.explanation.target is not None), None)
+    return model_randomization(model, x, list(runs), mode="cascading",
+                               target=idx if idx is not None else target, layer=layer, batch_size=batch_size,
+                               options={m: r.options for m, r in runs.items() if r.options}, max_steps=max_steps)
 
 
 def _guess_class_names(outputs: torch.Tensor) -> list[str]:

@@ -6,6 +6,7 @@
 * :func:`model_fingerprint`, :func:`files_fingerprint`, :func:`digest` - hashes of the model's weights, of
   data files (path, size, modification time) and of settings, for a checkpoint's fingerprint.
 * :func:`terminate_as_interrupt` - SIGTERM handled as Ctrl-C, so a killed job takes its clean-stop path.
+* :func:`writable_folder` - an output folder, created and tried with a file before any work starts.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from typing import Any, Iterable, Iterator
 from interpretorch.core.distributed import world
 from interpretorch.core.fingerprint import model_fingerprint
 
-__all__ = ["FolderBusy", "OutputLock", "Terminated", "digest", "files_fingerprint", "lock_output",
-           "model_fingerprint", "terminate_as_interrupt"]
+__all__ = ["FolderBusy", "NotWritable", "OutputLock", "Terminated", "digest", "files_fingerprint", "lock_output",
+           "model_fingerprint", "terminate_as_interrupt", "writable_folder"]
 
 LOCK_NAME = ".interpretorch.lock"
 
@@ -35,6 +36,30 @@ class FolderBusy(ValueError):
 
 class Terminated(KeyboardInterrupt):
     """The process received SIGTERM (handled like Ctrl-C: finished work is kept, then the run stops)."""
+
+
+class NotWritable(ValueError):
+    """An output path that is not a folder this process can write into."""
+
+
+def writable_folder(path: str | Path) -> Path:
+    """``path`` as a folder to write into, created if missing; :class:`NotWritable` when it is empty, an existing
+    file, or a folder that cannot be created or written (a file is created and removed to find out)."""
+    import tempfile
+
+    out = Path(path)
+    if not str(path).strip():
+        raise NotWritable("is empty; give a folder")
+    if out.exists() and not out.is_dir():
+        raise NotWritable(f"{str(path)!r} is an existing file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise NotWritable(f"{str(path)!r} cannot be written: {e.strerror or e}") from None
+    return out
 
 
 class OutputLock:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from interpretorch.dissect.broden import BrodenDataset, collate
@@ -35,3 +36,23 @@ def test_training_is_seeded(tmp_path):
         assert torch.equal(v, w), k
     for name in PROBE_LAYERS:
         get_layer(a, name)
+
+
+def test_the_command_line_saves_the_weights_and_the_snapshots(tmp_path, capsys):
+    from interpretorch.dissect.train import main, snapshot_name
+
+    root = make_probe(tmp_path / "p", n_images=12, size=32, seed=0)
+    # 12 images in batches of 64: one optimizer step an epoch, so 2 epochs end at step 2
+    assert main(["--data", str(root), "--out", str(tmp_path / "w.pt"), "--epochs", "2", "--snapshots", "0,2"]) == 0
+    assert "2 snapshots in" in capsys.readouterr().out
+    snaps = tmp_path / "w_snapshots"
+    assert sorted(p.name for p in snaps.iterdir()) == [snapshot_name(0), snapshot_name(2)]
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    last = torch.load(snaps / snapshot_name(2), weights_only=True)
+    expect = train_probe_cnn(root, epochs=2).state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in expect.items())
+    assert all(torch.equal(last[k], v) for k, v in saved.items())
+    first = torch.load(snaps / snapshot_name(0), weights_only=True)
+    assert not torch.equal(first["conv1.0.weight"], saved["conv1.0.weight"])
+    with pytest.raises(ValueError, match="past the last step"):
+        train_probe_cnn(root, epochs=1, snapshots=[5], snapshot_dir=tmp_path / "s2")

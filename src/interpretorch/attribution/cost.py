@@ -6,6 +6,10 @@ window, mask or masked input through the model (DeepLIFT: one image / reference 
 rows of the method's chunked loops, which is also what :func:`interpretorch.core.progress.track` counts. Where
 the number depends on the data it is an upper bound: Score-CAM, Ablation-CAM, Group-CAM and SS-CAM skip channels
 that are constant on an image; SLIC features are taken as ``n_segments`` per image.
+
+:func:`estimate_run` is what a run of several methods will cost (rows, seconds, and the settings that would
+shorten it); :func:`cpu_settings` gives the lighter options a CPU run uses unless the papers' settings are asked
+for. The CLI only prints these.
 """
 from __future__ import annotations
 
@@ -22,7 +26,54 @@ from interpretorch.attribution.registry import Geometry, describe_rows, get_meth
 from interpretorch.capture import capture
 from interpretorch.core import check_inputs, rows_per_pass
 
-__all__ = ["occlusion_windows", "feature_count", "MethodCost", "geometry_of", "time_per_row", "estimate"]
+__all__ = ["occlusion_windows", "feature_count", "MethodCost", "geometry_of", "time_per_row", "estimate",
+           "Estimate", "estimate_run", "cpu_settings", "CPU_SETTINGS", "SHORTER", "LONG_SECONDS"]
+
+LONG_SECONDS = 120.0  # above this, an estimate also names the settings that would make the run shorter
+
+# Lighter settings for a CPU: the same methods with fewer samples / steps / masks (the papers' settings are the
+# library defaults, one flag away: --paper-settings).
+CPU_SETTINGS: dict[str, dict[str, Any]] = {
+    "rise": {"n_masks": 250}, "integrated_gradients": {"steps": 16}, "smoothgrad": {"n_samples": 10},
+    "vargrad": {"n_samples": 10}, "smoothgradcampp": {"n_samples": 4}, "gradient_shap": {"n_samples": 10},
+    "lime": {"n_samples": 100}, "kernel_shap": {"n_samples": 100}, "shapley_sampling": {"n_samples": 5},
+    "extremal_perturbation": {"iterations": 30}, "meaningful_perturbation": {"iterations": 30},
+    "layer_conductance": {"steps": 16}, "internal_influence": {"steps": 16},
+    "neuron_integrated_gradients": {"steps": 16}, "neuron_conductance": {"steps": 16},
+}
+
+# What to change when a method dominates a long run.
+SHORTER: dict[str, str] = {
+    "rise": "--option rise.n_masks=250", "integrated_gradients": "--option integrated_gradients.steps=8",
+    "smoothgrad": "--option smoothgrad.n_samples=10", "vargrad": "--option vargrad.n_samples=10",
+    "gradient_shap": "--option gradient_shap.n_samples=10", "lime": "--option lime.n_samples=100",
+    "kernel_shap": "--option kernel_shap.n_samples=100", "shapley_sampling": "--option shapley_sampling.n_samples=5",
+    "occlusion": "--option occlusion.window=48 (fewer, larger windows)",
+    "extremal_perturbation": "--option extremal_perturbation.iterations=30",
+    "meaningful_perturbation": "--option meaningful_perturbation.iterations=30",
+    "scorecam": "--layer with fewer channels (Score-CAM runs one row per channel per image)",
+    "ablationcam": "--layer with fewer channels (Ablation-CAM runs one row per channel per image)",
+    "sscam": "--layer with fewer channels", "layer_conductance": "--option layer_conductance.steps=16",
+}
+
+
+def cpu_settings(methods: Sequence[str], device: torch.device | str, paper: bool,
+                 given: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The options to run ``methods`` with, and what to record: the CPU's lighter ones unless ``paper`` or not
+    on a CPU; the user's own options (``given``) always win."""
+    cpu = torch.device(device).type == "cpu" and not paper
+    options = {m: dict(v) for m, v in given.items()}
+    changed: dict[str, dict[str, Any]] = {}
+    if cpu:
+        for m in methods:
+            for k, v in CPU_SETTINGS.get(m, {}).items():
+                if k not in options.get(m, {}):
+                    options.setdefault(m, {})[k] = v
+                    changed.setdefault(m, {})[k] = v
+    record = {"profile": "cpu" if cpu else "paper", "changed": changed,
+              "note": ("lighter CPU settings; --paper-settings runs the papers' settings" if cpu
+                       else "the papers' settings (the library defaults)")}
+    return options, record
 
 
 @dataclass(frozen=True)
@@ -87,6 +138,44 @@ def estimate(model: nn.Module, x: torch.Tensor, methods: Sequence[str], options:
         secs = None if rows is None else rows * (both if s.backward else forward)
         costs.append(MethodCost(s.name, rows, secs, s.backward))
     return costs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a run will cost before it starts: model rows (of the parts whose count is known), seconds on
+    ``device``, the parts not estimated, and (part, seconds, advice) for the parts that would shorten it most."""
+
+    rows: int
+    seconds: float
+    device: str
+    unknown: tuple[str, ...] = ()
+    shorter: tuple[tuple[str, float, str], ...] = ()
+
+    @property
+    def long(self) -> bool:
+        """Whether the run is expected to take more than ``LONG_SECONDS``."""
+        return self.seconds > LONG_SECONDS
+
+
+def shorter_settings(parts: Sequence[tuple[str, float]], advice: Mapping[str, str], total: float
+                     ) -> tuple[tuple[str, float, str], ...]:
+    """The advice for the (up to four) costliest ``parts`` (name, seconds) when ``total`` seconds is long."""
+    if total <= LONG_SECONDS:
+        return ()
+    heavy = sorted((p for p in parts if p[1]), key=lambda p: -p[1])[:4]
+    return tuple((name, secs, advice[name]) for name, secs in heavy
+                 if name in advice and secs > LONG_SECONDS / 8)
+
+
+def estimate_run(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
+                 options: Mapping[str, Mapping] | None = None, layer: Any = None, batch_size: int | None = None, *,
+                 repeats: int = 1) -> Estimate:
+    """Expected rows and seconds of running ``methods`` on ``x`` ``repeats`` times, and what would shorten it."""
+    costs = estimate(model, x, methods, options, layer, batch_size)
+    seconds = sum(c.seconds or 0.0 for c in costs) * repeats
+    return Estimate(sum(c.rows or 0 for c in costs) * repeats, seconds, x.device.type,
+                    tuple(c.method for c in costs if c.rows is None),
+                    shorter_settings([(c.method, (c.seconds or 0.0) * repeats) for c in costs], SHORTER, seconds))
 
 
 def _pair(v: Any) -> tuple[int, int]:

@@ -6,8 +6,9 @@ Explanation``; its description says what its map is (``kind``), whether it expla
 aliases, and which shared pass (``group``) it can join. Its options are read off its signature.
 
 The registry knows no family: each family's package registers its built-in methods when it is imported
-(:mod:`interpretorch.attribution`, then :mod:`interpretorch.transformers`), and ``import interpretorch`` imports
-them in that order, which is the registry's order.
+(:mod:`interpretorch.attribution`, then :mod:`interpretorch.transformers`), and the first question asked of the
+registry loads the declared plugins (:mod:`interpretorch.core.plugins`) in that order, which is the registry's
+order.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from interpretorch.core.plugins import load_plugins
 from interpretorch.core.targets import Target, check_target
 from interpretorch.explanation import Explanation
 
@@ -163,16 +165,19 @@ def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> 
 
 
 def _layer_methods() -> list[str]:
+    load_plugins()
     return [n for n, s in _METHODS.items() if s.needs_layer]
 
 
 def available_methods() -> list[str]:
     """Return every registered method name, in registration order."""
+    load_plugins()
     return list(_METHODS)
 
 
 def method_specs() -> list[MethodSpec]:
     """Return the description of every registered method."""
+    load_plugins()
     return list(_METHODS.values())
 
 
@@ -183,6 +188,7 @@ def default_methods() -> list[str]:
 
 def canonical(name: str) -> str:
     """Return the registered spelling of a method name or alias, or raise listing the valid ones."""
+    load_plugins()
     key = _key(name)
     key = _ALIASES.get(key, key)
     if key not in _METHODS:  # guided-backprop, Guided Backprop, ...
@@ -236,6 +242,7 @@ def bind(method: str, **options: Any) -> BoundMethod:
 def reexplainers(explanations: Mapping[str, Explanation]) -> dict[str, BoundMethod]:
     """For each explanation, the registered method that made it bound to its layer: what a metric that re-explains
     (``evaluate(..., explain_fn=...)``, Max-Sensitivity) calls."""
+    load_plugins()
     out = {}
     for name, exp in explanations.items():
         key = _ALIASES.get(_key(exp.method), _key(exp.method))

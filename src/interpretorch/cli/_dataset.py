@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from interpretorch.cli.common import UserError, positive_int
+from interpretorch.cli.common import UserError, output_dir, positive_int
 
 
 def parse_metrics(text: str) -> Any:
@@ -81,16 +81,14 @@ def run_if_dataset(args: argparse.Namespace) -> int | None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 writes the summary and the report."""
-    from interpretorch.cli.common import load_model_from_args, output_dir
-    from interpretorch.cli.options import method_options, metric_options as checked_metric_options
-    from interpretorch.datasets import distributed as dist
-    from interpretorch.datasets.job import explain_dataset, metric_columns, resolve_dataset_metrics
-    from interpretorch.datasets.report import write_dataset_report
-    from interpretorch.datasets.streams import DatasetError, open_images
-    from interpretorch.datasets.summary import summary_lines
-    from interpretorch.datasets.writer import read_rows
+    """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 prints the summary and the report's path."""
     from interpretorch.attribution.registry import resolve_methods
+    from interpretorch.cli.common import load_model_from_args
+    from interpretorch.cli.estimate import say
+    from interpretorch.cli.options import method_options, metric_options as checked_metric_options
+    from interpretorch.datasets.runner import DatasetJob, run_dataset_job
+    from interpretorch.datasets.streams import DatasetError
+    from interpretorch.datasets.summary import summary_lines
     from interpretorch.metrics.evaluate import OPTION_GROUPS
     from interpretorch.runstate import Terminated
 
@@ -98,66 +96,33 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise UserError("give image files or --data, not both")
     if getattr(args, "sanity", False):
         raise UserError("--sanity runs on single images; leave it out with --data")
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
-    if args.boxes and args.masks:
-        raise UserError("give --boxes or --masks, not both")
     evaluate = bool(getattr(args, "evaluate", False))
-    if getattr(args, "metrics", None) is not None and not evaluate:
-        raise UserError("--metrics is for evaluate (or explain --evaluate)")
     wanted = args.methods if args.methods == "all" else [m for m in args.methods.split(",") if m.strip()]
     if not wanted:
         raise UserError("--methods names no method; `interpretorch methods` lists them")
-    methods = resolve_methods(wanted)
     metric_options = checked_metric_options(args.option)  # --option deletion.step=0.05: a metric's keyword argument
-    options = method_options([o for o in args.option if o[0] not in OPTION_GROUPS], methods)
-    rank, world, args.device = dist.init_from_env(args.device)
+    options = method_options([o for o in args.option if o[0] not in OPTION_GROUPS], resolve_methods(wanted))
+    out = output_dir(args.out)
     try:
-        try:
-            loaded = load_model_from_args(args)
-            data = open_images(args.data, labels=args.labels, boxes=args.boxes, masks=args.masks,
-                               limit=args.limit, seed=args.seed, class_names=loaded.class_names)
-        except DatasetError as e:
-            raise UserError(str(e)) from None
-        out = output_dir(args.out)
-        if wanted == "all":
-            methods = resolve_methods("all", loaded.model)
-        if not isinstance(args.target, (int, str)):
-            raise UserError("--target with --data is 'top1', 'label' or one class index for every image")
-        if args.gallery_metric is not None:
-            computed = metric_columns(resolve_dataset_metrics(getattr(args, "metrics", None),
-                                                              bool(args.boxes or args.masks))) if evaluate else []
-            if args.gallery_metric not in computed:
-                raise UserError(f"--gallery-metric {args.gallery_metric!r} is not computed in this run; "
-                                f"choose one of: {', '.join(computed) or 'none (explain computes no metric)'}")
-        try:
-            result = explain_dataset(
-                loaded.model, data, out, preprocess=loaded.preprocess, methods=methods,
-                metrics=getattr(args, "metrics", None), evaluate_maps=evaluate, target=args.target,
-                layer=args.layer or loaded.cam_layer, batch_size=args.batch_size, options=options,
-                metric_options=metric_options, seed=args.seed,
-                limit=args.limit, resume=args.resume, save_maps=args.save_maps or not evaluate,
-                workers=args.workers, shard_images=args.shard_size, model_name=args.model,
-                class_names=loaded.class_names)
-        except DatasetError as e:
-            raise UserError(str(e)) from None
-        except Terminated:
-            print(f"interpretorch: stopped by SIGTERM; the finished images are kept in {out} "
-                  "(add --resume to continue)", file=sys.stderr)
-            return 143
-        if rank == 0:
-            table = read_rows(out)
-            page = write_dataset_report(out, result.summary, table, result.manifest, loaded.model, data,
-                                        loaded.preprocess, methods=methods, metric=args.gallery_metric,
-                                        layer=result.manifest.get("layer_used"), options=options,
-                                        batch_size=args.batch_size, seed=args.seed)
-            if result.summary:
-                print("\n".join(summary_lines(result.summary)))
-            n_failed = len(result.failed)
-            print(f"interpretorch: {result.manifest.get('images_done')} image(s) in {out}"
-                  + (f", {n_failed} could not be read" if n_failed else "") + f"; wrote {page}", file=sys.stderr)
-            return 1 if n_failed else 0
+        job = DatasetJob(
+            data=args.data, out=out, load_model=lambda device: load_model_from_args(args, device=device),
+            methods=wanted, device=args.device, model_name=args.model, evaluate=evaluate,
+            metrics=getattr(args, "metrics", None), options=options, metric_options=metric_options,
+            target=args.target, layer=args.layer, batch_size=args.batch_size, labels=args.labels, boxes=args.boxes,
+            masks=args.masks, limit=args.limit, seed=args.seed, resume=args.resume, save_maps=args.save_maps,
+            workers=args.workers, shard_size=args.shard_size, gallery_metric=args.gallery_metric)
+        result = run_dataset_job(job, on_estimate=say)
+    except DatasetError as e:
+        raise UserError(str(e)) from None
+    except Terminated:
+        print(f"interpretorch: stopped by SIGTERM; the finished images are kept in {out} "
+              "(add --resume to continue)", file=sys.stderr)
+        return 143
+    if result.rank != 0:
         return 0
-    finally:
-        if world > 1:
-            dist.finish()
+    if result.run.summary:
+        print("\n".join(summary_lines(result.run.summary)))
+    n_failed = len(result.run.failed)
+    print(f"interpretorch: {result.run.manifest.get('images_done')} image(s) in {out}"
+          + (f", {n_failed} could not be read" if n_failed else "") + f"; wrote {result.page}", file=sys.stderr)
+    return 1 if n_failed else 0

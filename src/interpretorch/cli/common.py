@@ -125,11 +125,12 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def load_model_from_args(args: argparse.Namespace) -> Any:
-    """Load ``--model`` on ``--device`` with its preprocessing adjusted by ``--size``, ``--mean`` and ``--std``."""
+def load_model_from_args(args: argparse.Namespace, device: str | None = None) -> Any:
+    """Load ``--model`` on ``--device`` (or ``device``, e.g. the one ``torchrun`` assigns) with its preprocessing
+    adjusted by ``--size``, ``--mean`` and ``--std``."""
     from interpretorch.models import load_model
 
-    device = check_device(args.device)
+    device = check_device(device or args.device)
     if is_factory_spec(args.model):
         allow_working_directory_imports()
     from interpretorch.models.hub import is_hub_spec
@@ -153,7 +154,7 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     if (size, tuple(mean), tuple(std)) != (pre.size, tuple(pre.mean), tuple(pre.std)):
         from dataclasses import replace
 
-        loaded.preprocess = replace(pre.with_size(size), mean=tuple(mean), std=tuple(std))
+        return replace(loaded, preprocess=replace(pre.with_size(size), mean=tuple(mean), std=tuple(std)))
     return loaded
 
 
@@ -231,22 +232,12 @@ def collect_images(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray], l
 def output_dir(path: str | Path, flag: str = "--out") -> Path:
     """Return ``path`` as a folder to write into, creating it; a UserError when it names an existing file or a
     folder that cannot be created or written."""
-    import os
-    import tempfile
+    from interpretorch.runstate import NotWritable, writable_folder
 
-    out = Path(path)
-    if not str(path).strip():
-        raise UserError(f"{flag} is empty; give a folder")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{flag} {str(path)!r} is an existing file, not a folder")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"{flag} {str(path)!r} cannot be written: {e.strerror or e}") from None
-    return out
+        return writable_folder(path)
+    except NotWritable as e:
+        raise UserError(f"{flag} {e}") from None
 
 
 def fraction(text: str) -> float:

@@ -12,10 +12,9 @@ HELP = "saliency maps plus faithfulness metrics, as an HTML report"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``explain``, writing to a folder of its own by default."""
     explain.add_arguments(p, evaluate_flag=False)
-    p.set_defaults(out="interpretorch-evaluate")
+    p.set_defaults(out="interpretorch-evaluate", evaluate=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain and evaluate."""
-    args.evaluate = True
     return explain.run(args)

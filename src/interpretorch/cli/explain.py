@@ -82,39 +82,23 @@ def class_index(text: str, class_names: Sequence[str]) -> int:
 
 
 def read_labels(path: str, names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
-    """Each image's label from a file of 'IMAGE,LABEL' lines (comma or tab; '#' starts a comment); IMAGE is
-    matched against the image's path, file name or stem. Images without a line get None."""
-    from pathlib import Path
+    """Each image's label from a file of 'IMAGE,LABEL' lines (``labels.image_labels``), or a UserError."""
+    from interpretorch.labels import LabelError, image_labels
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--labels {path}: cannot read it: {e}") from None
-    by_key: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        sep = "\t" if "\t" in line else ","
-        image, _, label = line.rpartition(sep)
-        if not image.strip() or not label.strip():
-            raise UserError(f"--labels {path}, line {lineno}: expected 'IMAGE,LABEL', got {line!r}")
-        by_key[image.strip()] = class_index(label, class_names)
-    labels: list[int | None] = []
-    for name in names:
-        p = Path(name)
-        labels.append(next((by_key[k] for k in (name, p.name, p.stem) if k in by_key), None))
-    if by_key and all(v is None for v in labels):
-        raise UserError(f"--labels {path}: no line names any of the images ({', '.join(Path(n).name for n in names[:3])}"
-                        f"{', ...' if len(names) > 3 else ''})")
-    return labels
+        return image_labels(path, names, class_names)
+    except LabelError as e:
+        raise UserError(str(e)) from None
 
 
 def folder_labels(names: Sequence[str], class_names: Sequence[str]) -> list[int | None]:
-    """Each image's label from the name of the folder holding it (ImageFolder layout)."""
-    from pathlib import Path
+    """Each image's label from the name of the folder holding it (``labels.parent_folder_labels``)."""
+    from interpretorch.labels import LabelError, parent_folder_labels
 
-    return [class_index(Path(n).parent.name, class_names) for n in names]
+    try:
+        return list(parent_folder_labels(names, class_names))
+    except LabelError as e:
+        raise UserError(str(e)) from None
 
 
 def _probe(model, x, spec: str) -> None:
@@ -177,22 +161,18 @@ def run(args: argparse.Namespace) -> int:
         labels = read_labels(args.labels, names, loaded.class_names)
     elif getattr(args, "folder_labels", False):
         labels = folder_labels(names, loaded.class_names)
+    from interpretorch.attribution.cost import cpu_settings
     from interpretorch.attribution.registry import get_method
-
-    from interpretorch.cli.estimate import announce, cpu_settings, row_bar
+    from interpretorch.cli.estimate import row_bar
 
     options, settings = cpu_settings(methods, x.device, getattr(args, "paper_settings", False), options)
     layered = any(get_method(m).needs_layer for m in methods)
     if args.layer and not layered:  # refused before the estimate is printed, so the error stays one line
         raise UserError(f"--layer is for the layer methods; {', '.join(methods)} explain the input pixels")
-    try:
-        total_rows = announce(loaded.model, x, methods, options,
-                              args.layer or (loaded.cam_layer if layered else None), args.batch_size)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        total_rows = None  # a bad argument: the run below refuses it in one line
-    except Exception as e:  # an estimate must never stop a run
-        print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
-        total_rows = None
+    layer = args.layer or (loaded.cam_layer if layered else None)
+    sanity = getattr(args, "sanity", False)
+    total_rows = _announce(loaded.model, x, methods, options, layer, args.batch_size,
+                           args.sanity_steps if sanity else False)
     dependent = [m for m in methods if not get_method(m).class_agnostic]
     steps = len(plan_steps(methods, options)) + (topk - 1) * len(plan_steps(dependent, options))
     bar = tqdm(total=steps, desc="explaining", unit="step", file=sys.stderr)
@@ -212,43 +192,49 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with row_bar(total_rows if topk == 1 and not evaluate else None):
-            result = run_methods(loaded.model, x, methods, args.target,
-                                 args.layer or (loaded.cam_layer if layered else None),
+            result = run_methods(loaded.model, x, methods, args.target, layer,
                                  batch_size=args.batch_size, options=options,
                                  names=names, class_names=loaded.class_names or None,
                                  evaluate=evaluate, display=display, model_name=args.model, progress=progress,
                                  top_classes=topk, labels=labels, eval_progress=eval_progress,
-                                 metrics=getattr(args, "metrics", None), keep_partial=True)
+                                 metrics=getattr(args, "metrics", None), keep_partial=True, failed=failed,
+                                 settings=settings, device_label=args.device, sanity=sanity,
+                                 sanity_steps=args.sanity_steps)
     finally:
         bar.close()
         if ebar is not None:
             ebar.close()
-    result.failed = failed
-    result.device = args.device
-    result.settings = settings
     if result.interrupted:  # Ctrl-C: the finished methods' maps are written, without metrics
         page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
         print(f"\ninterpretorch: interrupted; the {len(result.methods)} finished method(s) are in {page}"
               + (" (no metrics)" if evaluate else ""), file=sys.stderr)
         return 130
-    if getattr(args, "sanity", False):
-        result.sanity = _sanity(loaded, x, display, result, args, out_dir)
+    if result.sanity_check is not None:
+        from interpretorch.sanity.report import save_report
+
+        save_report(result.sanity_check, out_dir / "sanity", images=display)
     page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
     print(f"interpretorch: wrote {page}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _sanity(loaded, x, display, result, args: argparse.Namespace, out_dir) -> dict[str, dict]:
-    """The cascading randomization test of the run's methods (same targets, options and layer), written to
-    ``out_dir/sanity/``; returns each method's verdict as JSON-ready values with the report's path."""
-    from interpretorch.sanity import model_randomization
-    from interpretorch.sanity.report import save_report
+def _announce(model, x, methods, options, layer, batch_size, sanity_steps) -> int | None:
+    """Print what the run (and, unless ``sanity_steps`` is False, its sanity check) will cost; the rows of both
+    (None when unknown). An estimate never stops a run: a bad argument is left to the run to refuse in one line."""
+    from interpretorch.attribution.cost import estimate_run
+    from interpretorch.cli.estimate import say
 
-    idx = next((r.explanation.target for r in result.methods.values() if r.explanation.target is not None), None)
-    sanity = model_randomization(loaded.model, x, list(result.methods), mode="cascading",
-                                 target=idx if idx is not None else args.target, layer=result.layer,
-                                 batch_size=args.batch_size, options={m: r.options for m, r in result.methods.items()
-                                                                      if r.options},
-                                 max_steps=args.sanity_steps)
-    save_report(sanity, out_dir / "sanity", images=display)
-    return {m: {**v.to_dict(), "report": "sanity/index.html"} for m, v in sanity.verdicts.items()}
+    try:
+        rows = say(estimate_run(model, x, methods, options, layer, batch_size))
+        if sanity_steps is not False:
+            from interpretorch.sanity import estimate_model_randomization
+
+            more = say(estimate_model_randomization(model, x, methods, mode="cascading", layer=layer,
+                                                    batch_size=batch_size, options=options, max_steps=sanity_steps))
+            rows = None if rows is None or more is None else rows + more
+        return rows
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # a bad argument: the run below refuses it in one line
+    except Exception as e:  # an estimate must never stop a run
+        print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
+        return None

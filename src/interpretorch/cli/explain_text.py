@@ -61,7 +61,8 @@ def require_text_packages(minilm: bool = True) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
-        load_text_model, readable, top_words, write_text_report
+        load_text_model, readable, top_words
+    from interpretorch.transformers.report import write_text_report
 
     sentences = list(args.sentences)
     if len(sentences) > 2:
@@ -103,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         result = explain_sentence(tm, sentences[0], methods, target=target, ig_steps=args.ig_steps)
     for warning in result.get("warnings", []):
         print(f"interpretorch: warning: {warning}", file=sys.stderr)
-    result["model"] = tm.name
-    result["seconds"] = round(time.perf_counter() - start, 2)
+    # a copy with the model and the time: the library's result is never changed
+    result = {**result, "model": tm.name, "seconds": round(time.perf_counter() - start, 2)}
     path = write_text_report(result, args.out)
     print(f"wrote {path} and {Path(args.out) / 'results.json'}")
     for sent in result["sentences"]:

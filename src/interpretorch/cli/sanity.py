@@ -128,6 +128,24 @@ def sanity_settings(args: argparse.Namespace, device) -> dict:
     return {"profile": "paper", "max_steps": None, "note": "every block (the paper's cascade)"}
 
 
+def _announce(model, x, methods, args: argparse.Namespace, blocks, max_steps, layer) -> None:
+    """Print what the test will cost (``sanity.estimate_model_randomization``); never stops the run: a bad
+    argument is left to the test to refuse in one line."""
+    import sys
+
+    from interpretorch.cli.estimate import say
+    from interpretorch.sanity import estimate_model_randomization
+
+    try:
+        say(estimate_model_randomization(model, x, methods, mode=args.mode, blocks=blocks,
+                                         granularity=args.granularity, layer=layer, batch_size=args.batch_size,
+                                         max_steps=max_steps))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    except Exception as e:  # an estimate must never stop a run
+        print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen test and write sanity.json, figure_<i>.png, curves.png and index.html into --out."""
     from interpretorch.attribution.registry import canonical
@@ -155,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         x = loaded.preprocess(arrays).to(args.device)
         blocks = [b for b in args.blocks.split(",") if b.strip()] if args.blocks else None
         settings = sanity_settings(args, x.device)
+        _announce(loaded.model, x, methods, args, blocks, settings["max_steps"], args.layer or loaded.cam_layer)
         result = model_randomization(loaded.model, x, methods, mode=args.mode, blocks=blocks,
                                      granularity=args.granularity, init=args.init, std=args.init_std,
                                      reset_running_stats=args.reset_running_stats, seed=args.seed,

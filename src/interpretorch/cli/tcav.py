@@ -73,6 +73,23 @@ def load_images(files: list[Path], preprocess) -> "torch.Tensor":  # noqa: F821
         raise UserError(str(e)) from None
 
 
+def _announce(model, x, concepts, randoms, layers, cache, pre, batch_size) -> None:
+    """Print what the run will cost (``concepts.estimate.estimate_tcav``, with one concept map per concept);
+    never stops the run: a bad argument is left to the run to refuse in one line."""
+    import sys
+
+    from interpretorch.cli.estimate import say
+    from interpretorch.concepts.estimate import estimate_tcav
+
+    try:
+        say(estimate_tcav(model, x, concepts, randoms, layers, cache=cache, preprocess=pre, batch_size=batch_size,
+                          concept_maps=len(concepts)))
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        pass
+    except Exception as e:  # an estimate must never stop a run
+        print(f"interpretorch: no estimate ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run TCAV and write tcav.json, tcav_details.json and index.html into --out."""
     import torch
@@ -128,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         randoms = {f"random_{i}": image_files(d) for i, d in enumerate(args.random)}
     cache = ActivationCache(args.cache or out / "cache")
+    _announce(model, x, concepts, randoms, layers, cache, pre, args.batch_size)
     result = run_tcav(model, x, concepts, randoms, layers, args.target, cache=cache, preprocess=pre,
                       batch_size=args.batch_size, loss=args.loss, alpha=args.alpha, features=args.features,
                       seed=args.seed, significance=args.significance, bonferroni=args.bonferroni,
@@ -152,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.layer:24s} {r.concept:20s} score {r.score:.3f} +- {r.score_std:.3f}  "
               f"random {r.random_score:.3f}  p={r.p_value:.3g} ({result.options['correction']})  {r.direction}")
     for flag in result.flags():
-        print(f"flag: {flag}")
+        print(f"flag: {flag['text']}")
     print(result.headline(class_name))
     print(f"wrote {paths['json']} and {paths['html']}")
     return 0

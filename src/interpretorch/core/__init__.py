@@ -10,6 +10,7 @@ transformers, datasets) shares, importing nothing of interpretorch above it.
 - :mod:`~interpretorch.core.seeding`: seeds per sub-stream, whatever the chunking;
 - :mod:`~interpretorch.core.distributed`: the torch.distributed world (rank, size);
 - :mod:`~interpretorch.core.fingerprint`: SHA-256 of a model's weights (what caches and checkpoints compare).
+- :mod:`~interpretorch.core.plugins`: the families and report floor, imported on first need (entry points).
 - :mod:`~interpretorch.core.stats`: the one statistics layer (intervals, paired tests, effect sizes,
   multiple-comparison correction, direction-aware verdicts).
 """

@@ -146,7 +146,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                     images_per_batch: int | None = None, shard_images: int = 256, table_format: str | None = None,
                     model_name: str = "model", class_names: Sequence[str] = (), progress: bool = True,
                     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
-                    on_batch: Callable[[int, int], None] | None = None) -> DatasetRun:
+                    on_batch: Callable[[int, int], None] | None = None,
+                    on_start: Callable[[], None] | None = None) -> DatasetRun:
     """Explain every image of ``data`` with ``methods`` and (``evaluate_maps``) score the maps with ``metrics``,
     writing per-image rows (and, with ``save_maps``, float16 maps) to shards in ``out`` as batches finish;
     rank 0 then merges them into ``per_image.parquet`` (or ``.csv``) and ``summary.json``.
@@ -157,7 +158,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     (a :class:`~interpretorch.runstate.Terminated` is raised after the finished batches are on disk).
     ``images_per_batch`` (default: the rows per model call) images are read per batch by ``workers``
     DataLoader processes. ``on_batch(batches, images)``
-    is called after each batch's rows were handed to the writer.
+    is called after each batch's rows were handed to the writer; ``on_start()`` on rank 0 once the folder is locked
+    and the settings checked, before the first batch (the CLI prints its estimate there).
     """
     t_start = time.perf_counter()
     rank, size = dist.world()
@@ -213,6 +215,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         lock.release()
         raise error
     try:
+        if on_start is not None and rank == 0:
+            on_start()
         with terminate_as_interrupt():
             return _run_batches(model, data, out, manifest, preprocess=preprocess, names=names, wanted=wanted,
                                 columns=columns, fmt=fmt, target=target, layer=layer, batch_size=batch_size,

@@ -7,15 +7,17 @@ Training is seeded and deterministic on the CPU for a given torch build.
 """
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.dissect.broden import BrodenDataset, collate
+from interpretorch.training import train_command
 
 PROBE_MEAN = (0.5, 0.5, 0.5)
 PROBE_STD = (0.25, 0.25, 0.25)
@@ -72,13 +74,34 @@ def targets(dataset: BrodenDataset, batch: dict) -> tuple[torch.Tensor, torch.Te
     return scene, area.argmax(dim=1)
 
 
+def snapshot_name(step: int) -> str:
+    """The file name of the training snapshot taken after ``step`` optimizer steps."""
+    return f"step{step:06d}.pt"
+
+
 def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-2,
-                    seed: int = 0, width: int = 16, log: bool = False) -> ProbeCNN:
+                    seed: int = 0, width: int = 16, log: bool = False, snapshots: Sequence[int] = (),
+                    snapshot_dir: str | Path | None = None) -> ProbeCNN:
     """Train a ProbeCNN on the probe set in ``data`` (scene + shape of the largest object); returns it in eval mode.
 
     Single-threaded and seeded (AdamW with a one-cycle schedule, random left-right flips), so the same data
     and seed give the same weights on one platform; the global RNG and thread count are restored afterwards.
+    ``snapshots``: optimizer steps (0 = before the first) after which the state dict is saved to
+    ``snapshot_dir/step000123.pt``, for ``interpretorch dissect --checkpoints``.
     """
+    wanted = sorted({int(s) for s in snapshots})
+    if wanted and snapshot_dir is None:
+        raise ValueError("snapshots need a snapshot_dir")
+    if wanted and wanted[0] < 0:
+        raise ValueError(f"snapshot steps must be >= 0, got {wanted[0]}")
+    if snapshot_dir is not None:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+
+    def snapshot(model: ProbeCNN, step: int) -> None:
+        if step in wanted:
+            torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+                       Path(snapshot_dir) / snapshot_name(step))
+
     ds = BrodenDataset(data, mean=PROBE_MEAN, std=PROBE_STD)
     items = collate([ds[i] for i in range(len(ds))])  # a probe set is small: keep it in memory
     scene, shape = targets(ds, items)
@@ -94,6 +117,10 @@ def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64,
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
             g = torch.Generator().manual_seed(seed)
             n_s = model.sizes[0]
+            if wanted and wanted[-1] > steps:
+                raise ValueError(f"snapshot step {wanted[-1]} is past the last step ({steps})")
+            step = 0
+            snapshot(model, step)
             for epoch in range(epochs):
                 model.train()
                 order = torch.randperm(len(x), generator=g)
@@ -109,6 +136,8 @@ def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64,
                     loss.backward()
                     opt.step()
                     sched.step()
+                    step += 1
+                    snapshot(model, step)
                     total += float(loss.detach()) * len(idx)
                     correct += int((out[:, n_s:].argmax(1) == shape[idx]).sum())
                 if log:
@@ -134,18 +163,34 @@ def evaluate(model: ProbeCNN, data: str | Path) -> dict:
             "shape_accuracy": float((out[:, n_s:].argmax(1) == shape).float().mean())}
 
 
+@dataclass(frozen=True)
+class ProbeTrainConfig:
+    """The command line's settings: the probe set, epochs, seed and the steps to snapshot."""
+
+    data: str = ""
+    epochs: int = 10
+    seed: int = 0
+    snapshots: str = ""       # comma-separated optimizer steps (0: before training) whose weights are saved
+    snapshot_dir: str = ""    # default: next to --out, "<out>_snapshots"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train on a probe set and save the state dict."""
-    p = argparse.ArgumentParser(description="Train a ProbeCNN on a probe set and save its weights")
-    p.add_argument("--data", required=True, help="probe set folder (interpretorch make-probe)")
-    p.add_argument("--out", required=True, help="weights file to write")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    model = train_probe_cnn(args.data, epochs=args.epochs, seed=args.seed, log=True)
-    torch.save(model.state_dict(), args.out)
-    print(f"trained in {time.perf_counter() - t0:.1f} s; {evaluate(model, args.data)}; weights in {args.out}")
+    """Command line: train on a probe set and save the state dict (and any snapshots)."""
+    def train_and_save(config: ProbeTrainConfig, out: str) -> str:
+        if not config.data:
+            raise SystemExit("give --data: a probe set folder (interpretorch make-probe)")
+        steps = [int(s) for s in config.snapshots.split(",") if s.strip()]
+        where = config.snapshot_dir or str(Path(out).with_suffix("")) + "_snapshots"
+        t0 = time.perf_counter()
+        model = train_probe_cnn(config.data, epochs=config.epochs, seed=config.seed, log=True, snapshots=steps,
+                                snapshot_dir=where if steps else None)
+        torch.save(model.state_dict(), out)
+        shots = f"; {len(steps)} snapshots in {where}" if steps else ""
+        return (f"trained in {time.perf_counter() - t0:.1f} s; {evaluate(model, config.data)}; weights in {out}"
+                f"{shots}")
+
+    train_command("python -m interpretorch.dissect.train", "Train a ProbeCNN on a probe set and save its weights",
+                  ProbeTrainConfig, train_and_save, argv)
     return 0
 
 
