@@ -198,3 +198,20 @@ def test_deeplift_matches_captum_where_image_and_reference_agree(tiny64):
     assert_agree(ours.maps, ref)
     assert ours.extras["delta"].abs().max() < 1e-10
     assert (ours.maps[..., 8:] == 0).all()
+
+
+@pytest.mark.numerics
+def test_deeplift_shap_with_more_references_than_share_a_forward_pass(tiny64):
+    # 6 shared references: one image forward serves 4 of them, a second one the other 2; each reference's map is
+    # its own DeepLIFT map, whatever the chunking
+    model, x = tiny64
+    dist = torch.randn(6, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.5
+    for bs in (1, 2, 64):
+        ours = deeplift_shap(model, x, "top1", baselines=dist, batch_size=bs)
+        mean = sum(deeplift(model, x, ours.target, baseline=d).maps for d in dist) / 6
+        torch.testing.assert_close(ours.maps, mean)
+        assert ours.extras["delta"].abs().max() < 1e-10
+        assert ours.extras["rescaled_operations"] == 5
+        torch.testing.assert_close(ours.scores, model(x).gather(1, ours.target[:, None]).squeeze(1).detach())
+    ref = captum(DeepLiftShap, separated(model), x, dist, ours.target)
+    assert_agree(ours.maps, ref)
