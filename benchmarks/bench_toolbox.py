@@ -2,8 +2,9 @@
 8 (rows per model call) and for Captum 0.9 or Zennit (LRP), and the ratio reference / ours (> 1: ours faster).
 Captum gets the same 8 rows per call where it lets the caller choose: perturbation methods run with
 perturbations_per_eval=1 on the 8 images, path methods with internal_batch_size=8; DeepLift / DeepLiftShap put
-images and references through together (16 rows per call for 8 images) and GradientShap all its samples at once.
-One untimed call of each side runs first.
+images and references through together (16 rows per call for 8 images) and GradientShap all its samples at once;
+``name@N`` rows repeat those two with ours given the same N rows per call. One untimed call of each side runs
+first.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_toolbox.py --images 2 --size 96
     # LRP beside Zennit needs Zennit importable (the vision environment, or --no-deps into a target directory):
@@ -46,16 +47,23 @@ def cases(model, x, t, layer_name, steps: int, samples: int, cell: int):
     zeros = torch.zeros_like(x)
     dist = torch.randn((4,) + tuple(x.shape[1:]), generator=torch.Generator().manual_seed(0))
 
-    def ours(name, **opts):
+    def ours(name, rows=8, **opts):
         lay = {"layer": layer_name} if name in ("layer_conductance", "internal_influence", "neuron_conductance") \
             else {}
-        return lambda: explain(model, x, name, target=t, batch_size=8, options={name: opts} if opts else None,
+        return lambda: explain(model, x, name, target=t, batch_size=rows, options={name: opts} if opts else None,
                                **lay)
 
     yield "deeplift", ours("deeplift"), lambda: ca.DeepLift(model).attribute(x, zeros, target=t), "Captum"
     yield ("deeplift_shap", ours("deeplift_shap", baselines=dist),
            lambda: ca.DeepLiftShap(model).attribute(x, dist, target=t), "Captum")
     yield ("gradient_shap", ours("gradient_shap", baselines=dist, n_samples=samples),
+           lambda: ca.GradientShap(model).attribute(x, dist, target=t, n_samples=samples), "Captum")
+    # Captum's DeepLiftShap and GradientShap take no batch size: all rows go through at once. The same methods
+    # with ours given as many rows per call:
+    yield (f"deeplift_shap@{len(x) * len(dist)}", ours("deeplift_shap", rows=len(x) * len(dist), baselines=dist),
+           lambda: ca.DeepLiftShap(model).attribute(x, dist, target=t), "Captum")
+    yield (f"gradient_shap@{len(x) * samples}",
+           ours("gradient_shap", rows=len(x) * samples, baselines=dist, n_samples=samples),
            lambda: ca.GradientShap(model).attribute(x, dist, target=t, n_samples=samples), "Captum")
     yield ("shapley_sampling", ours("shapley_sampling", features=fm, n_samples=2),
            lambda: ca.ShapleyValueSampling(model).attribute(x, target=t, feature_mask=fm, n_samples=2,
@@ -131,7 +139,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"{'method':22s} {'ours s':>8s} {'ref s':>8s} {'ref/ours':>8s}  reference")
     for name, ours, ref, ref_name in cases(model, x, t, layer, args.steps, args.samples, cell):
-        if args.methods and name not in args.methods:
+        if args.methods and name.split("@")[0] not in args.methods:
             continue
         ours()  # warm-up: allocations, first-call costs
         if ref is not None:

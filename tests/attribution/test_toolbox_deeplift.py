@@ -184,3 +184,34 @@ def test_deeplift_bad_inputs(tiny64):
         deeplift_shap(model, x, baselines=torch.zeros(2, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(TypeError, match="baselines must be a tensor"):
         deeplift_shap(model, x, baselines=0.0)
+
+
+@pytest.mark.numerics
+def test_deeplift_matches_captum_where_image_and_reference_agree(tiny64):
+    # Half of each image equals its reference, so many units see no difference at all: there the multiplier
+    # is the derivative (closed form for ReLU, Captum's gradient), and the maps still agree.
+    model, x = tiny64
+    base = x.clone()
+    base[..., :8] = 0.0
+    ours = deeplift(model, x, 2, baseline=base, batch_size=2)
+    ref = captum(DeepLift, separated(model), x, base, 2)
+    assert_agree(ours.maps, ref)
+    assert ours.extras["delta"].abs().max() < 1e-10
+    assert (ours.maps[..., 8:] == 0).all()
+
+
+@pytest.mark.numerics
+def test_deeplift_shap_with_more_references_than_share_a_forward_pass(tiny64):
+    # 6 shared references: one image forward serves 4 of them, a second one the other 2; each reference's map is
+    # its own DeepLIFT map, whatever the chunking
+    model, x = tiny64
+    dist = torch.randn(6, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 0.5
+    for bs in (1, 2, 64):
+        ours = deeplift_shap(model, x, "top1", baselines=dist, batch_size=bs)
+        mean = sum(deeplift(model, x, ours.target, baseline=d).maps for d in dist) / 6
+        torch.testing.assert_close(ours.maps, mean)
+        assert ours.extras["delta"].abs().max() < 1e-10
+        assert ours.extras["rescaled_operations"] == 5
+        torch.testing.assert_close(ours.scores, model(x).gather(1, ours.target[:, None]).squeeze(1).detach())
+    ref = captum(DeepLiftShap, separated(model), x, dist, ours.target)
+    assert_agree(ours.maps, ref)

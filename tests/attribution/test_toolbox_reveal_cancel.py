@@ -171,3 +171,14 @@ def test_reveal_cancel_refuses_what_it_cannot_split():
         deeplift(TinyCNN().eval(), torch.randn(2, 3, 16, 16), lambda out: out[:, 0], rule="reveal_cancel")
     with pytest.raises(ValueError, match="rule must be 'rescale' or 'reveal_cancel'"):
         explain(TinyCNN().eval(), torch.randn(2, 3, 16, 16), "deeplift", options={"deeplift": {"rule": "revealcancel"}})
+
+
+@pytest.mark.numerics
+def test_reveal_cancel_on_efficientnet_lite0_sums_to_delta(pretrained):
+    x = torch.nn.functional.interpolate(pretrained.preprocess([__import__("skimage").data.chelsea()]), size=(48, 48),
+                                        mode="bilinear", align_corners=False)
+    e = deeplift(pretrained.model, x, "top1", rule="reveal_cancel")
+    assert e.extras["rescaled_operations"] == 33  # every ReLU6 (residual sums, BatchNorm and convolutions split)
+    change = e.scores - e.extras["reference_scores"]
+    assert (e.extras["delta"] / change).abs().max() < 1e-4  # float32 rounding only
+    assert e.target.item() == pretrained.model(x).argmax(1).item()

@@ -1,14 +1,18 @@
 """DeepLIFT with the rescale and RevealCancel rules (Shrikumar et al. 2017) and DeepLiftShap (Lundberg & Lee 2017).
 
-Each image and its reference go through the model together, as one pair of rows; every elementwise
-nonlinearity computed from Python (ReLU, ReLU6, Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus,
-SiLU, GELU, Hardswish, ...) back-propagates the multiplier ``delta out / delta in`` of its pair instead of its
-derivative (its derivative where ``|delta in| < eps``), and max pooling passes the difference of its outputs to
-the position of the image's or the reference's maximum, whichever is larger (Captum's rule). Linear operations
-(convolutions, eval-mode BatchNorm, pooling by averages, residual sums) keep their gradient, which is their
-multiplier. Attributions are ``(x - x') * multiplier`` and sum to ``f(x) - f(x')`` (``extras["delta"]``
-reports the gap). The rules are applied where the operations are computed (a TorchFunctionMode, like the ReLU
-rules of Guided Backprop), so the model is never changed and no module hook is installed.
+The references of a chunk of (image, reference) pairs go through the model first, without gradients (a reference
+shared by all images, like the zeros, is one row), and the inputs of their nonlinearities are kept in call order;
+then the images go through with gradients, and every elementwise nonlinearity computed from Python (ReLU, ReLU6,
+Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus, SiLU, GELU, Hardswish, ...) back-propagates the
+multiplier ``delta out / delta in`` of its pair instead of its derivative (its derivative where ``|delta in| <
+eps``), and max pooling passes the difference of its outputs to the position of the image's or the reference's
+maximum, whichever is larger (Captum's rule). Linear operations (convolutions, eval-mode BatchNorm, pooling by
+averages, residual sums) keep their gradient, which is their multiplier. Attributions are ``(x - x') * multiplier``
+and sum to ``f(x) - f(x')`` (``extras["delta"]`` reports the gap). An image's and its reference's multipliers are
+equal at every layer, so only the image rows are back-propagated (Captum back-propagates both). The rules are
+applied where the operations are computed (a TorchFunctionMode, like the ReLU rules of Guided Backprop), so the
+model is never changed and no module hook is installed. A model whose sequence of nonlinearities differs between
+the two passes counts the unmatched ones in ``extras["unpaired_operations"]`` (they keep their gradient).
 
 Captum's ``DeepLift`` differs in two places, both shown by tests: it only knows the module types ReLU, ELU,
 LeakyReLU, Sigmoid, Tanh, Softplus, MaxPool and Softmax, so a ReLU6 (EfficientNet-Lite0, MobileNet) or a
@@ -108,9 +112,25 @@ def _pool_multipliers(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, pool: C
         return torch.where(small, route(g), rescaled)
 
 
+def _multiplier(x: torch.Tensor, y: torch.Tensor, ref: torch.Tensor, y_ref: torch.Tensor, f: Callable, eps: float,
+                slope: Callable | None) -> torch.Tensor:
+    """(f(x) - f(x')) / (x - x'), the derivative at x where |x - x'| < eps (``slope(x)`` in closed form where
+    known, else autograd); ``ref`` and ``y_ref`` broadcast against ``x``."""
+    dx = x - ref
+    m = (y - y_ref).div_(dx)
+    small = dx.abs_() < eps
+    if slope is not None:
+        return torch.where(small, slope(x), m)
+    if small.any():
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad(f(xx * 1), xx, torch.ones_like(y))
+        m = torch.where(small, d, m)
+    return m
+
+
 class _Rescale(torch.autograd.Function):
-    """y = f(x); backward: the multiplier (f(x) - f(x')) / (x - x') of the image's row and its reference's (the
-    derivative at x where |x - x'| < eps; ``slope(x)`` gives it in closed form where known, else autograd)."""
+    """y = f(x); backward: the multiplier of the image's row and its reference's (``_multiplier``)."""
 
     @staticmethod
     def forward(ctx, x, ref, index, f, eps, slope):  # noqa: D102
@@ -118,23 +138,32 @@ class _Rescale(torch.autograd.Function):
         y_ref = f(ref)
         if ref.shape[0] != 1 or x.shape[0] == 1:  # distinct references only: broadcast one, else pick each row's
             ref, y_ref = ref[index], y_ref[index]
-        dx = x - ref
-        m = (y - y_ref).div_(dx)
-        small = dx.abs_() < eps
-        if slope is not None:
-            m = torch.where(small, slope(x), m)
-        elif small.any():
-            with torch.enable_grad():
-                xx = x.detach().requires_grad_(True)
-                (d,) = torch.autograd.grad(f(xx * 1), xx, torch.ones_like(y))
-            m = torch.where(small, d, m)
-        ctx.save_for_backward(m)
+        ctx.save_for_backward(_multiplier(x, y, ref, y_ref, f, eps, slope))
         return y
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         (m,) = ctx.saved_tensors
         return g * m, None, None, None, None, None
+
+
+class _RescaleSlots(torch.autograd.Function):
+    """y = f(x) for the image rows once; the multipliers for each of the references ``refs`` (one row each) are
+    kept, and a backward pass uses those of reference ``state.slot``."""
+
+    @staticmethod
+    def forward(ctx, x, refs, state, f, eps, slope):  # noqa: D102
+        y = f(x)
+        y_refs = f(refs)
+        ctx.save_for_backward(torch.stack([_multiplier(x, y, refs[j:j + 1], y_refs[j:j + 1], f, eps, slope)
+                                           for j in range(refs.shape[0])]))
+        ctx.state = state
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (m,) = ctx.saved_tensors
+        return g * m[ctx.state.slot], None, None, None, None, None
 
 
 def _bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float] | None:
@@ -153,9 +182,24 @@ def _bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float] | 
     return None
 
 
+def _pool_rule(x: torch.Tensor, ref: torch.Tensor, g: torch.Tensor, pool: Callable, eps: float) -> torch.Tensor:
+    """The max-pooling rescale rule's gradient for image rows ``x`` and their reference rows ``ref`` (the
+    multipliers of an image's row and of its reference's are equal, so one output gradient ``g`` serves both)."""
+    with torch.enable_grad():
+        xx, rr = x.detach().requires_grad_(True), ref.detach().requires_grad_(True)
+        yy, yr = pool(xx), pool(rr)
+    with torch.no_grad():
+        top = torch.maximum(yy, yr)
+        (r_in,) = torch.autograd.grad(yy, xx, g * (top - yr), retain_graph=True)
+        (plain,) = torch.autograd.grad(yy, xx, g)
+        (r_ref,) = torch.autograd.grad(yr, rr, g * (yy - top))
+        dx = x - ref
+        small = dx.abs() < eps
+        return torch.where(small, plain, (r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx))
+
+
 class _MaxPoolRef(torch.autograd.Function):
-    """Max pooling of the image rows; backward: the max-pooling rescale rule with the reference rows ``ref`` (the
-    multipliers of an image's row and of its reference's are equal, so one gradient serves both)."""
+    """Max pooling of the image rows; backward: the max-pooling rescale rule with the reference rows ``ref``."""
 
     @staticmethod
     def forward(ctx, x, ref, pool, eps):  # noqa: D102
@@ -166,18 +210,23 @@ class _MaxPoolRef(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # noqa: D102
         x, ref = ctx.saved_tensors
-        with torch.enable_grad():
-            xx, rr = x.detach().requires_grad_(True), ref.detach().requires_grad_(True)
-            yy, yr = ctx.pool(xx), ctx.pool(rr)
-        with torch.no_grad():
-            top = torch.maximum(yy, yr)
-            (r_in,) = torch.autograd.grad(yy, xx, g * (top - yr), retain_graph=True)
-            (plain,) = torch.autograd.grad(yy, xx, g)
-            (r_ref,) = torch.autograd.grad(yr, rr, g * (yy - top))
-            dx = x - ref
-            small = dx.abs() < ctx.eps
-            out = torch.where(small, plain, (r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx))
-        return out, None, None, None
+        return _pool_rule(x, ref, g, ctx.pool, ctx.eps), None, None, None
+
+
+class _MaxPoolSlots(torch.autograd.Function):
+    """Max pooling of the image rows; a backward pass applies the rule with reference ``state.slot`` of ``refs``."""
+
+    @staticmethod
+    def forward(ctx, x, refs, state, pool, eps):  # noqa: D102
+        ctx.save_for_backward(x, refs)
+        ctx.state, ctx.pool, ctx.eps = state, pool, eps
+        return pool(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, refs = ctx.saved_tensors
+        j = ctx.state.slot
+        return _pool_rule(x, refs[j:j + 1].expand_as(x), g, ctx.pool, ctx.eps), None, None, None, None
 
 
 class _RescaleMode(TorchFunctionMode):
@@ -212,7 +261,6 @@ class _RescaleMode(TorchFunctionMode):
             st.unpaired += 1
             return func(*args, **kwargs)
         if pool is not None:
-            ref = rec[st.ref_index]
             bound = dict(zip(_POOL_ARGS, args))
             bound.update(kwargs)
             if bound.get("return_indices"):
@@ -220,7 +268,9 @@ class _RescaleMode(TorchFunctionMode):
                 return func(*args, **kwargs)
             st.reached += 1
             rest = {k: v for k, v in bound.items() if k != "input"}
-            return _MaxPoolRef.apply(x, ref, lambda t: pool(t, **rest), st.eps)
+            if st.slots:
+                return _MaxPoolSlots.apply(x, rec, st, lambda t: pool(t, **rest), st.eps)
+            return _MaxPoolRef.apply(x, rec[st.ref_index], lambda t: pool(t, **rest), st.eps)
         pos, always = elem
         if func in _CLAMPS and not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
             st.unpaired += 1
@@ -240,7 +290,10 @@ class _RescaleMode(TorchFunctionMode):
             slope = lambda t: (t > lohi[0]).to(t.dtype)  # noqa: E731
         else:
             slope = lambda t: ((t > lohi[0]) & (t < lohi[1])).to(t.dtype)  # noqa: E731
-        out = _Rescale.apply(x, rec, st.ref_index, f, st.eps, slope)
+        if st.slots:
+            out = _RescaleSlots.apply(x, rec, st, f, st.eps, slope)
+        else:
+            out = _Rescale.apply(x, rec, st.ref_index, f, st.eps, slope)
         return x.copy_(out) if inplace else out
 
 
@@ -556,6 +609,9 @@ def _rows_of(out: object, index: torch.Tensor) -> object:
     return out
 
 
+_SLOTS = 4  # references sharing one forward pass of the image rows (their multipliers are all kept)
+
+
 def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: Target, batch_size: int,
                  eps: float = 1e-10) -> dict:
     """DeepLIFT over all (reference k, image i) pairs, reference-major (pair p = (p // B, p % B)); ``refs`` is
@@ -563,7 +619,8 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
     off its first pair, so no separate clean pass), its score and output, the mean reference score and the
     number of rescaled / unpaired operations in the first call. Each call carries ``batch_size`` image rows
     (with gradients); the distinct references of those pairs go through first, without gradients (a reference
-    shared by all images, like the zeros, is one row)."""
+    shared by all images, like the zeros, is one row). With several references shared by all images, an image row
+    goes forward once for up to ``_SLOTS`` of them and is back-propagated once per reference."""
     b = x.shape[0]
     if refs.shape[1] == b and b > 1 and all(bool((refs[k] == refs[k, :1]).all()) for k in range(refs.shape[0])):
         refs = refs[:, :1]  # one reference per k for every image: forward it once
@@ -576,9 +633,63 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
     idx_all = None if is_callable_target(target) else torch.zeros(b, dtype=torch.long, device=x.device)
     clean, outs = torch.zeros(b, dtype=x.dtype, device=x.device), []
     st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps, phase="record", rec=[], count=0,
-                         n_refs=0, ref_index=None)
+                         n_refs=0, ref_index=None, slots=0, slot=0)
     reached = unpaired = 0
     layout = row_layout(model, x)
+    if shared and k_refs > 1:
+        # references shared by all images (DeepLiftShap's background): each image row goes forward once for up to
+        # _SLOTS references and is back-propagated once per reference
+        with capture(model, []), _RescaleMode(st):
+            ci = 0
+            for g0 in range(0, k_refs, _SLOTS):
+                ks = list(range(g0, min(k_refs, g0 + _SLOTS)))
+                gk = len(ks)
+                st.phase, st.rec, st.slots = "record", [], 0
+                with torch.no_grad():
+                    out_ref = model(in_layout(flat_refs[ks].clone(), layout))
+                check_finite(out_ref, "outputs on references")
+                rec = st.rec
+                for sl in chunks(b * gk, max(1, batch_size) * gk):  # pair q = (image q // gk, reference q % gk)
+                    i = torch.arange(sl.start // gk, sl.stop // gk, device=x.device)
+                    n = len(i)
+                    st.phase, st.rec, st.count, st.rows, st.n_refs, st.slots = "apply", rec, 0, n, gk, gk
+                    st.reached, st.unpaired = 0, 0
+                    rows = in_layout(x[i], layout).requires_grad_(True)
+                    out = model(rows.clone())
+                    st.paused = True
+                    try:
+                        st.unpaired += abs(len(rec) - st.count)
+                        check_finite(out, "outputs on images")
+                        if g0 == 0:
+                            head = out if isinstance(out, torch.Tensor) else None
+                            if idx_all is not None:
+                                t = target[i.cpu()] if isinstance(target, torch.Tensor) else target
+                                idx_all[i] = target_indices(head, t)
+                            if head is not None:
+                                outs.append(head.detach())
+                        idx = None if idx_all is None else idx_all[i]
+                        s = row_scores(out, target, idx)
+                        grads = []
+                        for j in range(gk):
+                            st.slot = j
+                            (g,) = torch.autograd.grad(s.sum(), rows, retain_graph=j < gk - 1, allow_unused=True)
+                            grads.append(torch.zeros_like(rows) if g is None else g)
+                            pick = torch.full((n,), j, dtype=torch.long, device=x.device)
+                            ref_scores.index_add_(0, i, row_scores(_rows_of(out_ref, pick), target, idx).detach()
+                                                  .to(acc))
+                    finally:
+                        st.paused = False
+                    if ci == 0:
+                        reached, unpaired = st.reached, st.unpaired
+                    ci += 1
+                    if g0 == 0:
+                        clean[i] = s.detach().to(x.dtype)
+                    for k, g in zip(ks, grads):
+                        total.index_add_(0, i, ((x[i] - flat_refs[k]) * g).to(acc))
+            st.slots, st.rec = 0, []
+        return {"attr": (total / k_refs).to(x.dtype), "ref_scores": ref_scores / k_refs, "rescaled": reached,
+                "unpaired": unpaired, "pairs": n_pairs, "idx": idx_all, "scores": clean,
+                "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
     with capture(model, []), _RescaleMode(st):
         for ci, sl in enumerate(chunks(n_pairs, max(1, batch_size))):
             p = torch.arange(sl.start, sl.stop, device=x.device)
@@ -592,7 +703,7 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
             st.phase, st.count, st.rows, st.n_refs, st.ref_index = "apply", 0, n, len(uniq), inv
             st.reached, st.unpaired = 0, 0
             rows = in_layout(x[i], layout).requires_grad_(True)
-            out = model(rows.clone(memory_format=torch.preserve_format))  # a non-leaf copy: in-place first operations stay legal
+            out = model(rows.clone())  # a non-leaf copy (same memory order): in-place first operations stay legal
             st.paused = True
             try:
                 st.unpaired += abs(len(st.rec) - st.count)
@@ -661,8 +772,9 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
     class-index targets).
 
     ``baseline`` (the reference x'): "zeros" (the paper's and Captum's default), "blur", "uniform", a number or a
-    tensor broadcastable to the inputs. A row is an image or its reference; each pair goes through the model in
-    the same call (``batch_size`` rows per call, at least one pair), and there is no other pass.
+    tensor broadcastable to the inputs. A row is an image paired with its reference: ``batch_size`` image rows
+    per model call, with gradients, after one call without gradients on their distinct references (one row for a
+    shared reference); there is no other pass (reveal_cancel: four rows per pair in one call).
     ``extras["delta"]`` is the summation gap, ``extras["rescaled_operations"]`` the nonlinearities the rule
     reached in one forward pass.
     """
@@ -677,7 +789,8 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
 
 
 register("deeplift", deeplift, kind="pixel", aliases=("deep_lift",),
-         doc="DeepLIFT rescale rule (Shrikumar et al. 2017), reference zeros; a row is an image or its reference")
+         doc="DeepLIFT (Shrikumar et al. 2017), rescale rule (rule='reveal_cancel': RevealCancel), reference zeros; "
+             "a row is an image paired with its reference")
 
 
 def check_distribution(baselines: torch.Tensor, x: torch.Tensor, what: str = "baselines") -> torch.Tensor:
@@ -700,8 +813,8 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
     ``baselines``: (K, C, H, W) reference images shared by all images (a background sample of the data; the SHAP
     paper used 100-1000); without them, two references per image: zeros and the image blurred by a Gaussian of
-    ``blur_sigma`` pixels. A row is an image or one of its references: K x B pairs, ``batch_size`` rows per
-    model call. ``rule``: "rescale" or "reveal_cancel", as in ``deeplift``.
+    ``blur_sigma`` pixels. A row is an image paired with one of its references: K x B pairs, ``batch_size``
+    image rows per model call, as in ``deeplift``. ``rule``: "rescale" or "reveal_cancel", as in ``deeplift``.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     if not eps > 0:
@@ -716,4 +829,5 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
 
 register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),
-         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image or a reference")
+         doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image paired "
+             "with a reference")

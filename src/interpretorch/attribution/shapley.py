@@ -200,7 +200,8 @@ def shapley_sampling(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     ``features``: "slic" (``n_segments`` superpixels per image), "grid" (``cell`` pixel squares) or integer
     label masks. ``n_samples`` random orders (Captum's default 25), drawn per sample number and feature count
     from ``seed``; ``permutations`` (n, F) gives them. ``score``: "logit" or "softmax". A row is one image with
-    one prefix of one order: 1 + n x F rows per image, all images' rows batched together.
+    one prefix of one order: 1 + n x (F - 1) rows per image (an order's last prefix is the image, scored by the
+    clean pass), all images' rows batched together.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     b = x.shape[0]
@@ -230,8 +231,13 @@ def shapley_sampling(model: nn.Module, inputs: torch.Tensor, target: Target = "t
         return in_layout(torch.where(present.reshape((len(r),) + tuple(fm.shape[1:])), x[i], base[i]), layout)
 
     idx, out = clean_pass(model, x, target, batch_size)
-    sc = perturbed_scores(model, x, target, idx, score, batch_size, len(img), make_rows, lambda r: img[r],
-                 "inputs with features added")
+    # an order's last prefix holds every feature: the image itself, whose score the clean pass gave
+    full = step == nf.to(x.device)[img] - 1
+    run = torch.nonzero(~full).squeeze(1)
+    sc = torch.empty(len(img), dtype=torch.float64, device=x.device)
+    sc[run] = perturbed_scores(model, x, target, idx, score, batch_size, len(run), lambda r: make_rows(run[r]),
+                               lambda r: img[run[r]], "inputs with features added")
+    sc[full] = row_scores(out, target, idx, score).double()[img[full]]
     prev = torch.cat([sc[:1], sc[:-1]])
     first = step == 0
     prev[first] = sc[:b][img[first]]
@@ -244,7 +250,7 @@ def shapley_sampling(model: nn.Module, inputs: torch.Tensor, target: Target = "t
                        scores=row_scores(out, target, idx, score),
                        extras={"n_samples": n, "n_features": nf, "feature_values": phi.to(x.dtype),
                                "feature_masks": fm, "baseline_scores": sc[:b].to(x.dtype), "score": score,
-                               "forward_passes": len(img)}, outputs=tensor_outputs(out))
+                               "forward_passes": len(run)}, outputs=tensor_outputs(out))
 
 
 register("shapley_sampling", shapley_sampling, kind="pixel",
