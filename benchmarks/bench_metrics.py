@@ -26,6 +26,13 @@ and the largest difference of their values: region perturbation (patches of 28 p
 ours pixels, so the values differ and only the time compares) and sparseness (no model)::
 
     python benchmarks/bench_metrics.py --families --images 4 --repeats 1
+
+``--rest`` times the metrics of issue 30 beside Quantus 0.6 the same way (sufficiency, consistency with Quantus's
+discretisation, Focus, continuity, RIS / ROS / RRS, input invariance, efficient MPRT). The metrics that
+re-explain get the same explanation function on both sides (the absolute gradient summed over channels, from
+interpretorch), so the comparison is of the metric harness; RIS / ROS / RRS replay the same noise on both sides::
+
+    python benchmarks/bench_metrics.py --rest --images 8 --repeats 1 --threads 1 --clock cpu
 """
 from __future__ import annotations
 
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-quantus", action="store_true")
     ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--rest", action="store_true", help="time the metrics of issue 30 beside Quantus instead")
     ap.add_argument("--families", action="store_true",
                     help="time metrics of Quantus's families beside Quantus instead (see the module's docstring)")
     args = ap.parse_args(argv)
@@ -99,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     if args.families:
         return families(args)
+    if args.rest:
+        return rest(args)
 
     lm = load_model("efficientnet_lite0")
     model = lm.model.eval()
@@ -264,6 +274,129 @@ def families(args: argparse.Namespace) -> dict:
     print("|---|---:|---:|---:|---:|")
     for r in rows:
         d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | {r['quantus_s']:.3f} | "
+              f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {d} |")
+    out = {"env": env, "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+def _abs_gradient(model, inputs, targets, **_kw) -> torch.Tensor:
+    """|d target logit / d x| summed over channels, (B, 1, H, W): the explanation both sides re-run."""
+    x = torch.as_tensor(inputs, dtype=torch.float32).clone().requires_grad_(True)
+    out = model(x).gather(1, torch.as_tensor(targets).long().reshape(-1, 1)).sum()
+    (g,) = torch.autograd.grad(out, x)
+    return g.abs().sum(1, keepdim=True)
+
+
+def rest(args: argparse.Namespace) -> dict:
+    """The metrics of issue 30 beside Quantus 0.6: seconds of each, their ratio and the largest difference."""
+    from interpretorch.metrics import (consistency, continuity, efficient_mprt, focus, input_invariance,
+                                       relative_input_stability, relative_output_stability,
+                                       relative_representation_stability, sufficiency)
+
+    if quantus is None:
+        raise SystemExit(f"--rest needs Quantus: {QUANTUS_ERROR}")
+    lm = load_model("efficientnet_lite0")
+    model = lm.model.eval()
+    x = lm.preprocess(photos(args.images))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    a = _abs_gradient(model, x, y)
+    bs = args.batch_size
+    q_explain = lambda model, inputs, targets, **kw: _abs_gradient(model, inputs, targets).numpy()  # noqa: E731
+    common = {"model": model, "x_batch": x.numpy(), "y_batch": y.numpy(), "a_batch": a.numpy(), "device": "cpu",
+              "channel_first": True, "batch_size": bs}
+    quadrants = torch.rand(x.shape[0], 4, generator=torch.Generator().manual_seed(0)) < 0.5
+
+    def predictions() -> torch.Tensor:
+        with torch.no_grad():
+            return model(x)
+
+    def replay(seed: int, fn: Callable[..., torch.Tensor], **kw) -> torch.Tensor:
+        np.random.seed(seed)
+
+        def perturb(xx, gen):
+            n = np.random.uniform(low=0.02, high=0.2, size=(xx.shape[0], xx[0].numel()))
+            return xx + torch.from_numpy(n).reshape(xx.shape).to(xx.dtype)
+        return fn(model, x, a, y, explain_fn=_abs_gradient, n_samples=4, perturb=perturb,
+                  nan_when_prediction_changes=False, batch_size=bs, **kw)
+
+    def q_replay(seed: int, cls, **kw) -> np.ndarray:
+        np.random.seed(seed)
+        return np.asarray(cls(nr_samples=4, return_nan_when_prediction_changes=False, disable_warnings=True, **kw)(
+            **common, explain_func=q_explain, softmax=False))
+
+    pairs = {
+        "sufficiency": (lambda: sufficiency(a, predictions()),
+                        lambda: np.asarray(quantus.Sufficiency(disable_warnings=True)(**common))),
+        "consistency (first 5 signs)": (
+            lambda: consistency(a, predictions(), discretise="first_n_sign", n=5),
+            lambda: np.asarray(quantus.Consistency(disable_warnings=True)(**common))),
+        "focus": (lambda: focus(a, quadrants=quadrants),
+                  lambda: np.asarray(quantus.Focus(disable_warnings=True)(
+                      **common, custom_batch=quadrants.numpy().astype(int)))),
+        "continuity (4 steps)": (
+            lambda: continuity(model, x, a, y, explain_fn=_abs_gradient, nr_steps=4, batch_size=bs),
+            lambda: np.asarray(quantus.Continuity(nr_steps=4, disable_warnings=True)(**common,
+                                                                                     explain_func=q_explain))),
+        "RIS (4 samples)": (lambda: replay(1, relative_input_stability),
+                            lambda: q_replay(1, quantus.RelativeInputStability)),
+        "ROS (4 samples)": (lambda: replay(2, relative_output_stability),
+                            lambda: q_replay(2, quantus.RelativeOutputStability)),
+        "RRS (4 samples, _blocks.15)": (
+            lambda: replay(3, relative_representation_stability, layers=["_blocks.15"]),
+            lambda: q_replay(3, quantus.RelativeRepresentationStability, layer_names=["_blocks.15"])),
+        "input invariance": (
+            lambda: input_invariance(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs),
+            lambda: np.asarray(quantus.InputInvariance(disable_warnings=True)(**common, explain_func=q_explain),
+                               dtype=float)),
+        "efficient MPRT": (
+            lambda: efficient_mprt(model, x, a, y, explain_fn=_abs_gradient, batch_size=bs),
+            lambda: np.asarray(quantus.EfficientMPRT(disable_warnings=True)(**common, explain_func=q_explain))),
+    }
+    return _time_pairs(args, pairs, x, "issue 30 metrics, |gradient| maps")
+
+
+def _time_pairs(args: argparse.Namespace, pairs: dict, x: torch.Tensor, what: str) -> dict:
+    rows = []
+    for name, (ours_fn, theirs_fn) in pairs.items():
+        try:
+            theirs_v = np.asarray(theirs_fn(), dtype=np.float64)  # also the warm-up
+        except Exception as e:  # noqa: BLE001 - a peer's failure is a result
+            print(json.dumps({"metric": name, "quantus_error": f"{type(e).__name__}: {e}"}), flush=True)
+            ours_t = [timed(ours_fn, args.clock) for _ in range(args.repeats)]
+            rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t), "quantus_s": None,
+                         "max_abs_diff": None, "quantus_error": f"{type(e).__name__}: {e}"})
+            continue
+        ours_t, theirs_t = [], []
+        for r in range(args.repeats):
+            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+                if who == "ours":
+                    ours_t.append(timed(ours_fn, args.clock))
+                else:
+                    theirs_t.append(timed(theirs_fn, args.clock))
+        ours_v = np.asarray(ours_fn().detach().double().numpy())
+        both = np.isfinite(ours_v) & np.isfinite(theirs_v) if ours_v.shape == theirs_v.shape else None
+        rel = np.abs(ours_v - theirs_v) / np.maximum(np.abs(theirs_v), 1e-12) if both is not None else None
+        diff = float(rel[both].max()) if both is not None and both.any() else None
+        rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t),
+                     "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff})  # relative to Quantus's
+        print(json.dumps(rows[-1]), flush=True)
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
+           "load_average": os.getloadavg(), "quantus": getattr(quantus, "__version__", "")}
+    print(f"{what}, EfficientNet-Lite0, {x.shape[0]} images at {x.shape[-2]}x{x.shape[-1]}, batch "
+          f"{args.batch_size}, median of {args.repeats}, {args.clock} clock, load average "
+          f"{env['load_average'][0]:.1f}\n")
+    print("| metric | interpretorch s | Quantus s | Quantus / interpretorch | max relative diff |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        if r["quantus_s"] is None:
+            print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | fails | - | - |")
+            continue
         print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | {r['quantus_s']:.3f} | "
               f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {d} |")
     out = {"env": env, "rows": rows}

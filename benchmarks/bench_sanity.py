@@ -8,7 +8,9 @@ head convolution and the classifier, each with its batch norm), 4 photos at 224 
 - **floor**: (steps + 1) x one explanation of the 4 images with the method on the trained model (the original
   maps once, then one per randomized model); nothing else is unavoidable.
 - **interpretorch**: ``model_randomization(model, x, [method], mode="cascading", ...)``: the deep copy,
-  randomization, explanations, the similarity of every step, and the random / edge baselines.
+  randomization, explanations, the similarity of every step, and the random / edge baselines; with
+  ``reuse=True`` (the default: the trained bottom's activations are kept and each step resumes above its cut
+  where the method allows, ``sanity.cascade``) and ``reuse=False`` (every step runs the full model).
 - **Quantus** ``MPRT(layer_order="top_down", similarity_func=correlation_spearman, abs=True, normalise=True)``
   on the same model, images and steps: Quantus randomizes every module that has ``reset_parameters``, so it gets
   a view of the model whose only such modules are the 19 blocks (``BlockView``: each block's ``reset_parameters``
@@ -135,14 +137,17 @@ def main() -> None:
             explain(model, x, method, target=target, layer=layer)
             one.append(now() - t)
         floor = (steps + 1) * statistics.median(one)
-        ours_t, q_t = [], []
+        ours_t, plain_t, q_t = [], [], []
+        kw = dict(mode="cascading", target=target, layer=layer, seeding="shared", seed=43, reset_running_stats=True,
+                  metrics=("spearman_abs",), metric_options={"spearman_abs": {"percentile": 100.0}}, keep_maps=0,
+                  max_steps=steps)
         for _ in range(args.repeats):
             t = now()
-            r = model_randomization(model, x, [method], mode="cascading", target=target, layer=layer,
-                                    seeding="shared", seed=43, reset_running_stats=True,
-                                    metrics=("spearman_abs",), metric_options={"spearman_abs": {"percentile": 100.0}},
-                                    keep_maps=0, max_steps=steps)
+            r = model_randomization(model, x, [method], reuse=True, **kw)
             ours_t.append(now() - t)
+            t = now()
+            r_plain = model_randomization(model, x, [method], reuse=False, **kw)
+            plain_t.append(now() - t)
             if not args.skip_quantus and not QUANTUS.startswith("unavailable"):
                 metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman,
                                       layer_order="top_down", seed=42, abs=True, normalise=True,
@@ -154,8 +159,12 @@ def main() -> None:
                            batch_size=args.images)
                 q_t.append(now() - t)
         ours = r.similarity[method]["spearman_abs"].numpy()  # (B, S)
+        plain = r_plain.similarity[method]["spearman_abs"].numpy()
         row = {"method": method, "steps": steps, "one_explanation_s": statistics.median(one), "floor_s": floor,
-               "interpretorch_s": statistics.median(ours_t), "x_floor": statistics.median(ours_t) / floor}
+               "interpretorch_s": statistics.median(ours_t), "x_floor": statistics.median(ours_t) / floor,
+               "no_reuse_s": statistics.median(plain_t), "no_reuse_x_floor": statistics.median(plain_t) / floor,
+               "reuse_counts": r.config["reuse"],
+               "max_abs_diff_reuse_vs_not": float(np.nanmax(np.abs(plain - ours)))}
         if q_t:
             qv = np.array([q[k] for k in q if k != "original"]).T  # (B, S), top block first
             row.update({"quantus_s": statistics.median(q_t), "quantus_x_floor": statistics.median(q_t) / floor,
@@ -172,14 +181,14 @@ def main() -> None:
     print(f"\nEfficientNet-Lite0, cascading over {steps} blocks, {args.images} images at 224x224, {env['clock']} "
           f"clock, {env['threads']} thread(s), torch {env['torch']}, Quantus {QUANTUS}; 1-min load "
           f"{env['load_before']:.1f} before, {env['load_after']:.1f} after\n")
-    print("| method | one explanation s | floor s | interpretorch s | x floor | Quantus MPRT s | x floor | "
-          "ours faster | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | one explanation s | floor s | interpretorch s (reuse) | x floor | no reuse s | x floor | "
+          "Quantus MPRT s | x floor | ours faster | max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         q = (f"{r['quantus_s']:.1f} | {r['quantus_x_floor']:.2f}x | {r['speedup_vs_quantus']:.2f}x | "
              f"{r['max_abs_diff_vs_quantus']:.1e}") if "quantus_s" in r else "n/a | n/a | n/a | n/a"
         print(f"| {r['method']} | {r['one_explanation_s']:.2f} | {r['floor_s']:.1f} | {r['interpretorch_s']:.1f} | "
-              f"{r['x_floor']:.2f}x | {q} |")
+              f"{r['x_floor']:.2f}x | {r['no_reuse_s']:.1f} | {r['no_reuse_x_floor']:.2f}x | {q} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "env": env}, f, indent=1)

@@ -260,7 +260,7 @@ def test_concept_below_random_is_labelled_below_on_the_page_and_in_the_json(tmp_
     stripes = next(r for r in j["results"] if r["concept"] == "stripes" and r["layer"] == "L")
     assert stripes["direction"] == "significantly below random" and stripes["significant"]
     assert j["correction"]["method"] == "holm" and "Holm" in j["correction"]["note"]
-    assert any("low power at W" in f for f in j["flags"])
+    assert any("low power at W" in f["text"] and f["code"] == "low_power" for f in j["flags"])
     assert "stripes lowers class 3 (zebra)'s score" in j["headline"]
     assert "dots raises" in j["headline"] and "after Holm" in j["headline"]
     html = (tmp_path / "index.html").read_text()

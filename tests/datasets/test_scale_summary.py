@@ -105,8 +105,11 @@ def test_no_winner_unless_the_holm_corrected_test_says_so_and_the_json_and_page_
     assert rows["a", "c"]["effect_size"] == pytest.approx((35 - 1) / 36)  # ranks 2..8 positive (35), 1 for -0.5
     assert s["correction"] == {"method": "holm", "tests": 3, "alpha": 0.05, "note": s["correction"]["note"]}
     assert "a beats c" in s["headline"] and "2 of 3 comparisons name no winner" in s["headline"]
+    from interpretorch.report.answer import answer_html
+
     html = _env().get_template("dataset.html").render(s=s, manifest={"data": {}}, figures={}, pages={}, metric=None,
-                                                       failed=[], n_failed=0, table_file=None)
+                                                       failed=[], n_failed=0, table_file=None,
+                                                       answer=answer_html(s["headline"], s["flags"]))
     assert s["correction"]["note"] in html and "no winner" in html and "p (holm)" in html
     assert html.index("a beats c") < html.index("<table")
 

@@ -36,5 +36,15 @@ def test_layer_report(tmp_path, snapshot):
     assert strip.shape == (4, 4 + 3 + 4, 3)
     assert (tmp_path / "out" / "feat_files" / "concepts.png").exists()
     b_tile = strip[:, :4] if res.layers["feat"].top_indices[1, 0] == 1 else strip[:, 7:]
-    assert (b_tile[:, 0] == (255, 230, 0)).all() and (b_tile[:, 1:] != (255, 230, 0)).any(axis=-1).all()
+    # the outline is dashed yellow / black (3 px each along x + y) so it shows on yellow images too
+    assert [tuple(p) for p in b_tile[:, 0]] == [(255, 230, 0)] * 3 + [(0, 0, 0)]
+    assert (b_tile[:, 1:] != (255, 230, 0)).any(axis=-1).all()
+    # an index over the layer pages, with each layer's headline, and report.json with the same answer
+    import json
+
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert 'href="feat.html"' in index and "2 of 3 units are detectors" in index
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["layers"]["feat"]["detectors"] == 2 and "2 of 3 units are detectors" in rep["headline"] + index
+    assert html.index("2 of 3 units are detectors") < html.index("<table")
     snap.assert_unchanged()

@@ -130,6 +130,10 @@ def test_metric_selection_and_errors(setup):
                    max_sensitivity={"n_samples": 1}, faithfulness_correlation={"nr_runs": 4, "subset_size": 20},
                    monotonicity_correlation={"nr_samples": 2, "features_in_step": 64},
                    average_sensitivity={"n_samples": 2}, local_lipschitz_estimate={"n_samples": 2},
+                   smooth_mprt={"nr_samples": 2}, continuity={"nr_steps": 2},
+                   sensitivity_n={"features_in_step": 64},
+                   **{m: {"n_samples": 2} for m in ("relative_input_stability", "relative_output_stability",
+                                                    "relative_representation_stability")},
                    **{m: {"features_in_step": 64} for m in ("faithfulness_estimate", "monotonicity", "pixel_flipping",
                                                             "non_sensitivity")},
                    explain_fn={m: (lambda mm, xx, t: Explanation(

@@ -105,6 +105,6 @@ def test_evaluate_runs_the_family_with_objects():
     res = evaluate(model, x, exps, metrics="localisation", masks=masks, top_k_intersection={"k": 20})
     got = set(res["gradcam"]) - {"target"}
     assert got == {"pointing_game", "energy_pointing_game", "attribution_localisation", "top_k_intersection",
-                   "relevance_rank_accuracy", "relevance_mass_accuracy", "localisation_auc"}
+                   "relevance_rank_accuracy", "relevance_mass_accuracy", "localisation_auc", "focus"}
     want = top_k_intersection(exps["gradcam"], masks=masks, k=20)
     assert res["gradcam"]["top_k_intersection"]["per_image"] == pytest.approx(want.tolist())

@@ -3,8 +3,6 @@
 click enlarges a map."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,23 +11,6 @@ from PIL import Image
 
 from interpretorch.cli import main
 from interpretorch.data.samples import sample_images
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing in CI: .ci/run must apt-get install chromium before the tests")
-        pytest.skip("Chromium is not installed (apt-get install chromium); the browser test runs in CI")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new",
-                                                              "--disable-gpu", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

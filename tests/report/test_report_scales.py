@@ -87,9 +87,16 @@ def test_signed_maps_get_a_diverging_scale_centred_on_zero(tmp_path):
     write_report(r, tmp_path)
     res = json.loads((tmp_path / "results.json").read_text())["images"][0]["methods"]
     occ, rise, grad = res["occlusion"], res["rise"], res["gradient"]
-    assert occ["scale"]["view"] == "diverging" and occ["scale"]["lo"] == -2.0 and occ["scale"]["hi"] == 2.0
+    # signed: symmetric at the 99th percentile of |value|
+    s99 = float(np.percentile(np.abs(ramp.numpy()), 99))
+    assert occ["scale"]["view"] == "diverging" and occ["scale"]["lo"] == pytest.approx(-s99)
+    assert occ["scale"]["hi"] == pytest.approx(s99)
+    spike = torch.zeros(1, h, w)
+    spike[0, 0, 0], spike[0, 1:, :] = 100.0, -1.0  # one extreme pixel does not wash out the rest
+    assert fit_scale("diverging", [spike[0].numpy()]).hi == pytest.approx(1.0)
     assert (occ["min"], occ["max"]) == pytest.approx((-1.0, 2.0))
-    assert rise["scale"]["view"] == "sequential" and (rise["scale"]["lo"], rise["scale"]["hi"]) == (1.0, 3.0)
+    # unsigned: from 0 (not the minimum) to the maximum
+    assert rise["scale"]["view"] == "sequential" and (rise["scale"]["lo"], rise["scale"]["hi"]) == (0.0, 3.0)
     # Pixel attributions: |attribution| in grayscale from 0, and the signed sum inline on a symmetric scale.
     assert grad["scale"]["view"] == "magnitude" and grad["scale"]["lo"] == 0.0
     assert grad["signed_scale"]["view"] == "diverging" and grad["signed_scale"]["lo"] == -grad["signed_scale"]["hi"]
@@ -119,13 +126,14 @@ def test_shared_scale_is_one_range_across_methods_and_images(tmp_path):
     per = json.loads((tmp_path / "per" / "results.json").read_text())
     shared = json.loads((tmp_path / "shared" / "results.json").read_text())
     assert per["scale"] == "per-image" and shared["scale"] == "shared"
-    assert per["images"][1]["methods"]["rise"]["scale"]["lo"] == 3.0  # each map its own min-max
+    assert per["images"][1]["methods"]["rise"]["scale"]["hi"] == 3.0  # each map its own range, from 0
+    assert per["images"][1]["methods"]["rise"]["scale"]["lo"] == 0.0
     for img in shared["images"]:
         for m in ("gradcam", "rise"):
             s = img["methods"][m]["scale"]
-            assert (s["lo"], s["hi"], s["shared"]) == (0.5, 4.0, True)
+            assert (s["lo"], s["hi"], s["shared"]) == (0.0, 4.0, True)
     assert "shared</b> across methods and images" in (tmp_path / "shared" / "index.html").read_text()
-    assert fit_scale("diverging", [np.array([-3.0, 1.0])]).hi == 3.0 and is_signed(np.array([-1e-9, 1.0])) is False
+    assert fit_scale("diverging", [np.array([-3.0, 1.0])]).hi == pytest.approx(2.98) and is_signed(np.array([-1e-9, 1.0])) is False
 
 
 def test_a_shared_pass_is_one_timing_row_and_file_names_are_sane(tiny_run, tmp_path):

@@ -14,6 +14,7 @@ from torch import nn
 
 from interpretorch.attribution.common import clean_pass, finish_region, method_inputs, resolve_layer, row_scores
 from interpretorch.attribution.integrated import ig_baseline, ig_quadrature
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
@@ -88,15 +89,16 @@ def layer_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = "
     alphas, _ = ig_quadrature(steps + 1, method)
     b = x.shape[0]
     idx, out = clean_pass(model, x, target, batch_size)
+    layout = row_layout(model, x)
     total = prev_g = prev_a = None
     with capture(model, [name]) as rec:
         for sl in chunks((steps + 1) * b, batch_size):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
-                    * diff[i]).requires_grad_(True)
+            rows = in_layout(base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
+                             * diff[i], layout)
             _fresh(rec)
-            o = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            o = model(rows)  # no gradient below the layer: the capture makes its output the leaf
             check_finite(o, "outputs on interpolated inputs")
             s = row_scores(o, target, None if idx is None else idx[i])
             a = rec.raw(name)
@@ -139,15 +141,16 @@ def internal_influence(model: nn.Module, inputs: torch.Tensor, target: Target = 
     alphas, weights = ig_quadrature(steps, method)
     b = x.shape[0]
     idx, out = clean_pass(model, x, target, batch_size)
+    layout = row_layout(model, x)
     total = None
     with capture(model, [name]) as rec:
         for sl in chunks(steps * b, batch_size):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
-                    * diff[i]).requires_grad_(True)
+            rows = in_layout(base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
+                             * diff[i], layout)
             _fresh(rec)
-            o = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            o = model(rows)  # no gradient below the layer: the capture makes its output the leaf
             check_finite(o, "outputs on interpolated inputs")
             s = row_scores(o, target, None if idx is None else idx[i])
             (g,) = torch.autograd.grad(s.sum(), rec.raw(name))
@@ -173,14 +176,15 @@ def _neuron_path(model, x, name, neuron, chosen, base, diff, alphas, weights, ba
     is given: d score / d unit elements times d unit elements / d input)."""
     b = x.shape[0]
     total = torch.zeros_like(x, dtype=torch.float64)
+    layout = row_layout(model, x)
     with capture(model, [name]) as rec:
         for sl in chunks(len(alphas) * b, batch_size):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
-                    * diff[i]).requires_grad_(True)
+            rows = in_layout(base[i] + torch.as_tensor(alphas, dtype=x.dtype, device=x.device)[k].view(-1, 1, 1, 1)
+                             * diff[i], layout).requires_grad_(True)
             _fresh(rec)
-            o = model(rows.clone())
+            o = model(rows.clone(memory_format=torch.preserve_format))
             check_finite(o, "outputs on the path")
             a = rec.raw(name)
             mask = _unit_mask(a, neuron, chosen, i)

@@ -1,4 +1,4 @@
-"""DeepLIFT with the rescale rule (Shrikumar et al. 2017) and DeepLiftShap (Lundberg & Lee 2017).
+"""DeepLIFT with the rescale and RevealCancel rules (Shrikumar et al. 2017) and DeepLiftShap (Lundberg & Lee 2017).
 
 Each image and its reference go through the model together, as one pair of rows; every elementwise
 nonlinearity computed from Python (ReLU, ReLU6, Hardtanh / clamp, ELU, LeakyReLU, Sigmoid, Tanh, Softplus,
@@ -16,6 +16,10 @@ functional activation back-propagates its plain gradient there and the attributi
 ``f(x) - f(x')``; and where ``|delta in| < eps`` at a max pooling it takes the gradient of the first row of the
 batch for every row. Softmax inside a model keeps its gradient here (Captum's softmax rule subtracts a mean over
 the whole batch, so it depends on which images are batched together).
+
+``rule="reveal_cancel"`` (four rows per pair: image, reference and the positive and negative parts of their
+difference; see the RevealCancel section below) has no Captum counterpart; its tests compare it with the paper's
+formulas written out by hand.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 
 from interpretorch.attribution.common import method_inputs, row_scores
 from interpretorch.attribution.integrated import ig_baseline
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
@@ -80,42 +85,106 @@ def _pair_halves(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t[:n], t[n:]
 
 
-class _MaxPoolRescale(torch.autograd.Function):
-    """Max pooling forward; backward: the pair's output difference goes to the position of the larger maximum,
-    divided by the input difference there (the true gradient where the input difference is below eps)."""
+def _pool_multipliers(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, pool: Callable, eps: float) -> torch.Tensor:
+    """The max-pooling rescale rule's gradient for the paired rows ``x`` = [images; references], ``y`` = pool(x),
+    given the output gradient ``g`` of both halves: the pair's output difference goes to the position of the
+    larger maximum, divided by the input difference there (the true gradient where it is below eps)."""
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        yy = pool(xx)
+
+    def route(v: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(yy, xx, v, retain_graph=True)[0]
+
+    with torch.no_grad():
+        y_in, y_ref = _pair_halves(y)
+        g_in, g_ref = _pair_halves(g)
+        top = torch.maximum(y_in, y_ref)
+        r_in, r_ref = _pair_halves(route(torch.cat([g_in * (top - y_ref), g_ref * (y_in - top)])))
+        x_in, x_ref = _pair_halves(x)
+        dx = x_in - x_ref
+        small = torch.cat([dx.abs() < eps] * 2)
+        rescaled = torch.cat([(r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx)] * 2)
+        return torch.where(small, route(g), rescaled)
+
+
+class _Rescale(torch.autograd.Function):
+    """y = f(x); backward: the multiplier (f(x) - f(x')) / (x - x') of the image's row and its reference's (the
+    derivative at x where |x - x'| < eps; ``slope(x)`` gives it in closed form where known, else autograd)."""
 
     @staticmethod
-    def forward(ctx, x, pool, eps):  # noqa: D102
-        y = pool(x)
-        ctx.save_for_backward(x, y)
-        ctx.pool, ctx.eps = pool, eps
+    def forward(ctx, x, ref, index, f, eps, slope):  # noqa: D102
+        y = f(x)
+        y_ref = f(ref)
+        if ref.shape[0] != 1 or x.shape[0] == 1:  # distinct references only: broadcast one, else pick each row's
+            ref, y_ref = ref[index], y_ref[index]
+        dx = x - ref
+        m = (y - y_ref).div_(dx)
+        small = dx.abs_() < eps
+        if slope is not None:
+            m = torch.where(small, slope(x), m)
+        elif small.any():
+            with torch.enable_grad():
+                xx = x.detach().requires_grad_(True)
+                (d,) = torch.autograd.grad(f(xx * 1), xx, torch.ones_like(y))
+            m = torch.where(small, d, m)
+        ctx.save_for_backward(m)
         return y
 
     @staticmethod
     def backward(ctx, g):  # noqa: D102
-        x, y = ctx.saved_tensors
+        (m,) = ctx.saved_tensors
+        return g * m, None, None, None, None, None
+
+
+def _bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float] | None:
+    """(low, high) of ReLU / ReLU6 / Hardtanh calls, whose derivative is 1 strictly between them and 0 outside
+    (PyTorch's convention at the kinks), else None."""
+    if func in (F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_, F.relu_):
+        return 0.0, float("inf")
+    if func is F.relu6:
+        return 0.0, 6.0
+    if func in (F.hardtanh, F.hardtanh_):
+        names = ("input", "min_val", "max_val")
+        bound = {"min_val": -1.0, "max_val": 1.0, **dict(zip(names, args)), **kwargs}
+        lo, hi = bound["min_val"], bound["max_val"]
+        if _is_number(lo) and _is_number(hi) and lo is not None and hi is not None:
+            return float(lo), float(hi)
+    return None
+
+
+class _MaxPoolRef(torch.autograd.Function):
+    """Max pooling of the image rows; backward: the max-pooling rescale rule with the reference rows ``ref`` (the
+    multipliers of an image's row and of its reference's are equal, so one gradient serves both)."""
+
+    @staticmethod
+    def forward(ctx, x, ref, pool, eps):  # noqa: D102
+        ctx.save_for_backward(x, ref)
+        ctx.pool, ctx.eps = pool, eps
+        return pool(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, ref = ctx.saved_tensors
         with torch.enable_grad():
-            xx = x.detach().requires_grad_(True)
-            yy = ctx.pool(xx)
-
-        def route(v: torch.Tensor) -> torch.Tensor:
-            return torch.autograd.grad(yy, xx, v, retain_graph=True)[0]
-
+            xx, rr = x.detach().requires_grad_(True), ref.detach().requires_grad_(True)
+            yy, yr = ctx.pool(xx), ctx.pool(rr)
         with torch.no_grad():
-            y_in, y_ref = _pair_halves(y)
-            g_in, g_ref = _pair_halves(g)
-            top = torch.maximum(y_in, y_ref)
-            r_in, r_ref = _pair_halves(route(torch.cat([g_in * (top - y_ref), g_ref * (y_in - top)])))
-            x_in, x_ref = _pair_halves(x)
-            dx = x_in - x_ref
-            small = torch.cat([dx.abs() < ctx.eps] * 2)
-            rescaled = torch.cat([(r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx)] * 2)
-            out = torch.where(small, route(g), rescaled)
-        return out, None, None
+            top = torch.maximum(yy, yr)
+            (r_in,) = torch.autograd.grad(yy, xx, g * (top - yr), retain_graph=True)
+            (plain,) = torch.autograd.grad(yy, xx, g)
+            (r_ref,) = torch.autograd.grad(yr, rr, g * (yy - top))
+            dx = x - ref
+            small = dx.abs() < ctx.eps
+            out = torch.where(small, plain, (r_in + r_ref) / torch.where(dx == 0, torch.ones_like(dx), dx))
+        return out, None, None, None
 
 
 class _RescaleMode(TorchFunctionMode):
-    """Route every elementwise nonlinearity and max pooling of a paired forward pass through the rescale rule."""
+    """Two phases over one chunk of (image, reference) pairs. "record": the references' forward pass (no
+    gradient) keeps the input of every elementwise nonlinearity and max pooling, in call order. "apply": the
+    images' forward pass routes the same calls through the rescale rule with the recorded reference inputs
+    (``ref_index`` maps each image row to its reference's row), so only the image rows are back-propagated."""
 
     def __init__(self, state: SimpleNamespace) -> None:
         super().__init__()
@@ -129,13 +198,21 @@ class _RescaleMode(TorchFunctionMode):
         if st.paused or (elem is None and pool is None):
             return func(*args, **kwargs)
         x = args[0] if args else kwargs.get("input", kwargs.get("self"))
-        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and torch.is_grad_enabled()
-                and x.requires_grad):
+        if not (isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() > 0):
             return func(*args, **kwargs)
-        if x.dim() == 0 or x.shape[0] != st.rows:
+        if st.phase == "record":
+            st.rec.append(x.clone() if elem is not None and (elem[1] or kwargs.get("inplace")) else x)
+            return func(*args, **kwargs)
+        j = st.count
+        st.count += 1
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return func(*args, **kwargs)
+        rec = st.rec[j] if j < len(st.rec) else None
+        if rec is None or x.shape[0] != st.rows or rec.shape[0] != st.n_refs or rec.shape[1:] != x.shape[1:]:
             st.unpaired += 1
             return func(*args, **kwargs)
         if pool is not None:
+            ref = rec[st.ref_index]
             bound = dict(zip(_POOL_ARGS, args))
             bound.update(kwargs)
             if bound.get("return_indices"):
@@ -143,34 +220,340 @@ class _RescaleMode(TorchFunctionMode):
                 return func(*args, **kwargs)
             st.reached += 1
             rest = {k: v for k, v in bound.items() if k != "input"}
-            return _MaxPoolRescale.apply(x, lambda t: pool(t, **rest), st.eps)
+            return _MaxPoolRef.apply(x, ref, lambda t: pool(t, **rest), st.eps)
         pos, always = elem
-        if func in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
-                    torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min,
-                    torch.clamp_max, torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_,
-                    torch.clamp_max_, torch.Tensor.clamp_max_):
-            if not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
-                return func(*args, **kwargs)  # tensor bounds: not a function of x alone
+        if func in _CLAMPS and not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
+            st.unpaired += 1
+            return func(*args, **kwargs)  # tensor bounds: not a function of x alone
         inplace = always or bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos else False))
         st.reached += 1
-        rest_args = args[1:]
-        xc = x.clone() if inplace else x
-        if args:
-            y = func(xc, *rest_args, **kwargs)
+
+        def f(t: torch.Tensor) -> torch.Tensor:
+            t = t.clone() if inplace else t
+            if args:
+                return func(t, *args[1:], **kwargs)
+            return func(**{**kwargs, ("input" if "input" in kwargs else "self"): t})
+        lohi = _bounds(func, args, kwargs)
+        if lohi is None:
+            slope = None
+        elif lohi[1] == float("inf"):
+            slope = lambda t: (t > lohi[0]).to(t.dtype)  # noqa: E731
         else:
-            y = func(**{**kwargs, ("input" if "input" in kwargs else "self"): xc})
-        with torch.no_grad():
-            x_in, x_ref = _pair_halves(x)
-            y_in, y_ref = _pair_halves(y)
-            dx, dy = x_in - x_ref, y_in - y_ref
-            small = dx.abs() < st.eps
-            ratio = dy / torch.where(small, torch.ones_like(dx), dx)
-            m = torch.cat([torch.where(small, torch.zeros_like(dx), ratio)] * 2)
-            keep = torch.cat([small] * 2).to(x.dtype)
-        out = y.detach() + (x - x.detach()) * m + (y - y.detach()) * keep
-        if inplace:
+            slope = lambda t: ((t > lohi[0]) & (t < lohi[1])).to(t.dtype)  # noqa: E731
+        out = _Rescale.apply(x, rec, st.ref_index, f, st.eps, slope)
+        return x.copy_(out) if inplace else out
+
+
+_CLAMPS = frozenset((torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
+                     torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_max,
+                     torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_, torch.clamp_max_,
+                     torch.Tensor.clamp_max_))
+
+
+# ---------------------------------------------------------------------------------------------- RevealCancel
+#
+# Rows come in four blocks of n: the images a, the references r, and the positive and negative parts P, N of the
+# difference a - r (P + N = a - r everywhere). The input's parts are its positive and negative differences.
+# Linear operations keep a and r as they are and send the parts through the split of their weights (P' = W+ P +
+# W- N, N' = W+ N + W- P, no bias), so consecutive linear operations split like the one linear layer they
+# compose to. An elementwise nonlinearity f turns its input parts into (Shrikumar et al. 2017, eq. 3.5.3)
+#     dy+ = 1/2 (f(r + P) - f(r)) + 1/2 (f(r + P + N) - f(r + N)),
+#     dy- = 1/2 (f(r + N) - f(r)) + 1/2 (f(r + P + N) - f(r + P)),
+# back-propagates dy+ / P to P and dy- / N to N, and hands the next layer its output difference split by sign
+# (the paper's linear rule: the sign of w_i dx_i decides). Max pooling uses the rescale rule's routing on P + N.
+
+_SIGNED_BINARY = {torch.add: "add", torch.Tensor.add: "add", torch.Tensor.__add__: "add",
+                  torch.Tensor.__radd__: "add", torch.Tensor.__iadd__: "add", torch.Tensor.add_: "add",
+                  torch.sub: "sub", torch.Tensor.sub: "sub", torch.Tensor.__sub__: "sub",
+                  torch.Tensor.__isub__: "sub", torch.Tensor.sub_: "sub", torch.Tensor.__rsub__: "rsub",
+                  torch.mul: "mul", torch.Tensor.mul: "mul", torch.Tensor.__mul__: "mul",
+                  torch.Tensor.__rmul__: "mul", torch.Tensor.__imul__: "mul", torch.Tensor.mul_: "mul",
+                  torch.div: "div", torch.Tensor.div: "div", torch.Tensor.__truediv__: "div",
+                  torch.Tensor.__itruediv__: "div", torch.Tensor.div_: "div",
+                  torch.neg: "neg", torch.Tensor.neg: "neg", torch.Tensor.__neg__: "neg"}
+_IN_PLACE = {torch.Tensor.__iadd__, torch.Tensor.add_, torch.Tensor.__isub__, torch.Tensor.sub_,
+             torch.Tensor.__imul__, torch.Tensor.mul_, torch.Tensor.__itruediv__, torch.Tensor.div_}
+_WEIGHTED = {F.conv1d: 1, F.conv2d: 1, F.conv3d: 1, F.linear: 1, torch.conv1d: 1, torch.conv2d: 1, torch.conv3d: 1}
+
+
+class _SignSplit(torch.autograd.Function):
+    """d -> (max(d, 0), min(d, 0)); backward: the positive part's gradient where d > 0, the negative part's where
+    d < 0, their mean where d = 0 (the paper's linear rule)."""
+
+    @staticmethod
+    def forward(ctx, d):  # noqa: D102
+        ctx.save_for_backward(d)
+        return d.clamp(min=0), d.clamp(max=0)
+
+    @staticmethod
+    def backward(ctx, gp, gn):  # noqa: D102
+        (d,) = ctx.saved_tensors
+        return torch.where(d > 0, gp, torch.where(d < 0, gn, 0.5 * (gp + gn)))
+
+
+class _PoolDifference(torch.autograd.Function):
+    """pool(a) - pool(r) as a function of the difference a - r, back-propagated with the rescale rule's routing."""
+
+    @staticmethod
+    def forward(ctx, d, ar, pool, eps):  # noqa: D102
+        y = pool(ar)
+        ctx.save_for_backward(ar, y)
+        ctx.pool, ctx.eps = pool, eps
+        y_in, y_ref = _pair_halves(y)
+        return y_in - y_ref
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        ar, y = ctx.saved_tensors
+        return _pair_halves(_pool_multipliers(ar, y, torch.cat([g, g]), ctx.pool, ctx.eps))[0], None, None, None
+
+
+def _blocks(t: torch.Tensor) -> list[torch.Tensor]:
+    n = t.shape[0] // 4
+    return [t[i * n:(i + 1) * n] for i in range(4)]
+
+
+class _RevealCancelMode(TorchFunctionMode):
+    """Carry the positive and negative parts of every difference through a forward pass of four row blocks and
+    apply the RevealCancel rule at every elementwise nonlinearity."""
+
+    def __init__(self, state: SimpleNamespace) -> None:
+        super().__init__()
+        self.state = state
+
+    def _is_block(self, t: object) -> bool:
+        return isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == self.state.rows
+
+    def _check_parts(self, x: torch.Tensor, where: str) -> None:
+        a, r, p, q = (b.detach() for b in _blocks(x))
+        d = a - r
+        gap = (p + q - d).abs().max()
+        if gap > 1e-4 * (1 + float(d.abs().max())):
+            raise ValueError(f"deeplift rule='reveal_cancel': the parts of the differences no longer add up before "
+                             f"{where} (gap {float(gap):.3g}): the model uses an operation the rule does not know "
+                             f"(supported: convolutions, linear layers, eval-mode BatchNorm, sums, scaling, "
+                             f"pooling, reshaping and elementwise nonlinearities); use rule='rescale'")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        st = self.state
+        if st.paused:
+            return func(*args, **kwargs)
+        if func in _WEIGHTED:
+            return self._weighted(func, args, kwargs)
+        if func is F.batch_norm:
+            return self._batch_norm(args, kwargs)
+        if func in _SIGNED_BINARY:
+            return self._signed(func, args, kwargs)
+        elem = _ELEMENTWISE.get(func)
+        pool = _POOLS.get(func)
+        if elem is None and pool is None:
+            return func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        if not (self._is_block(x) and x.is_floating_point()):
+            return func(*args, **kwargs)
+        self._check_parts(x, getattr(func, "__name__", str(func)))
+        a, r, p, q = _blocks(x)
+        if pool is not None:
+            bound = dict(zip(_POOL_ARGS, args))
+            bound.update(kwargs)
+            if bound.get("return_indices"):
+                raise ValueError("deeplift rule='reveal_cancel' does not support max pooling with return_indices")
+            st.reached += 1
+            rest = {k: v for k, v in bound.items() if k != "input"}
+
+            def pooled(t: torch.Tensor) -> torch.Tensor:
+                return pool(t, **rest)
+            with torch.no_grad():
+                ya, yr = _pair_halves(pooled(torch.cat([a, r]).detach()))
+            d = _PoolDifference.apply(p + q, torch.cat([a, r]).detach(), pooled, st.eps)
+        else:
+            pos, always = elem
+            if func in (torch.clamp, torch.clip, torch.Tensor.clamp, torch.Tensor.clip, torch.clamp_, torch.clip_,
+                        torch.Tensor.clamp_, torch.Tensor.clip_, torch.clamp_min, torch.Tensor.clamp_min,
+                        torch.clamp_max, torch.Tensor.clamp_max, torch.clamp_min_, torch.Tensor.clamp_min_,
+                        torch.clamp_max_, torch.Tensor.clamp_max_):
+                if not all(_is_number(v) for v in list(args[1:]) + list(kwargs.values())):
+                    raise ValueError("deeplift rule='reveal_cancel' does not support clamping to tensor bounds")
+            inplace = always or bool(kwargs.get("inplace", args[pos] if pos is not None and len(args) > pos
+                                                else False))
+            st.reached += 1
+
+            def f(t: torch.Tensor) -> torch.Tensor:
+                t = t.clone() if inplace else t
+                if args:
+                    return func(t, *args[1:], **kwargs)
+                return func(**{**kwargs, ("input" if "input" in kwargs else "self"): t})
+            with torch.no_grad():
+                a0, r0, p0, q0 = a.detach(), r.detach(), p.detach(), q.detach()
+                ya, yr, y_in = f(a0), f(r0), f(a0)
+                y_p, y_q = f(r0 + p0), f(r0 + q0)
+                d_pos = 0.5 * (y_p - yr) + 0.5 * (y_in - y_q)
+                d_neg = 0.5 * (y_q - yr) + 0.5 * (y_in - y_p)
+                m_pos = torch.where(p0.abs() < st.eps, torch.zeros_like(p0), d_pos / torch.where(
+                    p0.abs() < st.eps, torch.ones_like(p0), p0))
+                m_neg = torch.where(q0.abs() < st.eps, torch.zeros_like(q0), d_neg / torch.where(
+                    q0.abs() < st.eps, torch.ones_like(q0), q0))
+            lin = p * m_pos + q * m_neg
+            d = (ya - yr) + (lin - lin.detach())  # the value is the exact difference, the gradient the multipliers
+        up, un = _SignSplit.apply(d)
+        out = torch.cat([ya, yr, up, un])
+        if (pool is None and inplace) and isinstance(x, torch.Tensor):
             return x.copy_(out)
         return out
+
+    def _weighted(self, func, args, kwargs):
+        x = args[0] if args else kwargs.get("input")
+        if not self._is_block(x):
+            return func(*args, **kwargs)
+        names = ("input", "weight", "bias")
+        bound = dict(zip(names, args[:3]))
+        bound.update({k: v for k, v in kwargs.items() if k in names})
+        rest_args = args[3:]
+        rest = {k: v for k, v in kwargs.items() if k not in names}
+        w, b = bound["weight"].detach(), bound.get("bias")
+        a, r, p, q = _blocks(x)
+        with torch.no_grad():
+            ar = func(torch.cat([a, r]).detach(), w, None if b is None else b.detach(), *rest_args, **rest)
+        pq = torch.cat([p, q])
+        plus = func(pq, w.clamp(min=0), None, *rest_args, **rest)
+        minus = func(pq, w.clamp(max=0), None, *rest_args, **rest)
+        pp, pn = _pair_halves(plus)
+        mp, mn = _pair_halves(minus)
+        return torch.cat([ar, pp + mn, pn + mp])
+
+    def _batch_norm(self, args, kwargs):
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+        bound = dict(zip(names, args))
+        bound.update(kwargs)
+        x = bound["input"]
+        if not self._is_block(x):
+            return F.batch_norm(*args, **kwargs)
+        if bound.get("training") or bound.get("running_var") is None:
+            raise ValueError("deeplift rule='reveal_cancel' needs BatchNorm in eval mode (call model.eval())")
+        a, r, p, q = _blocks(x)
+        with torch.no_grad():
+            ar = F.batch_norm(torch.cat([a, r]).detach(), *[v.detach() if isinstance(v, torch.Tensor) else v
+                                                          for v in args[1:]], **kwargs)
+            var = bound["running_var"].detach()
+            scale = 1.0 / torch.sqrt(var + bound.get("eps", 1e-5))
+            if bound.get("weight") is not None:
+                scale = scale * bound["weight"].detach()
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            sp, sn = scale.clamp(min=0).reshape(shape), scale.clamp(max=0).reshape(shape)
+        return torch.cat([ar, sp * p + sn * q, sp * q + sn * p])
+
+    def _signed(self, func, args, kwargs):
+        kind = _SIGNED_BINARY[func]
+        x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        if kind == "neg":
+            if not self._is_block(x):
+                return func(*args, **kwargs)
+            a, r, p, q = _blocks(x)
+            out = torch.cat([-a, -r, -q, -p])
+        else:
+            other = args[1] if len(args) > 1 else kwargs.get("other")
+            alpha = kwargs.get("alpha", 1)
+            xb, ob = self._is_block(x), self._is_block(other)
+            if kind in ("add", "sub", "rsub"):
+                if not (xb or ob) or (kind == "add" and xb and ob and alpha == 1):
+                    return func(*args, **kwargs)  # constants, or a sum of blocks: right blockwise
+                terms = [(other, ob, 1), (x, xb, -alpha)] if kind == "rsub" else \
+                    [(x, xb, 1), (other, ob, alpha if kind == "add" else -alpha)]
+                parts = [self._scaled(*_blocks(t), c) for t, is_block, c in terms if is_block]
+                a, r, p, q = (sum(z) for z in zip(*parts))
+                for t, is_block, c in terms:
+                    if not is_block:
+                        a, r = a + c * t, r + c * t
+                out = torch.cat([a, r, p, q])
+            else:
+                if xb == ob or (kind == "div" and not xb):
+                    return func(*args, **kwargs)  # products of blocks are not linear: the parts check finds them
+                block, c = (x, other) if xb else (other, x)
+                if kind == "div":
+                    c = c.reciprocal() if isinstance(c, torch.Tensor) else 1.0 / c
+                out = torch.cat(self._scaled(*_blocks(block), c))
+        if func in _IN_PLACE:
+            return args[0].copy_(out)
+        return out
+
+    @staticmethod
+    def _scaled(a, r, p, q, c):
+        if isinstance(c, torch.Tensor):
+            cp, cn = c.clamp(min=0), c.clamp(max=0)
+            return a * c, r * c, cp * p + cn * q, cp * q + cn * p
+        if c >= 0:
+            return a * c, r * c, p * c, q * c
+        return a * c, r * c, q * c, p * c
+
+
+def reveal_cancel_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: Target, batch_size: int,
+                       eps: float = 1e-10) -> dict:
+    """DeepLIFT with the RevealCancel rule over all (reference k, image i) pairs, like ``rescale_pass`` (same
+    returned fields); each pair is four rows (image, reference, positive and negative parts of the difference)."""
+    if is_callable_target(target):
+        raise ValueError("deeplift rule='reveal_cancel' explains class indices; a callable target is not linear in "
+                         "the outputs (use rule='rescale')")
+    b = x.shape[0]
+    k_refs = refs.shape[0]
+    n_pairs = k_refs * b
+    per_call = max(1, batch_size // 4)
+    acc = torch.float64 if x.device.type != "mps" else x.dtype
+    total = torch.zeros_like(x, dtype=acc)
+    ref_scores = torch.zeros(b, dtype=acc, device=x.device)
+    idx_all = torch.zeros(b, dtype=torch.long, device=x.device)
+    clean, outs = torch.zeros(b, dtype=x.dtype, device=x.device), []
+    st = SimpleNamespace(rows=0, reached=0, paused=False, eps=eps)
+    reached = 0
+    mode = _RevealCancelMode(st)
+    with capture(model, []), mode:
+        for ci, sl in enumerate(chunks(n_pairs, per_call)):
+            p = torch.arange(sl.start, sl.stop, device=x.device)
+            k, i = p // b, p % b
+            r = refs[k, i if refs.shape[1] == b else torch.zeros_like(i)]
+            n = len(p)
+            diff = x[i] - r
+            pos = diff.clamp(min=0).requires_grad_(True)
+            neg = diff.clamp(max=0).requires_grad_(True)
+            st.rows, st.reached = 4 * n, 0
+            out = model(torch.cat([x[i], r, pos, neg]))
+            st.paused = True
+            try:
+                check_finite(out, "outputs on images and references")
+                if not isinstance(out, torch.Tensor):
+                    raise ValueError("deeplift rule='reveal_cancel' needs a model with one output tensor")
+                mode._check_parts(out, "the output")
+                first = k == 0
+                if first.any():
+                    head = out[:n][first]
+                    t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
+                    idx_all[i[first]] = target_indices(head, t)
+                    outs.append(head.detach())
+                s = row_scores(out, target, idx_all[i].repeat(4))
+                gp, gn = torch.autograd.grad(s[2 * n:].sum(), [pos, neg], allow_unused=True)
+            finally:
+                st.paused = False
+            if ci == 0:
+                reached = st.reached
+            clean[i[first]] = s[:n][first].detach().to(x.dtype)
+            gp = torch.zeros_like(pos) if gp is None else gp
+            gn = torch.zeros_like(neg) if gn is None else gn
+            total.index_add_(0, i, (pos.detach() * gp + neg.detach() * gn).to(acc))
+            ref_scores.index_add_(0, i, s[n:2 * n].detach().to(acc))
+    return {"attr": (total / k_refs).to(x.dtype), "ref_scores": ref_scores / k_refs, "rescaled": reached,
+            "unpaired": 0, "pairs": n_pairs, "idx": idx_all, "scores": clean,
+            "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
+
+
+def _rows_of(out: object, index: torch.Tensor) -> object:
+    """The rows ``index`` of a model output (a tensor, or tensors in tuples, lists and dicts)."""
+    if isinstance(out, torch.Tensor):
+        return out[index]
+    if isinstance(out, (tuple, list)):
+        return type(out)(_rows_of(o, index) for o in out)
+    if isinstance(out, dict):
+        return {k: _rows_of(v, index) for k, v in out.items()}
+    return out
 
 
 def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: Target, batch_size: int,
@@ -178,53 +561,76 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
     """DeepLIFT over all (reference k, image i) pairs, reference-major (pair p = (p // B, p % B)); ``refs`` is
     (K, B, C, H, W) or (K, 1, C, H, W). Returns the mean over k of the attributions, the class per image (read
     off its first pair, so no separate clean pass), its score and output, the mean reference score and the
-    number of rescaled / unpaired operations in the first call. Each model call carries ``batch_size`` rows (at
-    least one pair: the image and its reference)."""
+    number of rescaled / unpaired operations in the first call. Each call carries ``batch_size`` image rows
+    (with gradients); the distinct references of those pairs go through first, without gradients (a reference
+    shared by all images, like the zeros, is one row)."""
     b = x.shape[0]
-    k_refs = refs.shape[0]
+    if refs.shape[1] == b and b > 1 and all(bool((refs[k] == refs[k, :1]).all()) for k in range(refs.shape[0])):
+        refs = refs[:, :1]  # one reference per k for every image: forward it once
+    k_refs, shared = refs.shape[0], refs.shape[1] == 1
+    flat_refs = refs.reshape((-1,) + tuple(x.shape[1:]))
     n_pairs = k_refs * b
-    per_call = max(1, batch_size // 2)
     acc = torch.float64 if x.device.type != "mps" else x.dtype
     total = torch.zeros_like(x, dtype=acc)
     ref_scores = torch.zeros(b, dtype=acc, device=x.device)
     idx_all = None if is_callable_target(target) else torch.zeros(b, dtype=torch.long, device=x.device)
     clean, outs = torch.zeros(b, dtype=x.dtype, device=x.device), []
-    st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps)
+    st = SimpleNamespace(rows=0, reached=0, unpaired=0, paused=False, eps=eps, phase="record", rec=[], count=0,
+                         n_refs=0, ref_index=None)
     reached = unpaired = 0
+    layout = row_layout(model, x)
     with capture(model, []), _RescaleMode(st):
-        for ci, sl in enumerate(chunks(n_pairs, per_call)):
+        for ci, sl in enumerate(chunks(n_pairs, max(1, batch_size))):
             p = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = p // b, p % b
-            r = refs[k, i if refs.shape[1] == b else torch.zeros_like(i)]
+            uniq, inv = torch.unique(k if shared else p, return_inverse=True)
+            st.phase, st.rec = "record", []
+            with torch.no_grad():
+                out_ref = model(in_layout(flat_refs[uniq].clone(), layout))
+            check_finite(out_ref, "outputs on references")
             n = len(p)
-            rows = torch.cat([x[i], r]).requires_grad_(True)
-            st.rows, st.reached, st.unpaired = 2 * n, 0, 0
-            out = model(rows.clone())  # a non-leaf copy: in-place first operations stay legal
+            st.phase, st.count, st.rows, st.n_refs, st.ref_index = "apply", 0, n, len(uniq), inv
+            st.reached, st.unpaired = 0, 0
+            rows = in_layout(x[i], layout).requires_grad_(True)
+            out = model(rows.clone(memory_format=torch.preserve_format))  # a non-leaf copy: in-place first operations stay legal
             st.paused = True
             try:
-                check_finite(out, "outputs on images and references")
+                st.unpaired += abs(len(st.rec) - st.count)
+                st.rec = []
+                check_finite(out, "outputs on images")
                 first = k == 0  # an image's first pair: its class comes from its own output
                 if first.any():
-                    head = out[:n][first] if isinstance(out, torch.Tensor) else None
+                    head = out[first] if isinstance(out, torch.Tensor) else None
                     if idx_all is not None:
                         t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
                         idx_all[i[first]] = target_indices(head, t)
                     if head is not None:
                         outs.append(head.detach())
-                idx = None if idx_all is None else idx_all[i].repeat(2)
+                idx = None if idx_all is None else idx_all[i]
                 s = row_scores(out, target, idx)
+                s_ref = row_scores(_rows_of(out_ref, inv), target, idx)
                 (g,) = torch.autograd.grad(s.sum(), rows, allow_unused=True)
             finally:
                 st.paused = False
             if ci == 0:
                 reached, unpaired = st.reached, st.unpaired
-            clean[i[first]] = s[:n][first].detach().to(x.dtype)
+            clean[i[first]] = s[first].detach().to(x.dtype)
             g = torch.zeros_like(rows) if g is None else g
-            total.index_add_(0, i, ((x[i] - r) * g[:n]).to(acc))
-            ref_scores.index_add_(0, i, s[n:].detach().to(acc))
+            r = flat_refs[uniq][inv]
+            total.index_add_(0, i, ((x[i] - r) * g).to(acc))
+            ref_scores.index_add_(0, i, s_ref.detach().to(acc))
     return {"attr": (total / k_refs).to(x.dtype), "ref_scores": ref_scores / k_refs, "rescaled": reached,
             "unpaired": unpaired, "pairs": n_pairs, "idx": idx_all, "scores": clean,
             "outputs": torch.cat(outs) if outs and sum(len(o) for o in outs) == b else None}
+
+
+def _pass(rule: str) -> Callable:
+    """The paired pass of a DeepLIFT rule."""
+    if rule == "rescale":
+        return rescale_pass
+    if rule == "reveal_cancel":
+        return reveal_cancel_pass
+    raise ValueError(f"rule must be 'rescale' or 'reveal_cancel', got {rule!r}")
 
 
 def _finish(name: str, model: nn.Module, x: torch.Tensor, res: dict, extras: dict) -> Explanation:
@@ -237,16 +643,22 @@ def _finish(name: str, model: nn.Module, x: torch.Tensor, res: dict, extras: dic
                       stacklevel=3)
     extras = {**extras, "delta": delta.to(x.dtype), "reference_scores": res["ref_scores"].to(x.dtype),
               "rescaled_operations": res["rescaled"], "unpaired_operations": res["unpaired"],
-              "forward_backward_passes": 2 * res["pairs"]}
+              "forward_backward_passes": (4 if extras.get("rule") == "reveal_cancel" else 2) * res["pairs"]}
     return Explanation(maps=attr, method=name, target=res["idx"], scores=clean, extras=extras,
                        outputs=res["outputs"])
 
 
 def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
-             baseline: str | float | torch.Tensor = "zeros", eps: float = 1e-10, batch_size: int | None = None,
-             blur_sigma: float = 10.0, seed: int = 0) -> Explanation:
-    """DeepLIFT, rescale rule (Shrikumar et al. 2017): (x - x') times the multipliers back-propagated with
-    delta output / delta input at every nonlinearity; the attributions sum to f(x) - f(x').
+             baseline: str | float | torch.Tensor = "zeros", rule: str = "rescale", eps: float = 1e-10,
+             batch_size: int | None = None, blur_sigma: float = 10.0, seed: int = 0) -> Explanation:
+    """DeepLIFT (Shrikumar et al. 2017): (x - x') times the multipliers back-propagated with delta output /
+    delta input at every nonlinearity; the attributions sum to f(x) - f(x').
+
+    ``rule``: "rescale" (the paper's and Captum's default) or "reveal_cancel" (the paper's RevealCancel rule:
+    the positive and negative parts of each difference are propagated separately, so inputs whose effects cancel
+    at a ReLU, as in the paper's min(i1, i2) network, share the credit; four rows per pair: image, reference and
+    the two parts; linear layers, eval BatchNorm, sums, scaling, pooling and elementwise nonlinearities only, and
+    class-index targets).
 
     ``baseline`` (the reference x'): "zeros" (the paper's and Captum's default), "blur", "uniform", a number or a
     tensor broadcastable to the inputs. A row is an image or its reference; each pair goes through the model in
@@ -257,9 +669,10 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    run_pass = _pass(rule)
     refs = ig_baseline(baseline, x, blur_sigma=blur_sigma, seed=seed)[None]
-    res = rescale_pass(model, x, refs, target, batch_size, eps)
-    return _finish("deeplift", model, x, res, {"baseline": refs[0], "eps": eps,
+    res = run_pass(model, x, refs, target, batch_size, eps)
+    return _finish("deeplift", model, x, res, {"baseline": refs[0], "eps": eps, "rule": rule,
                                                "baseline_kind": baseline if isinstance(baseline, str) else "given"})
 
 
@@ -280,25 +693,26 @@ def check_distribution(baselines: torch.Tensor, x: torch.Tensor, what: str = "ba
 
 
 def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
-                  baselines: torch.Tensor | None = None, eps: float = 1e-10, blur_sigma: float = 10.0,
-                  batch_size: int | None = None) -> Explanation:
+                  baselines: torch.Tensor | None = None, rule: str = "rescale", eps: float = 1e-10,
+                  blur_sigma: float = 10.0, batch_size: int | None = None) -> Explanation:
     """DeepLiftShap (Lundberg & Lee 2017): the mean of DeepLIFT attributions over a distribution of references,
     approximating SHAP values.
 
     ``baselines``: (K, C, H, W) reference images shared by all images (a background sample of the data; the SHAP
     paper used 100-1000); without them, two references per image: zeros and the image blurred by a Gaussian of
     ``blur_sigma`` pixels. A row is an image or one of its references: K x B pairs, ``batch_size`` rows per
-    model call.
+    model call. ``rule``: "rescale" or "reveal_cancel", as in ``deeplift``.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
+    run_pass = _pass(rule)
     if baselines is None:
         refs = torch.stack([torch.zeros_like(x), ig_baseline("blur", x, blur_sigma=blur_sigma)])
     else:
         refs = check_distribution(baselines, x)[:, None]
-    res = rescale_pass(model, x, refs, target, batch_size, eps)
-    return _finish("deeplift_shap", model, x, res, {"n_baselines": refs.shape[0], "eps": eps})
+    res = run_pass(model, x, refs, target, batch_size, eps)
+    return _finish("deeplift_shap", model, x, res, {"n_baselines": refs.shape[0], "eps": eps, "rule": rule})
 
 
 register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),

@@ -7,6 +7,7 @@ from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores
 from interpretorch.attribution.gradient import input_grad
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.capture import capture
 from interpretorch.core import seed_for
@@ -96,11 +97,12 @@ def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target 
     acc = torch.float64 if x.device.type != "mps" else x.dtype
     weights_t = torch.as_tensor(weights, dtype=acc, device=x.device)
     total = torch.zeros_like(x, dtype=acc)
+    layout = row_layout(model, x)
     with capture(model, []):
         for sl in chunks(steps * b, batch_size):  # rows are step-major: row r = (step r // b, image r % b)
             r = torch.arange(sl.start, sl.stop, device=x.device)
             k, i = r // b, r % b
-            rows = (base[i] + alphas_t[k].view(-1, 1, 1, 1) * diff[i]).requires_grad_(True)
+            rows = in_layout(base[i] + alphas_t[k].view(-1, 1, 1, 1) * diff[i], layout).requires_grad_(True)
             o = model(rows.clone())  # a non-leaf copy: in-place first ops stay legal
             check_finite(o, "outputs on interpolated inputs")
             g = input_grad(row_scores(o, target, None if idx is None else idx[i]), rows)

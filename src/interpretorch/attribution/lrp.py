@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import method_inputs
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import frozen
@@ -313,13 +314,14 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
             return _Relevance.apply(a, out.detach(), mod, r)
         handles.append(m.register_forward_hook(hook))
     n = x.shape[0]
+    layout = row_layout(work, x)
     maps, idx_all, scores, outs = [], [], [], []
     try:
         with frozen(work, grad=True):
             for sl in chunks(n, batch_size):
                 if isinstance(low, torch.Tensor) and low.dim() == 4 and low.shape[0] == n:
                     state["low"], state["high"] = low[sl], high[sl]
-                rows = x[sl].clone().requires_grad_(True)
+                rows = in_layout(x[sl].clone(), layout).requires_grad_(True)
                 out = work(rows.clone())
                 check_finite(out)
                 t = split_target(target, sl)

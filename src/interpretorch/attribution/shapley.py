@@ -22,6 +22,7 @@ from interpretorch.attribution.common import as_baseline, clean_pass, method_inp
 from interpretorch.attribution.features import feature_masks, n_features
 from interpretorch.attribution.gradient import input_grad
 from interpretorch.attribution.integrated import ig_baseline
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.noise import unit_noise
 from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
@@ -117,13 +118,14 @@ def gradient_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
     idx, out = clean_pass(model, x, target, batch_size)
     acc = torch.float64 if x.device.type != "mps" else x.dtype
     total = torch.zeros_like(x, dtype=acc)
+    layout = row_layout(model, x)
     with capture(model, []):
         for sl in chunks(n * b, batch_size):  # rows are sample-major: row r = (sample r // b, image r % b)
             r = torch.arange(sl.start, sl.stop, device=x.device)
             s, i = r // b, r % b
             ref = refs[index[s, i], i if refs.shape[1] == b else torch.zeros_like(i)]
             xn = x[i] + noise(s, i)
-            rows = (ref + alpha[s, i].view(-1, 1, 1, 1) * (xn - ref)).requires_grad_(True)
+            rows = in_layout(ref + alpha[s, i].view(-1, 1, 1, 1) * (xn - ref), layout).requires_grad_(True)
             o = model(rows.clone())
             check_finite(o, "outputs on the GradientSHAP samples")
             g = input_grad(row_scores(o, target, None if idx is None else idx[i]), rows)
@@ -220,11 +222,12 @@ def shapley_sampling(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     step = torch.cat([torch.full((b,), -1, device=x.device), off % nf.to(x.device)[img[b:]]])
     samp = torch.cat([torch.zeros(b, dtype=torch.long, device=x.device), off // nf.to(x.device)[img[b:]]])
     flat = fm.reshape(b, -1)
+    layout = row_layout(model, x)
 
     def make_rows(r: torch.Tensor) -> torch.Tensor:
         i = img[r]
         present = torch.gather(pos[i, samp[r]], 1, flat[i]) <= step[r][:, None]
-        return torch.where(present.reshape((len(r),) + tuple(fm.shape[1:])), x[i], base[i])
+        return in_layout(torch.where(present.reshape((len(r),) + tuple(fm.shape[1:])), x[i], base[i]), layout)
 
     idx, out = clean_pass(model, x, target, batch_size)
     sc = perturbed_scores(model, x, target, idx, score, batch_size, len(img), make_rows, lambda r: img[r],
@@ -266,10 +269,12 @@ def feature_ablation(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     img = torch.repeat_interleave(torch.arange(b, device=x.device), nf.to(x.device))
     feat = torch.arange(len(img), device=x.device) - (torch.cumsum(nf, 0) - nf).to(x.device)[img]
 
+    layout = row_layout(model, x)
+
     def make_rows(r: torch.Tensor) -> torch.Tensor:
         i = img[r]
         off = fm[i] == feat[r].view(-1, 1, 1, 1)
-        return torch.where(off, base[i], x[i])
+        return in_layout(torch.where(off, base[i], x[i]), layout)
 
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx, score)
@@ -326,9 +331,11 @@ def feature_permutation(model: nn.Module, inputs: torch.Tensor, target: Target =
     perm = perm.to(x.device)
     fm = fm0.expand(b, -1, -1, -1)
 
+    layout = row_layout(model, x)
+
     def make_rows(r: torch.Tensor) -> torch.Tensor:  # row r = (feature r // b, image r % b)
         f, i = r // b, r % b
-        return torch.where(fm[i] == f.view(-1, 1, 1, 1), x[perm[f, i]], x[i])
+        return in_layout(torch.where(fm[i] == f.view(-1, 1, 1, 1), x[perm[f, i]], x[i]), layout)
 
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx, score)

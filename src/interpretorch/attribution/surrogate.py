@@ -17,6 +17,7 @@ from torch import nn
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores
 from interpretorch.core.seeding import seed_for
 from interpretorch.attribution.features import feature_masks, n_features
+from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
 from interpretorch.attribution.shapley import perturbed_scores, spread_features
 from interpretorch.explanation import Explanation
@@ -93,11 +94,12 @@ def _surrogate(model: nn.Module, inputs: torch.Tensor, target: Target, *, method
     img = torch.repeat_interleave(torch.arange(b), counts).to(x.device)
     base = as_baseline(baseline, x)
     flat = fm.reshape(b, -1)
+    layout = row_layout(model, x)
 
     def make_rows(r: torch.Tensor) -> torch.Tensor:
         i = img[r]
         keep = torch.gather(z_all[r], 1, flat[i]).reshape((len(r),) + tuple(fm.shape[1:])).bool()
-        return torch.where(keep, x[i], base[i])
+        return in_layout(torch.where(keep, x[i], base[i]), layout)
 
     idx, out = clean_pass(model, x, target, batch_size)
     sc = perturbed_scores(model, x, target, idx, score, batch_size, len(img), make_rows, lambda r: img[r],

@@ -12,12 +12,13 @@ from interpretorch.cli.common import UserError, unpickling_refusal
 NAME = "explain-generation"
 HELP = "explain each token a sequence model generates by the source, prompt and earlier generated tokens"
 ALIASES = {"ig": "integrated_gradients", "gxi": "input_x_gradient", "grad_x_input": "input_x_gradient",
-           "occlusion": "ablation", "feature_ablation": "ablation"}
+           "occlusion": "ablation", "feature_ablation": "ablation", "attention_rollout": "rollout",
+           "chefer": "gradient_rollout", "grad_rollout": "gradient_rollout", "attn_lrp": "attnlrp"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's arguments."""
-    from interpretorch.transformers.generation import GENERATION_METHODS, TARGETS
+    from interpretorch.transformers.generation import DEFAULT_METHODS, GENERATION_METHODS, TARGETS
 
     parser.add_argument("prompt", help="the prompt; for an encoder-decoder model without --source, the source")
     parser.add_argument("--source", default=None,
@@ -27,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'translation' (default) or 'copy' (the shipped models), a .pt file written by "
                              "interpretorch.transformers.seq_models, or a local Hugging Face model folder / "
                              "hub-cache name (loaded offline)")
-    parser.add_argument("--methods", default=",".join(GENERATION_METHODS),
-                        help=f"comma-separated methods among {', '.join(GENERATION_METHODS)} (default: all)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated methods among {', '.join(GENERATION_METHODS)} (default: "
+                             f"{','.join(DEFAULT_METHODS)})")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate (default 20)")
     parser.add_argument("--score", default="logprob", choices=TARGETS,
                         help="what each row explains: a token's log-probability (default), log p(token) - "

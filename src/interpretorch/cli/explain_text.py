@@ -61,7 +61,8 @@ def require_text_packages(minilm: bool = True) -> None:
 def run(args: argparse.Namespace) -> int:
     """Explain the sentences and write the report; returns the exit code."""
     from interpretorch.transformers.text import TEXT_METHODS, explain_sentence, explain_similarity, \
-        load_text_model, readable, top_words, write_text_report
+        load_text_model, readable, top_words
+    from interpretorch.transformers.report import write_text_report
 
     sentences = list(args.sentences)
     if len(sentences) > 2:

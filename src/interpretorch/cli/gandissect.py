@@ -231,7 +231,7 @@ def _dissect_and_write(args: argparse.Namespace, pair: GANPair, out: Path, layer
                   f"{100 * rnd['removed']:.1f}%; inserted: {100 * ins['fraction_new_inside_region']:.1f}% of the "
                   "new pixels inside the region")
     if items or concepts == []:
-        write_interventions(items, out / "interventions.json")
+        write_interventions(items, out / "interventions.json", result)
     write_gan_report(result, pair.generator, out, z_shape=pair.z_shape, interventions=items, model_name=pair.name,
                      max_units=args.report_units, batch_size=args.batch_size, tally_files=tallies)
     print(f"wrote {out}", file=sys.stderr)

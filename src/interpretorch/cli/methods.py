@@ -76,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.attribution.registry import get_method, method_specs
 
     text = listing([get_method(n) for n in args.names] if args.names else method_specs())
+    if not args.names:
+        from interpretorch.transformers.generation import DEFAULT_METHODS, METHOD_DOCS
+
+        text += f"\nexplain-generation --methods (default: {','.join(DEFAULT_METHODS)}):\n" + "".join(
+            f"{name:22s} {doc}\n" for name, doc in METHOD_DOCS.items())
     sys.stdout.write(text)
     if cached is not None:
         try:  # a cache that cannot be written only costs the next run its speed

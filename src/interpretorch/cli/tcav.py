@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r.layer:24s} {r.concept:20s} score {r.score:.3f} +- {r.score_std:.3f}  "
               f"random {r.random_score:.3f}  p={r.p_value:.3g} ({result.options['correction']})  {r.direction}")
     for flag in result.flags():
-        print(f"flag: {flag}")
+        print(f"flag: {flag['text']}")
     print(result.headline(class_name))
     print(f"wrote {paths['json']} and {paths['html']}")
     return 0

@@ -10,6 +10,8 @@ import torch
 
 from interpretorch.concepts.discovery import DiscoveryResult
 from interpretorch.concepts.tcav import TCAVResult
+from interpretorch.core import flags as red
+from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html, map_range
 
 
 def _env():
@@ -63,23 +65,28 @@ def score_figure(result: TCAVResult, path: Path) -> str:
     return _save_png(fig, path)
 
 
-def concept_map_figure(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path) -> str:
-    """A row of images with their concept maps overlaid (jet, scaled per image)."""
+def concept_map_figure(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path) -> dict:
+    """A row of images with their concept maps overlaid on one scale for the row (from 0 to the maximum, or
+    symmetric at the 99th percentile of |value| when the maps are signed); returns the figure's path and its
+    colour bar's HTML."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = images.shape[0]
+    values = maps.detach().cpu().float().numpy()
+    lo, hi = map_range(values)
+    cmap = "bwr" if lo < 0 else "jet"
     fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.8), squeeze=False)
-    for ax, img, m in zip(axes[0], images, maps):
+    for ax, img, m in zip(axes[0], images, values):
         ax.imshow(img.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        m = m.cpu().float()
-        span = (m.max() - m.min()).clamp_min(1e-12)
-        ax.imshow(((m - m.min()) / span).numpy(), cmap="jet", alpha=0.45)
+        ax.imshow(m, cmap=cmap, vmin=lo, vmax=hi, alpha=0.45)
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
-    return _save_png(fig, path)
+    what = ("projection on the CAV, signed, clipped at the 99th percentile of |value|" if lo < 0 else
+            "projection on the CAV, from 0 to its maximum") + ", one scale for the row"
+    return {"figure": _save_png(fig, path), "cbar": colorbar_html(lo, hi, cmap, what)}
 
 
 def patches_figure(patches: torch.Tensor, title: str, path: Path) -> str:
@@ -115,10 +122,12 @@ def write_tcav_report(result: TCAVResult, out_dir: str | Path, *, concept_maps: 
     for i, (concept, (imgs, m, layer, idx)) in enumerate((concept_maps or {}).items()):
         names = [image_names[j] if image_names else str(j) for j in idx]
         maps.append({"concept": concept, "layer": layer, "images": names,
-                     "figure": concept_map_figure(imgs, m, f"{concept} at {layer}", out / "figures" / f"map_{i}.png")})
+                     **concept_map_figure(imgs, m, f"{concept} at {layer}", out / "figures" / f"map_{i}.png")})
     rows = [r for r in result.results]
     html = _env().get_template("tcav.html").render(title=title, r=result, rows=rows, figure=fig, maps=maps,
-                                                    options=result.options, data=data)
+                                                    options=result.options, data=data,
+                                                    answer=answer_html(data["headline"], data["flags"]),
+                                                    answer_css=ANSWER_CSS)
     (out / "index.html").write_text(html, encoding="utf-8")
     return {"json": out / "tcav.json", "html": out / "index.html", "details": out / "tcav_details.json"}
 
@@ -129,6 +138,9 @@ def write_discovery_report(result: DiscoveryResult, out_dir: str | Path, *, imag
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json(image_names)
+    data["headline"], data["flags"] = discovery_answer(result)
+    for c in data["concepts"]:
+        c["direction"] = _direction(result, c["name"])
     (out / "concepts.json").write_text(json.dumps(data, indent=2))
     shown = []
     for i, c in enumerate(result.concepts):
@@ -136,6 +148,133 @@ def write_discovery_report(result: DiscoveryResult, out_dir: str | Path, *, imag
         if c.examples is not None and len(c.examples):
             fig = patches_figure(c.examples, c.name, out / "figures" / f"concept_{i}.png")
         shown.append({"c": c, "json": data["concepts"][i], "figure": fig})
-    html = _env().get_template("discover.html").render(title=title, r=result, concepts=shown)
+    html = _env().get_template("discover.html").render(title=title, r=result, concepts=shown,
+                                                        answer=answer_html(data["headline"], data["flags"]),
+                                                        answer_css=ANSWER_CSS)
     (out / "index.html").write_text(html, encoding="utf-8")
     return {"json": out / "concepts.json", "html": out / "index.html"}
+
+
+def _overlay_strip(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path) -> str:
+    """A row of images with one map each overlaid (scaled per image; diverging when the map has both signs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, images.shape[0])
+    fig, axes = plt.subplots(1, n, figsize=(1.5 * n, 1.7), squeeze=False)
+    for ax, img, m in zip(axes[0], images, maps):
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+        m = m.detach().cpu().float()
+        top = float(m.abs().max()) or 1.0
+        if float(m.min()) < 0:
+            ax.imshow(m.numpy(), cmap="bwr", vmin=-top, vmax=top, alpha=0.6)
+        else:
+            ax.imshow((m / top).numpy(), cmap="jet", vmin=0, vmax=1, alpha=0.45)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    return _save_png(fig, path)
+
+
+def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str | Path, *,  # noqa: F821
+                       image_names: Sequence[str] | None = None, title: str = "CRAFT concepts") -> dict[str, Path]:
+    """Write ``concepts.json`` and ``index.html`` (concepts ranked by Sobol importance, each with its top crops and
+    its maps on the shown images; sub-concepts under their concept) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_json(image_names)
+    (out / "concepts.json").write_text(json.dumps(data, indent=2))
+    shown = images[result.shown]
+
+    def item(c, key: str, j: dict) -> dict:
+        return {"c": c, "json": j,
+                "crops": patches_figure(c.crops, f"{c.name}: top crops", out / "figures" / f"{key}_crops.png"),
+                "maps": _overlay_strip(shown, c.maps, f"{c.name}: where it is present",
+                                       out / "figures" / f"{key}_maps.png"),
+                "subs": [item(s, f"{key}_{k}", js) for k, (s, js) in enumerate(zip(c.sub_concepts,
+                                                                                      j["sub_concepts"]))]}
+    concepts = [item(c, f"concept{i}", data["concepts"][i]) for i, c in enumerate(result.concepts)]
+    names = [image_names[i] if image_names else str(i) for i in result.shown]
+    html = _env().get_template("craft.html").render(title=title, r=result, concepts=concepts, shown=names,
+                                                     n_images=int(result.coefficients.shape[0]))
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return {"json": out / "concepts.json", "html": out / "index.html"}
+
+
+def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Path, *,
+                     plain: Sequence[torch.Tensor], image_names: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
+                     graphs: Sequence | None = None, references: dict | None = None,
+                     title: str = "Concept relevance (CRP)") -> dict[str, Path]:
+    """Write ``crp.json`` and ``index.html`` from one :class:`ConditionalRelevance` per image: its class, the
+    plain LRP map (``plain[i]``, (1, H, W)) and, per condition, where it mattered (its conditional relevance) with its share of the class
+    relevance at the layer; attribution graphs and reference images (by relevance and by activation) when
+    given (``references``: channel -> ((images, maps), activation images))."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [image_names[i] if image_names else str(i) for i in range(images.shape[0])]
+    rows = []
+    for i, res in enumerate(results):
+        maps = res.heatmaps[0]
+        k = maps.shape[0]
+        total = float(res.channel_relevance[0].sum())
+        labels = [f"channel {c}" if isinstance(c, int) else f"channels {c}" if isinstance(c[0], int)
+                  else "direction" for c in res.conditions]
+        fig = _overlay_strip(images[i:i + 1].expand(k + 1, -1, -1, -1),
+                             torch.cat([plain[i][0:1], maps]),
+                             f"{names[i]}: LRP, then " + ", ".join(labels), out / "figures" / f"image{i}.png")
+        t = None if res.target is None else int(res.target[0])
+        rows.append({"name": names[i], "figure": fig, "target": t,
+                     "class_name": class_names[t] if class_names and t is not None and t < len(class_names) else None,
+                     "score": float(res.scores[0]), "total": total,
+                     "conditions": [{"label": lab, "condition": c, "relevance": float(res.concept_relevance[0, j]),
+                                     "share": float(res.concept_relevance[0, j]) / total if total else None}
+                                    for j, (lab, c) in enumerate(zip(labels, res.conditions))]})
+    refs = []
+    for ch, ((rel_imgs, rel_maps), act_imgs) in (references or {}).items():
+        refs.append({"channel": ch,
+                     "relevance": _overlay_strip(rel_imgs, rel_maps, f"channel {ch}: by relevance, where it mattered",
+                                                 out / "figures" / f"ref{ch}_rel.png"),
+                     "activation": patches_figure(act_imgs, f"channel {ch}: by activation",
+                                                  out / "figures" / f"ref{ch}_act.png")})
+    layer = results[0].layer if results else None
+    data = {"layer": layer, "images": [{k: v for k, v in r.items() if k != "figure"} for r in rows],
+            "graphs": [g.to_json() for g in graphs or []],
+            "options": {k: v for k, v in (results[0].extras if results else {}).items() }}
+    (out / "crp.json").write_text(json.dumps(data, indent=2))
+    html = _env().get_template("crp.html").render(title=title, layer=layer, rows=rows, graphs=data["graphs"],
+                                                   refs=refs, options=data["options"])
+    (out / "index.html").write_text(html, encoding="utf-8")
+    return {"json": out / "crp.json", "html": out / "index.html"}
+def _direction(result: DiscoveryResult, name: str) -> str:
+    """The direction-aware TCAV label of a discovered concept (``"not significant"`` without a TCAV run)."""
+    if result.tcav is None:
+        return "not significant"
+    try:
+        return result.tcav.get(name, result.layer).direction
+    except KeyError:
+        return "not significant"
+
+
+def discovery_answer(result: DiscoveryResult) -> tuple[str, list[dict]]:
+    """The discovery page's headline (how many concepts raise or lower the class's score, and whether the most
+    important one does) and its red flags (the TCAV run's, e.g. a degenerate layer)."""
+    k = len(result.concepts)
+    dirs = {c.name: _direction(result, c.name) for c in result.concepts}
+    up = [c.name for c in result.concepts if dirs[c.name] == "significantly above random"]
+    down = [c.name for c in result.concepts if dirs[c.name] == "significantly below random"]
+    text = (f"{k} concept(s) found at {result.layer} ({result.method}); {len(up)} raise the class's score "
+            f"significantly (TCAV above random{', ' + ', '.join(up) if up else ''}), {len(down)} lower it"
+            f"{' (' + ', '.join(down) + ')' if down else ''}, {k - len(up) - len(down)} are not significant.")
+    flags: list = []
+    if result.concepts:
+        top = result.concepts[0]
+        text += f" The most important, {top.name}, is {dirs[top.name]} (TCAV {top.score:.2f}, p = {top.p_value:.2g})."
+        if top.name not in up and (up or down):
+            flags.append(red.flag("importance_disagrees",
+                                  f"Importance and TCAV disagree: the most important concept ({top.name}) is "
+                                  f"{dirs[top.name]}, while {', '.join(up + down)} is/are significant.",
+                                  concept=top.name))
+    if result.tcav is not None:
+        flags += result.tcav.flags()
+    return text, flags

@@ -40,6 +40,7 @@ from interpretorch.concepts.cache import ActivationCache, Images, model_fingerpr
 from interpretorch.concepts.cav import CAVs, feature_gradients, train_cavs
 from interpretorch.concepts.stats import LOW_POWER_RULE, concept_tests
 from interpretorch.core.stats import CORRECTION_NAMES, CORRECTIONS, correction_note
+from interpretorch.core import flags as red
 from interpretorch.core import check_inputs, chunks, model_device, rows_per_pass
 from interpretorch.core.targets import Target, check_finite, check_target, split_target, target_indices, target_scores
 from interpretorch.models.layers import get_layer
@@ -133,17 +134,22 @@ class TCAVResult:
         method = self.options.get("correction", "none")
         return {"method": method, "tests": len(self.results), "note": correction_note(method, len(self.results))}
 
-    def flags(self) -> list[str]:
-        """Red flags of the run: layers whose random baseline makes the test low-power."""
+    def flags(self) -> list[dict]:
+        """Red flags of the run (``core.flags`` dicts): layers whose random baseline makes the test low-power,
+        and layers where every run scores 0 or 1 (TCAV degenerate there)."""
         out = []
         for layer in self.layers:
             rows = [r for r in self.results if r.layer == layer]
             if rows and rows[0].low_power:
-                out.append(f"low power at {layer}: the random runs' scores swing (std {rows[0].random_std:.2f} over "
-                           f"{rows[0].runs} runs), so the test detects with 80% power only differences from random "
-                           f"of {rows[0].detectable_difference:.2f} or more (rule: 0.25); a 'not significant' here "
-                           "means 'not measurable', not 'no effect'")
-        return out
+                out.append(red.flag(
+                    "low_power", f"low power at {layer}: the random runs' scores swing (std {rows[0].random_std:.2f} "
+                    f"over {rows[0].runs} runs), so the test detects with 80% power only differences from random "
+                    f"of {rows[0].detectable_difference:.2f} or more (rule: 0.25); a 'not significant' here "
+                    "means 'not measurable', not 'no effect'", layer=layer, random_std=rows[0].random_std,
+                    detectable_difference=rows[0].detectable_difference))
+            per_run = {c: self.runs.get(layer, {}).get(c, {}).get("score", []) for c in self.concepts}
+            out.append(red.degenerate_tcav(layer, per_run))
+        return [f for f in out if f]
 
     def headline(self, class_name: str | None = None) -> str:
         """One or two sentences answering the page's question from the corrected tests."""

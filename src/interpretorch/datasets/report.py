@@ -134,6 +134,19 @@ def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: 
     return files
 
 
+def _gallery_colorbar(method: str) -> str:
+    """The colour bar of a gallery's maps: |attribution| in grayscale to each map's 99th percentile for pixel
+    attributions, the overlay's colormap over each map's normalised range for region maps."""
+    from interpretorch.attribution.registry import get_method
+    from interpretorch.report.answer import colorbar_html
+
+    if get_method(method).kind == "pixel":
+        return colorbar_html(0, "99th pct", "gray", "each map: |attribution| summed over channels, from 0 to its "
+                                                    "own 99th percentile (clipped above)")
+    return colorbar_html("min", "max", "jet", "each map normalised to [0, 1] between its own minimum and maximum "
+                                              "(blended over the image at 50%)")
+
+
 def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, table: Mapping[str, list],
                          manifest: Mapping[str, Any], model: nn.Module, data: ImageSet, preprocess: Preprocess,
                          *, methods: Sequence[str], metric: str | None = None, layer: str | None = None,
@@ -183,11 +196,16 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
         (out / "gallery").mkdir(exist_ok=True)
         (out / page).write_text(env.get_template("gallery.html").render(
             method=m, metric=metric, label=summary["labels"][metric] if metric else None, better=better,
-            sections=sections, manifest=manifest), encoding="utf-8")
+            sections=sections, manifest=manifest, cbar=_gallery_colorbar(m)), encoding="utf-8")
         pages[m] = page
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
     index = out / "index.html"
     index.write_text(env.get_template("dataset.html").render(
-        s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
+        answer=answer_html(summary.get("headline") if summary else f"{manifest.get('images_done', 0)} image(s) "
+                           "explained; no metric was computed, so nothing is compared.",
+                           summary.get("flags", []) if summary else []),
+        answer_css=ANSWER_CSS, s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
         failed=[{"path": p, "error": e} for p, e in zip(table["path"], table["error"]) if e is not None][:50],
         n_failed=sum(e is not None for e in table["error"]),
         table_file=next((p.name for p in out.glob("per_image.*")), None)), encoding="utf-8")

@@ -105,9 +105,30 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                 f"when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
     out["headline"] = comparison_headline(out)
+    out["flags"] = summary_flags(out)
     if "win" in metrics:
         out["win_percentage"] = {m: cells[m]["win"]["mean"] for m in methods}
     return out
+
+
+def summary_flags(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Red flags of a dataset summary: ROAD orders no better than their reverse (means over the images), and
+    metrics undefined on some images (the n each mean rests on)."""
+    from interpretorch.core import flags as red
+
+    out = []
+    n = summary["images"]
+    for m in summary["methods"]:
+        cells = summary["table"][m]
+        morf, lerf = cells.get("road_morf"), cells.get("road_lerf")
+        if morf and lerf:
+            out.append(red.road_order(m, morf["mean"], lerf["mean"]))
+        for k, c in cells.items():
+            if 0 < c["n"] < n:
+                out.append(red.flag("undefined_values", f"Undefined values: {summary['labels'].get(k, k)} of {m} is "
+                                                        f"defined on {c['n']} of {n} image(s); its mean rests on those.",
+                                    method=m, metric=k, n=c["n"], of=n))
+    return [f for f in out if f]
 
 
 def comparison_headline(summary: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 its top-activating images with the thresholded region outlined."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -54,10 +55,77 @@ def outline(region: np.ndarray) -> np.ndarray:
     return region & ~inner
 
 
+def draw_outline(img: np.ndarray, region: np.ndarray, colors: tuple = ((255, 230, 0), (0, 0, 0))) -> np.ndarray:
+    """``img`` with the boundary of the bool mask ``region`` drawn dashed in two colours (yellow and black by
+    default), so the outline shows on light and dark images alike; returns the image (changed in place)."""
+    edge = outline(region)
+    ys, xs = np.nonzero(edge)
+    first = ((ys + xs) // 3) % 2 == 0
+    img[ys[first], xs[first]] = colors[0]
+    img[ys[~first], xs[~first]] = colors[1]
+    return img
+
+
+def layer_answer(summary: dict, images: int, units_shown: list[dict]) -> tuple[str, list[dict]]:
+    """A dissected layer's headline (detectors and concepts at the IoU threshold, over n images) and its red
+    flags (top-activating images where no pixel passes the unit's threshold, so nothing is outlined)."""
+    from interpretorch.core import flags as red
+
+    s = summary
+    best = max((u["iou"] for u in units_shown), default=None)
+    text = (f"{s['layer']}: {s['detectors']} of {s['units']} units are detectors (IoU \u2265 {s['iou_threshold']:g}) "
+            f"covering {s['unique_concepts']} concept(s), on {images} image(s)"
+            + (f"; the best unit reaches IoU {best:.3f}." if best is not None else "."))
+    flags = []
+    empty = [u for u in units_shown if u.get("empty_regions")]
+    if empty:
+        flags.append(red.flag("empty_regions",
+                              f"No region outlined: {len(empty)} of the {len(units_shown)} units shown have "
+                              f"top-activating images where no upsampled pixel passes the unit's threshold "
+                              f"({sum(u['empty_regions'] for u in empty)} image(s) in all): the activation peaks "
+                              f"between pixels or the threshold is set by other images.",
+                              units=[u["unit"] for u in empty], layer=s["layer"]))
+    if s["detectors"] == 0:
+        flags.append(red.flag("no_detectors", f"No detectors: no unit of {s['layer']} reaches IoU "
+                                              f"{s['iou_threshold']:g} with any concept on these {images} images.",
+                              layer=s["layer"]))
+    return text, flags
+
+
+def write_index(out_dir: str | Path, result: Dissection, model_name: str = "model") -> Path:
+    """Write ``out_dir/index.html`` (every dissected layer with its headline, linking its page) and
+    ``report.json`` (the headlines and flags of the layers whose pages exist); returns the index's path."""
+    out = Path(out_dir)
+    pages = []
+    for name in result.layers:
+        stem = file_stem(name)
+        info = out / f"{stem}_files" / "answer.json"
+        if (out / f"{stem}.html").exists() and info.exists():
+            pages.append({"layer": name, "page": f"{stem}.html", **json.loads(info.read_text())})
+    flags = [{**f, "text": f"{p['layer']}: {f['text']}"} for p in pages for f in p["flags"]]
+    headline = (f"Network Dissection of {model_name} on {result.images} image(s): " +
+                "; ".join(f"{p['layer']} has {p['detectors']}/{p['units']} detectors" for p in pages) + ".")
+    (out / "report.json").write_text(json.dumps({"headline": headline, "flags": flags,
+                                                 "layers": {p["layer"]: p for p in pages}}, indent=2))
+    env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
+    html = env.get_template("index.html").render(pages=pages, model_name=model_name, images=result.images,
+                                                 quantile=result.quantile, answer=answer_html(headline, flags),
+                                                 answer_css=ANSWER_CSS)
+    path = out / "index.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
 def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset: BrodenDataset,
                        out_dir: str | Path, *, max_units: int = 64, batch_size: int | None = None,
-                       model_name: str = "model", tally_file: str | None = None) -> Path:
-    """Write ``out_dir/<layer>.html`` (and its images); returns the page's path. The model is left unchanged."""
+                       model_name: str = "model", tally_file: str | None = None, site: str | None = None) -> Path:
+    """Write ``out_dir/<layer>.html`` (and its images); returns the page's path. The model is left unchanged.
+
+    ``site`` is the module whose output the units are (default ``layer``; a rotated copy's ``<layer>.rotated``).
+    """
     from PIL import Image
 
     ld = result.layers[layer]
@@ -74,27 +142,29 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
     device = model_device(model)
     bs = rows_per_pass(batch_size, device)
     acts: dict[int, torch.Tensor] = {}
-    with capture(model, [layer], grad=False) as rec, torch.no_grad():
+    site = site or layer
+    with capture(model, [site], grad=False) as rec, torch.no_grad():
         for s in range(0, len(wanted), bs):
             idx = wanted[s:s + bs]
             batch = collate([dataset[i] for i in idx])
             rec.calls.clear()
             model(batch["image"].to(device))
-            a = rec[layer][:, order].float().cpu()
+            a = rec[site][:, order].float().cpu()
             for j, i in enumerate(idx):
                 acts[i] = a[j]
     units = []
     for pos, u in enumerate(order):
         t = float(ld.thresholds[u])
         tiles = []
+        empty = 0
         for i in (int(v) for v in ld.top_indices[u].tolist() if v >= 0):
             img = dataset.load_image(i).copy()
             a = acts[i][pos][None, None]
             up = F.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             region = up > t
+            empty += not region.any()
             dim = np.where(region[..., None], img, (img * 0.45).astype(np.uint8))
-            dim[outline(region)] = (255, 230, 0)
-            tiles.append(dim)
+            tiles.append(draw_outline(dim, region))
         if not tiles:
             continue
         gap = np.full((tiles[0].shape[0], 3, 3), 255, np.uint8)
@@ -102,14 +172,148 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
         Image.fromarray(strip).save(img_dir / f"unit{u:04d}.png")
         units.append({"unit": u, "label": ld.label_names[label[u]], "category": ld.categories[int(cat_of[label[u]])],
                       "iou": float(score[u]), "threshold": t, "detector": float(score[u]) >= ld.iou_threshold,
-                      "strip": f"{stem}_files/unit{u:04d}.png",
+                      "strip": f"{stem}_files/unit{u:04d}.png", "empty_regions": empty,
                       "images": [dataset.info.rows[int(i)].image for i in ld.top_indices[u].tolist() if i >= 0]})
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
+    summary = ld.summary()
+    headline, flags = layer_answer(summary, result.images, units)
+    (img_dir / "answer.json").write_text(json.dumps({"headline": headline, "flags": flags,
+                                                     "detectors": summary["detectors"], "units": summary["units"],
+                                                     "unique_concepts": summary["unique_concepts"]}, indent=2))
     env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("layer.html").render(
-        s=ld.summary(), units=units, shown=len(units), chart=chart, model_name=model_name,
+        answer=answer_html(headline, flags), answer_css=ANSWER_CSS, s=summary, units=units, shown=len(units), chart=chart, model_name=model_name,
         dataset=str(dataset.root), images=result.images, quantile=result.quantile,
         tally=tally_file or f"{stem}_tally.csv")
     page = out / f"{stem}.html"
+    page.write_text(html, encoding="utf-8")
+    write_index(out, result, model_name)
+    return page
+
+
+def _render(name: str, **context) -> str:
+    env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(name).render(**context)
+
+
+def _series_chart(points: list[dict], layers: list[str], x_label: str, path: Path, log_x: bool = False) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p["x"] for p in points]
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), dpi=100)
+    for i, name in enumerate(layers):
+        color = CATEGORY_COLORS[i % len(CATEGORY_COLORS)]
+        axes[0].plot(xs, [p["layers"][name]["detectors"] for p in points], "o-", color=color, label=name)
+        axes[1].plot(xs, [p["layers"][name]["unique_concepts"] for p in points], "o-", color=color, label=name)
+    for ax, what in zip(axes, ("detectors (units)", "unique concepts detected")):
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(what)
+        if log_x and min(xs) >= 0:
+            ax.set_xscale("symlog", linthresh=1.0)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x_label: str, title: str,
+                        meta: str, model_name: str = "model") -> Path:
+    """Write ``kind``.json, ``kind``.png and ``kind``.html for dissections along one axis; returns the page.
+
+    ``points`` (in axis order): ``{"x": number, "name": str, "layers": {layer: LayerDissection.summary()},
+    "images": int, "folder": str}``. ``kind`` is "rotation" (x = alpha) or "checkpoints" (x = training step).
+    """
+    import json
+
+    if not points:
+        raise ValueError("no dissections to report")
+    out = Path(out_dir)
+    layers = list(points[0]["layers"])
+    (out / f"{kind}.json").write_text(json.dumps({"x_label": x_label, "points": points}, indent=2))
+    _series_chart(points, layers, x_label, out / f"{kind}.png", log_x=kind == "checkpoints")
+    first, last = points[0], points[-1]
+    headlines = []
+    for name in layers:
+        a, b = first["layers"][name], last["layers"][name]
+        headlines.append(f"{name}: {a['detectors']} of {a['units']} units are detectors at {x_label} {first['x']:g}, "
+                         f"{b['detectors']} at {x_label} {last['x']:g}; unique concepts {a['unique_concepts']} "
+                         f"then {b['unique_concepts']} (IoU >= {a['iou_threshold']}, {first['images']} images).")
+    header = [x_label, "run"] + [f"{n} detectors (unique)" for n in layers]
+    rows = [[f"{p['x']:g}", p["name"]] + [f"{p['layers'][n]['detectors']}/{p['layers'][n]['units']} "
+                                          f"({p['layers'][n]['unique_concepts']})" for n in layers] for p in points]
+    html = _render("experiment.html", title=title, meta=meta, headlines=headlines, chart=f"{kind}.png",
+                   table_note="Per layer: detectors / units (unique concepts with at least one detector). Each row's "
+                              "folder holds its tally CSVs and summary.json.",
+                   header=header, rows=rows, left=2, files=[f"{kind}.json"] + [p["folder"] + "/summary.json"
+                                                                                 for p in points])
+    page = out / f"{kind}.html"
+    page.write_text(html, encoding="utf-8")
+    return page
+
+
+def write_compare_report(runs: list[tuple[str, dict]], out_dir: str | Path) -> Path:
+    """Write compare.json, compare.png and compare.html: unique detectors per category for every layer of every
+    dissection (``(name, summary.json contents)`` pairs, e.g. several models or training sets); returns the page."""
+    import json
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        raise ValueError("no dissections to compare")
+    out = Path(out_dir)
+    categories: list[str] = []
+    entries = []
+    for name, summary in runs:
+        for layer, s in summary["layers"].items():
+            for c in s["unique_concepts_per_category"]:
+                if c not in categories:
+                    categories.append(c)
+            entries.append({"run": name, "layer": layer, "units": s["units"], "detectors": s["detectors"],
+                            "unique_concepts": s["unique_concepts"], "iou_threshold": s["iou_threshold"],
+                            "images": summary.get("images"),
+                            "unique_per_category": s["unique_concepts_per_category"],
+                            "detectors_per_category": s["detectors_per_category"]})
+    (out / "compare.json").write_text(json.dumps(entries, indent=2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(entries) + 2.0), 3.8), dpi=100)
+    bottom = np.zeros(len(entries))
+    for ci, c in enumerate(categories):
+        vals = np.array([e["unique_per_category"].get(c, 0) for e in entries], dtype=float)
+        ax.bar(range(len(entries)), vals, bottom=bottom, color=CATEGORY_COLORS[ci % len(CATEGORY_COLORS)], label=c)
+        bottom += vals
+    ax.set_xticks(range(len(entries)), [f"{e['run']}\n{e['layer']}" for e in entries], rotation=70, fontsize=7)
+    ax.set_ylabel("unique concepts detected")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "compare.png")
+    plt.close(fig)
+    headlines = []
+    for name, summary in runs:
+        best = max(summary["layers"].items(), key=lambda kv: kv[1]["unique_concepts"])
+        headlines.append(f"{name}: most unique concepts at {best[0]} ({best[1]['unique_concepts']}, "
+                         f"{best[1]['detectors']} detectors of {best[1]['units']} units, IoU >= "
+                         f"{best[1]['iou_threshold']}, {summary.get('images')} images).")
+    thresholds = {e["iou_threshold"] for e in entries}
+    note = "Unique concepts: concepts with at least one detector, per category."
+    if len(thresholds) > 1:
+        note += f" The runs used different IoU thresholds ({', '.join(map(str, sorted(thresholds)))}): counts are " \
+                "not comparable across them."
+    header = ["run", "layer", "units", "detectors", "unique"] + [f"unique {c}" for c in categories]
+    rows = [[e["run"], e["layer"], e["units"], e["detectors"], e["unique_concepts"]]
+            + [e["unique_per_category"].get(c, 0) for c in categories] for e in entries]
+    html = _render("experiment.html", title="unique detectors per layer and model",
+                   meta=f"{len(runs)} dissections compared.", headlines=headlines, chart="compare.png",
+                   table_note=note, header=header, rows=rows, left=2, files=["compare.json"])
+    page = out / "compare.html"
     page.write_text(html, encoding="utf-8")
     return page

@@ -103,7 +103,7 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
             quantile: float = 0.005, iou_threshold: float = 0.04, batch_size: int | None = None, workers: int = 0,
             checkpoint: str | Path | None = None, checkpoint_every: int = 20, resume: bool = False,
             top_images: int = 8, cache_bytes: int = 1 << 30,
-            on_batch: Callable[[int, int], None] | None = None) -> Dissection:
+            on_batch: Callable[[int, int], None] | None = None, settings: dict | None = None) -> Dissection:
     """Dissect ``layers`` of ``model`` over a Broden-format ``dataset``: thresholds, IoU and detectors per unit.
 
     ``checkpoint`` is a file written every ``checkpoint_every`` batches and at the end of each pass (one file
@@ -112,7 +112,9 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
     ``on_batch(pass_number, batches_done)`` is called after every batch (progress, or stopping a run).
     ``cache_bytes`` bounds the activations kept between the passes (0: none; the second pass then runs the
     model again). An image file that cannot be decoded is skipped, named on stderr and listed in
-    ``Dissection.skipped``. The model is left as it was.
+    ``Dissection.skipped``. The model is left as it was. ``settings`` (JSON-ready) join the checkpoint's
+    fingerprint, so a resume under other settings of the caller's (a rotation's alpha and seed) is refused
+    naming them.
     """
     if isinstance(dataset, (str, Path)):
         dataset = BrodenDataset(dataset)
@@ -150,6 +152,8 @@ def dissect(model: nn.Module, dataset: BrodenDataset | str | Path, layers: Seque
                    "preprocess": {"size": dataset.size, "mean": [float(v) for v in dataset.mean.flatten()],
                                   "std": [float(v) for v in dataset.std.flatten()]},
                    "data": data_fingerprint(dataset)}
+    if settings:
+        fingerprint.update(settings)
     ckpt = checkpoint_path(checkpoint)
     state = load_checkpoint(ckpt, fingerprint, resume, _HASHED)
     state.setdefault("skipped", [])

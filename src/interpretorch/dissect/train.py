@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,13 +73,34 @@ def targets(dataset: BrodenDataset, batch: dict) -> tuple[torch.Tensor, torch.Te
     return scene, area.argmax(dim=1)
 
 
+def snapshot_name(step: int) -> str:
+    """The file name of the training snapshot taken after ``step`` optimizer steps."""
+    return f"step{step:06d}.pt"
+
+
 def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-2,
-                    seed: int = 0, width: int = 16, log: bool = False) -> ProbeCNN:
+                    seed: int = 0, width: int = 16, log: bool = False, snapshots: Sequence[int] = (),
+                    snapshot_dir: str | Path | None = None) -> ProbeCNN:
     """Train a ProbeCNN on the probe set in ``data`` (scene + shape of the largest object); returns it in eval mode.
 
     Single-threaded and seeded (AdamW with a one-cycle schedule, random left-right flips), so the same data
     and seed give the same weights on one platform; the global RNG and thread count are restored afterwards.
+    ``snapshots``: optimizer steps (0 = before the first) after which the state dict is saved to
+    ``snapshot_dir/step000123.pt``, for ``interpretorch dissect --checkpoints``.
     """
+    wanted = sorted({int(s) for s in snapshots})
+    if wanted and snapshot_dir is None:
+        raise ValueError("snapshots need a snapshot_dir")
+    if wanted and wanted[0] < 0:
+        raise ValueError(f"snapshot steps must be >= 0, got {wanted[0]}")
+    if snapshot_dir is not None:
+        Path(snapshot_dir).mkdir(parents=True, exist_ok=True)
+
+    def snapshot(model: ProbeCNN, step: int) -> None:
+        if step in wanted:
+            torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+                       Path(snapshot_dir) / snapshot_name(step))
+
     ds = BrodenDataset(data, mean=PROBE_MEAN, std=PROBE_STD)
     items = collate([ds[i] for i in range(len(ds))])  # a probe set is small: keep it in memory
     scene, shape = targets(ds, items)
@@ -94,6 +116,10 @@ def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64,
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
             g = torch.Generator().manual_seed(seed)
             n_s = model.sizes[0]
+            if wanted and wanted[-1] > steps:
+                raise ValueError(f"snapshot step {wanted[-1]} is past the last step ({steps})")
+            step = 0
+            snapshot(model, step)
             for epoch in range(epochs):
                 model.train()
                 order = torch.randperm(len(x), generator=g)
@@ -109,6 +135,8 @@ def train_probe_cnn(data: str | Path, *, epochs: int = 10, batch_size: int = 64,
                     loss.backward()
                     opt.step()
                     sched.step()
+                    step += 1
+                    snapshot(model, step)
                     total += float(loss.detach()) * len(idx)
                     correct += int((out[:, n_s:].argmax(1) == shape[idx]).sum())
                 if log:
@@ -141,9 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="weights file to write")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snapshots", default="",
+                   help="comma-separated optimizer steps (0: before training) at which to save the weights")
+    p.add_argument("--snapshot-dir", default=None, help="folder for the snapshots (default: next to --out)")
     args = p.parse_args(argv)
+    steps = [int(s) for s in args.snapshots.split(",") if s.strip()]
+    where = args.snapshot_dir or str(Path(args.out).with_suffix("")) + "_snapshots"
     t0 = time.perf_counter()
-    model = train_probe_cnn(args.data, epochs=args.epochs, seed=args.seed, log=True)
+    model = train_probe_cnn(args.data, epochs=args.epochs, seed=args.seed, log=True, snapshots=steps,
+                            snapshot_dir=where if steps else None)
     torch.save(model.state_dict(), args.out)
     print(f"trained in {time.perf_counter() - t0:.1f} s; {evaluate(model, args.data)}; weights in {args.out}")
     return 0

@@ -14,7 +14,9 @@ from torch import nn
 
 from interpretorch.capture import capture
 from interpretorch.core import model_device, rows_per_pass
-from interpretorch.dissect.report import outline, file_stem
+from interpretorch.core import flags as red
+from interpretorch.dissect.report import draw_outline, file_stem
+from interpretorch.report.answer import ANSWER_CSS, answer_html
 from interpretorch.gan.dissect import GANDissection, sample_z
 from interpretorch.gan.intervene import ConceptInterventions
 
@@ -36,11 +38,10 @@ def _big(img: np.ndarray) -> np.ndarray:
     return img.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
 
 
-def _tile(img: np.ndarray, mask: np.ndarray | None, box: tuple[int, int, int, int] | None = None,
-          color: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
+def _tile(img: np.ndarray, mask: np.ndarray | None, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
     out = _big(img).copy()
     if mask is not None:
-        out[outline(_big_mask(mask))] = color
+        draw_outline(out, _big_mask(mask))
     if box is not None:
         x0, y0, x1, y1 = (v * SCALE for v in box)
         out[y0, x0:x1] = out[y1 - 1, x0:x1] = (0, 200, 255)
@@ -116,11 +117,76 @@ def intervention_grid(ci: ConceptInterventions, out_dir: Path) -> str:
     return name
 
 
-def write_interventions(items: Sequence[ConceptInterventions], path: str | Path) -> Path:
-    """Write interventions.json: per layer and concept the ablation and insertion numbers."""
+def intervention_answer(ci: dict, ious: dict[int, float] | None = None, iou_threshold: float | None = None
+                        ) -> tuple[str, list[dict]]:
+    """One concept's intervention numbers (``ConceptInterventions.to_dict()``) as a headline sentence and red
+    flags: random units removing as much as the concept's units, an ACE interval that includes zero, units below
+    the detector IoU (``ious``: IoU of each top unit), and an insertion that misses its region."""
+    where = f"{ci['concept']} at {ci['layer']}"
+    abl = {a["kind"]: a for a in ci["ablations"]}
+    top, rnd = abl.get("top"), abl.get("random")
+    flags: list = []
+    if top is None:
+        return f"{where}: no ablation measured.", flags
+    if top["removed"] is None:
+        return f"{where}: the concept appears in none of the {top['samples']} samples; nothing to remove.", flags
+    lo, hi = top["removed_band95"]
+    text = (f"{where}: switching off its {ci['k']} top units removes {100 * top['removed']:.1f}% "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] of its pixels (n = {top['samples']} samples)")
+    if rnd is not None and rnd["removed"] is not None:
+        text += f", {ci['k']} random units {100 * rnd['removed']:.1f}%"
+        flags.append(red.random_beats_targeted(f"removing {where}", 100 * top["removed"], 100 * rnd["removed"],
+                                               unit="%"))
+    ins = ci.get("insertion")
+    if ins is not None:
+        text += (f"; inserting them puts {100 * ins['fraction_new_inside_region']:.0f}% of the new pixels inside a "
+                 f"region of {100 * ins['region_share_of_image']:.0f}% of the image")
+        flags.append(red.insertion_outside(f"inserting {where}", ins["fraction_new_inside_region"],
+                                           ins["region_share_of_image"]))
+    flags.append(red.includes_zero(f"the change of {where}'s pixel share when its top units are off (ACE)",
+                                   top["ace"], *top["ace_band95"]))
+    if ious and iou_threshold is not None:
+        flags.append(red.below_detector(where, [ious[u] for u in top["units"] if u in ious], iou_threshold))
+    return text + ".", [f for f in flags if f]
+
+
+def interventions_json(items: Sequence[ConceptInterventions], dissection: GANDissection | None = None
+                       ) -> list[dict]:
+    """Each concept's numbers with its ``headline`` and ``flags`` (the structure of interventions.json)."""
+    out = []
+    for ci in items:
+        d = ci.to_dict()
+        ious, thr = None, None
+        if dissection is not None and ci.layer in dissection.layers and ci.concept in dissection.classes:
+            ld = dissection.layers[ci.layer]
+            col = dissection.classes.index(ci.concept) + 1
+            ious = {u: float(ld.iou[u, col]) for u in range(ld.units)}
+            thr = dissection.iou_threshold
+        d["headline"], d["flags"] = intervention_answer(d, ious, thr)
+        out.append(d)
+    return out
+
+
+def write_interventions(items: Sequence[ConceptInterventions], path: str | Path,
+                        dissection: GANDissection | None = None) -> Path:
+    """Write interventions.json: per layer and concept the ablation and insertion numbers, a headline and the
+    red flags (with ``dissection``, also the units' IoU against the detector threshold)."""
     path = Path(path)
-    path.write_text(json.dumps([ci.to_dict() for ci in items], indent=2))
+    path.write_text(json.dumps(interventions_json(items, dissection), indent=2))
     return path
+
+
+def gan_answer(dissection: GANDissection, numbers: Sequence[dict]) -> tuple[str, list[dict]]:
+    """The GAN page's headline (detectors per layer, then each intervention's sentence) and its flags."""
+    parts = []
+    for name, ld in dissection.layers.items():
+        s = ld.summary()
+        parts.append(f"{name}: {s['detectors']} of {s['units']} units are detectors (IoU \u2265 "
+                     f"{s['iou_threshold']:g}) for {s['unique_concepts']} concept(s) over {dissection.samples} samples")
+    text = "; ".join(parts) + "."
+    if numbers:
+        text += " " + " ".join(d["headline"] for d in numbers)
+    return text, [f for d in numbers for f in d["flags"]]
 
 
 def write_gan_report(dissection: GANDissection, generator: nn.Module, out_dir: str | Path, *, z_shape: Sequence[int],
@@ -145,16 +211,19 @@ def write_gan_report(dissection: GANDissection, generator: nn.Module, out_dir: s
         layers.append({"name": name, "s": ld.summary(), "units": units, "concepts": concepts,
                        "tally": (tally_files or {}).get(name, f"{file_stem(name)}_tally.csv")})
     cards = []
-    for ci in interventions:
+    numbers = interventions_json(interventions, dissection)
+    for ci, d in zip(interventions, numbers):
         (out / f"{file_stem(ci.layer)}_files").mkdir(parents=True, exist_ok=True)
         cards.append({"concept": ci.concept, "layer": ci.layer, "k": ci.k, "grid": intervention_grid(ci, out),
-                      "numbers": ci.to_dict()})
+                      "numbers": d})
+    headline, flags = gan_answer(dissection, numbers)
     env = Environment(loader=PackageLoader("interpretorch.gan", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     share = dissection.summary()["concept_pixel_share"]
     html = env.get_template("gan.html").render(
         model_name=model_name, samples=dissection.samples, seed=dissection.seed, quantile=dissection.quantile,
-        iou_threshold=dissection.iou_threshold, layers=layers, cards=cards, share=share, scale=SCALE)
+        iou_threshold=dissection.iou_threshold, layers=layers, cards=cards, share=share, scale=SCALE,
+        answer=answer_html(headline, flags), answer_css=ANSWER_CSS)
     page = out / "index.html"
     page.write_text(html, encoding="utf-8")
     return page

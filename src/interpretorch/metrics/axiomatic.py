@@ -7,10 +7,17 @@
 * Non-sensitivity (Nguyen & Martinez 2020): a pixel whose removal leaves the score unchanged (within ``eps``)
   should have (max-normalised |attribution|) below ``eps``, and only those; the figure is the number of pixels
   breaking this (lower is better). Pixels are visited in raster order, ``features_in_step`` at a time.
+* Input invariance (Kindermans et al. 2019): a model whose first layer's bias absorbs a constant shift of the
+  input computes the same function on the shifted input; a method should give it the same map. 1 or 0 per image.
+  Quantus 0.6 sets each channel's bias to ``2 b - min(unique(conv(shift)))``: the smallest output value, which
+  with zero padding can be a border value, not the interior's ``b + shift * sum(W)``; here the interior one
+  (with padding no bias makes the border exact, so the test suits first layers without padding).
 """
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -19,7 +26,7 @@ from interpretorch.core.targets import Target
 from interpretorch.metrics._common import MapsLike, batched_rows, maps_2d, prepare
 from interpretorch.metrics.perturbation import Baseline, feature_baseline
 
-__all__ = ["completeness_terms", "completeness", "non_sensitivity"]
+__all__ = ["completeness_terms", "completeness", "non_sensitivity", "shifted_model", "input_invariance"]
 
 
 def completeness_terms(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
@@ -80,3 +87,50 @@ def non_sensitivity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, targ
         pert[sl] = scorer.forward_scores(xs, None if cl.idx is None else cl.idx[img], softmax).double()
     unchanged = ((pert.reshape(b, n_steps) - y[:, None]).abs() < eps)[:, step.reshape(-1)]
     return (unchanged ^ (a < eps)).sum(1).double()
+
+
+def shifted_model(model: nn.Module, shift: float) -> nn.Module:
+    """A copy of ``model`` that, given ``x + shift``, computes what ``model`` computes on ``x`` (Kindermans et al.
+    2019): the first layer's bias absorbs the shift, ``b - shift * sum(W)`` per output channel. The first layer is
+    the first module holding parameters; it must be a Conv2d or Linear. With zero padding the border outputs of a
+    convolution still see the shift (as in the paper's construction)."""
+    first = next((m for _, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))), None)
+    if not isinstance(first, (nn.Conv2d, nn.Linear)):
+        raise ValueError(f"input invariance shifts the first layer's bias: it must be a Conv2d or Linear, got "
+                         f"{type(first).__name__ if first is not None else 'no parameterised module'}")
+    clone = copy.deepcopy(model)
+    layer = next(m for _, m in clone.named_modules() if any(True for _ in m.parameters(recurse=False)))
+    with torch.no_grad():
+        w = layer.weight
+        delta = shift * w.reshape(w.shape[0], -1).sum(1)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device),
+                                      requires_grad=w.requires_grad)
+        layer.bias.sub_(delta.to(layer.bias.dtype))
+    return clone
+
+
+def input_invariance(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                     explain_fn: Callable[[nn.Module, torch.Tensor, Target], Any], shift: float = -1.0,
+                     atol: float = 1e-4, batch_size: int | None = None,
+                     clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image input invariance (Kindermans et al. 2019): 1.0 when ``explain_fn`` gives the same map (within
+    ``atol`` everywhere) for ``x + shift`` on ``shifted_model(model, shift)``, whose outputs equal the model's,
+    else 0.0; higher is better."""
+    if not callable(explain_fn):
+        raise TypeError("input invariance re-explains: it needs explain_fn(model, inputs, target) -> Explanation")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b = x.shape[0]
+    other = shifted_model(model, shift)
+    phi = (maps.maps if hasattr(maps, "maps") else torch.as_tensor(maps)).detach().to(x.device)
+    out = []
+    for sl in batched_rows(b, scorer.batch_size):
+        t = cl.idx[sl] if cl.idx is not None else target
+        e = explain_fn(other, x[sl] + shift, t)
+        out.append((e.maps if hasattr(e, "maps") else torch.as_tensor(e)).detach().to(x.device))
+    alt = torch.cat(out)
+    if alt.shape != phi.shape:
+        raise ValueError(f"explain_fn returned maps of shape {tuple(alt.shape)}; expected {tuple(phi.shape)}")
+    close = ((alt.double() - phi.double()).abs() <= atol).reshape(b, -1).all(1)
+    return close.double()

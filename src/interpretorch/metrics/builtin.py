@@ -8,18 +8,22 @@ import torch
 
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import maps_2d
-from interpretorch.metrics.axiomatic import completeness, non_sensitivity
+from interpretorch.metrics.axiomatic import completeness, input_invariance, non_sensitivity
+from interpretorch.metrics.consistency import consistency, sufficiency
 from interpretorch.metrics.complexity import complexity, effective_complexity, sparseness
+from interpretorch.metrics.focus import focus
 from interpretorch.metrics.faithfulness import Confidence, confidence, deletion, insertion, road, win_percentage
 from interpretorch.metrics.localisation import (attribution_localisation, energy_pointing_game, localisation_auc,
                                                 pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
                                                 top_k_intersection)
 from interpretorch.metrics.perturbation import (curve_auc, faithfulness_correlation, faithfulness_estimate, irof,
                                                 monotonicity, monotonicity_correlation, pixel_flipping,
-                                                region_perturbation, selectivity)
-from interpretorch.metrics.randomisation import random_logit
+                                                region_perturbation, selectivity, sensitivity_n)
+from interpretorch.metrics.randomisation import efficient_mprt, random_logit, smooth_mprt
 from interpretorch.metrics.registry import Figure, MetricContext, entry, register_metric
-from interpretorch.metrics.robustness import average_sensitivity, infidelity, local_lipschitz_estimate, max_sensitivity
+from interpretorch.metrics.robustness import (average_sensitivity, continuity, infidelity, local_lipschitz_estimate,
+                                              max_sensitivity, relative_input_stability, relative_output_stability,
+                                              relative_representation_stability, relative_stability)
 
 __all__ = ["confidence_of", "CURVE_PROTOCOL"]
 
@@ -228,3 +232,65 @@ register_metric("local_lipschitz_estimate", _reexplaining(local_lipschitz_estima
 register_metric("random_logit", _reexplaining(random_logit), category="randomisation", direction="lower",
                 kinds=IMAGE_MAPS, label="Random logit (SSIM)", default=False, needs=("explain_fn",),
                 protocol=("seed",), defaults_from=random_logit)
+
+
+# ------------------------------------------------------------------ the rest of Quantus's families (issue 30)
+
+def _predictions(ctx: MetricContext) -> torch.Tensor:
+    out = ctx.clean
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ValueError("sufficiency and consistency compare predicted classes: the model must output (B, K) "
+                         "class scores")
+    return out.argmax(1)
+
+
+def _sufficiency(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return sufficiency(exp, _predictions(ctx), **options)
+
+
+def _consistency(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return consistency(exp, _predictions(ctx), **options)
+
+
+def _sensitivity_n(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> dict[str, Any]:
+    # One correlation per step, across the images (as Quantus 0.6): no per-image values, so the entry holds the
+    # steps' curve and their mean as its value; the statistics of per-image figures do not apply to it.
+    curve = sensitivity_n(ctx.model, ctx.inputs, exp, ctx.target, rule=ctx.rule, **ctx.common, **options)
+    finite = curve[torch.isfinite(curve)]
+    return {"sensitivity_n": {"value": float(finite.mean()) if finite.numel() else None,
+                              "per_step": [None if not torch.isfinite(v) else float(v) for v in curve],
+                              "n_images": int(ctx.inputs.shape[0])}}
+
+
+def _smooth_mprt(ctx: MetricContext, method: str, exp: Explanation, **options: Any) -> torch.Tensor:
+    return smooth_mprt(ctx.model, ctx.inputs, exp, ctx.target, explain_fn=ctx.explainer(method), **ctx.common,
+                       **options).mean(1)
+
+
+register_metric("sufficiency", _sufficiency, category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
+                label="Sufficiency", default=False, protocol=("threshold",), defaults_from=sufficiency)
+register_metric("sensitivity_n", _sensitivity_n, category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
+                label="Sensitivity-N (mean over steps)", default=False,
+                protocol=("features_in_step", "n_max_percentage", "baseline", "softmax"), defaults_from=sensitivity_n)
+register_metric("consistency", _consistency, category="robustness", direction="higher", kinds=IMAGE_MAPS,
+                label="Consistency", default=False, protocol=("discretise", "n", "cells"), defaults_from=consistency)
+register_metric("continuity", _reexplaining(continuity), category="robustness", direction="lower",
+                kinds=IMAGE_MAPS, label="Continuity", default=False, needs=("explain_fn",), protocol=("nr_steps",),
+                defaults_from=continuity)
+for _name, _fn, _label in (("relative_input_stability", relative_input_stability, "RIS"),
+                           ("relative_output_stability", relative_output_stability, "ROS"),
+                           ("relative_representation_stability", relative_representation_stability, "RRS")):
+    register_metric(_name, _reexplaining(_fn), category="robustness", direction="lower", kinds=IMAGE_MAPS,
+                    label=_label, default=False, needs=("explain_fn",), protocol=("n_samples", "noise", "seed"),
+                    defaults_from=relative_stability)
+register_metric("focus", _objects_fn(focus), category="localisation", direction="higher", kinds=IMAGE_MAPS,
+                label="Focus", default=False, needs=("objects",), defaults_from=focus)
+register_metric("input_invariance", _reexplaining(input_invariance), category="axiomatic", direction="higher",
+                kinds=IMAGE_MAPS, label="Input invariance", default=False, needs=("explain_fn",),
+                protocol=("shift",), defaults_from=input_invariance)
+register_metric("smooth_mprt", _smooth_mprt, category="randomisation", direction="lower", kinds=IMAGE_MAPS,
+                label="Smooth MPRT (Spearman)", default=False, needs=("explain_fn",),
+                protocol=("nr_samples", "noise_magnitude", "order", "seed"), defaults_from=smooth_mprt)
+register_metric("efficient_mprt", _reexplaining(efficient_mprt), category="randomisation", direction="higher",
+                kinds=IMAGE_MAPS, label="Efficient MPRT", default=False, needs=("explain_fn",),
+                protocol=("n_bins", "seed"), defaults_from=efficient_mprt)

@@ -1,18 +1,26 @@
-"""Infidelity and Max-Sensitivity (Yeh et al. 2019, "On the (In)fidelity and Sensitivity of Explanations").
+"""Robustness of explanations (Quantus's robustness family): Infidelity, Max- / Avg-Sensitivity, local Lipschitz
+estimate, continuity, relative input / output / representation stability.
 
-* Infidelity: ``E_I[(I . Phi(x) - (f(x) - f(x - I)))^2]`` over random perturbations ``I``; with
+* Infidelity (Yeh et al. 2019): ``E_I[(I . Phi(x) - (f(x) - f(x - I)))^2]`` over random perturbations ``I``; with
   ``normalize=True`` the map is first scaled by the optimal ``beta`` (as in the paper's experiments),
   so maps of arbitrary scale (CAMs) compare fairly. Uses the given maps, never recomputes them.
-* Max-Sensitivity: ``max_{||y - x||_inf <= r} ||Phi(y) - Phi(x)|| / ||Phi(x)||`` by Monte Carlo;
+* Max-Sensitivity (Yeh et al. 2019): ``max_{||y - x||_inf <= r} ||Phi(y) - Phi(x)|| / ||Phi(x)||`` by Monte Carlo;
   it recomputes explanations at the perturbed inputs by definition, through ``explain_fn``.
+* Continuity (Montavon et al. 2018): the largest change of the map per change of the input over horizontal
+  translations of the image.
+* RIS / ROS / RRS (Agarwal et al. 2022): the largest relative change of the map per relative change of the input,
+  the outputs or an internal representation, over noisy copies that keep the predicted class.
+
+Everything that re-explains does so for every copy of every image together, ``batch_size`` rows per call.
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import nn
 
+from interpretorch.capture import capture, frozen
 from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import MapsLike, attributions, batched_rows, explanation_maps, prepare
@@ -199,3 +207,194 @@ def local_lipschitz_estimate(model: nn.Module, inputs: torch.Tensor, maps: MapsL
                                n_samples=n_samples, radius=sigma, noise="gaussian", perturb=perturb, seed=seed,
                                batch_size=batch_size, clean=clean)
     return dist.max(dim=1).values.to(inputs.dtype)
+
+
+# ------------------------------------------------------------------ continuity and relative stability
+
+def _reexplain(model: nn.Module, ys: torch.Tensor, idx: torch.Tensor | None, target: Target,
+               explain_fn: ExplainFn, batch_size: int | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, numel) float64 maps of ``explain_fn`` on rows ``ys`` for classes ``idx`` (N,), ``batch_size`` at a time."""
+    n = ys.shape[0]
+    out = []
+    for sl in batched_rows(n, batch_size):
+        t = idx[sl] if idx is not None else target
+        em = explanation_maps(explain_fn(model, ys[sl], t)).detach().to(ys.device)
+        if em.shape[0] != sl.stop - sl.start or em[0].numel() != int(torch.tensor(shape).prod()):
+            raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
+                             f"{sl.stop - sl.start} maps shaped like the given ones {shape}")
+        out.append(em.reshape(em.shape[0], -1).double())
+    return torch.cat(out)
+
+
+def _max_normalised_abs(v: torch.Tensor, normalise: bool, absolute: bool) -> torch.Tensor:
+    v = _max_normalised(v) if normalise else v
+    return v.abs() if absolute else v
+
+
+def translate(x: torch.Tensor, shift: int, fill: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) moved ``shift`` pixels right (left when negative), the uncovered columns set to ``fill``
+    (B,) (Quantus's ``batched_translation`` in x)."""
+    w = x.shape[-1]
+    out = fill[:, None, None, None].to(x.dtype).expand_as(x).clone()
+    if shift >= 0:
+        if shift < w:
+            out[..., shift:] = x[..., :w - shift]
+    elif -shift < w:
+        out[..., :w + shift] = x[..., -shift:]
+    return out
+
+
+def continuity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+               explain_fn: ExplainFn, nr_steps: int = 28, normalise: bool = True, absolute: bool = True,
+               nan_when_prediction_changes: bool = False, batch_size: int | None = None,
+               clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image continuity (Montavon et al. 2018, as Quantus 0.6): the image is translated horizontally in
+    ``nr_steps`` steps of ``(2W + 1) // nr_steps`` pixels from ``-W``, the uncovered columns black (the image's
+    minimum), and re-explained; the figure is the largest ``||a - a_t||_1 / ||x - x_t||_2`` over the steps (maps
+    divided by their largest |value| and made absolute first); lower is better.
+
+    Quantus divides a whole batch of maps by the batch's largest value; here each map by its own (the same for
+    one image at a time). ``nan_when_prediction_changes`` ignores the steps whose top-1 class changed."""
+    if isinstance(nr_steps, bool) or not isinstance(nr_steps, int) or nr_steps < 1:
+        raise ValueError(f"nr_steps must be a positive integer, got {nr_steps!r}")
+    if not callable(explain_fn):
+        raise TypeError("continuity re-explains: it needs explain_fn(model, inputs, target) -> Explanation")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b, w = x.shape[0], x.shape[-1]
+    dx = (2 * w + 1) // nr_steps
+    shifts = [-w + (k + 1) * dx for k in range(nr_steps)]
+    fill = x.reshape(b, -1).amin(1)
+    xs = torch.stack([translate(x, s, fill) for s in shifts], 1).reshape(b * nr_steps, *x.shape[1:])
+    img = torch.arange(b, device=x.device).repeat_interleave(nr_steps)
+    shape = tuple(explanation_maps(maps).shape[1:])
+    phi = _max_normalised_abs(explanation_maps(maps).detach().to(x.device).reshape(b, -1).double(), normalise,
+                              absolute)
+    em = _max_normalised_abs(_reexplain(model, xs, None if cl.idx is None else cl.idx[img], target, explain_fn,
+                                        scorer.batch_size, shape), normalise, absolute)
+    num = (phi[img] - em).abs().sum(1)
+    den = (x[img].reshape(b * nr_steps, -1).double() - xs.reshape(b * nr_steps, -1).double()).norm(dim=1) + 1e-9
+    val = (num / den).reshape(b, nr_steps)
+    if nan_when_prediction_changes:
+        if cl.idx is None:
+            raise ValueError("nan_when_prediction_changes needs class targets, not a callable target")
+        changed = (scorer.outputs(xs).argmax(1) != cl.idx[img]).reshape(b, nr_steps)
+        val = torch.where(changed, torch.full_like(val, float("nan")), val)
+        return _nanmax(val)
+    return val.max(1).values
+
+
+def _nanmax(v: torch.Tensor) -> torch.Tensor:
+    """Row-wise maximum ignoring NaN; NaN where a row holds nothing else."""
+    filled = torch.where(torch.isnan(v), torch.full_like(v, -float("inf")), v).max(1).values
+    return torch.where(torch.isnan(v).all(1), torch.full_like(filled, float("nan")), filled)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """``||(a - b) / a||_2`` per row, a zero of ``a`` replaced by ``eps`` (Agarwal et al. 2022)."""
+    return ((a - b) / (a + (a == 0) * eps)).norm(dim=1)
+
+
+STABILITIES = ("input", "output", "representation")
+
+
+def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1", *,
+                       explain_fn: ExplainFn, kind: str = "input", n_samples: int = 200,
+                       noise: tuple[float, float] = (0.02, 0.2), layers: str | Sequence[str] | None = None,
+                       softmax: bool = False, eps_min: float = 1e-6, nan_when_prediction_changes: bool = True,
+                       perturb: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                       seed: int = 0, batch_size: int | None = None,
+                       clean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image relative input / output / representation stability (Agarwal et al. 2022; ``kind``): the largest,
+    over ``n_samples`` noisy copies ``x'`` (uniform noise in [``noise[0]``, ``noise[1]``) added to every value, as
+    Quantus 0.6, or ``perturb(x, generator)``), of ``||(e - e') / e|| / d`` with ``d`` = ``||(x - x') / x||``
+    (input), ``||h(x) - h(x')||`` of the outputs (output; logits unless ``softmax``) or ``||(l - l') / l||`` of
+    the flattened outputs of ``layers`` (representation; default every leaf module); lower is better.
+
+    Copies whose top-1 class differs from the clean image's are left out (``nan_when_prediction_changes``; NaN
+    when every copy changed). Quantus 0.6 takes a plain maximum, so one changed copy makes its value NaN."""
+    if kind not in STABILITIES:
+        raise ValueError(f"kind must be one of {STABILITIES}, got {kind!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if not callable(explain_fn):
+        raise TypeError("relative stability re-explains: it needs explain_fn(model, inputs, target) -> Explanation")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean)
+    x = cl.inputs
+    b = x.shape[0]
+    names: list[str] = []
+    if kind == "representation":
+        names = ([layers] if isinstance(layers, str) else list(layers)) if layers is not None else \
+            [n for n, m in model.named_modules() if n and not any(True for _ in m.children())]
+        if not names:
+            raise ValueError("the model has no modules whose outputs could be its representation; name layers=")
+    gen = torch.Generator().manual_seed(int(seed))
+    lo, hi = float(noise[0]), float(noise[1])
+    if perturb is None and not lo < hi:
+        raise ValueError(f"noise must be (low, high) with low < high, got {noise}")
+    copies = []
+    for _ in range(n_samples):
+        if perturb is not None:
+            y = perturb(x, gen)
+            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+                raise ValueError(f"perturb must return perturbed inputs shaped {tuple(x.shape)}")
+        else:
+            y = x + (torch.rand(x.shape, generator=gen, dtype=torch.float64) * (hi - lo) + lo).to(x.device, x.dtype)
+        copies.append(y.to(device=x.device, dtype=x.dtype))
+    ys = torch.stack(copies, 1).reshape(b * n_samples, *x.shape[1:])
+    img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
+    shape = tuple(explanation_maps(maps).shape[1:])
+    e = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
+    es = _reexplain(model, ys, None if cl.idx is None else cl.idx[img], target, explain_fn, scorer.batch_size,
+                    shape)
+    num = _relative(e[img], es, eps_min)
+    outs, reps = [], []
+    need_out = kind == "output" or nan_when_prediction_changes
+    if kind == "representation":
+        def represent(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with frozen(model), capture(model, names, grad=False) as rec:
+                out = model(rows)
+                rep = torch.cat([rec[n].reshape(rows.shape[0], -1) for n in names], 1)
+            return out, rep.double()
+        clean_out, clean_rep = represent(x)
+        for sl in batched_rows(ys.shape[0], scorer.batch_size):
+            o, r = represent(ys[sl])
+            outs.append(o)
+            reps.append(r)
+        den = _relative(clean_rep[img], torch.cat(reps), eps_min)
+        out_y = torch.cat(outs)
+    else:
+        out_y = scorer.outputs(ys) if need_out else None
+        if kind == "input":
+            xf = x.reshape(b, -1).double()
+            den = _relative(xf[img], ys.reshape(ys.shape[0], -1).double(), eps_min)
+        else:
+            h, hy = cl.outputs.double(), out_y.double()
+            if softmax:
+                h, hy = h.softmax(1), hy.softmax(1)
+            den = (h[img] - hy).norm(dim=1)
+    den = den + (den == 0) * eps_min
+    val = (num / den).reshape(b, n_samples)
+    if nan_when_prediction_changes:
+        changed = (out_y.argmax(1) != cl.outputs.argmax(1)[img]).reshape(b, n_samples)
+        val = torch.where(changed, torch.full_like(val, float("nan")), val)
+    return _nanmax(val)
+
+
+def relative_input_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1",
+                             **options: Any) -> torch.Tensor:
+    """Per-image relative input stability (RIS, Agarwal et al. 2022); lower is better. See ``relative_stability``."""
+    return relative_stability(model, inputs, maps, target, kind="input", **options)
+
+
+def relative_output_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target = "top1",
+                              **options: Any) -> torch.Tensor:
+    """Per-image relative output stability (ROS, Agarwal et al. 2022); lower is better. See ``relative_stability``."""
+    return relative_stability(model, inputs, maps, target, kind="output", **options)
+
+
+def relative_representation_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike,
+                                      target: Target = "top1", **options: Any) -> torch.Tensor:
+    """Per-image relative representation stability (RRS, Agarwal et al. 2022); lower is better. See
+    ``relative_stability`` (``layers``: the representation's modules)."""
+    return relative_stability(model, inputs, maps, target, kind="representation", **options)

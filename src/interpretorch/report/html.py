@@ -14,6 +14,8 @@ from typing import Any, Iterable
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from interpretorch.core import flags as red
+from interpretorch.report.answer import ANSWER_CSS, answer_html
 from interpretorch.report.evaluation import evaluation_section
 from interpretorch.report.scales import (Scale, css_gradient, fit_scale, fmt_value, is_signed, overlay,
                                          pixel_signed_scale)
@@ -196,11 +198,64 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
         comparisons = result.comparisons() if hasattr(result, "comparisons") else None
         if comparisons:
             results["comparisons"] = comparisons
-            results["headline"] = comparisons["headline"]
         from interpretorch.report.evaluation import curve_figures
 
         results["evaluation_curves"] = curve_figures(result.evaluation, out / "images")
+    results["flags"] = run_flags(result, results)
+    results["headline"] = run_headline(results)
     return results
+
+
+def run_flags(result: Any, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The red flags of an explain / evaluate run: low-confidence predictions, identical and constant maps,
+    ROAD orders no better than their reverse, metric values undefined for some images."""
+    names = [img["name"] for img in results["images"]]
+    out: list[dict[str, Any] | None] = []
+    tops = [img["predictions"][0] if img["predictions"] else None for img in results["images"]]
+    if names and all(t is not None for t in tops):
+        out.append(red.low_confidence(names, [t["prob"] for t in tops], [short_class_name(t["name"]) for t in tops]))
+    maps = {m: mr.explanation.map2d().detach().float().cpu().numpy() for m, mr in result.methods.items()}
+    out += red.identical_maps(maps)
+    out += red.constant_maps(maps, names)
+    agnostic = set(results.get("class_agnostic", []))
+    for r, methods in sorted((getattr(result, "ranks", {}) or {}).items()):
+        for m, mr in methods.items():
+            if m in maps and m not in agnostic:  # a class-agnostic method says so on the page already
+                out.append(red.same_across_classes(m, maps[m], mr.explanation.map2d().detach().float().cpu()
+                                                   .numpy(), r))
+    for m, e in (result.evaluation or {}).items():
+        morf, lerf = e.get("road_morf"), e.get("road_lerf")
+        if isinstance(morf, dict) and isinstance(lerf, dict):
+            out.append(red.road_order(m, morf.get("value"), lerf.get("value")))
+        for k, v in e.items():
+            n_k = v.get("n") if isinstance(v, dict) else None
+            if isinstance(n_k, int) and n_k < len(names):
+                out.append(red.flag("undefined_values", f"Undefined values: {k} of {m} is defined on {n_k} of "
+                                                        f"{len(names)} image(s); its mean rests on those.",
+                                    method=m, metric=k, n=n_k, of=len(names)))
+    return [f for f in out if f]
+
+
+def run_headline(results: dict[str, Any]) -> str:
+    """One or two sentences answering the page's question: what the model predicts (and how sure it is), and
+    for an evaluation which method the corrected tests support."""
+    imgs = results["images"]
+    preds = [(img["name"], img["predictions"][0]) for img in imgs if img["predictions"]]
+    if not preds:
+        text = f"{results['model']}: {len(imgs)} image(s) explained"
+    elif len(preds) <= 4:
+        text = f"{results['model']} predicts " + "; ".join(
+            f"{n} \u2192 {short_class_name(p['name'])} (p = {p['prob']:.2f})" for n, p in preds)
+    else:
+        sure = sum(p["prob"] >= red.LOW_CONFIDENCE for _, p in preds)
+        text = (f"{results['model']} on {len(preds)} images: {sure} predicted with top-1 probability "
+                f"\u2265 {red.LOW_CONFIDENCE:g}, {len(preds) - sure} below")
+    text += f"; {len(results['method_names'])} method(s) explain it." if preds and len(preds) == 1 else (
+        f"; {len(results['method_names'])} method(s) explain each." if results["method_names"] else ".")
+    comp = results.get("comparisons")
+    if comp and comp.get("headline"):
+        text += " " + comp["headline"]
+    return text
 
 
 def _tile(m: str, e: dict[str, Any], signed: bool, r: dict[str, Any], rank: int) -> dict[str, Any]:
@@ -271,7 +326,9 @@ def render_html(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``out_dir/index.html`` from a ``results.json`` structure; returns its path."""
     out = Path(out_dir) / "index.html"
     ev = evaluation_section(results) if results.get("evaluation") else None
-    html = _env().get_template("index.html").render(r=results, page=_page(results), ev=ev)
+    answer = answer_html(results.get("headline"), results.get("flags", []))
+    html = _env().get_template("index.html").render(r=results, page=_page(results), ev=ev, answer=answer,
+                                                    answer_css=ANSWER_CSS)
     out.write_text(html, encoding="utf-8")
     return out
 

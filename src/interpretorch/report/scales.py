@@ -2,10 +2,11 @@
 
 Three views, each with its scale:
 
-- ``sequential``: unsigned region maps (CAMs, RISE) from their minimum to their maximum in ``jet``, blended
-  over the image;
+- ``sequential``: unsigned region maps (CAMs, RISE) from 0 to their maximum in ``jet`` (a non-negative map's
+  colours start at 0, so a flat map looks flat), blended over the image;
 - ``diverging``: signed maps (occlusion, the signed sum of a pixel attribution) in ``bwr`` centred on zero,
-  from -s to +s with s the largest |value| (region maps) or the 99th percentile of |value| (pixel maps);
+  from -s to +s with s the 99th percentile of |value| (clipped beyond, so one extreme value does not wash out
+  the rest);
   region maps are blended over the image with an opacity growing with |value|, so zero shows the photo;
 - ``magnitude``: |pixel attribution| summed over channels, in grayscale from 0 to its 99th percentile
   (clipped above), as Adebayo et al. 2018 show them.
@@ -52,9 +53,9 @@ class Scale:
         """One line saying what the colours mean, e.g. 'per-image min-max' or 'shared, diverging around 0'."""
         how = "shared across methods and images" if self.shared else "per image"
         if self.view == "sequential":
-            return f"{how}: min-max"
+            return f"{how}: from 0 to the maximum"
         if self.view == "diverging":
-            return f"{how}: signed, centred on 0 (blue < 0 < red)"
+            return f"{how}: signed, centred on 0 (blue < 0 < red), clipped at the {PIXEL_PERCENTILE:g}th percentile of |value|"
         return f"{how}: |attribution| from 0 to its {PIXEL_PERCENTILE:g}th percentile (clipped above)"
 
     def unit(self, values: np.ndarray) -> np.ndarray:
@@ -91,11 +92,11 @@ def fit_scale(view: str, maps: Iterable[np.ndarray], shared: bool = False) -> Sc
     if v.size == 0:
         return Scale(view, 0.0, 1.0, shared)
     if view == "sequential":
-        return Scale(view, float(v.min()), float(v.max()), shared)
+        hi = float(v.max())
+        return Scale(view, min(0.0, float(v.min())), hi if hi > 0 else 1.0, shared)
     a = np.abs(v)
     if view == "diverging":
-        # Region maps are few values: their largest |value|; pixel maps are clipped like the magnitude view.
-        s = float(a.max())
+        s = float(np.percentile(a, PIXEL_PERCENTILE)) or float(a.max()) or 1.0
         return Scale(view, -s, s, shared)
     hi = float(np.percentile(a, PIXEL_PERCENTILE))
     if hi <= 0:

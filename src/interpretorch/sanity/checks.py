@@ -27,6 +27,7 @@ from interpretorch.core import check_inputs
 from interpretorch.core.targets import Target
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import layer_name
+from interpretorch.sanity.cascade import PrefixCache
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
 from interpretorch.sanity.similarity import METRICS, baselines, compare
 
@@ -243,8 +244,13 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor,
                         layer: str | nn.Module | None = None, batch_size: int | None = None,
                         options: dict[str, dict] | None = None, metrics: Sequence[str] = METRICS,
                         metric_options: dict[str, dict] | None = None, rule: VerdictRule = VerdictRule(),
-                        keep_maps: int = 4, max_steps: int | None = None, progress: bool = False) -> SanityResult:
+                        keep_maps: int = 4, max_steps: int | None = None, progress: bool = False,
+                        reuse: bool = True) -> SanityResult:
     """The model-parameter randomization test (``mode`` cascading or independent) of ``methods`` on ``inputs``.
+
+    ``reuse``: keep the trained model's activations below the lowest randomized block of each step and resume
+    from them where the method allows (``sanity.cascade``; the maps are the same, the cost lower for layer
+    methods above the cut). It holds one activation per step's cut point for all the images in memory.
 
     ``keep_maps`` first images keep their maps for the figure; ``max_steps`` stops after that many steps (the top
     blocks only: a quicker check, whose verdict can only look at those steps). See ``randomize`` for blocks,
@@ -262,11 +268,12 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor,
     steps = [s for s, _ in plan]
     step_blocks = [[m for i in ids for m in block_list[i].modules] for _, ids in plan]
     original, idx = explainer.original(model, x)
+    cache = PrefixCache(model, x, block_list, plan) if reuse else None
     per_step: dict[str, list] = {"sims": [], "maps": []}
     models = randomized_models(model, mode, block_list, init=init, std=std, reset_running_stats=reset_running_stats,
                                seed=seed, seeding=seeding)
     for s, (name, work) in zip(range(len(plan)), models):
-        maps = explainer(work, x)
+        maps = explainer(cache.wrap(work, plan[s][1]) if cache is not None else work, x)
         per_step["sims"].append({m: compare(original[m], maps[m], metrics, metric_options) for m in names})
         if keep_maps:
             per_step["maps"].append({m: maps[m][:keep_maps].cpu() for m in names})
@@ -275,6 +282,7 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor,
                 f"{m} {float(_nanmean(per_step['sims'][-1][m][rule.metric])):.3f}" for m in names
                 if rule.metric in metrics), flush=True)
     config = {"init": init, "std": std if init == "normal" else None, "reset_running_stats": reset_running_stats,
+              "reuse": dict(cache.counts) if cache is not None else None,
               "seed": seed, "seeding": seeding, "granularity": granularity if blocks is None else "blocks",
               "layer": explainer.used_layer,
               "metrics": list(metrics), "rule": {"metric": rule.metric, "threshold": rule.threshold,

@@ -9,6 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from interpretorch.core import flags as red
+from interpretorch.core.stats import mean_ci
+from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html
 from interpretorch.report.drawing import render_visualization, to_uint8_images
 from interpretorch.sanity.checks import SanityResult
 
@@ -52,7 +55,7 @@ def figure(result: SanityResult, image: int = 0, path: str | Path | None = None,
             ax.imshow(render_visualization(t, "abs_grayscale")[0])
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(cols[c], fontsize=7, rotation=60, ha="left", va="bottom")
+                ax.set_title(cols[c], fontsize=8, rotation=60, ha="left", va="bottom")
         axes[r, 0].set_ylabel(m, fontsize=8)
     mode = {"cascading": "cascading randomization, top block first", "independent": "independent randomization",
             "data": "data randomization"}.get(result.mode, result.mode)
@@ -100,6 +103,54 @@ def curves(result: SanityResult, path: str | Path | None = None, metrics: Sequen
     return fig
 
 
+def verdict_evidence(data: dict) -> dict[str, dict]:
+    """Per method the numbers behind its verdict, from ``sanity.json``'s structure: the step where its mean
+    similarity was lowest (up to the verdict's step), the n images defined there and the 95% t interval."""
+    out = {}
+    for m, e in data["methods"].items():
+        v = e["verdict"]
+        rows = e.get(v["metric"], {}).get("per_image") or []
+        steps = data["steps"]
+        best = None
+        for j in range(min(v["by_step_index"] + 1, len(steps))):
+            vals = [row[j] for row in rows if j < len(row) and row[j] is not None]
+            if vals:
+                ci = mean_ci(vals)
+                if best is None or ci["mean"] < best["mean"]:
+                    best = {**ci, "step": steps[j]}
+        defined = [sum(1 for row in rows if j < len(row) and row[j] is not None) for j in range(len(steps))]
+        out[m] = {"at": best, "defined": defined, "n": len(rows)}
+    return out
+
+
+def sanity_answer(data: dict) -> tuple[str, list[dict]]:
+    """The sanity page's headline (which methods pass, with n and the interval at the deciding step) and its
+    red flags (steps where a method's similarity is undefined for some images; verdicts whose interval straddles
+    the threshold)."""
+    ev = verdict_evidence(data)
+    test = {"cascading": "the cascading randomization test", "independent": "the independent randomization test",
+            "data": "the data randomization test"}.get(data["mode"], f"the {data['mode']} test")
+    parts, flags = [], []
+    for m, e in data["methods"].items():
+        v, at = e["verdict"], ev[m]["at"]
+        word = "passes" if v["passes"] else "fails"
+        if at is None:
+            parts.append(f"{m} {word} (similarity undefined at every step)")
+            continue
+        ci = "" if at["ci_low"] is None else f", 95% CI [{at['ci_low']:.2f}, {at['ci_high']:.2f}]"
+        parts.append(f"{m} {word} ({v['metric']} {at['mean']:.2f} at {at['step']}, n = {at['n']}{ci}; "
+                     f"threshold {v['threshold']:g})")
+        flags.append(red.undefined_steps(f"{m}'s {v['metric']}", ev[m]["defined"], ev[m]["n"], data["steps"]))
+        if at["ci_low"] is not None and at["ci_low"] <= v["threshold"] <= at["ci_high"]:
+            flags.append(red.flag("verdict_uncertain",
+                                  f"Uncertain verdict: {m} {word} on a mean of {at['mean']:.3f} whose 95% interval "
+                                  f"[{at['ci_low']:.3f}, {at['ci_high']:.3f}] (n = {at['n']}) contains the threshold "
+                                  f"{v['threshold']:g}; more images would be needed to decide.",
+                                  method=m, mean=at["mean"], ci=[at["ci_low"], at["ci_high"]], n=at["n"]))
+    headline = f"In {test}: " + "; ".join(parts) + "." if parts else "No method was checked."
+    return headline, [f for f in flags if f]
+
+
 def write_json(result: SanityResult, path: str | Path) -> Path:
     """Write ``sanity.json``."""
     path = Path(path)
@@ -120,6 +171,7 @@ def save_report(result: SanityResult, out_dir: str | Path, *, images: torch.Tens
     data = result.to_json()
     if extra:
         data["extra"] = extra
+    data["headline"], data["flags"] = sanity_answer(data)
     (out / "sanity.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     kept = next(iter(result.original_maps.values())).shape[0] if result.original_maps else 0
     names = list(image_names) if image_names is not None else [f"image {i}" for i in range(len(result.target)
@@ -134,7 +186,11 @@ def save_report(result: SanityResult, out_dir: str | Path, *, images: torch.Tens
     env = Environment(loader=PackageLoader("interpretorch.sanity", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v)
-    html = env.get_template("index.html").render(r=data, figures=figures, model=model_name, images=names)
+    html = env.get_template("index.html").render(r=data, figures=figures, model=model_name, images=names,
+                                                 answer=answer_html(data["headline"], data["flags"]),
+                                                 answer_css=ANSWER_CSS, cbar=colorbar_html(
+                                                     0, "99th pct", "gray", "each map: |attribution| from 0 (black) "
+                                                     "to its own 99th percentile (white, clipped above)"))
     path = out / "index.html"
     path.write_text(html, encoding="utf-8")
     return path

@@ -36,12 +36,20 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks (1..N) of each row of a (B, N) tensor, ties getting their average rank (as scipy.stats.rankdata)."""
-    s = x.sort(dim=1).values.contiguous()
-    x = x.contiguous()
-    below = torch.searchsorted(s, x, side="left")
-    upto = torch.searchsorted(s, x, side="right")
-    return (below + upto + 1).to(torch.float64) / 2.0
+    """Ranks (1..N) of each row of a (B, N) tensor, ties getting their average rank (as scipy.stats.rankdata).
+
+    One sort per row; each run of equal sorted values gets the mean of its first and last position."""
+    s, order = x.contiguous().sort(dim=1)
+    b, n = s.shape
+    pos = torch.arange(n, device=s.device).expand(b, n)
+    first = torch.ones_like(s, dtype=torch.bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    last = torch.ones_like(s, dtype=torch.bool)
+    last[:, :-1] = first[:, 1:]
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), dim=1).values
+    end = torch.cummin(torch.where(last, pos, torch.full_like(pos, n - 1)).flip(1), dim=1).values.flip(1)
+    avg = (start + end).to(torch.float64) / 2.0 + 1.0
+    return torch.empty_like(avg).scatter_(1, order, avg)
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -76,8 +84,15 @@ def spearman_abs(a: torch.Tensor, b: torch.Tensor, percentile: float = 99.0) -> 
     """
     _check_pair(a, b)
     if _is_image(a):
+        if percentile >= 100:  # no clipping: the view is an increasing affine map of the |map|, ranks alike
+            return spearman_rows(_flat(_abs_sum(a)), _flat(_abs_sum(b)))
         return spearman_rows(_flat(abs_grayscale(a, percentile)), _flat(abs_grayscale(b, percentile)))
     return spearman_rows(_flat(a).abs(), _flat(b).abs())
+
+
+def _abs_sum(m: torch.Tensor) -> torch.Tensor:
+    a = m.detach().abs()
+    return a.sum(1) if a.dim() == 4 else a
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:

@@ -14,12 +14,28 @@ Methods (the embeddings are those of the model's own token embedding layers, pos
 * ``integrated_gradients``: (embedding - baseline-token embedding) x the path-averaged gradient, on the
   straight path from the baseline token's embedding (``baseline_id``) at every attributed column at once;
 * ``ablation``: score(original) - score(column j replaced by ``baseline_id``), or with column j removed from the
-  sequence (``ablation="remove"``); one forward per ablated column gives every row.
+  sequence (``ablation="remove"``); one forward per ablated column gives every row;
+* ``rollout``: attention rollout through encoder self-attention, causal decoder self-attention and cross-attention
+  (``seq_rollout.seq_rollout``), read at the position that predicts each answer token; it ignores the target,
+  so one forward per sequence gives every row (rows sum to 1; ``target="sequence"`` sums the answer's rows);
+* ``gradient_rollout``: Chefer et al. 2021b's rules for self- and cross-attention relevance
+  (``seq_rollout.seq_gradient_rollout``) with the attentions weighted by the gradient of each row's target;
+* ``attnlrp``: AttnLRP (Achtibat et al. 2024; ``lrp.sequence_rules``) of each row's target *logit* (the logit
+  difference for a contrastive target, which equals the log-probability difference; the sum of the answer's
+  logits for ``target="sequence"``), read as relevance x embedding: the softmax rule's bias term, biases and
+  position embeddings keep the rest of the logit (conservation).
+
+The attention methods need the attention probabilities: fused attention (``F.scaled_dot_product_attention``,
+``nn.MultiheadAttention``) is decomposed while they run, eager attention is a softmax over a 4-D tensor; for an
+encoder-decoder the model needs ``get_encoder()`` (Hugging Face models have it) so encoder attentions are
+told apart, and each decoder layer runs its self-attention before its cross-attention.
 
 Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
 (sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
 whole sequence for ``target="sequence"``); ablation's row is one
-(sequence, ablated column) forward plus one unablated forward per sequence. ``attribute_generated=False``
+(sequence, ablated column) forward plus one unablated forward per sequence; ``gradient_rollout`` and
+``attnlrp`` rows are (sequence, target row), one forward and backward each, cut as a gradient row; a
+``rollout`` row is one sequence, a forward only. ``attribute_generated=False``
 keeps the answer tokens fixed (only source and prompt are perturbed), which is Captum's ``LLMAttribution`` /
 ``LLMGradientAttribution`` definition; their columns are then zero.
 
@@ -30,19 +46,33 @@ and an ``is_encoder_decoder`` attribute (see ``interpretorch.transformers.seq_mo
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.integrated import ig_quadrature
+from interpretorch.capture import preserved_state
 from interpretorch.core.batching import rows_per_pass
+from interpretorch.transformers.lrp import identity_rule, sequence_rules
+from interpretorch.transformers.seq_rollout import gradient_heads, seq_gradient_rollout, seq_rollout
 
-GENERATION_METHODS = ("input_x_gradient", "integrated_gradients", "ablation")
+DEFAULT_METHODS = ("input_x_gradient", "integrated_gradients", "ablation")
+ATTENTION_METHODS = ("rollout", "gradient_rollout", "attnlrp")
+GENERATION_METHODS = DEFAULT_METHODS + ATTENTION_METHODS
 TARGETS = ("logprob", "contrastive", "sequence")
+METHOD_DOCS = {
+    "input_x_gradient": "gradient x token embedding of each answer token's log-probability",
+    "integrated_gradients": "Integrated Gradients on the token embeddings from the baseline token's embedding",
+    "ablation": "change of the log-probability when a token is replaced by the baseline token or removed",
+    "rollout": "attention rollout through encoder, causal decoder and cross-attention (Abnar & Zuidema 2020)",
+    "gradient_rollout": "Chefer et al. 2021b's gradient-weighted self- and cross-attention relevance",
+    "attnlrp": "AttnLRP (Achtibat et al. 2024) of each answer token's logit, one modified backward per token",
+}
 ABLATIONS = ("baseline", "remove")
 
 
@@ -70,6 +100,14 @@ class SeqAdapter:
             return "logits_to_keep" in inspect.signature(self.model.forward).parameters
         except (TypeError, ValueError):
             return False
+
+    def encoder_module(self) -> nn.Module:
+        """The encoder of an encoder-decoder model (``get_encoder()``)."""
+        get = getattr(self.model, "get_encoder", None)
+        if get is None:
+            raise TypeError(f"{type(self.model).__name__} has no get_encoder(): the attention methods need it to "
+                            "tell encoder attentions from decoder ones")
+        return get()
 
     @property
     def device(self) -> torch.device:
@@ -113,7 +151,9 @@ class SeqAdapter:
 class GenerationAttribution:
     """One sequence's explanation: ``matrices[method]`` is (rows, columns) with columns ``source + prompt +
     answer`` token ids and one row per answer token (or one for the whole answer); ``scores`` are the rows'
-    target values and ``logprobs`` the answer tokens' log-probabilities."""
+    target values and ``logprobs`` the answer tokens' log-probabilities. With ``attnlrp``, ``lrp_target`` is each
+    row's explained logit and ``lrp_softmax_share`` the part of it the softmax rule's bias term keeps (the rest is
+    the matrix row's sum plus what biases and position embeddings keep)."""
 
     source_ids: list[int]
     prompt_ids: list[int]
@@ -122,6 +162,8 @@ class GenerationAttribution:
     scores: torch.Tensor
     logprobs: torch.Tensor
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
+    lrp_target: torch.Tensor | None = None
+    lrp_softmax_share: torch.Tensor | None = None
 
     @property
     def column_ids(self) -> list[int]:
@@ -156,11 +198,14 @@ def pad_rows(rows: list[list[int]], pad: int, device: torch.device) -> tuple[tor
 
 
 def _token_scores(logits: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor,
-                  contrast: torch.Tensor | None) -> torch.Tensor:
-    """Per-token targets (B, N) from logits (B, T, V) read at ``positions`` (B, N) for ``tokens`` (B, N)."""
+                  contrast: torch.Tensor | None, raw: bool = False) -> torch.Tensor:
+    """Per-token targets (B, N) from logits (B, T, V) read at ``positions`` (B, N) for ``tokens`` (B, N): log-
+    probabilities, or with ``raw`` the logits themselves."""
     rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
     picked = logits[rows, positions.clamp(0, logits.shape[1] - 1)]  # padded entries: any position, weight 0
-    logp = F.log_softmax(picked.float() if picked.dtype in (torch.float16, torch.bfloat16) else picked, dim=-1)
+    if picked.dtype in (torch.float16, torch.bfloat16):
+        picked = picked.float()
+    logp = picked if raw else F.log_softmax(picked, dim=-1)
     s = logp.gather(-1, tokens[..., None])[..., 0]
     if contrast is not None:
         s = s - logp.gather(-1, contrast[..., None])[..., 0]
@@ -242,7 +287,7 @@ def _weights(seq: _Seq, target: str) -> torch.Tensor:
 
 
 def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], *,
-                         sources: Sequence[Sequence[int]] | None = None, methods: Sequence[str] = GENERATION_METHODS,
+                         sources: Sequence[Sequence[int]] | None = None, methods: Sequence[str] = DEFAULT_METHODS,
                          target: str = "logprob", contrasts: Sequence[Sequence[int]] | None = None,
                          baseline_id: int = 0, steps: int = 32, ig_method: str = "gausslegendre",
                          ablation: str = "baseline", attribute_generated: bool = True,
@@ -279,6 +324,11 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
             if m == "ablation":
                 mats = _ablation(adapter, seqs, clean, target, ablation, baseline_id, pad_id, rows,
                                  attribute_generated)
+            elif m in ATTENTION_METHODS:
+                mats, kept = _attention_based(adapter, seqs, target, m, pad_id, rows, attribute_generated)
+                if m == "attnlrp":
+                    for r, k in zip(results, kept):
+                        r.lrp_target, r.lrp_softmax_share = k[:, 0], k[:, 1]
             else:
                 mats = _gradient(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
                                  attribute_generated)
@@ -376,6 +426,156 @@ def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target:
     for job in jobs:
         groups.setdefault(len(seqs[job[0]].prompt) + job[1], []).append(job)
     return [g[i:i + rows] for _, g in sorted(groups.items()) for i in range(0, len(g), rows)]
+
+
+def _row_score(logits: torch.Tensor, cs: list[_Seq], chunk: list[tuple[int, int, int]], weights: list[torch.Tensor],
+               target: str, raw: bool) -> torch.Tensor:
+    """The target of each row of one call (rows,): per-token rows read the last position's logits."""
+    dev = logits.device
+    pos, tok, con = _targets(cs, dev)
+    if target == "sequence":
+        per_token = _token_scores(logits, pos, tok, con, raw)
+        w = torch.zeros_like(per_token)
+        for i, (b, r, _) in enumerate(chunk):
+            w[i, :len(cs[i].answer)] = weights[b][r].to(w)
+        return (w * per_token).sum(1)
+    pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
+    return _token_scores(logits[:, -1:], torch.zeros_like(pick), tok.gather(1, pick),
+                         None if con is None else con.gather(1, pick), raw)[:, 0]
+
+
+@contextlib.contextmanager
+def _encoder_span(adapter: SeqAdapter, state) -> Iterator[dict[str, int]]:
+    """Where the encoder's attentions start and end in ``state.probs`` (hooks on the encoder, removed after)."""
+    span = {"start": 0, "end": 0}
+    if not adapter.encoder_decoder:
+        yield span
+        return
+    enc = adapter.encoder_module()
+    handles = [enc.register_forward_pre_hook(lambda m, a: span.update(start=len(state.probs))),
+               enc.register_forward_hook(lambda m, a, o: span.update(end=len(state.probs)))]
+    try:
+        yield span
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def _activation_rules(model: nn.Module) -> Iterator[None]:
+    """The identity rule on Hugging Face activation modules (GPT-2's tanh GELU is written out in products)."""
+    def hook(m, args, out):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and out.shape == x.shape:
+            return identity_rule(x, out, 0.5)
+        return None
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if type(m).__module__.startswith("transformers.activations")]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _attention_kinds(probs: list[torch.Tensor], span: dict[str, int], encoder_decoder: bool) -> list[str]:
+    """``enc`` / ``self`` / ``cross`` of each recorded attention: decoder layers run self then cross."""
+    if not encoder_decoder:
+        return ["self"] * len(probs)
+    if span["start"] != 0:
+        raise RuntimeError("attention ran before the encoder; cannot tell encoder and decoder attentions apart")
+    n_dec = len(probs) - span["end"]
+    if n_dec % 2:
+        raise RuntimeError(f"{n_dec} decoder attentions: expected a self- and a cross-attention per layer")
+    return ["enc"] * span["end"] + ["self", "cross"] * (n_dec // 2)
+
+
+def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, pad_id: int, rows: int,
+                     attribute_generated: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Rollout, gradient rollout or AttnLRP: rows are (sequence, target row), or one per sequence for rollout.
+    Also, per sequence, (rows, 2): AttnLRP's target logit and the softmax rule's share of it (empty otherwise)."""
+    dev, model = adapter.device, adapter.model
+    weights = [_weights(s, target) for s in seqs]
+    out = [torch.zeros(w.shape[0], len(s.source) + len(s.decoder), dtype=torch.float64)
+           for s, w in zip(seqs, weights)]
+    kept = [torch.zeros(w.shape[0], 2, dtype=torch.float64) for w in weights]
+    full = method == "rollout" or target == "sequence"
+    if method == "rollout":
+        jobs = [(b, 0, 0) for b in range(len(seqs))]
+        chunks = [jobs[i:i + rows] for i in range(0, len(jobs), rows)]
+    else:
+        jobs = [(b, r, 0) for b, w in enumerate(weights) for r in range(w.shape[0])]
+        chunks = _gradient_chunks(jobs, seqs, target, rows)
+    for chunk in chunks:
+        cs = [seqs[b] for b, _, _ in chunk]
+        decs = [s.decoder if full else s.decoder[:len(s.prompt) + r] for s, (_, r, _) in zip(cs, chunk)]
+        dec_ids, dec_mask = pad_rows(decs, pad_id, dev)
+        src_in = src_mask = None
+        with torch.no_grad():
+            dec_in = adapter.embed_target(dec_ids)
+            if adapter.encoder_decoder:
+                src_ids, src_mask = pad_rows([s.source for s in cs], pad_id, dev)
+                src_in = adapter.embed_source(src_ids).detach().requires_grad_(True)
+        dec_in = dec_in.detach().requires_grad_(True)
+        lrp = method == "attnlrp"
+        with preserved_state(model), torch.enable_grad():
+            for p in model.parameters():
+                p.requires_grad_(False)
+            with sequence_rules(rules=lrp, record=lrp) as state, _encoder_span(adapter, state) as span, \
+                    _activation_rules(model) if lrp else contextlib.nullcontext():
+                logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=not full)
+            probs = state.probs
+            if method != "rollout":
+                row_scores = _row_score(logits, cs, chunk, weights, target, raw=lrp)
+                score = row_scores.sum()
+            if lrp:
+                leaves = [dec_in] + ([src_in] if src_in is not None else [])
+                recorded = [t for pair in state.softmax for t in pair]
+                grads = torch.autograd.grad(score, leaves + recorded, allow_unused=True)
+                rel_dec = (grads[0] * dec_in).sum(-1).detach()
+                rel_src = (grads[1] * src_in).sum(-1).detach() * src_mask if src_in is not None else None
+                share = torch.zeros(len(chunk), dtype=torch.float64, device=dev)
+                g_rec = grads[len(leaves):]
+                for j, (lg, pr) in enumerate(state.softmax):
+                    gl, gp = g_rec[2 * j], g_rec[2 * j + 1]
+                    if gl is None or gp is None:
+                        continue
+                    lg = torch.where(torch.isfinite(lg), lg, torch.zeros_like(lg))
+                    share += ((pr * gp).flatten(1).sum(1) - (lg * gl).flatten(1).sum(1)).detach().double()
+            else:
+                kinds = _attention_kinds(probs, span, adapter.encoder_decoder)
+                if method == "rollout":
+                    layers = [(k, a.detach().mean(1)) for k, a in zip(kinds, probs)]
+                    r_qs, r_qq = seq_rollout(layers)
+                else:
+                    g = torch.autograd.grad(score, probs, allow_unused=True)
+                    layers = [(k, gradient_heads(a.detach(), torch.zeros_like(a) if gi is None else gi))
+                              for k, a, gi in zip(kinds, probs, g)]
+                    r_qs, r_qq = seq_gradient_rollout(layers)
+                rel_src, rel_dec = r_qs.detach(), r_qq.detach()
+        for i, (b, r, _) in enumerate(chunk):
+            s = seqs[b]
+            ns, p = len(s.source), len(s.prompt)
+            nd = len(decs[i])
+            n_scope = p + (len(s.answer) if attribute_generated else 0)
+            row_ids = range(weights[b].shape[0]) if method == "rollout" else [r]
+            for rr in row_ids:
+                if lrp:
+                    kept[b][rr, 0] = float(row_scores[i].detach())
+                    kept[b][rr, 1] = float(share[i])
+                    src_row = rel_src[i] if rel_src is not None else None
+                    dec_row = rel_dec[i]
+                else:
+                    at = [p - 1 + k for k in range(len(s.answer))] if target == "sequence" else [p - 1 + rr]
+                    if not full:
+                        at = [nd - 1]
+                    src_row = rel_src[i, at].sum(0) if ns else None
+                    dec_row = rel_dec[i, at].sum(0)
+                if ns:
+                    out[b][rr, :ns] = src_row[:ns].double().cpu()
+                keep = min(nd, n_scope)
+                out[b][rr, ns:ns + keep] = dec_row[:keep].double().cpu()
+    return [o.to(_out_dtype(adapter)) for o in out], kept
 
 
 def _out_dtype(adapter: SeqAdapter) -> torch.dtype:
@@ -524,7 +724,10 @@ def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, mo
     return {"model": model, "text": text, "target": attr.target, "input_tokens": tokens[:n_in],
             "output_tokens": tokens[n_in:], "n_source": len(attr.source_ids), "row_tokens": rows,
             "scores": [float(v) for v in attr.scores], "logprobs": [float(v) for v in attr.logprobs],
-            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat]}
+            "methods": {m: {"matrix": [[float(v) for v in row] for row in mat], **(
+                {"target_logit": [float(v) for v in attr.lrp_target],
+                 "softmax_share": [float(v) for v in attr.lrp_softmax_share]}
+                if m == "attnlrp" and attr.lrp_target is not None else {})}
                         for m, mat in attr.matrices.items()}}
 
 

@@ -112,7 +112,7 @@ def _sdpa(state: "RuleCounts", query, key, value, attn_mask=None, dropout_p=0.0,
         key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     logits = torch.matmul(query, key.transpose(-2, -1))
-    if _both_relevant(query, key):
+    if state.rules and _both_relevant(query, key):
         logits = _half(logits)
     logits = logits * scale
     t, s = logits.shape[-2], logits.shape[-1]
@@ -131,8 +131,59 @@ def _sdpa(state: "RuleCounts", query, key, value, attn_mask=None, dropout_p=0.0,
         logits.retain_grad()
         probs.retain_grad()
         state.softmax.append((logits, probs))
+    if state.sequence:
+        state.probs.append(probs)
     out = torch.matmul(probs, value)
-    return _half(out) if _both_relevant(probs, value) else out
+    return _half(out) if state.rules and _both_relevant(probs, value) else out
+
+
+def _mha(state: "RuleCounts", query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+         bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
+         key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
+         q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+         average_attn_weights=True, is_causal=False):
+    """``F.multi_head_attention_forward`` ((L, N, E) inputs) decomposed into projections and ``_sdpa``."""
+    if bias_k is not None or add_zero_attn or static_k is not None or static_v is not None:
+        raise NotImplementedError("nn.MultiheadAttention with add_bias_kv, add_zero_attn or static keys is not "
+                                  "covered")
+    if training and dropout_p:
+        raise ValueError("AttnLRP needs the model in eval mode (attention dropout is active)")
+    if query.dim() != 3:
+        raise NotImplementedError("nn.MultiheadAttention needs batched (3-D) inputs here")
+    if use_separate_proj_weight:
+        wq, wk, wv = q_proj_weight, k_proj_weight, v_proj_weight
+    else:
+        wq, wk, wv = in_proj_weight.chunk(3)
+    bq = bk = bv = None
+    if in_proj_bias is not None:
+        bq, bk, bv = in_proj_bias.chunk(3)
+    t, n, e = query.shape
+    s, h = key.shape[0], int(num_heads)
+
+    def heads(x, w, b):
+        y = F.linear(x, w, b)
+        return y.reshape(y.shape[0], n, h, e // h).permute(1, 2, 0, 3)  # (N, H, L, d)
+    q, k, v = heads(query, wq, bq), heads(key, wk, bk), heads(value, wv, bv)
+    mask = torch.zeros(n, 1, t, s, dtype=q.dtype, device=q.device)
+    if key_padding_mask is not None:
+        kpm = key_padding_mask
+        kpm = (torch.zeros(kpm.shape, dtype=q.dtype, device=q.device).masked_fill(kpm, float("-inf"))
+               if kpm.dtype == torch.bool else kpm.to(q.dtype))
+        mask = mask + kpm.reshape(n, 1, 1, s)
+    if attn_mask is None and is_causal:
+        attn_mask = torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1)
+    if attn_mask is not None:
+        am = (torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill(attn_mask, float("-inf"))
+              if attn_mask.dtype == torch.bool else attn_mask.to(q.dtype))
+        mask = mask + (am.reshape(1, 1, t, s) if am.dim() == 2 else am.reshape(n, h, t, s))
+    o = _sdpa(state, q, k, v, attn_mask=mask)
+    out = F.linear(o.permute(2, 0, 1, 3).reshape(t, n, e), out_proj_weight, out_proj_bias)
+    weights = None
+    if need_weights:
+        weights = state.probs[-1].detach() if state.probs else None
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(1)
+    return out, weights
 
 
 @dataclass
@@ -144,6 +195,9 @@ class RuleCounts:
     conservative: bool = False
     record: bool = False
     softmax: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    sequence: bool = False
+    rules: bool = True
+    probs: list[torch.Tensor] = field(default_factory=list)
 
     def softmax_leak(self) -> list[torch.Tensor]:
         """Per recorded attention: relevance at its probabilities minus at its logits, per image (B,) - what the
@@ -170,6 +224,12 @@ class _AttnLRPMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
+        if self.counts.sequence:
+            handled, out = self._sequence(func, args, kwargs)
+            if handled:
+                return out
+            if not self.counts.rules:
+                return func(*args, **kwargs)
         if func is F.layer_norm:
             self.counts.add("layer_norm")
             return _layer_norm_const_std(*args, **kwargs)
@@ -203,6 +263,68 @@ class _AttnLRPMode(TorchFunctionMode):
                 return _half(out)
             return out
         return func(*args, **kwargs)
+
+
+    def _sequence(self, func, args, kwargs) -> tuple[bool, object]:
+        """The rules only sequence models need (their decomposed attentions are also recorded)."""
+        c = self.counts
+        if func is F.multi_head_attention_forward:
+            c.add("mha")
+            return True, _mha(c, *args, **kwargs)
+        if func is F.scaled_dot_product_attention:
+            c.add("sdpa")
+            if kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0):
+                raise ValueError("AttnLRP needs the model in eval mode (attention dropout is active)")
+            return True, _sdpa(c, *args, **kwargs)
+        if func in (F.softmax, torch.softmax, torch.Tensor.softmax):
+            out = func(*args, **kwargs)
+            x = args[0]
+            if isinstance(x, torch.Tensor) and x.dim() == 4 and out.requires_grad:  # eager attention
+                c.add("softmax")
+                if c.rules and c.conservative:
+                    out = out.detach()
+                c.probs.append(out)
+            return True, out
+        if not c.rules:
+            return False, None
+        if func in (torch.rsqrt, torch.Tensor.rsqrt):  # RMSNorm: the scale is a constant (identity rule)
+            c.add("rsqrt")
+            return True, func(*args, **kwargs).detach()
+        if func is getattr(F, "rms_norm", None):
+            c.add("rms_norm")
+            return True, _rms_norm_const(*args, **kwargs)
+        if func in (torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__):
+            out = func(*args, **kwargs)
+            if len(args) >= 2 and _both_relevant(args[0], args[1]):  # gated MLP: uniform rule
+                c.add("mul")
+                return True, _half(out)
+            return True, out
+        return False, None
+
+
+def _rms_norm_const(x: torch.Tensor, normalized_shape, weight=None, eps: float | None = None) -> torch.Tensor:
+    dims = tuple(range(-len(tuple(normalized_shape)), 0))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    y = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps).detach()
+    return y * weight if weight is not None else y
+
+
+def identity_rule(x: torch.Tensor, y: torch.Tensor, limit: float = 0.5) -> torch.Tensor:
+    """y = f(x) whose backward is AttnLRP's identity rule R_x = R_y (``limit`` = f'(0))."""
+    return _identity_rule(x, y, limit)
+
+
+@contextlib.contextmanager
+def sequence_rules(*, rules: bool = True, conservative: bool = False, record: bool = False
+                   ) -> Iterator[RuleCounts]:
+    """Like ``attnlrp_rules``, for sequence models: also ``nn.MultiheadAttention`` (decomposed), RMSNorm (its scale
+    ``torch.rsqrt(...)`` a constant), products of two relevant tensors (gated MLPs: uniform rule); every attention
+    probability tensor (decomposed SDPA / MHA, or a softmax over a 4-D input) is kept in ``probs`` in call order.
+    ``rules=False`` keeps plain gradients and only decomposes and records the attentions; ``record`` as in
+    ``attnlrp_rules`` (decomposed attentions only)."""
+    counts = RuleCounts(conservative=conservative, sequence=True, rules=rules, record=record)
+    with _AttnLRPMode(counts):
+        yield counts
 
 
 @contextlib.contextmanager

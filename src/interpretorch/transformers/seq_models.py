@@ -126,6 +126,10 @@ class TranslationTransformer(nn.Module):
         """Source token embeddings (B, S, D)."""
         return self.src_embed(ids)
 
+    def get_encoder(self) -> nn.Module:
+        """The encoder (the attention methods of generation attribution tell its attentions apart)."""
+        return self.transformer.encoder
+
     def embed_target(self, ids: torch.Tensor) -> torch.Tensor:
         """Decoder token embeddings (B, T, D)."""
         return self.tgt_embed(ids)

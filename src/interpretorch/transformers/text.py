@@ -361,34 +361,19 @@ def top_words(tokens: Sequence[str], scores: Sequence[float], k: int = 3) -> lis
 
 
 def highlight_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for the HTML view: per sentence and method, words with a background colour and the score."""
+    """Rows for the HTML view: per sentence and method, words with a background colour and the score printed
+    under each word; the colour scale of a row is 0 to its largest |score| (stated in the row)."""
     rows = []
     for sent in result["sentences"]:
         for m, d in sent["methods"].items():
             span = max((abs(v) for v in d["scores"]), default=0.0)
-            rows.append({"text": sent["text"], "method": m,
+            rows.append({"text": sent["text"], "method": m, "span": span, "sum": float(sum(d["scores"])),
                          "words": [{"word": w, "score": v, "color": _color(v, span)}
                                    for w, v in zip(d["tokens"], d["scores"])],
                          "top": top_words(d["tokens"], d["scores"]) or ["(all scores zero: no word stands out)"]})
     return rows
 
 
-def write_text_report(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``index.html`` (highlighted words, score on hover) and ``results.json`` into ``out_dir``."""
-    import json
-
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    env = Environment(loader=PackageLoader("interpretorch.transformers", "templates"),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("text.html").render(r=result, rows=highlight_rows(result))
-    (out / "index.html").write_text(html, encoding="utf-8")
-    return out / "index.html"
-
-
 __all__ = ["TEXT_METHODS", "TextModel", "load_text_model", "load_minilm", "minilm_path", "encode", "merge_words",
            "similarity_score", "class_score", "token_attributions", "sentence_embeddings", "explain_similarity",
-           "explain_sentence", "write_text_report", "TokenAttribution"]
+           "explain_sentence", "highlight_rows", "TokenAttribution"]

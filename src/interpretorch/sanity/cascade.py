@@ -1,0 +1,190 @@
+"""Reuse of the unchanged bottom of the network in cascading randomization.
+
+In the top-down cascade, step k randomizes the top k+1 blocks; everything below the lowest randomized block keeps
+the trained weights, so its forward activations on the inputs are the trained model's. ``PrefixCache`` computes
+them once (one forward pass of the trained model, recording the output of every cut point the steps need) and
+``PrefixCache.wrap`` hands the method a model that, when called on (a contiguous run of) those very inputs,
+resumes from the cached activation and runs only the randomized top part.
+
+It is method-agnostic and falls back to the full forward pass whenever reuse would be wrong: inputs that require
+gradients (a pixel attribution differentiates through the bottom too), inputs that are not rows of the cached ones
+(perturbed or noisy copies), or a hook on any module of the bottom part (a layer method whose layer lies below the
+cut). So CAMs at a layer inside the randomized part skip the bottom's forward and backward at every step, while
+Gradient costs what it did. Possible only where the model's forward is a chain (``nn.Sequential`` or ``stages()``)
+down to the cut; otherwise nothing is cached and every step runs the full model.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from interpretorch.capture import capture
+from interpretorch.sanity.randomize import Block
+
+__all__ = ["chain", "cut_before", "PrefixCache", "ResumedModel"]
+
+
+def chain(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The (name, module) pairs whose composition is ``module``'s forward, when known (``nn.Sequential`` children
+    or ``stages()``), else None."""
+    if isinstance(module, nn.Sequential):
+        return list(module.named_children())
+    stages = getattr(module, "stages", None)
+    return list(stages()) if callable(stages) else None
+
+
+def _lookup(model: nn.Module, name: str) -> nn.Module | None:
+    m = model
+    for part in name.split("."):
+        links = chain(m)
+        found = dict(links).get(part) if links is not None else None
+        if found is None:
+            return None
+        m = found
+    return m
+
+
+def cut_before(model: nn.Module, name: str) -> str | None:
+    """The chain element whose output is the input of module ``name`` (its predecessor in the nested chain of
+    ``nn.Sequential`` / ``stages()``), or None when ``name`` is first or the model is not such a chain there."""
+    parts = name.split(".")
+    parent = ".".join(parts[:-1])
+    links = chain(model if not parent else _lookup(model, parent) or nn.Module())
+    if links is None:
+        return None
+    names = [n for n, _ in links]
+    if parts[-1] not in names:
+        return None
+    i = names.index(parts[-1])
+    if i > 0:
+        return ".".join(p for p in (parent, names[i - 1]) if p)
+    return cut_before(model, parent) if parent else None
+
+
+def _split(model: nn.Module, cut: str) -> tuple[list[nn.Module], list[nn.Module]] | None:
+    """(the modules the resumed forward skips, the tail modules it runs after ``cut``, in order), or None. The
+    skipped ones are the chain elements up to and including ``cut`` and the containers around it (the model and
+    the chains it opens), whose own hooks would not fire either."""
+    parts = cut.split(".")
+    module: nn.Module = model
+    skipped: list[nn.Module] = []
+    levels: list[list[nn.Module]] = []
+    for depth, part in enumerate(parts):
+        links = chain(module)
+        if links is None:
+            return None
+        names = [n for n, _ in links]
+        if part not in names:
+            return None
+        i = names.index(part)
+        last = depth == len(parts) - 1
+        skipped.extend(m for _, m in links[:i + 1 if last else i])
+        levels.append([m for _, m in links[i + 1:]])
+        module = links[i][1]
+    tail = [m for level in reversed(levels) for m in level]
+    return skipped, tail
+
+
+def _containers(model: nn.Module, cut: str) -> list[nn.Module]:
+    out, m = [model], model
+    for part in cut.split(".")[:-1]:
+        m = dict(chain(m) or [])[part]
+        out.append(m)
+    return out
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks  # noqa: SLF001 - torch's own
+                or getattr(m, "_backward_pre_hooks", None))
+
+
+def _hooked(subtrees: Sequence[nn.Module], containers: Sequence[nn.Module]) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:  # noqa: SLF001 - torch's own
+        return True
+    return any(_has_hooks(m) for top in subtrees for m in top.modules()) or any(_has_hooks(c) for c in containers)
+
+
+class ResumedModel(nn.Module):
+    """The randomized copy seen through the cache: its modules (same names, same objects), and a forward that
+    resumes after ``cut`` from the cached activation when it can, else runs the copy in full."""
+
+    def __init__(self, inner: nn.Module, bottom: list[nn.Module], containers: list[nn.Module],
+                 tail: list[nn.Module], inputs: torch.Tensor, cached: torch.Tensor, counts: dict[str, int]) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "_modules", inner._modules)  # the same module tree: layer names resolve alike
+        object.__setattr__(self, "_parameters", inner._parameters)
+        object.__setattr__(self, "_buffers", inner._buffers)
+        object.__setattr__(self, "_bottom", bottom)
+        object.__setattr__(self, "_containers", containers)
+        object.__setattr__(self, "_tail", tail)
+        object.__setattr__(self, "_inputs", inputs)
+        object.__setattr__(self, "_cached", cached)
+        object.__setattr__(self, "counts", counts)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["inner"], name)
+
+    def _rows(self, x: torch.Tensor) -> slice | None:
+        xs = self._inputs
+        n = x.shape[0]
+        if x.shape[1:] != xs.shape[1:] or x.dtype != xs.dtype or x.device != xs.device or n > xs.shape[0]:
+            return None
+        for s in range(xs.shape[0] - n + 1):
+            if torch.equal(xs[s], x[0]) and torch.equal(xs[s:s + n], x):
+                return slice(s, s + n)
+        return None
+
+    def forward(self, x: torch.Tensor) -> Any:
+        rows = None if (x.requires_grad or _hooked(self._bottom, self._containers)) else self._rows(x)
+        if rows is None:
+            self.counts["full"] += 1
+            return self.inner(x)
+        self.counts["resumed"] += 1
+        h = self._cached[rows].clone()  # the tail may work in place (ReLU(inplace=True))
+        for m in self._tail:
+            h = m(h)
+        return h
+
+
+class PrefixCache:
+    """The trained model's activations at the cut point of every step (computed once), and the wrapper of each
+    step's randomized copy."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, blocks: Sequence[Block],
+                 plan: Sequence[tuple[str, list[int]]]) -> None:
+        self.inputs = inputs
+        self.blocks = list(blocks)
+        self.counts = {"full": 0, "resumed": 0}
+        cuts = {}
+        for _, idx in plan:
+            low = min(idx)
+            if low in cuts:
+                continue
+            cut = cut_before(model, self.blocks[low].modules[0])
+            split = _split(model, cut) if cut is not None else None
+            cuts[low] = (cut, split) if split is not None else (None, None)
+        self.cuts = cuts
+        names = sorted({c for c, _ in cuts.values() if c is not None})
+        self.activations: dict[str, torch.Tensor] = {}
+        if names:
+            with capture(model, names, grad=False) as rec:
+                model(inputs)
+                self.activations = {n: rec[n] for n in names}
+
+    def wrap(self, work: nn.Module, idx: Sequence[int]) -> nn.Module:
+        """``work`` (the step's randomized copy, blocks ``idx`` random) seen through the cache; ``work`` itself when
+        the step has no cut point (its lowest randomized block is the first, or the model is not a chain there)."""
+        cut, _ = self.cuts.get(min(idx), (None, None))
+        if cut is None:
+            return work
+        bottom, tail = _split(work, cut)  # the copy's own modules
+        return ResumedModel(work, bottom, _containers(work, cut), tail, self.inputs, self.activations[cut],
+                            self.counts)
