@@ -289,7 +289,8 @@ def test_the_checks_catch_argparse_below_the_cli(tmp_path):
         "toy/cli/__init__.py": "import argparse\n\ndef run(args: argparse.Namespace):\n    return args.x\n",
         "toy/lib.py": "import argparse\n\ndef work(args: argparse.Namespace) -> int:\n    return args.n\n",
         "toy/reads.py": "from argparse import Namespace\n\ndef work(options):\n    return options.n\n",
-        "toy/parses.py": "import argparse\n\ndef options(argv):\n    return argparse.ArgumentParser().parse_args(argv)\n",
+        "toy/parses.py": "import argparse\n\ndef options(argv):\n"
+                         "    return argparse.ArgumentParser().parse_args(argv)\n",
         "toy/script.py": "import argparse\n\ndef main(argv=None):\n    argparse.ArgumentParser().parse_args(argv)\n\n"
                          "if __name__ == '__main__':\n    main()\n",
         "toy/training.py": "import argparse\n\ndef train_command(argv=None):\n"

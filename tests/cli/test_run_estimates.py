@@ -63,7 +63,7 @@ def test_tcav_estimate_equals_the_rows_of_the_run_and_its_concept_maps_and_knows
 
 def _dataset(tmp_path, n=3):
     folder = tmp_path / "data"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
@@ -136,3 +136,8 @@ def test_the_commands_print_their_estimate_first(tmp_path, capsys):
     assert main(["explain", "--data", str(_dataset(tmp_path)), *common, "--methods", "gradient",
                  "--out", str(tmp_path / "d")]) == 0
     assert _about(capsys.readouterr().err) == [3]
+    data = _dataset(tmp_path / "t", 6)
+    assert main(["tcav", "--images", str(img), "--target", "1", "--concepts", "stripes", "--random", str(data),
+                 "--runs", "3", "--set-size", "4", "--layers", "features.3", *common,
+                 "--out", str(tmp_path / "t")]) == 0
+    assert _about(capsys.readouterr().err) == [4 + 3 * 4 + 1 + 1]  # concept, random sets, gradients, concept map
