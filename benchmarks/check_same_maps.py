@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = old.get(key), new.get(key)
         if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
             same = a == b  # both failed with the same message, or one side is missing
-            rows.append({"map": key, "identical": same, "max_abs_diff": None, "note": f"old: {a!r:.80}; new: {b!r:.80}"})
+            rows.append({"map": key, "identical": same, "max_abs_diff": None,
+                         "note": f"old: {a!r:.80}; new: {b!r:.80}"})
             bad += not same
             continue
         if a.shape != b.shape:

@@ -99,8 +99,8 @@ def image_labels(path: str | Path, names: Sequence[str], class_names: Sequence[s
         p = Path(name)
         labels.append(next((by_key[k] for k in (name, p.name, p.stem) if k in by_key), None))
     if by_key and all(v is None for v in labels):
-        raise LabelError(f"--labels {path}: no line names any of the images ({', '.join(Path(n).name for n in names[:3])}"
-                         f"{', ...' if len(names) > 3 else ''})")
+        shown = ", ".join(Path(n).name for n in names[:3])
+        raise LabelError(f"--labels {path}: no line names any of the images ({shown}{', ...' if len(names) > 3 else ''})")
     return labels
 
 

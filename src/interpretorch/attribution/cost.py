@@ -27,7 +27,7 @@ from interpretorch.capture import capture
 from interpretorch.core import check_inputs, rows_per_pass
 
 __all__ = ["occlusion_windows", "feature_count", "MethodCost", "geometry_of", "time_per_row", "estimate",
-           "Estimate", "estimate_run", "cpu_settings", "CPU_SETTINGS", "SHORTER", "LONG_SECONDS"]
+           "Estimate", "estimate_run", "shorter_settings", "cpu_settings", "CPU_SETTINGS", "SHORTER", "LONG_SECONDS"]
 
 LONG_SECONDS = 120.0  # above this, an estimate also names the settings that would make the run shorter
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from interpretorch.attribution.cost import Estimate, estimate, shorter_settings
+from interpretorch.attribution.cost import SHORTER, Estimate, estimate, shorter_settings, time_per_row
 from interpretorch.attribution.registry import get_method, resolve_methods
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets import job as dataset_job
@@ -117,7 +117,8 @@ def prepare_dataset_job(job: DatasetJob, device: str | None = None) -> Prepared:
 def run_dataset_job(job: DatasetJob, on_estimate: Callable[[Estimate], Any] | None = None) -> DatasetJobResult:
     """Run ``job`` (under ``torchrun`` each process its share); rank 0 merges, summarises and writes the report.
     ``on_estimate`` receives rank 0's :func:`estimate_dataset_job` once the output folder is locked, before the
-    first image (an estimate that fails is skipped). A SIGTERM stops the run as ``runstate.Terminated`` with the finished images kept."""
+    first image (an estimate that fails is skipped). A SIGTERM stops the run as ``runstate.Terminated`` with the
+    finished images kept."""
     rank, world, device = dist.init_from_env(job.device)
     try:
         prepared = prepare_dataset_job(job, device)
@@ -202,8 +203,6 @@ def estimate_dataset_job(job: DatasetJob | Prepared) -> Estimate:
     forward = next((c.seconds / c.rows for c in costs if c.rows and not c.backward), None)
     both = next((c.seconds / c.rows for c in costs if c.rows and c.backward), None)
     if forward is None or both is None:
-        from interpretorch.attribution.cost import time_per_row
-
         forward, both = time_per_row(model, x, job.batch_size)
     metric_rows = 0  # per image, all methods
     gallery = 0  # images the report explains again (evaluate without saved maps: best, worst and random ones)
@@ -223,8 +222,6 @@ def estimate_dataset_job(job: DatasetJob | Prepared) -> Estimate:
     seconds = n * (sum(c.seconds or 0.0 for c in costs) + metric_rows * forward) \
         + gallery * sum(c.seconds or 0.0 for c in costs)
     parts = [(c.method, (n + gallery) * (c.seconds or 0.0)) for c in costs] + [("metrics", n * metric_rows * forward)]
-    from interpretorch.attribution.cost import SHORTER
-
     advice = {**SHORTER, "metrics": "--option deletion.step=0.05 --option insertion.step=0.05 (a coarser step), "
                                     "--metrics with fewer metrics, or --limit N images"}
     return Estimate(n * (method_rows + metric_rows) + gallery * method_rows, seconds, device.type, tuple(unknown),
