@@ -5,8 +5,10 @@ under ``torchrun`` (each rank its share and its own shards; rank 0 merges after 
 
 Per-image results do not depend on how images are batched or sharded: the methods' noise is the same for
 every image, and the metrics with random draws (ROAD's imputation noise, infidelity's perturbations,
-max-sensitivity's noisy copies) run image by image with a seed derived from the image's position in the
-dataset and ``seed``.
+max-sensitivity's noisy copies, every metric whose protocol has a seed) or that re-explain run image by image
+with a seed derived from the image's position in the dataset and ``seed``. Metrics giving one value across a
+set of images, or values relative to the other images (Sensitivity-N, sufficiency, consistency), depend on the
+batching: named, they are refused; in a family, they are left out.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from interpretorch.datasets.writer import (ShardWriter, finished_images, have_py
                                            recover_parts, remove_partial, shard_files, write_columns, write_json)
 from interpretorch.explanation import Explanation
 from interpretorch.metrics.evaluate import evaluate, resolve_metrics
+from interpretorch.metrics.registry import CATEGORIES, get_metric
 from interpretorch.models.preprocess import Preprocess
 from interpretorch.run import run as run_methods
 from interpretorch.runstate import FolderBusy, OutputLock, model_fingerprint, terminate_as_interrupt
@@ -61,6 +64,13 @@ class DatasetRun:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def per_image_metric(name: str) -> bool:
+    """Whether a dataset job evaluates ``name`` image by image, with a seed of the image's own and the method
+    that made each map to re-explain it: it draws random numbers or re-explains (see the module doc)."""
+    m = get_metric(name)
+    return name in NOISY or "explain_fn" in m.needs or "seed" in m.protocol
+
+
 def metric_columns(metrics: Sequence[str] | None) -> list[str]:
     """The table columns of the resolved metric names ('road' gives road_morf and road_lerf)."""
     cols: list[str] = []
@@ -73,6 +83,16 @@ def resolve_dataset_metrics(metrics: str | Sequence[str] | None, localisation: b
     """The metric names a dataset job computes; 'win' joins 'average_drop' (same pass); the pointing games need
     boxes or masks."""
     names = resolve_metrics(metrics)
+    whole = [m for m in names if "image_set" in get_metric(m).needs]
+    if whole:
+        named = metrics is not None and metrics != "all" and any(
+            get_metric(n).name in whole for n in ([metrics] if isinstance(metrics, str) else metrics)
+            if n.strip().lower().replace("-", "_") not in CATEGORIES)
+        if named:
+            raise DatasetError(f"{', '.join(whole)}: its values depend on which images are evaluated together, so "
+                               "a dataset run (whose figures may not depend on batching) cannot give them; run it "
+                               "with evaluate on a chosen set of images")
+        names = [m for m in names if m not in whole]
     if not localisation:
         missing = [m for m in ("pointing_game", "energy_pointing_game") if m in names]
         if missing and metrics is not None and metrics != "all":
@@ -104,10 +124,12 @@ def _slice(exp: Explanation, i: int) -> Explanation:
                                scores=one(exp.scores), outputs=one(exp.outputs))
 
 
-def _noisy_options(metric_options: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def _noisy_options(metric_options: Mapping[str, Any], seed: int, names: Sequence[str]) -> dict[str, Any]:
     out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in metric_options.items()}
-    for k in NOISY:
-        out[k] = {**out.get(k, {}), "seed": seed}
+    for name in names:
+        m = get_metric(name)
+        if name in NOISY or "seed" in m.protocol:
+            out[m.options] = {**out.get(m.options, {}), "seed": seed}
     return out
 
 
@@ -326,20 +348,20 @@ def _explain_batch(model: nn.Module, batch: dict[str, Any], good: list[int], pre
                       class_names=list(class_names) or None)
     exps = res.explanations
     evaluation: dict[str, dict] = {}
-    det = [m for m in wanted if m not in NOISY]
+    det = [m for m in wanted if not per_image_metric(m)]
     if det:
         boxes = [batch["boxes"][k] for k in good] if "boxes" in batch else None
         masks = batch["mask"][sel].to(device) if "mask" in batch else None
         evaluation = evaluate(model, x, exps, target=tgt, batch_size=batch_size, boxes=boxes, masks=masks,
                               metrics=det, outputs=res.outputs, **{k: v for k, v in metric_options.items()})
-    noisy = [m for m in wanted if m in NOISY]
+    noisy = [m for m in wanted if per_image_metric(m)]
     per_image_noisy: list[dict[str, dict]] = []
     for i in range(len(good) if noisy else 0):
         one = {m: _slice(e, i) for m, e in exps.items()}
         t_i = tgt[i:i + 1] if isinstance(tgt, torch.Tensor) else tgt
         per_image_noisy.append(evaluate(model, x[i:i + 1], one, target=t_i, batch_size=batch_size, metrics=noisy,
                                         **{"explain_fn": reexplainers(one),
-                                           **_noisy_options(metric_options, seed_for(seed, index[i]))}))
+                                           **_noisy_options(metric_options, seed_for(seed, index[i]), noisy)}))
     rows = []
     for i, k in enumerate(good):
         for m in names:

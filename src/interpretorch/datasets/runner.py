@@ -17,7 +17,7 @@ from interpretorch.attribution.cost import SHORTER, Estimate, estimate, shorter_
 from interpretorch.attribution.registry import get_method, resolve_methods
 from interpretorch.datasets import distributed as dist
 from interpretorch.datasets import job as dataset_job
-from interpretorch.datasets.job import NOISY, DatasetRun, metric_columns, resolve_dataset_metrics
+from interpretorch.datasets.job import DatasetRun, metric_columns, per_image_metric, resolve_dataset_metrics
 from interpretorch.datasets.report import PER_SECTION, write_dataset_report
 from interpretorch.datasets.streams import DatasetError, ImageSet, open_images
 from interpretorch.datasets.writer import read_rows
@@ -215,7 +215,7 @@ def estimate_dataset_job(job: DatasetJob | Prepared) -> Estimate:
             maps = {m: Explanation(torch.rand(1, pre.size, pre.size, generator=torch.Generator().manual_seed(0)
                                               ).to(device), m) for m in p.methods}
             metric_rows = _metric_rows(model, x, maps, counted, job.metric_options, job.batch_size)
-        if any(m in NOISY for m in wanted):
+        if any(per_image_metric(m) for m in wanted):
             metric_rows += 1  # the image-by-image metrics run their own clean pass per image
         if not job.save_maps:
             gallery = min(len(p.data.records), 3 * PER_SECTION)

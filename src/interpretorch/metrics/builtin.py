@@ -268,12 +268,14 @@ def _smooth_mprt(ctx: MetricContext, method: str, exp: Explanation, **options: A
 
 
 register_metric("sufficiency", _sufficiency, category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
-                label="Sufficiency", default=False, protocol=("threshold",), defaults_from=sufficiency)
+                label="Sufficiency", default=False, needs=("image_set",), protocol=("threshold",),
+                defaults_from=sufficiency)
 register_metric("sensitivity_n", _sensitivity_n, category="faithfulness", direction="higher", kinds=IMAGE_MAPS,
-                label="Sensitivity-N (mean over steps)", default=False,
+                label="Sensitivity-N (mean over steps)", default=False, needs=("image_set",),
                 protocol=("features_in_step", "n_max_percentage", "baseline", "softmax"), defaults_from=sensitivity_n)
 register_metric("consistency", _consistency, category="robustness", direction="higher", kinds=IMAGE_MAPS,
-                label="Consistency", default=False, protocol=("discretise", "n", "cells"), defaults_from=consistency)
+                label="Consistency", default=False, needs=("image_set",), protocol=("discretise", "n", "cells"),
+                defaults_from=consistency)
 register_metric("continuity", _reexplaining(continuity), category="robustness", direction="lower",
                 kinds=IMAGE_MAPS, label="Continuity", default=False, needs=("explain_fn",), protocol=("nr_steps",),
                 defaults_from=continuity)

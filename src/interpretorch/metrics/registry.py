@@ -30,7 +30,7 @@ ExplainFn = Callable[[nn.Module, torch.Tensor, Target], Explanation]
 CATEGORIES = ("faithfulness", "robustness", "localisation", "complexity", "randomisation", "axiomatic")
 DIRECTIONS = ("higher", "lower")
 MAP_KINDS = ("region", "pixel", "token")
-NEEDS = ("objects", "explain_fn")
+NEEDS = ("objects", "explain_fn", "image_set")
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,9 @@ def register_metric(name: str, fn: Callable[..., Any] | None = None, *, category
     ``category`` (one of ``CATEGORIES``), ``direction`` ("higher" or "lower" is better), ``unit`` ("%" or ""),
     ``kinds`` (the map kinds it suits) and ``label`` (its table heading) describe the one figure it gives; a
     function giving several figures passes them as ``gives`` instead. ``default``: part of what ``evaluate``
-    computes when no metric is named; ``needs``: "objects" (boxes or masks) and / or "explain_fn" (it
-    re-explains); ``options``: the name of the keyword dict of ``evaluate`` it reads (default: its own name;
+    computes when no metric is named; ``needs``: "objects" (boxes or masks), "explain_fn" (it
+    re-explains) and / or "image_set" (its values depend on the other images evaluated with it: one value across
+    them, or per-image values relative to them); ``options``: the name of the keyword dict of ``evaluate`` it reads (default: its own name;
     metrics sharing a computation share it); ``protocol``: the parameters a report states, read from the
     signature of ``defaults_from`` (default: ``fn``), ``tidy`` dropping those that do not apply;
     ``across(ctx, results)``: a figure computed from every method's results together (Win %),
