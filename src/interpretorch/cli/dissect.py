@@ -225,7 +225,7 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
                 f"model's outputs are unchanged), top quantile {args.quantile} per unit. These are the counts of one "
                 f"draw of Q; other --seed values show the spread between draws.")
         page = write_series_report(points, out, "rotation", x_label="alpha", title="rotated representations",
-                                   meta=meta)
+                                   meta=meta, seed=args.seed)
         print(f"wrote {page}", file=sys.stderr)
 
 

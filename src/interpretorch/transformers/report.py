@@ -69,13 +69,13 @@ def generation_answer(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]
         per_col = [sum(row[j] for row in mat) for j in range(n_in)]
         j = max(range(n_in), key=lambda c: per_col[c])
         share = per_col[j] / total if total else 0.0
-        parts.append(f"{m}: {columns[j]!r} ({100 * share:.0f}% of the |attribution|)")
+        parts.append(f"{m} {columns[j]!r} ({100 * share:.0f}% of its |attribution|)")
         row_tops[m] = [f"{max(range(n_in), key=lambda c: row[c])}" for row in mat]
         if m == "rollout":
             flags.append(red.ignores_target("rollout", "weighs tokens by attention flow alone, the same whatever "
                                                        f"score ({results.get('target')}) is explained"))
-    head = (f"For the answer {answer!r} ({len(results['row_tokens'])} explained row(s)), the input token carrying "
-            f"the most attribution is " + ("; ".join(parts) if parts else "none (no input tokens)") + ".")
+    head = (f"Input token with the most attribution for the answer {answer!r} ({len(results['row_tokens'])} "
+            f"explained row(s)), per method: " + ("; ".join(parts) if parts else "none (no input tokens)") + ".")
     named = {m: [columns[int(j)] + f"@{j}" for j in tops] for m, tops in row_tops.items()}
     flags.insert(0, red.methods_disagree("input token", named))
     return head, [f for f in flags if f]
