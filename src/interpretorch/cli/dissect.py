@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _relevance(args: argparse.Namespace, result, name: str, model, dataset, out: Path, page: Path) -> None:
     """Reference images by relevance for the layer's reported units, linked from its page."""
-    from interpretorch.dissect.relevance import link_from, write_relevance_page
-    from interpretorch.dissect.report import file_stem
+    from interpretorch.dissect.relevance import link_from
+    from interpretorch.dissect.report import file_stem, write_relevance_page
 
     label, score = result.layers[name].best()
     units = sorted(range(len(score)), key=lambda u: (-float(score[u]), u))[:args.report_units]

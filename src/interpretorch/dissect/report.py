@@ -373,3 +373,72 @@ def write_compare_report(runs: list[tuple[str, dict]], out_dir: str | Path) -> P
     page = out / "compare.html"
     page.write_text(html, encoding="utf-8")
     return page
+
+
+def relevance_answer(layer: str, images_seen: int, rows: list[dict]) -> tuple[str, list[dict]]:
+    """The relevance page's headline (how many of each unit's top images by relevance are also among its
+    top-activating ones) and its red flags (units whose largest relevance is not positive)."""
+    from interpretorch.core import flags as red
+
+    shared = [len(set(r["relevance_images"]) & set(r["activation_images"])) for r in rows]
+    n = max((len(r["relevance_images"]) for r in rows), default=0)
+    if not rows:
+        return f"{layer}: no unit shown ({images_seen} image(s) streamed).", []
+    head = (f"{layer}, over {images_seen} image(s): the top {n} images by relevance for the predicted class and "
+            f"the top {n} by activation share {sum(shared) / len(shared):.1f} image(s) per unit on average "
+            f"(from {min(shared)} to {max(shared)}, {len(rows)} unit(s)); "
+            f"{sum(s == 0 for s in shared)} unit(s) share none.")
+    flags = []
+    negative = [r["unit"] for r in rows if not r["relevance"] or max(r["relevance"]) <= 0]
+    if negative:
+        flags.append(red.flag("no_positive_relevance",
+                              f"Never supports the decision: unit(s) {', '.join(map(str, negative))} have no image "
+                              f"with positive relevance for the predicted class; their 'most relevant' images are "
+                              f"those where they lower it least.", units=negative, layer=layer))
+    return head, flags
+
+
+def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, out_dir: str | Path, *,
+                         units: list[int] | None = None, n: int = 8, batch_size: int | None = None,
+                         resume: bool = False, stem: str | None = None) -> tuple[Path, object]:
+    """Write ``<stem>_relevance.html`` (its headline and flags first; per unit of ``units``, default all, its
+    reference images chosen by relevance, with where it mattered and a colour bar, and by activation) and
+    ``<stem>_relevance.json``; returns the page's path and the reference pass."""
+    import html as H
+
+    from interpretorch.dissect.relevance import relevance_strips
+    from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html
+
+    out = Path(out_dir)
+    stem = stem or layer.replace(".", "_")
+    rows, ref = relevance_strips(model, dataset, layer, out, units=units, n=n, batch_size=batch_size,
+                                 resume=resume, stem=stem)
+    headline, flags = relevance_answer(layer, int(ref.images_seen), rows)
+    (out / f"{stem}_relevance.json").write_text(json.dumps({"layer": layer, "images": int(ref.images_seen),
+                                                            "headline": headline, "flags": flags, "units": rows},
+                                                           indent=2))
+    bar = colorbar_html("-p99", "+p99", "bwr", "each image on its own scale: +- the 99th percentile of its "
+                                               "|relevance| (white: 0)")
+    body = "".join(
+        f"<tr><td>{r['unit']}</td><td>{' '.join(f'{v:.3g}' for v in r['relevance'])}</td><td>"
+        + (f"<div class=\"withbar\"><img class=\"map\" src=\"{H.escape(r['strips']['relevance'])}\" "
+           f"alt=\"unit {r['unit']} by relevance\">{bar}</div>" if "relevance" in r["strips"] else "")
+        + (f"<img src=\"{H.escape(r['strips']['activation'])}\" alt=\"unit {r['unit']} by activation\">"
+           if "activation" in r["strips"] else "") + "</td></tr>"
+        for r in rows)
+    page = out / f"{stem}_relevance.html"
+    page.write_text(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+        "content=\"width=device-width, initial-scale=1\"><title>"
+        f"{H.escape(layer)}: reference images by relevance</title><style>body{{font-family:sans-serif;"
+        "margin:1.5em} td{vertical-align:top;padding:4px 8px;border-bottom:1px solid #eee} "
+        "img{max-width:100%;height:auto} .scroll{overflow-x:auto;max-width:100%}"
+        f"{ANSWER_CSS}</style></head><body>"
+        f"<h1>{H.escape(layer)}: reference images by relevance</h1>{answer_html(headline, flags)}"
+        f"<p>Relevance maximisation (Achtibat et al. 2023) over {ref.images_seen} images: per unit, the images where "
+        "it had the most LRP relevance (epsilon_plus, summed over positions) for the class the model predicted, "
+        "with where it mattered (the input relevance conditioned on the unit: red positive, blue negative, each "
+        "image on its own scale, clipped at the 99th percentile of its |relevance|); below them its top-activating "
+        "images, as on the layer page.</p><div class=\"scroll\"><table><tr><th>unit</th><th>relevance of the images"
+        f"</th><th>by relevance / by activation</th></tr>{body}</table></div></body></html>", encoding="utf-8")
+    return page, ref
