@@ -185,6 +185,10 @@ def test_crp_flags_unconserved_relevance_and_a_small_top_share():
         "channel 2 30%" in head
     assert _codes(flags) == ["not_conserved", "small_share"]  # a.png is within 5%; b.png is neither
     assert flags[0]["what"] == "b.png" and "off by 60%" in flags[0]["text"] and flags[1]["share"] == 0.06
+    both = {**data, "images": [_crp_image("a.png", 0.5, 1.0, 0.6, [(7, 0.6)]), data["images"][1]]}
+    merged = crp_answer(both)[1]  # one flag for the two images, each image's numbers kept
+    assert _codes(merged) == ["not_conserved", "small_share"] and [i["what"] for i in merged[0]["images"]] == [
+        "a.png", "b.png"] and "1 more of the 2 images (b.png)" in merged[0]["text"]
 
 
 def test_craft_flags_an_importance_above_one_and_few_images():

@@ -155,7 +155,7 @@ def write_discovery_report(result: DiscoveryResult, out_dir: str | Path, *, imag
     return {"json": out / "concepts.json", "html": out / "index.html"}
 
 
-SIGNED_STRIP = "each map on its own scale: +- the 99th percentile of its |value| (white: 0)"
+SIGNED_STRIP = "each map on its own scale: \u00b1 the 99th percentile of its |value| (white: 0)"
 UNSIGNED_STRIP = "each map on its own scale: from 0 to its maximum"
 
 
@@ -269,17 +269,29 @@ def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Pat
 def crp_answer(data: dict) -> tuple[str, list[dict]]:
     """The CRP page's headline (per image, the shown channels' shares of the class relevance at the layer) and
     its red flags (layer relevance that does not sum to the class score; no channel with a large share)."""
-    parts, flags = [], []
+    parts, unconserved, spread = [], [], []
     for im in data["images"]:
         cls = im["class_name"] or (f"class {im['target']}" if im["target"] is not None else "its score")
         shares = ", ".join(f"{c['label']} {100 * c['share']:.0f}%" if c["share"] is not None else c["label"]
                            for c in im["conditions"])
         parts.append(f"{im['name']} ({cls}): {shares}")
-        flags.append(red.not_conserved(f"{im['name']}", im["total"], im["score"]))
-        flags.append(red.small_share(f"{im['name']}", im["top_share"], f"channel {im['top_channel']}"))
+        unconserved.append(red.not_conserved(im["name"], im["total"], im["score"]))
+        spread.append(red.small_share(im["name"], im["top_share"], f"channel {im['top_channel']}"))
     head = (f"Share of the class relevance at {data['layer']} carried by the channels shown: " + "; ".join(parts)
             + ".") if parts else f"No image explained at {data['layer']}."
-    return head, [f for f in flags if f]
+    return head, _merge(unconserved, len(parts)) + _merge(spread, len(parts))
+
+
+def _merge(flags: list, n: int) -> list[dict]:
+    """One flag for several images raising the same rule: the first image's sentence with the count of the others
+    (each image's numbers stay in ``images``)."""
+    raised = [f for f in flags if f]
+    if len(raised) <= 1:
+        return raised
+    first = raised[0]
+    return [{**first, "text": f"{first['text']} The same holds on {len(raised) - 1} more of the {n} images "
+                              f"({', '.join(f['what'] for f in raised[1:])}).",
+             "images": [{k: v for k, v in f.items() if k not in ("code", "text")} for f in raised]}]
 
 
 def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:

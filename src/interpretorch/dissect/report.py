@@ -417,7 +417,7 @@ def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, o
     (out / f"{stem}_relevance.json").write_text(json.dumps({"layer": layer, "images": int(ref.images_seen),
                                                             "headline": headline, "flags": flags, "units": rows},
                                                            indent=2))
-    bar = colorbar_html("-p99", "+p99", "bwr", "each image on its own scale: +- the 99th percentile of its "
+    bar = colorbar_html("-p99", "+p99", "bwr", "each image on its own scale: \u00b1 the 99th percentile of its "
                                                "|relevance| (white: 0)")
     body = "".join(
         f"<tr><td>{r['unit']}</td><td>{' '.join(f'{v:.3g}' for v in r['relevance'])}</td><td>"

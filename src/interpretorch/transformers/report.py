@@ -107,7 +107,7 @@ def write_generation_report(results: dict, out_dir: str | Path) -> Path:
         share = d.get("softmax_share")
         rows = [{"token": tok, "score": scores[i] if i < len(scores) else float("nan"),
                  "share": None if share is None else share[i],
-                 "cells": [{"value": v, "colour": _cell_colour(v, span),
+                 "cells": [{"value": v, "colour": _cell_colour(v, span), "dark": span > 0 and abs(v) > 0.6 * span,
                             "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
                 for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
         maps.append({"method": m, "span": span, "rows": rows, "share": share is not None,
