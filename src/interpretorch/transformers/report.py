@@ -74,8 +74,9 @@ def generation_answer(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]
         if m == "rollout":
             flags.append(red.ignores_target("rollout", "weighs tokens by attention flow alone, the same whatever "
                                                        f"score ({results.get('target')}) is explained"))
+    found = "; ".join(parts) if parts else "none (no input tokens)" if n_in == 0 else "none (no method was run)"
     head = (f"Input token with the most attribution for the answer {answer!r} ({len(results['row_tokens'])} "
-            f"explained row(s)), per method: " + ("; ".join(parts) if parts else "none (no input tokens)") + ".")
+            f"explained row(s)), per method: {found}.")
     named = {m: [columns[int(j)] + f"@{j}" for j in tops] for m, tops in row_tops.items()}
     flags.insert(0, red.methods_disagree("input token", named))
     return head, [f for f in flags if f]
