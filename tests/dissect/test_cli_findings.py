@@ -42,7 +42,7 @@ def test_rotate_writes_one_dissection_per_alpha_and_the_page(probe, tmp_path, ca
     assert (out / "rotation.png").stat().st_size > 0 and (out / "alpha_1" / "conv4.2_tally.csv").exists()
     html = (out / "rotation.html").read_text()
     d0, d1 = a0["layers"]["conv4.2"]["detectors"], a1["layers"]["conv4.2"]["detectors"]
-    assert f"conv4.2: {d0} of 64 units are detectors at alpha 0, {d1} at alpha 1" in html
+    assert f"conv4.2 {d0} \u2192 {d1} of 64" in html and series["flags"][0]["code"] == "one_draw"
     obj = a1["layers"]["conv4.2"]
     assert (f"<td class=\"l\">1</td><td class=\"l\">conv4.2</td><td>{obj['detectors_per_category']['color']} "
             f"({obj['unique_concepts_per_category']['color']})</td>") in html

@@ -141,3 +141,108 @@ def test_dataset_summary_flags_a_deletion_auc_that_follows_confidence_and_an_inv
     assert s["flags"][1]["n"] == n and s["flags"][1]["rho"] > 0.9
     shuffled = {**table, "deletion": list(np.random.default_rng(0).permutation(table["deletion"]))}
     assert "follows_confidence" not in _codes(summarize(shuffled, ["gradcam"], ["deletion"], n_resamples=100)["flags"])
+
+
+def _generation(matrices, target="logprob"):
+    return {"model": "m", "text": "x", "target": target, "input_tokens": ["<bos>", "cat", "dog"],
+            "output_tokens": ["neko", "inu"], "n_source": 0, "row_tokens": ["neko", "inu"], "scores": [-0.1, -0.2],
+            "logprobs": [-0.1, -0.2], "methods": {m: {"matrix": mat} for m, mat in matrices.items()}}
+
+
+def test_generation_flags_methods_that_disagree_and_rollout_and_heads_the_page(tmp_path):
+    from interpretorch.transformers.report import generation_answer, write_generation_report
+
+    ig = [[0.0, 3.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.5, 0.5, 0.0]]  # 'cat' on both rows: 4 of 6 = 67%
+    ab = [[0.0, 0.1, -2.0, 0.0, 0.0], [0.0, 1.0, 0.2, 0.1, 0.0]]  # 'dog' (2.2 of 3.4) on row 0, then 'cat'
+    head, flags = generation_answer(_generation({"integrated_gradients": ig, "ablation": ab}))
+    assert "integrated_gradients 'cat' (67% of its |attribution|)" in head and "ablation 'dog' (65%" in head
+    assert _codes(flags) == ["methods_disagree"] and flags[0]["rows"] == [0] and flags[0]["n"] == 2
+    agree = generation_answer(_generation({"integrated_gradients": ig, "ablation": ig}))[1]
+    assert agree == []
+    rollout = [[0.5, 0.3, 0.2, 0.0, 0.0], [0.4, 0.3, 0.2, 0.1, 0.0]]
+    res = _generation({"integrated_gradients": ig, "rollout": rollout})
+    page = write_generation_report(res, tmp_path).read_text()
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert _codes(data["flags"]) == ["methods_disagree", "ignores_target"]  # <bos> vs cat on both rows
+    assert "rollout '<bos>' (45%" in data["headline"]
+    assert page.index('class="answer"') < page.index("<h2>") and "Ignores the target" in page
+    assert page.count('class="cbar"') == 2  # one colour bar per matrix
+
+
+def _crp_image(name, total, score, top_share, shares):
+    return {"name": name, "target": 3, "class_name": "cat", "score": score, "total": total, "top_channel": 7,
+            "top_share": top_share, "conditions": [{"label": f"channel {c}", "condition": c, "relevance": s * total,
+                                                    "share": s} for c, s in shares]}
+
+
+def test_crp_flags_unconserved_relevance_and_a_small_top_share():
+    from interpretorch.concepts.report import crp_answer
+
+    data = {"layer": "features.10", "images": [_crp_image("a.png", 1.0, 1.02, 0.6, [(7, 0.6), (2, 0.3)]),
+                                               _crp_image("b.png", 0.4, 1.0, 0.06, [(7, 0.06)])]}
+    head, flags = crp_answer(data)
+    assert head.startswith("Share of the class relevance at features.10") and "a.png (cat): channel 7 60%, " \
+        "channel 2 30%" in head
+    assert _codes(flags) == ["not_conserved", "small_share"]  # a.png is within 5%; b.png is neither
+    assert flags[0]["what"] == "b.png" and "off by 60%" in flags[0]["text"] and flags[1]["share"] == 0.06
+    both = {**data, "images": [_crp_image("a.png", 0.5, 1.0, 0.6, [(7, 0.6)]), data["images"][1]]}
+    merged = crp_answer(both)[1]  # one flag for the two images, each image's numbers kept
+    assert _codes(merged) == ["not_conserved", "small_share"] and [i["what"] for i in merged[0]["images"]] == [
+        "a.png", "b.png"] and "1 more of the 2 images (b.png)" in merged[0]["text"]
+
+
+def test_craft_flags_an_importance_above_one_and_few_images():
+    from interpretorch.concepts.report import craft_answer
+
+    data = {"target": 2, "layer": "features", "options": {"nb_design": 8},
+            "concepts": [{"name": "c0", "importance": 1.08, "importance_std": 0.2, "sub_concepts": []},
+                         {"name": "c1", "importance": 0.3, "importance_std": 0.1,
+                          "sub_concepts": [{"name": "c1.0", "importance": -0.01}]}]}
+    head, flags = craft_answer(data, 4)
+    assert "c0 1.08 \u00b1 0.20; c1 0.30 \u00b1 0.10" in head and "4 image(s), 8 designs" in head
+    assert _codes(flags) == ["estimate_out_of_range", "few_images"]
+    assert flags[0]["values"] == {"c0": 1.08, "c1.0": -0.01} and "8 designs" in flags[0]["text"]
+    fine = {**data, "concepts": [{"name": "c1", "importance": 0.3, "importance_std": 0.1, "sub_concepts": []}]}
+    assert craft_answer(fine, 20)[1] == []
+
+
+def _point(x, det, uniq, images=60):
+    return {"x": x, "name": f"alpha {x:g}", "folder": f"alpha_{x:g}", "images": images,
+            "layers": {"conv4": {"units": 64, "detectors": det, "unique_concepts": uniq, "iou_threshold": 0.04,
+                                 "detectors_per_category": {"color": det}, "unique_concepts_per_category":
+                                     {"color": uniq}}}}
+
+
+def test_rotation_page_says_one_draw_and_flags_counts_that_do_not_fall(tmp_path):
+    from interpretorch.dissect.report import compare_answer, write_compare_report, write_series_report
+
+    page = write_series_report([_point(0, 5, 3), _point(1, 6, 3)], tmp_path, "rotation", x_label="alpha",
+                               title="t", meta="m", seed=7).read_text()
+    data = json.loads((tmp_path / "rotation.json").read_text())
+    assert "conv4 5 \u2192 6 of 64 (rises" in data["headline"]
+    assert _codes(data["flags"]) == ["one_draw", "no_fall"] and data["flags"][0]["seed"] == 7
+    assert page.index("One draw") < page.index("<h2>Counts</h2>")
+    falls = write_series_report([_point(0, 5, 3), _point(1, 1, 1)], tmp_path, "rotation", x_label="alpha",
+                                title="t", meta="m", seed=7)
+    assert falls.exists() and _codes(json.loads((tmp_path / "rotation.json").read_text())["flags"]) == ["one_draw"]
+    write_series_report([_point(0, 1, 1), _point(1000, 5, 3)], tmp_path, "checkpoints", x_label="step", title="t",
+                        meta="m")
+    ck = json.loads((tmp_path / "checkpoints.json").read_text())
+    assert ck["flags"] == [] and "conv4 1 \u2192 5 of 64 (rises" in ck["headline"]
+    a, b = _point(0, 5, 3), _point(0, 2, 2, images=30)
+    runs = [("a", {"images": 60, "layers": a["layers"]}), ("b", {"images": 30, "layers": b["layers"]})]
+    head, flags = compare_answer(runs, [{"iou_threshold": 0.04, "images": 60}, {"iou_threshold": 0.04, "images": 30}])
+    assert head.startswith("Most unique concepts per run: a at conv4 (3 unique")
+    assert _codes(flags) == ["settings_differ"]
+    html = write_compare_report(runs, tmp_path).read_text()
+    assert "Different numbers of images (30, 60)" in html.split("<h2>")[0]
+
+
+def test_relevance_page_headline_counts_shared_images_and_flags_units_never_supporting():
+    from interpretorch.dissect.report import relevance_answer
+
+    rows = [{"unit": 0, "relevance": [0.5, 0.2], "relevance_images": [1, 2], "activation_images": [2, 3]},
+            {"unit": 4, "relevance": [-0.1, -0.3], "relevance_images": [5, 6], "activation_images": [7, 8]}]
+    head, flags = relevance_answer("conv1", 40, rows)
+    assert "share 0.5 image(s) per unit on average (from 0 to 1, 2 unit(s)); 1 unit(s) share none" in head
+    assert _codes(flags) == ["no_positive_relevance"] and flags[0]["units"] == [4]

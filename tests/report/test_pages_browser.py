@@ -1,6 +1,8 @@
 """Every command's page opened in headless Chromium at 1400 and 800 px: the headline answer is visible above the
 fold, the red flags of its JSON are listed and visible, the page does not scroll sideways, every picture loads,
-and every map image sits next to a colour bar. Pages come from small runs of the tiny models."""
+and every map image sits next to a colour bar. Pages come from small runs of the tiny and shipped models (the
+dissect experiments --relevance, --rotate, --checkpoints and --compare on a ProbeCNN, explain-generation on the
+shipped translation model)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,7 @@ from PIL import Image
 
 from interpretorch.cli import main
 from interpretorch.data.samples import sample_images
+from interpretorch.dissect.train import ProbeCNN
 
 GAN = Path(__file__).parents[1] / "gan"
 TOY = ["--generator", "gan_toys:toy_generator", "--segmenter", "gan_toys:toy_segmenter", "--samples", "20",
@@ -52,13 +55,29 @@ def pages(tmp_path_factory):
         "discover": ["discover", "--images", str(root / "cls"), "--target", "2", "--layer", "features.10",
                      "--concepts", "3", "--runs", "3", *tiny, "--size", "32"],
         "explain-text": ["explain-text", "A cat sat on the mat.", "--methods", "rollout,integrated_gradients"],
+        "explain-generation": ["explain-generation", "the big cat sees a dog", "--max-new-tokens", "4",
+                               "--methods", "integrated_gradients,rollout,ablation"],
+        "crp": ["crp", photos[0], *tiny, "--size", "32", "--layer", "features.10", "--top", "2",
+                "--reference", str(root / "cls"), "--reference-top", "2"],
+        "craft": ["discover", "--method", "craft", "--images", str(root / "cls"), "--target", "2", "--concepts", "3",
+                  "--designs", "8", *tiny, "--size", "32"],
     }
     for name, args in run.items():
         assert main([*args, "--out", str(root / name)]) == 0, name
     assert main(["make-probe", str(root / "probe"), "--images", "8", "--size", "48", "--seed", "2"]) == 0
-    assert main(["dissect", "--data", str(root / "probe"), "--model", "interpretorch.dissect.train:ProbeCNN",
-                 "--layers", "conv1.2,conv3.2", "--quantile", "0.01", "--report-units", "4",
-                 "--out", str(root / "dissect")]) == 0
+    probe = ["--data", str(root / "probe"), "--model", "interpretorch.dissect.train:ProbeCNN", "--quantile", "0.01"]
+    assert main(["dissect", *probe, "--layers", "conv1.2,conv3.2", "--report-units", "4", "--relevance",
+                 "--top-images", "3", "--out", str(root / "dissect")]) == 0
+    assert main(["dissect", *probe, "--layers", "conv1.2", "--report-units", "2", "--rotate", "0,1",
+                 "--out", str(root / "rotate")]) == 0
+    snaps = root / "snaps"
+    snaps.mkdir()
+    for step in (0, 5):
+        torch.save(ProbeCNN(seed=step).state_dict(), snaps / f"step{step}.pt")
+    assert main(["dissect", *probe, "--layers", "conv1.2", "--checkpoints", str(snaps),
+                 "--out", str(root / "checkpoints")]) == 0
+    assert main(["dissect", "--compare", str(root / "dissect"), str(root / "rotate" / "alpha_1"),
+                 "--out", str(root / "compare")]) == 0
     sys.path.insert(0, str(GAN))
     try:
         assert main(["gandissect", *TOY, "--layers", "feat", "--out", str(root / "gandissect")]) == 0
@@ -87,6 +106,16 @@ def pages(tmp_path_factory):
         "discover": (root / "discover" / "index.html", key, root / "discover" / "concepts.json"),
         "dissect": (root / "dissect" / "index.html", key, root / "dissect" / "report.json"),
         "dissect-layer": (root / "dissect" / "conv1.2.html", key, root / "dissect" / "conv1.2_files" / "answer.json"),
+        "dissect-relevance": (root / "dissect" / "conv1.2_relevance.html", key,
+                              root / "dissect" / "conv1.2_relevance.json"),
+        "dissect-rotate": (root / "rotate" / "rotation.html", key, root / "rotate" / "rotation.json"),
+        "dissect-checkpoints": (root / "checkpoints" / "checkpoints.html", key,
+                                root / "checkpoints" / "checkpoints.json"),
+        "dissect-compare": (root / "compare" / "compare.html", key, root / "compare" / "compare_answer.json"),
+        "explain-generation": (root / "explain-generation" / "index.html", key,
+                               root / "explain-generation" / "results.json"),
+        "crp": (root / "crp" / "index.html", key, root / "crp" / "crp.json"),
+        "craft": (root / "craft" / "index.html", key, root / "craft" / "concepts.json"),
         "gandissect": (root / "gandissect" / "index.html", interventions, root / "gandissect" / "interventions.json"),
         "gan-intervene": (root / "gan-intervene" / "index.html", interventions,
                           root / "gan-intervene" / "interventions.json"),
@@ -94,7 +123,8 @@ def pages(tmp_path_factory):
 
 
 PAGES = ["explain", "explain-topk", "evaluate", "evaluate-data", "gallery", "sanity", "tcav", "discover", "dissect",
-         "dissect-layer", "gandissect", "gan-intervene", "explain-text"]
+         "dissect-layer", "gandissect", "gan-intervene", "explain-text", "explain-generation", "crp", "craft",
+         "dissect-relevance", "dissect-rotate", "dissect-checkpoints", "dissect-compare"]
 
 
 @pytest.mark.parametrize("width", [1400, 800])

@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _relevance(args: argparse.Namespace, result, name: str, model, dataset, out: Path, page: Path) -> None:
     """Reference images by relevance for the layer's reported units, linked from its page."""
-    from interpretorch.dissect.relevance import link_from, write_relevance_page
-    from interpretorch.dissect.report import file_stem
+    from interpretorch.dissect.relevance import link_from
+    from interpretorch.dissect.report import file_stem, write_relevance_page
 
     label, score = result.layers[name].best()
     units = sorted(range(len(score)), key=lambda u: (-float(score[u]), u))[:args.report_units]
@@ -225,7 +225,7 @@ def run_rotation(args: argparse.Namespace, model, dataset, layers: list[str], ou
                 f"model's outputs are unchanged), top quantile {args.quantile} per unit. These are the counts of one "
                 f"draw of Q; other --seed values show the spread between draws.")
         page = write_series_report(points, out, "rotation", x_label="alpha", title="rotated representations",
-                                   meta=meta)
+                                   meta=meta, seed=args.seed)
         print(f"wrote {page}", file=sys.stderr)
 
 

@@ -117,8 +117,8 @@ def _load(name: str) -> _Loaded:
 
 def run(args: argparse.Namespace) -> int:
     """Explain the generation and write the report; returns the exit code."""
-    from interpretorch.transformers.generation import (attribute_generation, generate, generation_results,
-                                                       write_generation_report)
+    from interpretorch.transformers.generation import attribute_generation, generate, generation_results
+    from interpretorch.transformers.report import write_generation_report
 
     if not args.prompt.strip() and not args.source:
         raise UserError("the prompt is empty")

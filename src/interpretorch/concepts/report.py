@@ -155,26 +155,34 @@ def write_discovery_report(result: DiscoveryResult, out_dir: str | Path, *, imag
     return {"json": out / "concepts.json", "html": out / "index.html"}
 
 
-def _overlay_strip(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path) -> str:
-    """A row of images with one map each overlaid (scaled per image; diverging when the map has both signs)."""
+SIGNED_STRIP = "each map on its own scale: \u00b1 the 99th percentile of its |value| (white: 0)"
+UNSIGNED_STRIP = "each map on its own scale: from 0 to its maximum"
+
+
+def _overlay_strip(images: torch.Tensor, maps: torch.Tensor, title: str, path: Path, signed: bool | None = None
+                   ) -> dict:
+    """A row of images with one map each overlaid, each map on its own scale (signed: bwr, symmetric at the 99th
+    percentile of |value|; else jet from 0 to the maximum; ``signed`` None: signed when any map has a negative
+    value); returns the figure's path and its colour bar's HTML."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    values = maps.detach().cpu().float()
+    if signed is None:
+        signed = bool(values.numel() and float(values.min()) < 0)
     n = max(1, images.shape[0])
     fig, axes = plt.subplots(1, n, figsize=(1.5 * n, 1.7), squeeze=False)
-    for ax, img, m in zip(axes[0], images, maps):
+    for ax, img, m in zip(axes[0], images, values):
         ax.imshow(img.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-        m = m.detach().cpu().float()
-        top = float(m.abs().max()) or 1.0
-        if float(m.min()) < 0:
-            ax.imshow(m.numpy(), cmap="bwr", vmin=-top, vmax=top, alpha=0.6)
-        else:
-            ax.imshow((m / top).numpy(), cmap="jet", vmin=0, vmax=1, alpha=0.45)
+        lo, hi = map_range(m.numpy(), signed=signed)
+        ax.imshow(m.numpy(), cmap="bwr" if signed else "jet", vmin=lo, vmax=hi, alpha=0.6 if signed else 0.45)
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
-    return _save_png(fig, path)
+    bar = (colorbar_html("-p99", "+p99", "bwr", SIGNED_STRIP) if signed else
+           colorbar_html(0.0, "max", "jet", UNSIGNED_STRIP))
+    return {"figure": _save_png(fig, path), "cbar": bar}
 
 
 def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str | Path, *,  # noqa: F821
@@ -184,6 +192,7 @@ def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json(image_names)
+    data["headline"], data["flags"] = craft_answer(data, int(result.coefficients.shape[0]))
     (out / "concepts.json").write_text(json.dumps(data, indent=2))
     shown = images[result.shown]
 
@@ -191,13 +200,15 @@ def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str
         return {"c": c, "json": j,
                 "crops": patches_figure(c.crops, f"{c.name}: top crops", out / "figures" / f"{key}_crops.png"),
                 "maps": _overlay_strip(shown, c.maps, f"{c.name}: where it is present",
-                                       out / "figures" / f"{key}_maps.png"),
+                                       out / "figures" / f"{key}_maps.png", signed=False),
                 "subs": [item(s, f"{key}_{k}", js) for k, (s, js) in enumerate(zip(c.sub_concepts,
                                                                                       j["sub_concepts"]))]}
     concepts = [item(c, f"concept{i}", data["concepts"][i]) for i, c in enumerate(result.concepts)]
     names = [image_names[i] if image_names else str(i) for i in result.shown]
     html = _env().get_template("craft.html").render(title=title, r=result, concepts=concepts, shown=names,
-                                                     n_images=int(result.coefficients.shape[0]))
+                                                     n_images=int(result.coefficients.shape[0]),
+                                                     answer=answer_html(data["headline"], data["flags"]),
+                                                     answer_css=ANSWER_CSS)
     (out / "index.html").write_text(html, encoding="utf-8")
     return {"json": out / "concepts.json", "html": out / "index.html"}
 
@@ -217,14 +228,18 @@ def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Pat
     for i, res in enumerate(results):
         maps = res.heatmaps[0]
         k = maps.shape[0]
-        total = float(res.channel_relevance[0].sum())
+        channels = res.channel_relevance[0]
+        total = float(channels.sum())
+        top = int(channels.argmax())
         labels = [f"channel {c}" if isinstance(c, int) else f"channels {c}" if isinstance(c[0], int)
                   else "direction" for c in res.conditions]
         fig = _overlay_strip(images[i:i + 1].expand(k + 1, -1, -1, -1),
                              torch.cat([plain[i][0:1], maps]),
-                             f"{names[i]}: LRP, then " + ", ".join(labels), out / "figures" / f"image{i}.png")
+                             f"{names[i]}: LRP, then " + ", ".join(labels), out / "figures" / f"image{i}.png",
+                             signed=True)
         t = None if res.target is None else int(res.target[0])
-        rows.append({"name": names[i], "figure": fig, "target": t,
+        rows.append({"name": names[i], "figure": fig["figure"], "cbar": fig["cbar"], "target": t,
+                     "top_channel": top, "top_share": float(channels[top]) / total if total else None,
                      "class_name": class_names[t] if class_names and t is not None and t < len(class_names) else None,
                      "score": float(res.scores[0]), "total": total,
                      "conditions": [{"label": lab, "condition": c, "relevance": float(res.concept_relevance[0, j]),
@@ -234,18 +249,67 @@ def write_crp_report(results: Sequence, images: torch.Tensor, out_dir: str | Pat
     for ch, ((rel_imgs, rel_maps), act_imgs) in (references or {}).items():
         refs.append({"channel": ch,
                      "relevance": _overlay_strip(rel_imgs, rel_maps, f"channel {ch}: by relevance, where it mattered",
-                                                 out / "figures" / f"ref{ch}_rel.png"),
+                                                 out / "figures" / f"ref{ch}_rel.png", signed=True),
                      "activation": patches_figure(act_imgs, f"channel {ch}: by activation",
                                                   out / "figures" / f"ref{ch}_act.png")})
     layer = results[0].layer if results else None
-    data = {"layer": layer, "images": [{k: v for k, v in r.items() if k != "figure"} for r in rows],
+    data = {"layer": layer, "images": [{k: v for k, v in r.items() if k not in ("figure", "cbar")} for r in rows],
             "graphs": [g.to_json() for g in graphs or []],
-            "options": {k: v for k, v in (results[0].extras if results else {}).items() }}
+            "options": {k: v for k, v in (results[0].extras if results else {}).items()}}
+    data["headline"], data["flags"] = crp_answer(data)
     (out / "crp.json").write_text(json.dumps(data, indent=2))
     html = _env().get_template("crp.html").render(title=title, layer=layer, rows=rows, graphs=data["graphs"],
-                                                   refs=refs, options=data["options"])
+                                                   refs=refs, options=data["options"],
+                                                   answer=answer_html(data["headline"], data["flags"]),
+                                                   answer_css=ANSWER_CSS)
     (out / "index.html").write_text(html, encoding="utf-8")
     return {"json": out / "crp.json", "html": out / "index.html"}
+
+
+def crp_answer(data: dict) -> tuple[str, list[dict]]:
+    """The CRP page's headline (per image, the shown channels' shares of the class relevance at the layer) and
+    its red flags (layer relevance that does not sum to the class score; no channel with a large share)."""
+    parts, unconserved, spread = [], [], []
+    for im in data["images"]:
+        cls = im["class_name"] or (f"class {im['target']}" if im["target"] is not None else "its score")
+        shares = ", ".join(f"{c['label']} {100 * c['share']:.0f}%" if c["share"] is not None else c["label"]
+                           for c in im["conditions"])
+        parts.append(f"{im['name']} ({cls}): {shares}")
+        unconserved.append(red.not_conserved(im["name"], im["total"], im["score"]))
+        spread.append(red.small_share(im["name"], im["top_share"], f"channel {im['top_channel']}"))
+    head = (f"Share of the class relevance at {data['layer']} carried by the channels shown: " + "; ".join(parts)
+            + ".") if parts else f"No image explained at {data['layer']}."
+    return head, _merge(unconserved, len(parts)) + _merge(spread, len(parts))
+
+
+def _merge(flags: list, n: int) -> list[dict]:
+    """One flag for several images raising the same rule: the first image's sentence with the count of the others
+    (each image's numbers stay in ``images``)."""
+    raised = [f for f in flags if f]
+    if len(raised) <= 1:
+        return raised
+    first = raised[0]
+    return [{**first, "text": f"{first['text']} The same holds on {len(raised) - 1} more of the {n} images "
+                              f"({', '.join(f['what'] for f in raised[1:])}).",
+             "images": [{k: v for k, v in f.items() if k not in ("code", "text")} for f in raised]}]
+
+
+def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:
+    """The CRAFT page's headline (concepts ranked by Sobol total-order importance with their values) and its red
+    flags (an importance outside [0, 1]: estimator noise; few images behind the means)."""
+    designs = int(data.get("options", {}).get("nb_design", 0))
+    cs = data["concepts"]
+    ranked = "; ".join(f"{c['name']} {c['importance']:.2f} \u00b1 {c['importance_std']:.2f}" for c in cs)
+    head = (f"Concepts of class {data['target']} at {data['layer']} by Sobol total-order importance (mean \u00b1 "
+            f"std over {n_images} image(s), {designs} designs): {ranked}." if cs else
+            f"No concept found for class {data['target']} at {data['layer']}.")
+    values = {c["name"]: c["importance"] for c in cs}
+    values.update({s["name"]: s["importance"] for c in cs for s in c["sub_concepts"]})
+    flags = [red.estimate_out_of_range("a total-order Sobol index (mean over images)", values, designs),
+             red.few_images("each concept's mean importance", n_images)]
+    return head, [f for f in flags if f]
+
+
 def _direction(result: DiscoveryResult, name: str) -> str:
     """The direction-aware TCAV label of a discovered concept (``"not significant"`` without a TCAV run)."""
     if result.tcav is None:

@@ -36,6 +36,10 @@ import numpy as np
 
 LOW_CONFIDENCE = 0.5
 MAP_RTOL = 1e-5
+DISAGREE_SHARE = 0.25
+CONSERVATION_RTOL = 0.05
+SMALL_SHARE = 0.1
+FEW_IMAGES = 10
 
 # Methods whose maps coincide on some architectures, and why (checked on the maps, never assumed).
 KNOWN_COINCIDENCES = (
@@ -248,6 +252,88 @@ def flat_scores(what: str, scores: Sequence[float], ratio: float = 2.0) -> dict[
     return flag("flat_scores", f"Nearly flat: {what} ranges only from {v.min():.3g} to {v.max():.3g} (a factor "
                                f"{v.max() / v.min():.2f}); no word stands out much.",
                 what=what, low=float(v.min()), high=float(v.max()))
+
+
+def methods_disagree(what: str, tops: Mapping[str, Sequence[Any]], share: float = DISAGREE_SHARE
+                     ) -> dict[str, Any] | None:
+    """A flag when methods (``{method: top item per row}``, at least two, rows aligned) name different top items
+    on at least ``share`` of the rows."""
+    methods = list(tops)
+    if len(methods) < 2:
+        return None
+    rows = min(len(v) for v in tops.values())
+    if rows == 0:
+        return None
+    differ = [i for i in range(rows) if len({tops[m][i] for m in methods}) > 1]
+    if len(differ) / rows < share:
+        return None
+    return flag("methods_disagree",
+                f"Methods disagree: {', '.join(methods)} name different top {what} on {len(differ)} of {rows} "
+                f"row(s) ({100 * len(differ) / rows:.0f}%, flagged from {100 * share:.0f}%): which token matters "
+                f"depends on the method.", methods=methods, rows=[int(i) for i in differ], n=rows, share=share)
+
+
+def ignores_target(method: str, why: str) -> dict[str, Any]:
+    """A flag for a method whose map does not depend on the output it explains (``why``: the reason)."""
+    return flag("ignores_target", f"Ignores the target: {method} {why}; its rows do not say what made that token "
+                                  f"likely.", method=method)
+
+
+def not_conserved(what: str, total: float, score: float, rtol: float = CONSERVATION_RTOL) -> dict[str, Any] | None:
+    """A flag when ``total`` (relevance summed at a layer) differs from ``score`` by more than ``rtol`` of |score|."""
+    if total is None or score is None or abs(total - score) <= rtol * abs(score):
+        return None
+    return flag("not_conserved",
+                f"Not conserved: {what}: the layer's relevance sums to {total:.4g}, the explained score is "
+                f"{score:.4g} (off by {abs(total - score) / abs(score) * 100 if score else float('inf'):.0f}%, "
+                f"tolerance {100 * rtol:g}%); biases and the rules' stabilisers take or add the rest, so shares "
+                f"of the layer's relevance are not shares of the score.",
+                what=what, total=float(total), score=float(score), rtol=rtol)
+
+
+def small_share(what: str, top: float | None, channel: Any, threshold: float = SMALL_SHARE) -> dict[str, Any] | None:
+    """A flag when the largest single-channel share ``top`` of a layer's relevance is below ``threshold``."""
+    if top is None or top >= threshold:
+        return None
+    return flag("small_share",
+                f"Spread relevance: {what}: the most relevant channel ({channel}) carries {100 * top:.1f}% of the "
+                f"class relevance at the layer (flagged below {100 * threshold:g}%); no single channel explains "
+                f"much of the decision.", what=what, share=float(top), threshold=threshold)
+
+
+def estimate_out_of_range(what: str, values: Mapping[str, float], designs: int, low: float = 0.0, high: float = 1.0
+                          ) -> dict[str, Any] | None:
+    """A flag naming the estimates (``{name: value}``) outside [low, high], which their definition excludes."""
+    out = {k: float(v) for k, v in values.items() if v is not None and not low <= float(v) <= high}
+    if not out:
+        return None
+    parts = ", ".join(f"{k} {v:.3g}" for k, v in out.items())
+    return flag("estimate_out_of_range",
+                f"Estimate out of range: {what} must lie in [{low:g}, {high:g}], but {parts}: estimator noise at "
+                f"{designs} designs; more designs narrow it.", what=what, values=out, designs=int(designs))
+
+
+def few_images(what: str, n: int, minimum: int = FEW_IMAGES) -> dict[str, Any] | None:
+    """A flag when ``what`` is a mean over fewer than ``minimum`` images."""
+    if n >= minimum:
+        return None
+    return flag("few_images", f"Few images: {what} rests on {n} image(s) (flagged below {minimum}); its mean and "
+                              f"spread are rough.", what=what, n=int(n), minimum=minimum)
+
+
+def one_draw(what: str, seed: int) -> dict[str, Any]:
+    """A flag for a result of one random draw (``seed``) whose spread between draws was not measured."""
+    return flag("one_draw", f"One draw: {what} come from one random draw (seed {seed}); the spread between draws "
+                            f"was not measured, so run other seeds before reading small differences.",
+                what=what, seed=int(seed))
+
+
+def no_fall(what: str, first: float, last: float, start: str, end: str) -> dict[str, Any] | None:
+    """A flag when a count expected to fall from ``start`` to ``end`` does not (``last >= first``)."""
+    if last < first:
+        return None
+    return flag("no_fall", f"No fall: {what} goes from {first:g} at {start} to {last:g} at {end}; it does not fall.",
+                what=what, first=float(first), last=float(last))
 
 
 def flag_texts(flags: Iterable[dict[str, Any] | str | None]) -> list[str]:

@@ -35,20 +35,27 @@ def _tile(img: np.ndarray, rel: np.ndarray | None) -> np.ndarray:
     """The image, with the positive (red) and negative (blue) relevance laid over it when given."""
     if rel is None:
         return img
-    top = float(np.abs(rel).max()) or 1.0
-    r = rel / top
+    r = rel / _p99(rel)
     colour = np.zeros_like(img, dtype=np.float64)
     colour[..., 0] = np.clip(r, 0, 1) * 255
     colour[..., 2] = np.clip(-r, 0, 1) * 255
-    alpha = np.abs(r)[..., None] * 0.7
+    alpha = np.clip(np.abs(r), 0, 1)[..., None] * 0.7
     return (img * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
-def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, out_dir: str | Path, *,
-                         units: Sequence[int] | None = None, n: int = 8, batch_size: int | None = None,
-                         resume: bool = False, stem: str | None = None) -> tuple[Path, ReferenceImages]:
-    """Write ``<stem>_relevance.html`` with, per unit of ``units`` (default: all), its reference images chosen by
-    relevance (with where it mattered) and by activation; the pass checkpoints to ``<stem>_relevance.pt``."""
+def _p99(rel: np.ndarray) -> float:
+    """The 99th percentile of |relevance| (the largest |value| when that is 0; 1 for an all-zero map)."""
+    a = np.abs(rel)
+    return float(np.percentile(a, 99.0)) or float(a.max()) or 1.0
+
+
+def relevance_strips(model: nn.Module, dataset: BrodenDataset, layer: str, out_dir: str | Path, *,
+                     units: Sequence[int] | None = None, n: int = 8, batch_size: int | None = None,
+                     resume: bool = False, stem: str | None = None) -> tuple[list[dict], ReferenceImages]:
+    """Per unit of ``units`` (default: all), its reference images chosen by relevance (drawn with where it
+    mattered, each on its own scale, +-the 99th percentile of |relevance|) and by activation, saved as strips in
+    ``<stem>_files``; returns ``{"unit", "strips": {kind: path}, "relevance": [values], "relevance_images",
+    "activation_images"}`` per unit and the reference pass (checkpointed to ``<stem>_relevance.pt``)."""
     from PIL import Image
 
     out = Path(out_dir)
@@ -62,9 +69,10 @@ def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, o
     files.mkdir(parents=True, exist_ok=True)
     rows = []
     for u in (range(ref.relevance_indices.shape[0]) if units is None else units):
-        strips = {}
+        strips, chosen = {}, {}
         for kind, idx in (("relevance", ref.relevance_indices[u]), ("activation", ref.activation_indices[u])):
             idx = [int(i) for i in idx.tolist() if i >= 0]
+            chosen[kind] = idx
             if not idx:
                 continue
             maps = None
@@ -84,24 +92,10 @@ def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, o
             name = f"unit{u:04d}_{kind}.png"
             Image.fromarray(np.concatenate(tiles[:-1], axis=1)).save(files / name)
             strips[kind] = f"{files.name}/{name}"
-        rows.append((u, strips, [float(v) for v in ref.relevance_values[u].tolist()]))
-    body = "".join(
-        f"<tr><td>{u}</td><td>{' '.join(f'{v:.3g}' for v in vals)}</td>"
-        f"<td><img src=\"{html.escape(s.get('relevance', ''))}\" alt=\"unit {u} by relevance\"><br>"
-        f"<img src=\"{html.escape(s.get('activation', ''))}\" alt=\"unit {u} by activation\"></td></tr>"
-        for u, s, vals in rows)
-    page = out / f"{stem}_relevance.html"
-    page.write_text(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
-        f"{html.escape(layer)}: reference images by relevance</title><style>body{{font-family:sans-serif;"
-        "margin:1.5em}} td{{vertical-align:top;padding:4px 8px;border-bottom:1px solid #eee}}</style></head><body>"
-        f"<h1>{html.escape(layer)}: reference images by relevance</h1><p>Relevance maximisation (Achtibat et al. "
-        f"2023) over {ref.images_seen} images: per unit, the images where it had the most LRP relevance "
-        "(epsilon_plus, summed over positions) for the class the model predicted, with where it mattered (the input "
-        "relevance conditioned on the unit: red positive, blue negative, each on its own scale); below them its "
-        "top-activating images, as on the layer page.</p><table><tr><th>unit</th><th>relevance of the images"
-        f"</th><th>by relevance / by activation</th></tr>{body}</table></body></html>", encoding="utf-8")
-    return page, ref
+        rows.append({"unit": int(u), "strips": strips,
+                     "relevance": [float(v) for v in ref.relevance_values[u].tolist()][:len(chosen["relevance"])],
+                     "relevance_images": chosen["relevance"], "activation_images": chosen["activation"]})
+    return rows, ref
 
 
 def link_from(layer_page: Path, relevance_page: Path) -> None:

@@ -194,6 +194,13 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
     return page
 
 
+def _answer(headline: str, flags: list[dict]) -> dict:
+    """The template context of a page's answer block (its HTML and the CSS it needs)."""
+    from interpretorch.report.answer import ANSWER_CSS, answer_html
+
+    return {"html": answer_html(headline, flags), "css": ANSWER_CSS}
+
+
 def _render(name: str, **context) -> str:
     env = Environment(loader=PackageLoader("interpretorch.dissect", "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
@@ -226,12 +233,64 @@ def _series_chart(points: list[dict], layers: list[str], x_label: str, path: Pat
     plt.close(fig)
 
 
+def series_answer(points: list[dict], kind: str, x_label: str, seed: int | None = None
+                  ) -> tuple[str, list[dict]]:
+    """A series page's headline (per layer, detectors at the first and the last point, with the direction) and
+    its red flags (a rotation: one draw of Q, and layers whose detector count does not fall)."""
+    from interpretorch.core import flags as red
+
+    first, last = points[0], points[-1]
+    parts, flags = [], []
+    for name in first["layers"]:
+        a, b = first["layers"][name], last["layers"][name]
+        way = "falls" if b["detectors"] < a["detectors"] else "rises" if b["detectors"] > a["detectors"] else \
+            "stays"
+        parts.append(f"{name} {a['detectors']} \u2192 {b['detectors']} of {a['units']} ({way}; unique concepts "
+                     f"{a['unique_concepts']} \u2192 {b['unique_concepts']})")
+        if kind == "rotation" and a["detectors"] > 0:
+            flags.append(red.no_fall(f"the detector count of {name}", a["detectors"], b["detectors"],
+                                     f"{x_label} {first['x']:g}", f"{x_label} {last['x']:g}"))
+    iou = next(iter(first["layers"].values()))["iou_threshold"]
+    head = (f"Detectors (IoU \u2265 {iou:g}, {first['images']} images) from {x_label} {first['x']:g} to "
+            f"{x_label} {last['x']:g}: " + "; ".join(parts) + ".")
+    if kind == "rotation" and seed is not None:
+        flags.insert(0, red.one_draw("the rotated counts", seed))
+    return head, [f for f in flags if f]
+
+
+def compare_answer(runs: list[tuple[str, dict]], entries: list[dict]) -> tuple[str, list[dict]]:
+    """The comparison page's headline (per run, its layer with the most unique concepts) and its red flags
+    (runs on different IoU thresholds or numbers of images, whose counts do not compare)."""
+    from interpretorch.core import flags as red
+
+    parts = []
+    for name, summary in runs:
+        layer, s = max(summary["layers"].items(), key=lambda kv: kv[1]["unique_concepts"])
+        parts.append(f"{name} at {layer} ({s['unique_concepts']} unique concepts, {s['detectors']} of {s['units']} "
+                     f"units are detectors)")
+    head = "Most unique concepts per run: " + "; ".join(parts) + "."
+    flags = []
+    thresholds = sorted({e["iou_threshold"] for e in entries})
+    if len(thresholds) > 1:
+        flags.append(red.flag("settings_differ", f"Different IoU thresholds ({', '.join(map(str, thresholds))}): "
+                                                 f"detector counts are not comparable across these runs.",
+                              setting="iou_threshold", values=thresholds))
+    images = sorted({e["images"] for e in entries if e["images"] is not None})
+    if len(images) > 1:
+        flags.append(red.flag("settings_differ", f"Different numbers of images ({', '.join(map(str, images))}): "
+                                                 f"counts from different probe sets are not comparable.",
+                              setting="images", values=images))
+    return head, flags
+
+
 def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x_label: str, title: str,
-                        meta: str) -> Path:
-    """Write ``kind``.json, ``kind``.png and ``kind``.html for dissections along one axis; returns the page.
+                        meta: str, seed: int | None = None) -> Path:
+    """Write ``kind``.json (with its ``headline`` and ``flags``), ``kind``.png and ``kind``.html for dissections
+    along one axis; returns the page.
 
     ``points`` (in axis order): ``{"x": number, "name": str, "layers": {layer: LayerDissection.summary()},
-    "images": int, "folder": str}``. ``kind`` is "rotation" (x = alpha) or "checkpoints" (x = training step).
+    "images": int, "folder": str}``. ``kind`` is "rotation" (x = alpha; ``seed``: the seed of Q) or
+    "checkpoints" (x = training step).
     """
     import json
 
@@ -239,15 +298,11 @@ def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x
         raise ValueError("no dissections to report")
     out = Path(out_dir)
     layers = list(points[0]["layers"])
-    (out / f"{kind}.json").write_text(json.dumps({"x_label": x_label, "points": points}, indent=2))
+    headline, flags = series_answer(points, kind, x_label, seed)
+    (out / f"{kind}.json").write_text(json.dumps({"x_label": x_label, "headline": headline, "flags": flags,
+                                                  "seed": seed, "points": points}, indent=2))
     _series_chart(points, layers, x_label, out / f"{kind}.png", log_x=kind == "checkpoints")
-    first, last = points[0], points[-1]
-    headlines = []
-    for name in layers:
-        a, b = first["layers"][name], last["layers"][name]
-        headlines.append(f"{name}: {a['detectors']} of {a['units']} units are detectors at {x_label} {first['x']:g}, "
-                         f"{b['detectors']} at {x_label} {last['x']:g}; unique concepts {a['unique_concepts']} "
-                         f"then {b['unique_concepts']} (IoU >= {a['iou_threshold']}, {first['images']} images).")
+    first = points[0]
     header = [x_label, "run"] + [f"{n} detectors (unique)" for n in layers]
     rows = [[f"{p['x']:g}", p["name"]] + [f"{p['layers'][n]['detectors']}/{p['layers'][n]['units']} "
                                           f"({p['layers'][n]['unique_concepts']})" for n in layers] for p in points]
@@ -256,7 +311,7 @@ def write_series_report(points: list[dict], out_dir: str | Path, kind: str, *, x
     rows2 = [[f"{p['x']:g}", n] + [f"{p['layers'][n]['detectors_per_category'][c]} "
                                   f"({p['layers'][n]['unique_concepts_per_category'][c]})" for c in categories]
              for p in points for n in layers]
-    html = _render("experiment.html", title=title, meta=meta, headlines=headlines, chart=f"{kind}.png",
+    html = _render("experiment.html", title=title, meta=meta, answer=_answer(headline, flags), chart=f"{kind}.png",
                    title2="Per category: detectors (unique concepts)", header2=header2, rows2=rows2,
                    table_note="Per layer: detectors / units (unique concepts with at least one detector). Each row's "
                               "folder holds its tally CSVs and summary.json.",
@@ -293,7 +348,9 @@ def write_compare_report(runs: list[tuple[str, dict]], out_dir: str | Path) -> P
                             "images": summary.get("images"),
                             "unique_per_category": s["unique_concepts_per_category"],
                             "detectors_per_category": s["detectors_per_category"]})
+    headline, flags = compare_answer(runs, entries)
     (out / "compare.json").write_text(json.dumps(entries, indent=2))
+    (out / "compare_answer.json").write_text(json.dumps({"headline": headline, "flags": flags}, indent=2))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(entries) + 2.0), 3.8), dpi=100)
     bottom = np.zeros(len(entries))
     for ci, c in enumerate(categories):
@@ -306,23 +363,82 @@ def write_compare_report(runs: list[tuple[str, dict]], out_dir: str | Path) -> P
     fig.tight_layout()
     fig.savefig(out / "compare.png")
     plt.close(fig)
-    headlines = []
-    for name, summary in runs:
-        best = max(summary["layers"].items(), key=lambda kv: kv[1]["unique_concepts"])
-        headlines.append(f"{name}: most unique concepts at {best[0]} ({best[1]['unique_concepts']}, "
-                         f"{best[1]['detectors']} detectors of {best[1]['units']} units, IoU >= "
-                         f"{best[1]['iou_threshold']}, {summary.get('images')} images).")
-    thresholds = {e["iou_threshold"] for e in entries}
     note = "Unique concepts: concepts with at least one detector, per category."
-    if len(thresholds) > 1:
-        note += f" The runs used different IoU thresholds ({', '.join(map(str, sorted(thresholds)))}): counts are " \
-                "not comparable across them."
     header = ["run", "layer", "units", "detectors", "unique"] + [f"unique {c}" for c in categories]
     rows = [[e["run"], e["layer"], e["units"], e["detectors"], e["unique_concepts"]]
             + [e["unique_per_category"].get(c, 0) for c in categories] for e in entries]
     html = _render("experiment.html", title="unique detectors per layer and model",
-                   meta=f"{len(runs)} dissections compared.", headlines=headlines, chart="compare.png",
-                   table_note=note, header=header, rows=rows, left=2, files=["compare.json"])
+                   meta=f"{len(runs)} dissections compared.", answer=_answer(headline, flags), chart="compare.png",
+                   table_note=note, header=header, rows=rows, left=2, files=["compare.json", "compare_answer.json"])
     page = out / "compare.html"
     page.write_text(html, encoding="utf-8")
     return page
+
+
+def relevance_answer(layer: str, images_seen: int, rows: list[dict]) -> tuple[str, list[dict]]:
+    """The relevance page's headline (how many of each unit's top images by relevance are also among its
+    top-activating ones) and its red flags (units whose largest relevance is not positive)."""
+    from interpretorch.core import flags as red
+
+    shared = [len(set(r["relevance_images"]) & set(r["activation_images"])) for r in rows]
+    n = max((len(r["relevance_images"]) for r in rows), default=0)
+    if not rows:
+        return f"{layer}: no unit shown ({images_seen} image(s) streamed).", []
+    head = (f"{layer}, over {images_seen} image(s): the top {n} images by relevance for the predicted class and "
+            f"the top {n} by activation share {sum(shared) / len(shared):.1f} image(s) per unit on average "
+            f"(from {min(shared)} to {max(shared)}, {len(rows)} unit(s)); "
+            f"{sum(s == 0 for s in shared)} unit(s) share none.")
+    flags = []
+    negative = [r["unit"] for r in rows if not r["relevance"] or max(r["relevance"]) <= 0]
+    if negative:
+        flags.append(red.flag("no_positive_relevance",
+                              f"Never supports the decision: unit(s) {', '.join(map(str, negative))} have no image "
+                              f"with positive relevance for the predicted class; their 'most relevant' images are "
+                              f"those where they lower it least.", units=negative, layer=layer))
+    return head, flags
+
+
+def write_relevance_page(model: nn.Module, dataset: BrodenDataset, layer: str, out_dir: str | Path, *,
+                         units: list[int] | None = None, n: int = 8, batch_size: int | None = None,
+                         resume: bool = False, stem: str | None = None) -> tuple[Path, object]:
+    """Write ``<stem>_relevance.html`` (its headline and flags first; per unit of ``units``, default all, its
+    reference images chosen by relevance, with where it mattered and a colour bar, and by activation) and
+    ``<stem>_relevance.json``; returns the page's path and the reference pass."""
+    import html as H
+
+    from interpretorch.dissect.relevance import relevance_strips
+    from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html
+
+    out = Path(out_dir)
+    stem = stem or layer.replace(".", "_")
+    rows, ref = relevance_strips(model, dataset, layer, out, units=units, n=n, batch_size=batch_size,
+                                 resume=resume, stem=stem)
+    headline, flags = relevance_answer(layer, int(ref.images_seen), rows)
+    (out / f"{stem}_relevance.json").write_text(json.dumps({"layer": layer, "images": int(ref.images_seen),
+                                                            "headline": headline, "flags": flags, "units": rows},
+                                                           indent=2))
+    bar = colorbar_html("-p99", "+p99", "bwr", "each image on its own scale: \u00b1 the 99th percentile of its "
+                                               "|relevance| (white: 0)")
+    body = "".join(
+        f"<tr><td>{r['unit']}</td><td>{' '.join(f'{v:.3g}' for v in r['relevance'])}</td><td>"
+        + (f"<div class=\"withbar\"><img class=\"map\" src=\"{H.escape(r['strips']['relevance'])}\" "
+           f"alt=\"unit {r['unit']} by relevance\">{bar}</div>" if "relevance" in r["strips"] else "")
+        + (f"<img src=\"{H.escape(r['strips']['activation'])}\" alt=\"unit {r['unit']} by activation\">"
+           if "activation" in r["strips"] else "") + "</td></tr>"
+        for r in rows)
+    page = out / f"{stem}_relevance.html"
+    page.write_text(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+        "content=\"width=device-width, initial-scale=1\"><title>"
+        f"{H.escape(layer)}: reference images by relevance</title><style>body{{font-family:sans-serif;"
+        "margin:1.5em} td{vertical-align:top;padding:4px 8px;border-bottom:1px solid #eee} "
+        "img{max-width:100%;height:auto} .scroll{overflow-x:auto;max-width:100%}"
+        f"{ANSWER_CSS}</style></head><body>"
+        f"<h1>{H.escape(layer)}: reference images by relevance</h1>{answer_html(headline, flags)}"
+        f"<p>Relevance maximisation (Achtibat et al. 2023) over {ref.images_seen} images: per unit, the images where "
+        "it had the most LRP relevance (epsilon_plus, summed over positions) for the class the model predicted, "
+        "with where it mattered (the input relevance conditioned on the unit: red positive, blue negative, each "
+        "image on its own scale, clipped at the 99th percentile of its |relevance|); below them its top-activating "
+        "images, as on the layer page.</p><div class=\"scroll\"><table><tr><th>unit</th><th>relevance of the images"
+        f"</th><th>by relevance / by activation</th></tr>{body}</table></div></body></html>", encoding="utf-8")
+    return page, ref

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
@@ -729,43 +728,3 @@ def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, mo
                  "softmax_share": [float(v) for v in attr.lrp_softmax_share]}
                 if m == "attnlrp" and attr.lrp_target is not None else {})}
                         for m, mat in attr.matrices.items()}}
-
-
-def _cell_colour(v: float, span: float) -> str:
-    a = 0.0 if span <= 0 or v != v else min(1.0, abs(v) / span)
-    return f"rgba(220, 40, 40, {a:.3f})" if v >= 0 else f"rgba(40, 80, 220, {a:.3f})"
-
-
-def write_generation_report(results: dict, out_dir: str | Path) -> Path:
-    """Write ``results.json`` and ``index.html`` (generated text, one heat map per method with a colour bar,
-    printed values and hover) into ``out_dir``; returns the page's path."""
-    import json
-
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    columns = results["input_tokens"] + results["output_tokens"]
-    maps = []
-    for m, d in results["methods"].items():
-        span = max((abs(v) for row in d["matrix"] for v in row), default=0.0)
-        scores = d.get("target_logit", results["scores"])  # AttnLRP explains the logit
-        share = d.get("softmax_share")
-        rows = [{"token": tok, "score": scores[i] if i < len(scores) else float("nan"),
-                 "share": None if share is None else share[i],
-                 "cells": [{"value": v, "colour": _cell_colour(v, span),
-                            "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
-                for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
-        maps.append({"method": m, "span": span, "rows": rows, "share": share is not None,
-                     "target": "logit" if "target_logit" in d else "target",
-                     "note": {"rollout": "Rollout ignores the target: each row is a distribution over the columns.",
-                              "attnlrp": "AttnLRP explains the logit; 'softmax' is the part of it the softmax "
-                                         "rule keeps (biases and position embeddings keep the rest that the row "
-                                         "does not sum to)."}.get(m, "")})
-    env = Environment(loader=PackageLoader("interpretorch.transformers", "templates"),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("generation.html").render(r=results, columns=columns, maps=maps,
-                                                      n_in=len(results["input_tokens"]))
-    (out / "index.html").write_text(html, encoding="utf-8")
-    return out / "index.html"
