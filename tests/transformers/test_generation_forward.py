@@ -74,3 +74,14 @@ def test_auto_mode_and_errors():
     with pytest.raises(ValueError, match="per-token"):
         attribute_generation(model, prompts, answers, methods=["input_x_gradient"], target="sequence",
                              gradient_mode="forward")
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("make", [gpt2, t5])
+def test_forward_mode_contrastive_target(make):
+    # the score's gradient at the LM head's input is taken for log p(A) - log p(B) at each position
+    model = make()
+    ed = make is t5
+    both_modes(model, [[0], [0]] if ed else [[5, 6, 7], [9, 3]], [[10, 11, 12], [13, 14]],
+               [[5, 6, 2], [8, 9, 7, 2]] if ed else None, "integrated_gradients", True, 1e-6, steps=4,
+               target="contrastive", contrasts=[[20, 21, 22], [23, 24]], batch_size=4)

@@ -30,9 +30,16 @@ The attention methods need the attention probabilities: fused attention (``F.sca
 encoder-decoder the model needs ``get_encoder()`` (Hugging Face models have it) so encoder attentions are
 told apart, and each decoder layer runs its self-attention before its cross-attention.
 
-Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
+Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method
+(``input_x_gradient``, ``integrated_gradients``) of per-token targets runs by default in forward mode
+(``gradient_mode="forward"``): a row is one (sequence, integration step, attributed column), a tangent pass over
+the whole sequence along that column's embedding minus its reference, which gives the column's entry of every
+target row at once; the rows of one (sequence, step) share its primal pass, and no activations are kept for a
+backward. In reverse mode (``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one
 (sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
-whole sequence for ``target="sequence"``); ablation's row is one
+whole sequence for ``target="sequence"``). ``"auto"`` takes the mode that runs fewer token positions (forward:
+columns x sequence length; reverse: 3 x the sum of the rows' prefix lengths) and falls back to reverse mode when
+an operation of the model has no forward-mode derivative. Ablation's row is one
 (sequence, ablated column) forward plus one unablated forward per sequence; ``gradient_rollout`` and
 ``attnlrp`` rows are (sequence, target row), one forward and backward each, cut as a gradient row; a
 ``rollout`` row is one sequence, a forward only. ``attribute_generated=False``
@@ -445,6 +452,53 @@ def _no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(was)
 
 
+class _HeadReached(Exception):
+    """Raised by a hook to stop a forward at the model's output head."""
+
+
+def _stop_at_head(box: list[torch.Tensor], args: tuple) -> None:
+    box.append(args[0])
+    raise _HeadReached
+
+
+def _output_head(adapter: SeqAdapter) -> nn.Module | None:
+    """The Hugging Face model's output embedding module (its LM head), or None."""
+    if adapter.style != "hf":
+        return None
+    head = adapter.model.get_output_embeddings()
+    return head if isinstance(head, nn.Module) else None
+
+
+def _head_gradient(adapter: SeqAdapter, head: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None,
+                   dec: torch.Tensor, dec_mask: torch.Tensor, keep: int, pos_from_end: torch.Tensor,
+                   tok: torch.Tensor, con: torch.Tensor | None,
+                   valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The gradient of every answer token's score with respect to the LM head's input (rows, positions, D) and
+    each token's position there (rows, N), by one backward through the head and what follows it; None when the
+    head is not run once on one input per logit position (then the full logits are differentiated)."""
+    box: list[torch.Tensor] = []
+
+    def leaf(m, args):
+        if box or not args or not isinstance(args[0], torch.Tensor):
+            box.append(None)
+            return None
+        box.append(args[0].detach().requires_grad_(True))
+        return (box[0],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(leaf)
+    try:
+        with torch.enable_grad():
+            logits = adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
+            if len(box) != 1 or box[0] is None or tuple(box[0].shape[:2]) != tuple(logits.shape[:2]):
+                return None
+            q = (pos_from_end + logits.shape[1]).clamp(0, logits.shape[1] - 1)
+            score = (_token_scores(logits, q, tok, con) * valid).sum()
+            g, = torch.autograd.grad(score, box[0])
+    finally:
+        handle.remove()
+    return g.detach(), q
+
+
 def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int,
                       steps: int, ig_method: str, pad_id: int, rows: int,
                       attribute_generated: bool) -> list[torch.Tensor]:
@@ -491,36 +545,57 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
         width = dec_ids.shape[1]
         keep = width - min(len(s.prompt) for s in cs) + 1
         pos, tok, con = _targets(cs, dev)
+        valid = torch.zeros(pos.shape, dtype=torch.bool, device=dev)
+        for i, s in enumerate(cs):
+            valid[i, :len(s.answer)] = True
+        head = _output_head(adapter)
+        head_grad = None if head is None else _head_gradient(adapter, head, src_in, src_mask, dec_in, dec_mask,
+                                                             keep, pos - width, tok, con, valid)
 
         def scores(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
             logits = adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
             return _token_scores(logits, pos - (width - logits.shape[1]), tok, con)
 
-        col_rows = [(i, c) for i, s in enumerate(cs) for c in _in_scope(s, attribute_generated)]
+        def hidden(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
+            box: list[torch.Tensor] = []
+            handle = head.register_forward_pre_hook(lambda m, a: _stop_at_head(box, a))
+            try:
+                adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
+            except _HeadReached:
+                pass
+            finally:
+                handle.remove()
+            return box[0]
+
+        fn = scores if head_grad is None else hidden
+        rows_i = torch.arange(len(cs), device=dev)[:, None]
         for c0 in range(0, n_cols, dirs):
-            cols = range(c0, min(n_cols, c0 + dirs))
-            t_dec = torch.zeros(len(cols), *dec_in.shape, dtype=dec_in.dtype, device=dev)
-            t_src = None if src_in is None else torch.zeros(len(cols), *src_in.shape, dtype=src_in.dtype,
+            c1 = min(n_cols, c0 + dirs)
+            t_dec = torch.zeros(c1 - c0, *dec_in.shape, dtype=dec_in.dtype, device=dev)
+            t_src = None if src_in is None else torch.zeros(c1 - c0, *src_in.shape, dtype=src_in.dtype,
                                                              device=dev)
-            for i, c in col_rows:
-                if c not in cols:
-                    continue
-                ns = len(cs[i].source)
-                if c < ns:
-                    t_src[c - c0, i, c] = delta_src[i, c]
-                else:
-                    t_dec[c - c0, i, c - ns] = delta_dec[i, c - ns]
+            idx_src, idx_dec = [], []
+            for i, s in enumerate(cs):
+                ns = len(s.source)
+                for c in range(c0, min(c1, len(_in_scope(s, attribute_generated)))):
+                    (idx_src if c < ns else idx_dec).append((c - c0, i, c if c < ns else c - ns))
+            for t, delta, idx in ((t_src, delta_src, idx_src), (t_dec, delta_dec, idx_dec)):
+                if idx:
+                    d, i, j = torch.tensor(idx, device=dev).unbind(1)
+                    t[d, i, j] = delta[i, j]
             with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), _no_mha_fastpath():
                 if src_in is None:
-                    dot = vmap(lambda td: jvp(lambda d: scores(None, d), (dec_in,), (td,))[1])(t_dec)
+                    dot = vmap(lambda td: jvp(lambda d: fn(None, d), (dec_in,), (td,))[1])(t_dec)
                 else:
-                    dot = vmap(lambda ts, td: jvp(scores, (src_in, dec_in), (ts, td))[1])(t_src, t_dec)
+                    dot = vmap(lambda ts, td: jvp(fn, (src_in, dec_in), (ts, td))[1])(t_src, t_dec)
+                if head_grad is not None:  # the head is position-wise: d score / d (head input) . tangent
+                    g, q = head_grad
+                    dot = (dot[:, rows_i, q] * g[rows_i, q]).sum(-1)
             dot = dot.detach().double().cpu()  # (columns, rows, N)
-            for i, c in col_rows:
-                if c in cols:
-                    b, k = chunk[i]
-                    n = len(seqs[b].answer)
-                    out[b][:, c] += wts[k] * dot[c - c0, i, :n]
+            for i, (b, k) in enumerate(chunk):
+                n, c_end = len(seqs[b].answer), min(c1, len(_in_scope(seqs[b], attribute_generated)))
+                if c_end > c0:
+                    out[b][:, c0:c_end] += wts[k] * dot[:c_end - c0, i, :n].T
     return [o.to(_out_dtype(adapter)) for o in out]
 
 
