@@ -2,13 +2,17 @@
 ``LLMGradientAttribution(LayerIntegratedGradients)`` on the same random-weight GPT-2-style model.
 
 Both explain the log-probability of each answer token by the prompt tokens (answer tokens fixed, Captum's
-definition), baseline token id 0, Gauss-Legendre steps. interpretorch puts all prompts, answer tokens and steps
-through the model in rows of ``--batch-size`` (each row cut at its answer token); Captum runs one
-``attribute`` call per prompt and per answer token (``n_steps`` rows each). Reports wall time (median of
-``--repeats``), the largest |difference| between the two matrices relative to Captum's largest value, and the
-peak resident memory of each (measured in a fresh process per library)::
+definition), baseline token id 0, Gauss-Legendre steps. interpretorch (``--gradient-mode auto``, the default)
+differentiates in forward mode: one tangent pass over the whole sequence per (prompt, step, prompt token) gives
+that token's entry of every answer row, in calls of ``--batch-size`` such rows; ``reverse`` runs one backward per
+(prompt, answer token, step) row, cut at its answer token, as Captum does. Captum runs one ``attribute`` call per
+prompt and per answer token (``n_steps`` rows each). Reports wall time (median of ``--repeats``, each run in a
+fresh process, the libraries alternating so both see the same load; ``cpu_seconds`` is the process CPU time),
+the largest |difference| between the two matrices relative to Captum's largest value, and the peak resident
+memory of each (``rss_before_mb`` is the resident memory after building the model, before the run, so the
+difference is what the attribution added)::
 
-    PYTHONPATH=src python benchmarks/bench_generation.py --prompts 4 --answer-len 64 --steps 32
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --prompts 4 --answer-len 64 --steps 32
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ def run_ours(args, model, prompts, answers) -> list[torch.Tensor]:
     from interpretorch.transformers.generation import attribute_generation
 
     res = attribute_generation(model, prompts, answers, methods=["integrated_gradients"], steps=args.steps,
-                               attribute_generated=False, batch_size=args.batch_size)
+                               attribute_generated=False, batch_size=args.batch_size,
+                               gradient_mode=args.gradient_mode)
     return [r.matrices["integrated_gradients"][:, :args.prompt_len] for r in res]
 
 
@@ -71,15 +76,23 @@ def run_captum(args, model, prompts, answers) -> list[torch.Tensor]:
 def _child(which: str, args: argparse.Namespace, queue) -> None:
     torch.set_num_threads(args.threads)
     model, prompts, answers = build(args)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     fn = run_ours if which == "interpretorch" else run_captum
-    times, mats = [], None
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        mats = fn(args, model, prompts, answers)
-        times.append(time.perf_counter() - t)
-    queue.put({"seconds": statistics.median(times), "times": times,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    t, c = time.perf_counter(), time.process_time()
+    mats = fn(args, model, prompts, answers)
+    queue.put({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before,
                "matrices": [m.double().tolist() for m in mats]})
+
+
+def _run(which: str, args: argparse.Namespace) -> dict:
+    """One timed run in a fresh process."""
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_child, args=(which, args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,22 +109,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--gradient-mode", default="auto", choices=["auto", "forward", "reverse"])
+    ap.add_argument("--skip-captum", action="store_true", help="time interpretorch only")
     args = ap.parse_args(argv)
-    ctx = mp.get_context("spawn")
-    results = {}
-    for which in ("interpretorch", "captum"):
-        q = ctx.Queue()
-        p = ctx.Process(target=_child, args=(which, args, q))
-        p.start()
-        results[which] = q.get()
-        p.join()
-    ours = [torch.tensor(m) for m in results["interpretorch"].pop("matrices")]
-    theirs = [torch.tensor(m) for m in results["captum"].pop("matrices")]
+    libs = ("interpretorch",) if args.skip_captum else ("interpretorch", "captum")
+    runs: dict[str, list[dict]] = {w: [] for w in libs}
+    for _ in range(args.repeats):  # alternate the libraries so both see the same machine load
+        for which in libs:
+            runs[which].append(_run(which, args))
+    results = {w: {"seconds": statistics.median(r["seconds"] for r in rs),
+                   "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+                   "times": [round(r["seconds"], 2) for r in rs],
+                   "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                   "rss_before_mb": max(r["rss_before_mb"] for r in rs)} for w, rs in runs.items()}
+    if args.skip_captum:
+        print(json.dumps({"settings": vars(args), **results}, indent=2))
+        return
+    ours = [torch.tensor(m) for m in runs["interpretorch"][-1]["matrices"]]
+    theirs = [torch.tensor(m) for m in runs["captum"][-1]["matrices"]]
     rel = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(ours, theirs))
+    paired = [c["seconds"] / o["seconds"] for o, c in zip(runs["interpretorch"], runs["captum"])]
     summary = {"settings": vars(args), **results, "max_rel_diff": rel,
-               "speedup": results["captum"]["seconds"] / results["interpretorch"]["seconds"]}
+               "speedup": results["captum"]["seconds"] / results["interpretorch"]["seconds"],
+               "cpu_speedup": results["captum"]["cpu_seconds"] / results["interpretorch"]["cpu_seconds"],
+               "paired_speedups": [round(x, 2) for x in paired]}
     print(json.dumps(summary, indent=2))
-
 
 if __name__ == "__main__":
     main()

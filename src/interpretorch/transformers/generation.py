@@ -30,9 +30,16 @@ The attention methods need the attention probabilities: fused attention (``F.sca
 encoder-decoder the model needs ``get_encoder()`` (Hugging Face models have it) so encoder attentions are
 told apart, and each decoder layer runs its self-attention before its cross-attention.
 
-Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method's row is one
+Cost under the one batching rule (``batch_size`` = rows per model call): a gradient method
+(``input_x_gradient``, ``integrated_gradients``) of per-token targets runs by default in forward mode
+(``gradient_mode="forward"``): a row is one (sequence, integration step, attributed column), a tangent pass over
+the whole sequence along that column's embedding minus its reference, which gives the column's entry of every
+target row at once; the rows of one (sequence, step) share its primal pass, and no activations are kept for a
+backward. In reverse mode (``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one
 (sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
-whole sequence for ``target="sequence"``); ablation's row is one
+whole sequence for ``target="sequence"``). ``"auto"`` takes the mode that runs fewer token positions (forward:
+columns x sequence length; reverse: 3 x the sum of the rows' prefix lengths) and falls back to reverse mode when
+an operation of the model has no forward-mode derivative. Ablation's row is one
 (sequence, ablated column) forward plus one unablated forward per sequence; ``gradient_rollout`` and
 ``attnlrp`` rows are (sequence, target row), one forward and backward each, cut as a gradient row; a
 ``rollout`` row is one sequence, a forward only. ``attribute_generated=False``
@@ -73,6 +80,7 @@ METHOD_DOCS = {
     "attnlrp": "AttnLRP (Achtibat et al. 2024) of each answer token's logit, one modified backward per token",
 }
 ABLATIONS = ("baseline", "remove")
+GRADIENT_MODES = ("auto", "forward", "reverse")
 
 
 class SeqAdapter:
@@ -128,13 +136,16 @@ class SeqAdapter:
         return self.model.get_input_embeddings()(ids)
 
     def logits(self, src: torch.Tensor | None, src_mask: torch.Tensor | None, tgt: torch.Tensor,
-               tgt_mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+               tgt_mask: torch.Tensor, last_only: bool = False, keep: int | None = None) -> torch.Tensor:
         """Next-token logits (B, T, V) at every decoder position from embeddings and 0/1 padding masks; with
-        ``last_only`` at least the last position (B, >=1, V): a causal LM then runs its head there only."""
+        ``last_only`` at least the last position (B, >=1, V), with ``keep`` at least the last ``keep``
+        positions: a causal LM then runs its head there only (check ``logits.shape[1]``)."""
         if self.style == "protocol":
             return self.model.forward_embeds(src, src_mask, tgt, tgt_mask)
-        if last_only and not self.encoder_decoder and self._keeps_logits():
-            out = self.model(inputs_embeds=tgt, attention_mask=tgt_mask, use_cache=False, logits_to_keep=1)
+        if last_only:
+            keep = 1
+        if keep is not None and not self.encoder_decoder and self._keeps_logits():
+            out = self.model(inputs_embeds=tgt, attention_mask=tgt_mask, use_cache=False, logits_to_keep=keep)
             logits = out.logits
             return logits[:, 0] if logits.dim() == 4 else logits
         if self.encoder_decoder:
@@ -290,7 +301,8 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
                          target: str = "logprob", contrasts: Sequence[Sequence[int]] | None = None,
                          baseline_id: int = 0, steps: int = 32, ig_method: str = "gausslegendre",
                          ablation: str = "baseline", attribute_generated: bool = True,
-                         pad_id: int = 0, batch_size: int | None = None) -> list[GenerationAttribution]:
+                         pad_id: int = 0, batch_size: int | None = None,
+                         gradient_mode: str = "auto") -> list[GenerationAttribution]:
     """Token x token attributions of each answer token (rows) to source, prompt and earlier answer tokens
     (columns), one ``GenerationAttribution`` per sequence; the model is left unchanged."""
     adapter = SeqAdapter(model)
@@ -303,6 +315,8 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
         raise ValueError(f"unknown ablation {ablation!r}; choose one of {ABLATIONS}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if gradient_mode not in GRADIENT_MODES:
+        raise ValueError(f"unknown gradient_mode {gradient_mode!r}; choose one of {GRADIENT_MODES}")
     _check_vocab(adapter, seqs, {"baseline_id": baseline_id, "pad_id": pad_id})
     rows = rows_per_pass(batch_size, adapter.device)
     was_training = model.training
@@ -329,8 +343,8 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
                     for r, k in zip(results, kept):
                         r.lrp_target, r.lrp_softmax_share = k[:, 0], k[:, 1]
             else:
-                mats = _gradient(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
-                                 attribute_generated)
+                mats = _gradient_any(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
+                                     attribute_generated, gradient_mode)
             for r, mat in zip(results, mats):
                 r.matrices[m] = mat
         return results
@@ -412,6 +426,204 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             nd = min(nd, contrib_dec.shape[1])
             out[b][r, ns:ns + nd] += wts[k] * contrib_dec[i, :nd].detach().double().cpu()
     return [o.to(_out_dtype(adapter)) for o in out]
+
+
+def _forward_cost(seqs: list[_Seq], attribute_generated: bool) -> tuple[int, int]:
+    """Token positions run per integration step by the reverse path (forward + backward of every target row,
+    counted 3x) and by the forward-mode path (one primal plus one tangent pass per attributed column)."""
+    rev = fwd = 0
+    for s in seqs:
+        ns, p, n = len(s.source), len(s.prompt), len(s.answer)
+        rev += 3 * sum(ns + p + t for t in range(n))
+        fwd += (ns + p + n) * (1 + len(_in_scope(s, attribute_generated)))
+    return rev, fwd
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath() -> Iterator[None]:
+    """Turn off the fused ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` inference path, which has
+    no forward-mode derivative, and restore the setting after."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+class _HeadReached(Exception):
+    """Raised by a hook to stop a forward at the model's output head."""
+
+
+def _stop_at_head(box: list[torch.Tensor], args: tuple) -> None:
+    box.append(args[0])
+    raise _HeadReached
+
+
+def _output_head(adapter: SeqAdapter) -> nn.Module | None:
+    """The Hugging Face model's output embedding module (its LM head), or None."""
+    if adapter.style != "hf":
+        return None
+    head = adapter.model.get_output_embeddings()
+    return head if isinstance(head, nn.Module) else None
+
+
+def _head_gradient(adapter: SeqAdapter, head: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None,
+                   dec: torch.Tensor, dec_mask: torch.Tensor, keep: int, pos_from_end: torch.Tensor,
+                   tok: torch.Tensor, con: torch.Tensor | None,
+                   valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The gradient of every answer token's score with respect to the LM head's input (rows, positions, D) and
+    each token's position there (rows, N), by one backward through the head and what follows it; None when the
+    head is not run once on one input per logit position (then the full logits are differentiated)."""
+    box: list[torch.Tensor] = []
+
+    def leaf(m, args):
+        if box or not args or not isinstance(args[0], torch.Tensor):
+            box.append(None)
+            return None
+        box.append(args[0].detach().requires_grad_(True))
+        return (box[0],) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(leaf)
+    try:
+        with torch.enable_grad():
+            logits = adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
+            if len(box) != 1 or box[0] is None or tuple(box[0].shape[:2]) != tuple(logits.shape[:2]):
+                return None
+            q = (pos_from_end + logits.shape[1]).clamp(0, logits.shape[1] - 1)
+            score = (_token_scores(logits, q, tok, con) * valid).sum()
+            g, = torch.autograd.grad(score, box[0])
+    finally:
+        handle.remove()
+    return g.detach(), q
+
+
+def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int,
+                      steps: int, ig_method: str, pad_id: int, rows: int,
+                      attribute_generated: bool) -> list[torch.Tensor]:
+    """Gradient x input or Integrated Gradients of per-token targets by forward-mode differentiation: a row is
+    one (sequence, step, attributed column); its tangent is the column's embedding minus its reference, and one
+    tangent pass over the whole sequence gives that column's entry of every target row at once. The primal of
+    a (sequence, step) is shared by its columns (``torch.func.jvp`` under ``vmap``)."""
+    from torch.func import jvp, vmap
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = adapter.device
+    if method == "integrated_gradients":
+        alphas, wts = ig_quadrature(steps, ig_method)
+    else:
+        alphas, wts = [1.0], [1.0]
+    out = [torch.zeros(len(s.answer), len(s.source) + len(s.decoder), dtype=torch.float64) for s in seqs]
+    n_cols = max(len(_in_scope(s, attribute_generated)) for s in seqs)
+    per_call = max(1, rows // n_cols)  # primal rows (sequence, step) per call
+    dirs = min(n_cols, rows)  # columns per call
+    jobs = [(b, k) for b in range(len(seqs)) for k in range(len(alphas))]
+    for start in range(0, len(jobs), per_call):
+        chunk = jobs[start:start + per_call]
+        cs = [seqs[b] for b, _ in chunk]
+        dec_ids, dec_mask = pad_rows([s.decoder for s in cs], pad_id, dev)
+        with torch.no_grad():
+            dec_x = adapter.embed_target(dec_ids)
+            dec_0 = adapter.embed_target(torch.full_like(dec_ids, baseline_id))
+        scope_dec = torch.zeros(dec_ids.shape, dtype=torch.bool, device=dev)
+        for i, s in enumerate(cs):
+            scope_dec[i, :len(s.prompt) + (len(s.answer) if attribute_generated else 0)] = True
+        alpha = torch.tensor([alphas[k] for _, k in chunk], dtype=dec_x.dtype, device=dev)[:, None, None]
+        ig = method == "integrated_gradients"
+        dec_in = torch.where(scope_dec[..., None], dec_0 + alpha * (dec_x - dec_0), dec_x) if ig else dec_x
+        delta_dec = (dec_x - (dec_0 if ig else 0)) * scope_dec[..., None]
+        src_in = src_mask = delta_src = None
+        if adapter.encoder_decoder:
+            src_ids, src_mask = pad_rows([s.source for s in cs], pad_id, dev)
+            with torch.no_grad():
+                src_x = adapter.embed_source(src_ids)
+                src_0 = adapter.embed_source(torch.full_like(src_ids, baseline_id))
+            src_in = src_0 + alpha * (src_x - src_0) if ig else src_x
+            delta_src = (src_x - (src_0 if ig else 0)) * src_mask[..., None]
+        # positions that predict the answer tokens: a causal LM runs its head on the last `keep` positions only
+        width = dec_ids.shape[1]
+        keep = width - min(len(s.prompt) for s in cs) + 1
+        pos, tok, con = _targets(cs, dev)
+        valid = torch.zeros(pos.shape, dtype=torch.bool, device=dev)
+        for i, s in enumerate(cs):
+            valid[i, :len(s.answer)] = True
+        head = _output_head(adapter)
+        head_grad = None if head is None else _head_gradient(adapter, head, src_in, src_mask, dec_in, dec_mask,
+                                                             keep, pos - width, tok, con, valid)
+
+        def scores(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
+            logits = adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
+            return _token_scores(logits, pos - (width - logits.shape[1]), tok, con)
+
+        def hidden(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
+            box: list[torch.Tensor] = []
+            handle = head.register_forward_pre_hook(lambda m, a: _stop_at_head(box, a))
+            try:
+                adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
+            except _HeadReached:
+                pass
+            finally:
+                handle.remove()
+            return box[0]
+
+        fn = scores if head_grad is None else hidden
+        rows_i = torch.arange(len(cs), device=dev)[:, None]
+        for c0 in range(0, n_cols, dirs):
+            c1 = min(n_cols, c0 + dirs)
+            t_dec = torch.zeros(c1 - c0, *dec_in.shape, dtype=dec_in.dtype, device=dev)
+            t_src = None if src_in is None else torch.zeros(c1 - c0, *src_in.shape, dtype=src_in.dtype,
+                                                             device=dev)
+            idx_src, idx_dec = [], []
+            for i, s in enumerate(cs):
+                ns = len(s.source)
+                for c in range(c0, min(c1, len(_in_scope(s, attribute_generated)))):
+                    (idx_src if c < ns else idx_dec).append((c - c0, i, c if c < ns else c - ns))
+            for t, delta, idx in ((t_src, delta_src, idx_src), (t_dec, delta_dec, idx_dec)):
+                if idx:
+                    d, i, j = torch.tensor(idx, device=dev).unbind(1)
+                    t[d, i, j] = delta[i, j]
+            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), _no_mha_fastpath():
+                if src_in is None:
+                    dot = vmap(lambda td: jvp(lambda d: fn(None, d), (dec_in,), (td,))[1])(t_dec)
+                else:
+                    dot = vmap(lambda ts, td: jvp(fn, (src_in, dec_in), (ts, td))[1])(t_src, t_dec)
+                if head_grad is not None:  # the head is position-wise: d score / d (head input) . tangent
+                    g, q = head_grad
+                    dot = (dot[:, rows_i, q] * g[rows_i, q]).sum(-1)
+            dot = dot.detach().double().cpu()  # (columns, rows, N)
+            for i, (b, k) in enumerate(chunk):
+                n, c_end = len(seqs[b].answer), min(c1, len(_in_scope(seqs[b], attribute_generated)))
+                if c_end > c0:
+                    out[b][:, c0:c_end] += wts[k] * dot[:c_end - c0, i, :n].T
+    return [o.to(_out_dtype(adapter)) for o in out]
+
+
+def _gradient_any(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int, steps: int,
+                  ig_method: str, pad_id: int, rows: int, attribute_generated: bool,
+                  mode: str) -> list[torch.Tensor]:
+    """The gradient method by forward-mode differentiation (one tangent pass per attributed column gives every
+    target row) or by reverse mode (one backward per target row); ``auto`` takes the one that runs fewer
+    token positions and falls back to reverse mode when the model has an operation without forward-mode
+    derivative."""
+    if target == "sequence" and mode == "forward":
+        raise ValueError("gradient_mode='forward' explains per-token targets; target='sequence' has one row, "
+                         "use 'reverse' or 'auto'")
+    if mode == "auto":
+        rev, fwd = _forward_cost(seqs, attribute_generated)
+        mode = "forward" if target != "sequence" and fwd < rev else "reverse"
+        if mode == "forward":
+            try:
+                return _gradient_forward(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id,
+                                         rows, attribute_generated)
+            except (NotImplementedError, RuntimeError) as e:
+                if "forward AD" not in str(e) and "vmap" not in str(e):
+                    raise
+                mode = "reverse"
+    if mode == "forward":
+        return _gradient_forward(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id, rows,
+                                 attribute_generated)
+    return _gradient(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id, rows,
+                     attribute_generated)
 
 
 def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target: str,
