@@ -105,7 +105,7 @@ def test_explain_generation_command(tmp_path, capsys):
     assert all(v == 0 for row in mat for v in row[7:])
     assert any(v != 0 for v in r["methods"]["ablation"]["matrix"][5][7:])
     html = (out / "index.html").read_text()
-    assert "roso" in html and "integrated_gradients" in html and "colour bar" in html
+    assert "roso" in html and "integrated_gradients" in html and html.count('class="cbar"') >= 5  # one colour bar per method
     assert "<th>logit</th><th>softmax</th>" in html and "Rollout ignores the target" in html
     # a given continuation, the decoder-only copy model, and the contrastive score
     out2 = tmp_path / "copy"
