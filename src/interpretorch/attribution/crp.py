@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.attribution.lrp import Rule, layer_rules, merge_batchnorm
+from interpretorch.attribution.lrp import RelevancePass, Rule, layer_rules, merge_batchnorm
 from interpretorch.capture import frozen
 from interpretorch.core.batching import chunks, rows_per_pass
 from interpretorch.core.fingerprint import model_fingerprint
@@ -37,23 +37,6 @@ from interpretorch.core.targets import (Target, check_finite, check_target, spli
 from interpretorch.models.layers import get_layer
 
 Concept = Union[int, Sequence[int], torch.Tensor]
-
-
-class _Pass(torch.autograd.Function):
-    """Identity forward; backward: the layer's LRP rule instead of its gradient (None: pass the relevance on)."""
-
-    @staticmethod
-    def forward(ctx, x, y, module, rule):  # noqa: D102
-        ctx.save_for_backward(x)
-        ctx.module, ctx.rule = module, rule
-        return y.clone()
-
-    @staticmethod
-    def backward(ctx, r):  # noqa: D102
-        (x,) = ctx.saved_tensors
-        if ctx.rule is None:
-            return r, None, None, None
-        return ctx.rule(ctx.module, x.detach(), r), None, None, None
 
 
 @dataclass
@@ -96,7 +79,7 @@ def lrp_copy(model: nn.Module, example: torch.Tensor, *, composite: str | None =
                 return None
             if r is not None and r.name == "zbox" and state["low"] is not None:
                 r = Rule("zbox", epsilon=r.epsilon, low=state["low"], high=state["high"])
-            return _Pass.apply(a, out.detach(), mod, r)
+            return RelevancePass.apply(a, out.detach(), mod, r)
         handles.append(m.register_forward_hook(hook))
     try:
         with frozen(work, grad=True):

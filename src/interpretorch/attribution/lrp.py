@@ -160,7 +160,7 @@ class Rule:
         raise ValueError(f"unknown LRP rule {n!r}; choose one of {RULES}")
 
 
-class _Relevance(torch.autograd.Function):
+class RelevancePass(torch.autograd.Function):
     """Identity on the layer's output forward; backward: the layer's rule instead of its gradient."""
 
     @staticmethod
@@ -311,7 +311,7 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
                 return None
             if r is not None and r.name == "zbox" and state["low"] is not None:
                 r = Rule("zbox", epsilon=r.epsilon, low=state["low"], high=state["high"])
-            return _Relevance.apply(a, out.detach(), mod, r)
+            return RelevancePass.apply(a, out.detach(), mod, r)
         handles.append(m.register_forward_hook(hook))
     n = x.shape[0]
     layout = row_layout(work, x)
