@@ -16,7 +16,6 @@ had the most relevance for their class, kept with the activation-maximisation ch
 """
 from __future__ import annotations
 
-import copy
 import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from interpretorch.attribution.lrp import RelevancePass, Rule, layer_rules, merge_batchnorm
+from interpretorch.attribution.lrp import Rule, relevance_copy
 from interpretorch.capture import frozen
 from interpretorch.core.batching import chunks, rows_per_pass
 from interpretorch.core.fingerprint import model_fingerprint
@@ -61,26 +60,8 @@ def lrp_copy(model: nn.Module, example: torch.Tensor, *, composite: str | None =
         raise ValueError("give either an LRP composite or a rule (with composite=None), not both")
     the_rule = None if rule is None else Rule(rule, epsilon=epsilon if rule == "epsilon" else 1e-6, gamma=gamma,
                                               low=low, high=high)
-    work = copy.deepcopy(model).eval()
-    for m in work.modules():
-        if hasattr(m, "inplace") and isinstance(getattr(m, "inplace"), bool):
-            m.inplace = False
-    for p in work.parameters():
-        p.requires_grad_(False)
-    merged = merge_batchnorm(work, example[:1]) if canonize else []
-    rules = layer_rules(work, composite, the_rule, None, epsilon, gamma, low, high)
-    state: dict = {"low": None, "high": None}
-    handles = []
-    for m, r in rules.items():
-        def hook(mod, args, out, r=r):
-            a = args[0] if args else None
-            if not (isinstance(a, torch.Tensor) and isinstance(out, torch.Tensor) and torch.is_grad_enabled()
-                    and a.requires_grad):
-                return None
-            if r is not None and r.name == "zbox" and state["low"] is not None:
-                r = Rule("zbox", epsilon=r.epsilon, low=state["low"], high=state["high"])
-            return RelevancePass.apply(a, out.detach(), mod, r)
-        handles.append(m.register_forward_hook(hook))
+    work, merged, state, handles = relevance_copy(model, example, composite, the_rule, None, epsilon, gamma, low,
+                                                  high, canonize)
     try:
         with frozen(work, grad=True):
             yield LRPCopy(work, merged, state)

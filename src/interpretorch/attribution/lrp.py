@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -177,6 +177,35 @@ class RelevancePass(torch.autograd.Function):
         return ctx.rule(ctx.module, x.detach(), r), None, None, None
 
 
+def relevance_copy(model: nn.Module, example: torch.Tensor, composite: str | None, rule: "Rule | None",
+                   first: "Rule | None", epsilon: float, gamma: float, low: Any, high: Any,
+                   canonize: bool) -> tuple[nn.Module, list, dict, list]:
+    """A copy of ``model`` whose gradient is LRP relevance (in-place activations off, parameters frozen,
+    BatchNorm merged when ``canonize``, one pass rule per layer): (copy, merged layers, the ZBox bounds of the
+    current rows, set through ``state["low"]`` / ``state["high"]``, hook handles to remove)."""
+    work = copy.deepcopy(model).eval()
+    for m in work.modules():
+        if hasattr(m, "inplace") and isinstance(getattr(m, "inplace"), bool):
+            m.inplace = False  # an in-place activation would hide its input from the pass rule
+    for p in work.parameters():
+        p.requires_grad_(False)
+    merged = merge_batchnorm(work, example[:1]) if canonize else []
+    rules = layer_rules(work, composite, rule, first, epsilon, gamma, low, high)
+    state: dict = {"low": None, "high": None}
+    handles = []
+    for m, r in rules.items():
+        def hook(mod, args, out, r=r):
+            a = args[0] if args else None
+            if not (isinstance(a, torch.Tensor) and isinstance(out, torch.Tensor) and torch.is_grad_enabled()
+                    and a.requires_grad):
+                return None
+            if r is not None and r.name == "zbox" and state["low"] is not None:
+                r = Rule("zbox", epsilon=r.epsilon, low=state["low"], high=state["high"])
+            return RelevancePass.apply(a, out.detach(), mod, r)
+        handles.append(m.register_forward_hook(hook))
+    return work, merged, state, handles
+
+
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     parent, _, child = name.rpartition(".")
     return (model.get_submodule(parent) if parent else model), child
@@ -293,26 +322,8 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
         high = x.amax(dim=(2, 3), keepdim=True) if x.dim() == 4 else x.max()
     the_rule = _rule(rule, epsilon, gamma, alpha, beta, low, high)
     first = _rule(first_rule, epsilon, gamma, alpha, beta, low, high)
-    work = copy.deepcopy(model).eval()
-    for m in work.modules():
-        if hasattr(m, "inplace") and isinstance(getattr(m, "inplace"), bool):
-            m.inplace = False  # an in-place activation would hide its input from the pass rule
-    for p in work.parameters():
-        p.requires_grad_(False)
-    merged = merge_batchnorm(work, x[:1]) if canonize else []
-    rules = layer_rules(work, composite, the_rule, first, epsilon, gamma, low, high)
-    state = {"low": None}
-    handles = []
-    for m, r in rules.items():
-        def hook(mod, args, out, r=r):
-            a = args[0] if args else None
-            if not (isinstance(a, torch.Tensor) and isinstance(out, torch.Tensor) and torch.is_grad_enabled()
-                    and a.requires_grad):
-                return None
-            if r is not None and r.name == "zbox" and state["low"] is not None:
-                r = Rule("zbox", epsilon=r.epsilon, low=state["low"], high=state["high"])
-            return RelevancePass.apply(a, out.detach(), mod, r)
-        handles.append(m.register_forward_hook(hook))
+    work, merged, state, handles = relevance_copy(model, x, composite, the_rule, first, epsilon, gamma, low, high,
+                                                  canonize)
     n = x.shape[0]
     layout = row_layout(work, x)
     maps, idx_all, scores, outs = [], [], [], []
