@@ -38,6 +38,16 @@ def test_cpu_run_uses_lighter_settings_records_them_and_announces_its_rows(tmp_p
     assert f"about {rows} model rows" in err
 
 
+def test_the_page_states_the_settings_it_ran_with(tmp_path, capsys):
+    _run(tmp_path, capsys)
+    page = (tmp_path / "rep" / "index.html").read_text()
+    steps = CPU_SETTINGS["integrated_gradients"]["steps"]
+    assert f"the lighter CPU profile (integrated_gradients: steps={steps})" in page
+    assert "--paper-settings runs the papers&#x27; settings" in page
+    _run(tmp_path, capsys, "--paper-settings")
+    assert "Settings: the papers&#x27; settings" in (tmp_path / "rep" / "index.html").read_text()
+
+
 def test_paper_settings_keep_the_library_defaults(tmp_path, capsys):
     results, err = _run(tmp_path, capsys, "--paper-settings")
     assert results["settings"]["profile"] == "paper" and results["settings"]["changed"] == {}
@@ -86,3 +96,43 @@ def test_sanity_on_a_cpu_stops_after_the_top_steps_and_says_so(tmp_path):
     assert _n_steps(cpu) <= CPU_MAX_STEPS < _n_steps(paper)
     given = _sanity(tmp_path, "--max-steps", "2")
     assert given["extra"]["settings"]["max_steps"] == 2 and _n_steps(given) <= 2
+
+
+def test_the_sanity_page_states_its_settings_in_words(tmp_path):
+    from interpretorch.cli.sanity import CPU_MAX_STEPS
+
+    _sanity(tmp_path)
+    page = (tmp_path / "san" / "index.html").read_text()
+    assert f"the top {CPU_MAX_STEPS} randomization steps" in page and "{&#39;profile" not in page
+    _sanity(tmp_path, "--paper-settings")
+    assert "Settings: the papers&#x27; settings (every block (the paper&#x27;s cascade))." in \
+        (tmp_path / "san" / "index.html").read_text()
+
+
+def _data_run(tmp_path, *extra):
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    out = tmp_path / ("data-out" + "".join(extra).replace("-", "_").replace("=", "_").replace(".", "_"))
+    assert main(["evaluate", "--data", str(data), "--model", "tiny_cnn", "--size", "32", "--methods",
+                 "gradcam,integrated_gradients", "--metrics", "deletion,insertion", "--out", str(out), *extra]) == 0
+    return json.loads((out / "manifest.json").read_text()), (out / "index.html").read_text()
+
+
+def test_a_cpu_dataset_run_uses_the_lighter_settings_for_methods_and_metrics_and_says_so(tmp_path):
+    from interpretorch.metrics.evaluate import CPU_METRIC_SETTINGS
+
+    manifest, page = _data_run(tmp_path)
+    steps = CPU_SETTINGS["integrated_gradients"]["steps"]
+    step = CPU_METRIC_SETTINGS["deletion"]["step"]
+    assert manifest["settings"]["profile"] == "cpu"
+    assert manifest["options"]["integrated_gradients"] == {"steps": steps}
+    assert manifest["metric_options"] == {"deletion": {"step": step}, "insertion": {"step": step}}
+    assert f"deletion: step={step}" in page and "--paper-settings" in page
+    manifest, page = _data_run(tmp_path, "--option", "deletion.step=0.1")  # the user's option wins
+    assert manifest["metric_options"]["deletion"] == {"step": 0.1}
+    assert manifest["metric_options"]["insertion"] == {"step": step}
+    manifest, page = _data_run(tmp_path, "--paper-settings")
+    assert manifest["settings"]["profile"] == "paper" and manifest["metric_options"] == {}
+    assert "integrated_gradients" not in manifest["options"] and "Settings: the papers" in page

@@ -70,3 +70,17 @@ def test_a_method_registered_without_rows_counts_one_pass_per_image_and_can_desc
     assert get_method("cost_test_method").estimate_rows({"passes": 5}, Geometry(3)) == 15
     with pytest.raises(TypeError, match="rows must be callable"):
         describe_rows("cost_test_method", 3)
+
+
+def test_ablation_cam_rows_are_priced_as_the_network_after_the_layer():
+    # Ablation-CAM re-runs only the layers after its layer when the model is a chain of stages; its estimate
+    # prices its rows with a timed run of that tail, not of the whole model.
+    from interpretorch.attribution.cost import estimate
+
+    model, x = TinyCNN(num_classes=5).eval(), torch.randn(2, 3, 32, 32)
+    costs = {c.method: c for c in estimate(model, x, ["ablationcam", "scorecam", "gradcam"])}
+    assert costs["ablationcam"].runs == "tail" and costs["scorecam"].runs == "forward"
+    assert costs["gradcam"].runs == "backward"
+    assert costs["ablationcam"].rows == costs["scorecam"].rows
+    assert costs["ablationcam"].seconds == pytest.approx(costs["ablationcam"].rows * costs["ablationcam"].per_row)
+    assert costs["ablationcam"].per_row > 0

@@ -25,6 +25,7 @@ from interpretorch.attribution.common import resolve_layer
 from interpretorch.attribution.registry import Geometry, describe_rows, get_method
 from interpretorch.capture import capture
 from interpretorch.core import check_inputs, rows_per_pass
+from interpretorch.models.layers import tail_after
 
 __all__ = ["occlusion_windows", "feature_count", "MethodCost", "geometry_of", "time_per_row", "estimate",
            "Estimate", "estimate_run", "shorter_settings", "cpu_settings", "CPU_SETTINGS", "SHORTER", "LONG_SECONDS"]
@@ -58,15 +59,17 @@ SHORTER: dict[str, str] = {
 
 
 def cpu_settings(methods: Sequence[str], device: torch.device | str, paper: bool,
-                 given: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The options to run ``methods`` with, and what to record: the CPU's lighter ones unless ``paper`` or not
-    on a CPU; the user's own options (``given``) always win."""
+                 given: Mapping[str, Mapping[str, Any]], table: Mapping[str, Mapping[str, Any]] | None = None
+                 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The options to run ``methods`` with, and what to record: the CPU's lighter ones (``table``, default
+    ``CPU_SETTINGS``) unless ``paper`` or not on a CPU; the user's own options (``given``) always win."""
     cpu = torch.device(device).type == "cpu" and not paper
+    table = CPU_SETTINGS if table is None else table
     options = {m: dict(v) for m, v in given.items()}
     changed: dict[str, dict[str, Any]] = {}
     if cpu:
         for m in methods:
-            for k, v in CPU_SETTINGS.get(m, {}).items():
+            for k, v in table.get(m, {}).items():
                 if k not in options.get(m, {}):
                     options.setdefault(m, {})[k] = v
                     changed.setdefault(m, {})[k] = v
@@ -78,65 +81,114 @@ def cpu_settings(methods: Sequence[str], device: torch.device | str, paper: bool
 
 @dataclass(frozen=True)
 class MethodCost:
-    """The expected cost of one method on a batch: model rows (None: unknown) and seconds."""
+    """The expected cost of one method on a batch: model rows (None: unknown), seconds, and the pass a row runs
+    ("forward", "backward": forward and backward, "tail": only the network after the layer) at ``per_row``
+    seconds each."""
 
     method: str
     rows: int | None
     seconds: float | None
     backward: bool
+    per_row: float = 0.0
+    runs: str = "forward"
 
 
 def geometry_of(model: nn.Module, x: torch.Tensor, layer: Any = None) -> Geometry:
     """Images, their size and the channels of ``layer`` (the default CAM layer when None) for ``x``."""
+    g, _ = _geometry_and_activation(model, x, layer)
+    return g
+
+
+def _geometry_and_activation(model: nn.Module, x: torch.Tensor, layer: Any) -> tuple[Geometry, tuple[str, torch.Tensor]]:
     name = resolve_layer(model, layer, x[:1])
     with capture(model, name, grad=False) as rec:
-        model(x[:1])
+        with torch.no_grad():
+            model(x[:1])
     act = rec[name]
-    return Geometry(int(x.shape[0]), int(x.shape[-2]), int(x.shape[-1]), int(act.shape[1]) if act.dim() > 1 else 1)
+    g = Geometry(int(x.shape[0]), int(x.shape[-2]), int(x.shape[-1]), int(act.shape[1]) if act.dim() > 1 else 1)
+    return g, (name, act.detach())
+
+
+def _timed(fn: Any, sync: Any, repeats: int = 2) -> float:
+    """The shortest of ``repeats`` timings of ``fn()`` (seconds), after one untimed call of the same shape."""
+    fn()
+    sync()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def time_per_row(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> tuple[float, float]:
-    """Seconds per row of one forward pass and of one forward + backward, timed on one batch of ``x``'s rows."""
+    """Seconds per row of one forward pass and of one forward + backward, on a full chunk of ``x``'s rows (the
+    shortest of two timings after one untimed call of the same shape: the first call of a shape pays one-off
+    costs that the run's many calls do not)."""
     x = check_inputs(model, x)
     n = rows_per_pass(batch_size, x.device)
     rows = x[:1].expand(n, *x.shape[1:]).clone()
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     params = [p.requires_grad for p in model.parameters()]
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(rows)
+
+    def both() -> None:
+        leaf = rows.clone().requires_grad_(True)
+        model(leaf).reshape(n, -1)[:, 0].sum().backward()
+
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        with torch.no_grad():
-            model(rows[:1])  # warm-up
-            sync()
-            t0 = time.perf_counter()
-            model(rows)
-            sync()
-            forward = (time.perf_counter() - t0) / n
-        leaf = rows.clone().requires_grad_(True)
-        t0 = time.perf_counter()
-        out = model(leaf.clone())
-        out.reshape(n, -1)[:, 0].sum().backward()
-        sync()
-        both = (time.perf_counter() - t0) / n
+        f = _timed(forward, sync) / n
+        b = _timed(both, sync, repeats=1) / n
     finally:
         for p, r in zip(model.parameters(), params):
             p.requires_grad_(r)
-    return forward, max(both, forward)
+    return f, max(b, f)
+
+
+def time_tail_per_row(model: nn.Module, name: str, act: torch.Tensor, batch_size: int | None = None
+                      ) -> float | None:
+    """Seconds per row of running only the network after layer ``name`` (``models.layers.tail_after``) on a full
+    chunk of its activations ``act``; None when the model cannot be cut there (its rows then run the whole
+    model)."""
+    tail = tail_after(model, name)
+    if tail is None:
+        return None
+    n = rows_per_pass(batch_size, act.device)
+    rows = act[:1].expand(n, *act.shape[1:]).clone()
+    sync = torch.cuda.synchronize if act.device.type == "cuda" else (lambda: None)
+
+    def run() -> None:
+        with torch.no_grad():
+            tail(rows)
+
+    return _timed(run, sync) / n
 
 
 def estimate(model: nn.Module, x: torch.Tensor, methods: Sequence[str], options: Mapping[str, Mapping] | None = None,
              layer: Any = None, batch_size: int | None = None) -> list[MethodCost]:
-    """Expected model rows and seconds of each method on ``x`` (one timed forward / backward on the model)."""
+    """Expected model rows and seconds of each method on ``x`` (timed forward / backward passes on the model)."""
     options = options or {}
     specs = [get_method(m) for m in methods]
     x = check_inputs(model, x)
-    g = geometry_of(model, x, layer) if any(s.needs_layer for s in specs) else Geometry(*x.shape[:1], *x.shape[-2:])
+    if any(s.needs_layer for s in specs):
+        g, (name, act) = _geometry_and_activation(model, x, layer)
+    else:
+        g, name, act = Geometry(*x.shape[:1], *x.shape[-2:]), None, None
     forward, both = time_per_row(model, x, batch_size)
+    tail = time_tail_per_row(model, name, act, batch_size) if any(s.tail for s in specs) and name else None
     costs = []
     for s in specs:
         rows = s.estimate_rows(options.get(s.name, {}), g)
-        secs = None if rows is None else rows * (both if s.backward else forward)
-        costs.append(MethodCost(s.name, rows, secs, s.backward))
+        runs = "backward" if s.backward else ("tail" if s.tail and tail is not None else "forward")
+        price = {"backward": both, "forward": forward, "tail": tail}[runs]
+        secs = None if rows is None else rows * price
+        costs.append(MethodCost(s.name, rows, secs, s.backward, price, runs))
     return costs
 
 
@@ -236,9 +288,9 @@ def _steps(o: Mapping[str, Any]) -> int:
 
 
 FORMULAS = {
-    # name: (rows(options, geometry), runs a backward pass)
+    # name: (rows(options, geometry), runs a backward pass[, its rows run only the network after the layer])
     "scorecam": (lambda o, g: g.n_images * (1 + g.channels), False),
-    "ablationcam": (lambda o, g: g.n_images * (1 + g.channels), False),
+    "ablationcam": (lambda o, g: g.n_images * (1 + g.channels), False, True),
     "groupcam": (lambda o, g: g.n_images * (2 + min(int(o["groups"]), g.channels)), False),
     "sscam": (lambda o, g: g.n_images * (1 + g.channels * int(o["n_samples"])), False),
     "integrated_gradients": (lambda o, g: g.n_images * (_steps(o) + 2), True),
@@ -267,5 +319,5 @@ FORMULAS = {
     "neuron_conductance": (lambda o, g: g.n_images * (_steps(o) + 2), True),
 }
 
-for _name, (_rows, _backward) in FORMULAS.items():
-    describe_rows(_name, _rows, backward=_backward)
+for _name, (_rows, _backward, *_tail) in FORMULAS.items():
+    describe_rows(_name, _rows, backward=_backward, tail=bool(_tail and _tail[0]))

@@ -56,6 +56,7 @@ class MethodSpec:
     _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
     rows: Callable[[Mapping[str, Any], Geometry], int] | None = field(default=None, repr=False, compare=False)
     backward: bool = True
+    tail: bool = False  # its rows run only the network after the layer where the model can be cut there
 
     def estimate_rows(self, options: Mapping[str, Any], geometry: Geometry) -> int | None:
         """Model rows the method needs on ``geometry`` with ``options`` (its defaults filled in); None: unknown.
@@ -147,14 +148,15 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
     return spec
 
 
-def describe_rows(name: str, rows: Callable[[Mapping[str, Any], Geometry], int], *, backward: bool = True
-                  ) -> MethodSpec:
-    """Say how many model rows method ``name`` needs (``rows(options, geometry)``) and whether they run a backward
-    pass; returns the updated description (what run-time estimates read)."""
+def describe_rows(name: str, rows: Callable[[Mapping[str, Any], Geometry], int], *, backward: bool = True,
+                  tail: bool = False) -> MethodSpec:
+    """Say how many model rows method ``name`` needs (``rows(options, geometry)``), whether they run a backward
+    pass and whether they run only the network after the layer (``tail``); returns the updated description (what
+    run-time estimates read)."""
     spec = get_method(name)
     if not callable(rows):
         raise TypeError(f"rows must be callable (options, geometry) -> int, got {type(rows).__name__}")
-    new = replace(spec, rows=rows, backward=backward)
+    new = replace(spec, rows=rows, backward=backward, tail=tail)
     _METHODS[spec.name] = new
     return new
 

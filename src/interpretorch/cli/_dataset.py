@@ -89,7 +89,8 @@ def run_dataset(args: argparse.Namespace) -> int:
     from interpretorch.datasets.runner import DatasetJob, run_dataset_job
     from interpretorch.datasets.streams import DatasetError
     from interpretorch.datasets.summary import summary_lines
-    from interpretorch.metrics.evaluate import OPTION_GROUPS
+    from interpretorch.attribution.cost import cpu_settings
+    from interpretorch.metrics.evaluate import CPU_METRIC_SETTINGS, OPTION_GROUPS
     from interpretorch.runstate import Terminated
 
     if args.images:
@@ -102,6 +103,12 @@ def run_dataset(args: argparse.Namespace) -> int:
         raise UserError("--methods names no method; `interpretorch methods` lists them")
     metric_options = checked_metric_options(args.option)  # --option deletion.step=0.05: a metric's keyword argument
     options = method_options([o for o in args.option if o[0] not in OPTION_GROUPS], resolve_methods(wanted))
+    paper = getattr(args, "paper_settings", False)
+    options, settings = cpu_settings(resolve_methods(wanted), args.device, paper, options)
+    if evaluate:  # the metrics' lighter CPU settings, recorded with the methods'
+        metric_options, record = cpu_settings(list(CPU_METRIC_SETTINGS), args.device, paper, metric_options,
+                                              CPU_METRIC_SETTINGS)
+        settings = {**settings, "changed": {**settings["changed"], **record["changed"]}}
     out = output_dir(args.out)
     try:
         job = DatasetJob(
@@ -110,7 +117,7 @@ def run_dataset(args: argparse.Namespace) -> int:
             metrics=getattr(args, "metrics", None), options=options, metric_options=metric_options,
             target=args.target, layer=args.layer, batch_size=args.batch_size, labels=args.labels, boxes=args.boxes,
             masks=args.masks, limit=args.limit, seed=args.seed, resume=args.resume, save_maps=args.save_maps,
-            workers=args.workers, shard_size=args.shard_size, gallery_metric=args.gallery_metric)
+            workers=args.workers, shard_size=args.shard_size, gallery_metric=args.gallery_metric, settings=settings)
         result = run_dataset_job(job, on_estimate=say)
     except DatasetError as e:
         raise UserError(str(e)) from None

@@ -169,7 +169,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                     model_name: str = "model", class_names: Sequence[str] = (), progress: bool = True,
                     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
                     on_batch: Callable[[int, int], None] | None = None,
-                    on_start: Callable[[], None] | None = None) -> DatasetRun:
+                    on_start: Callable[[], None] | None = None,
+                    settings: Mapping[str, Any] | None = None) -> DatasetRun:
     """Explain every image of ``data`` with ``methods`` and (``evaluate_maps``) score the maps with ``metrics``,
     writing per-image rows (and, with ``save_maps``, float16 maps) to shards in ``out`` as batches finish;
     rank 0 then merges them into ``per_image.parquet`` (or ``.csv``) and ``summary.json``.
@@ -181,7 +182,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     ``images_per_batch`` (default: the rows per model call) images are read per batch by ``workers``
     DataLoader processes. ``on_batch(batches, images)``
     is called after each batch's rows were handed to the writer; ``on_start()`` on rank 0 once the folder is locked
-    and the settings checked, before the first batch (the CLI prints its estimate there).
+    and the settings checked, before the first batch (the CLI prints its estimate there). ``settings`` (the
+    settings profile the caller chose: CPU or the papers') is recorded in the manifest and stated on the page.
     """
     t_start = time.perf_counter()
     rank, size = dist.world()
@@ -208,6 +210,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         "target": target, "layer": layer,
         "preprocess": {"size": preprocess.size, "mean": list(preprocess.mean), "std": list(preprocess.std)},
         "seed": seed, "limit": limit, "data": data.describe(), "format": fmt, "save_maps": save_maps,
+        "settings": dict(settings) if settings else None,
         "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sessions": []}
     manifest = json.loads(json.dumps(manifest))  # as it reads back from disk (tuples -> lists), for --resume
     out.mkdir(parents=True, exist_ok=True)

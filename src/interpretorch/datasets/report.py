@@ -198,14 +198,14 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
             method=m, metric=metric, label=summary["labels"][metric] if metric else None, better=better,
             sections=sections, manifest=manifest, cbar=_gallery_colorbar(m)), encoding="utf-8")
         pages[m] = page
-    from interpretorch.report.answer import ANSWER_CSS, answer_html
+    from interpretorch.report.answer import ANSWER_CSS, answer_html, settings_html
 
     index = out / "index.html"
     index.write_text(env.get_template("dataset.html").render(
         answer=answer_html(summary.get("headline") if summary else f"{manifest.get('images_done', 0)} image(s) "
                            "explained; no metric was computed, so nothing is compared.",
                            summary.get("flags", []) if summary else []),
-        answer_css=ANSWER_CSS, s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
+        answer_css=ANSWER_CSS, settings=settings_html(manifest.get("settings")), s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
         failed=[{"path": p, "error": e} for p, e in zip(table["path"], table["error"]) if e is not None][:50],
         n_failed=sum(e is not None for e in table["error"]),
         table_file=next((p.name for p in out.glob("per_image.*")), None)), encoding="utf-8")

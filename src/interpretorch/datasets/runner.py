@@ -61,6 +61,7 @@ class DatasetJob:
     workers: int = 0
     shard_size: int = 256
     gallery_metric: str | None = None
+    settings: Mapping[str, Any] | None = None  # the settings profile chosen (CPU or the papers'), for the record
 
     def __post_init__(self) -> None:
         """Refuse settings that contradict each other, before anything is loaded."""
@@ -137,7 +138,7 @@ def run_dataset_job(job: DatasetJob, on_estimate: Callable[[Estimate], Any] | No
             options=job.options, metric_options=job.metric_options, seed=job.seed, limit=job.limit,
             resume=job.resume, save_maps=job.save_maps or not job.evaluate, workers=job.workers,
             shard_images=job.shard_size, model_name=job.model_name, class_names=loaded.class_names,
-            on_start=announce if on_estimate is not None else None)
+            settings=job.settings, on_start=announce if on_estimate is not None else None)
         page = None
         if rank == 0:
             page = write_dataset_report(job.out, result.summary, read_rows(job.out), result.manifest, loaded.model,
@@ -200,8 +201,8 @@ def estimate_dataset_job(job: DatasetJob | Prepared) -> Estimate:
     costs = estimate(model, x, p.methods, job.options, p.layer, job.batch_size)
     method_rows = sum(c.rows or 0 for c in costs)
     unknown = [c.method for c in costs if c.rows is None]
-    forward = next((c.seconds / c.rows for c in costs if c.rows and not c.backward), None)
-    both = next((c.seconds / c.rows for c in costs if c.rows and c.backward), None)
+    forward = next((c.per_row for c in costs if c.runs == "forward"), None)
+    both = next((c.per_row for c in costs if c.runs == "backward"), None)
     if forward is None or both is None:
         forward, both = time_per_row(model, x, job.batch_size)
     metric_rows = 0  # per image, all methods
@@ -222,7 +223,8 @@ def estimate_dataset_job(job: DatasetJob | Prepared) -> Estimate:
     seconds = n * (sum(c.seconds or 0.0 for c in costs) + metric_rows * forward) \
         + gallery * sum(c.seconds or 0.0 for c in costs)
     parts = [(c.method, (n + gallery) * (c.seconds or 0.0)) for c in costs] + [("metrics", n * metric_rows * forward)]
-    advice = {**SHORTER, "metrics": "--option deletion.step=0.05 --option insertion.step=0.05 (a coarser step), "
-                                    "--metrics with fewer metrics, or --limit N images"}
+    step = 0.1 if float(job.metric_options.get("deletion", {}).get("step", 0.01)) >= 0.05 else 0.05
+    advice = {**SHORTER, "metrics": f"--option deletion.step={step} --option insertion.step={step} (a coarser "
+                                    "step), --metrics with fewer metrics, or --limit N images"}
     return Estimate(n * (method_rows + metric_rows) + gallery * method_rows, seconds, device.type, tuple(unknown),
                     shorter_settings(parts, advice, seconds))

@@ -7,7 +7,7 @@ reading the JSON and a person reading the page see the same conclusions.
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from interpretorch.core.flags import flag_texts
 from interpretorch.report.scales import Scale, css_gradient, fmt_value
@@ -38,6 +38,31 @@ def answer_html(headline: str | None, flags: Iterable[dict[str, Any] | str | Non
         parts.append('<p class="noflags">No red flags raised by the checks this page runs.</p>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def settings_text(settings: Mapping[str, Any] | None) -> str:
+    """One sentence naming the settings profile a run used (the CPU's lighter one or the papers') and, for the
+    CPU profile, each option it changed and how to get the papers' settings; "" when none is recorded."""
+    if not settings:
+        return ""
+    profile = settings.get("profile")
+    changed = settings.get("changed") or {}
+    parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in opts.items()) for m, opts in changed.items() if opts]
+    if profile == "cpu":
+        text = "Settings: the lighter CPU profile"
+        if parts:
+            text += " (" + "; ".join(parts) + ")"
+        if settings.get("max_steps") is not None:
+            text += f" (the top {settings['max_steps']} randomization steps)"
+        return text + "; --paper-settings runs the papers' settings."
+    note = settings.get("note")
+    return "Settings: the papers' settings" + (f" ({note})" if note else "") + "."
+
+
+def settings_html(settings: Mapping[str, Any] | None) -> str:
+    """The settings sentence as a paragraph (``<p class="settings">``), or "" when none is recorded."""
+    text = settings_text(settings)
+    return f'<p class="meta settings">{escape(text)}</p>' if text else ""
 
 
 def colorbar_html(lo: float | str, hi: float | str, cmap: str = "jet", what: str = "") -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from interpretorch.core import flags as red
-from interpretorch.report.answer import ANSWER_CSS, answer_html
+from interpretorch.report.answer import ANSWER_CSS, answer_html, settings_html
 from interpretorch.report.evaluation import evaluation_section
 from interpretorch.report.scales import (Scale, css_gradient, fit_scale, fmt_value, is_signed, overlay,
                                          pixel_signed_scale)
@@ -328,6 +328,7 @@ def render_html(results: dict[str, Any], out_dir: str | Path) -> Path:
     ev = evaluation_section(results) if results.get("evaluation") else None
     answer = answer_html(results.get("headline"), results.get("flags", []))
     html = _env().get_template("index.html").render(r=results, page=_page(results), ev=ev, answer=answer,
+                                                    settings=settings_html(results.get("settings")),
                                                     answer_css=ANSWER_CSS)
     out.write_text(html, encoding="utf-8")
     return out

@@ -11,7 +11,7 @@ import torch
 
 from interpretorch.core import flags as red
 from interpretorch.core.stats import mean_ci
-from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html
+from interpretorch.report.answer import ANSWER_CSS, answer_html, colorbar_html, settings_html
 from interpretorch.report.drawing import render_visualization, to_uint8_images
 from interpretorch.sanity.checks import SanityResult
 
@@ -194,6 +194,7 @@ def save_report(result: SanityResult, out_dir: str | Path, *, images: torch.Tens
     env.filters["fmt"] = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v)
     html = env.get_template("index.html").render(r=data, figures=figures, model=model_name, images=names,
                                                  answer=answer_html(data["headline"], data["flags"]),
+                                                 settings=settings_html((data.get("extra") or {}).get("settings")),
                                                  answer_css=ANSWER_CSS, cbar=colorbar_html(
                                                      0, "99th pct", "gray", "each map: |attribution| from 0 (black) "
                                                      "to its own 99th percentile (white, clipped above)"))
