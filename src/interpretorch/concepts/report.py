@@ -296,7 +296,10 @@ def _merge(flags: list, n: int) -> list[dict]:
 
 def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:
     """The CRAFT page's headline (concepts ranked by Sobol total-order importance with their values) and its red
-    flags (an importance outside [0, 1]: estimator noise; few images behind the means)."""
+    flags (an importance outside [0, 1]: estimator noise; few images behind the means; concepts that rebuild the
+    layer so badly that the model's prediction changes)."""
+    from interpretorch.concepts.craft import SAME_PREDICTION_WARN, reconstruction_note
+
     designs = int(data.get("options", {}).get("nb_design", 0))
     cs = data["concepts"]
     ranked = "; ".join(f"{c['name']} {c['importance']:.2f} \u00b1 {c['importance_std']:.2f}" for c in cs)
@@ -307,6 +310,10 @@ def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:
     values.update({s["name"]: s["importance"] for c in cs for s in c["sub_concepts"]})
     flags = [red.estimate_out_of_range("a total-order Sobol index (mean over images)", values, designs),
              red.few_images("each concept's mean importance", n_images)]
+    fidelity = data.get("options", {}).get("reconstruction")
+    if fidelity and fidelity["same_prediction"] < SAME_PREDICTION_WARN:
+        note = reconstruction_note(fidelity, data["options"].get("score", "probability"))
+        flags.append(red.flag("unfaithful_reconstruction", f"Unfaithful concepts: {note}", **fidelity))
     return head, [f for f in flags if f]
 
 
