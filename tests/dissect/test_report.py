@@ -56,8 +56,9 @@ def test_layer_report(tmp_path, snapshot):
 def test_empty_regions_say_why_nothing_is_outlined():
     """A top image can show no region for two reasons, and the flag names both: the bilinear upsampling lowers an
     isolated peak of the feature map below the threshold (the unit does fire above it), or the peak itself is
-    not above the threshold. Measured with the trained probe CNN on 100 probe images (64 px): conv3.2's one empty
-    top image of 512 and 2 of conv4.2's 10 were the first kind, conv4.2's other 8 the second."""
+    not above the threshold. Measured (``measure_empty_regions.py``: the trained probe CNN, 100 probe images at
+    64 px): conv3.2's one empty top image of 512 and 2 of conv4.2's 10 were the first kind, conv4.2's other 8 the
+    second."""
     import torch
     import torch.nn.functional as F
 
