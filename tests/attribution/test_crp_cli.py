@@ -68,7 +68,12 @@ def test_discover_craft_command(folder, tmp_path, capsys):
     imps = [c["importance"] for c in data["concepts"]]
     assert data["method"] == "craft" and imps == sorted(imps, reverse=True)
     assert len(data["concepts"][0]["sub_concepts"]) == 2
-    assert "Sobol" in (out / "index.html").read_text()
+    html = (out / "index.html").read_text()
+    assert "Sobol" in html and "where it mattered" in html
+    # every ranked concept carries its CRP relevance along its direction on each shown image, and its figure
+    assert all(len(c["relevance_along_direction"]) == len(data["shown_images"]) for c in data["concepts"])
+    assert all((out / "figures" / f"concept{i}_relevance.png").exists() for i in range(3))
+    assert "rebuilt from the concepts" in text
     assert main(["discover", "--method", "craft", "--images", str(folder), "--target", "2", "--model", "tiny_cnn",
                  "--size", "32", "--layer", "features.8", "--out", str(out)]) == 2
     assert "negative activations" in capsys.readouterr().err

@@ -4,7 +4,11 @@ For each seed s and class c (0 stripes, 1 dots): the first 20 class-c images of 
 seed=5 + 1000 * s)`` (the test images of ``concept_sets(s)``).
 
 - CRAFT at ``features.10`` (k = 6, crops of 0.4-0.6 of the side, seed s): the deciding concept is the one whose
-  maps put the largest share of their mass inside the pasted patch; its importance rank and that share.
+  maps put the largest share of their mass inside the pasted patch; its importance rank and that share. Also the
+  share of the mass inside the patch pooled over the images (``pooled``, in importance order: a concept split
+  over two NMF components shows as two patch concepts on complementary images), the images on which each concept
+  carries the most mass inside the patch (``patch_images``), and how faithfully the concepts rebuild the layer
+  (``reconstruction``: the share of images keeping the model's class, the relative error).
 - CRP at ``features.10`` (epsilon_plus): per image the channel with the most relevance for its class, and the
   share of the positive input relevance conditioned on it that falls inside the patch (the patch is 1/9 of the
   image); also for the plain LRP map.
@@ -48,8 +52,16 @@ def craft_row(model, seed: int, cls: int) -> dict:
     share = [float(map_energy_inside(c.maps, boxes).mean()) for c in res.concepts]
     best = max(range(len(share)), key=lambda j: share[j])
     imp = [c.importance for c in res.concepts]
+    inside = torch.zeros(res.concepts[0].maps.shape, dtype=torch.bool)
+    for i, b in enumerate(boxes.round().long().tolist()):
+        inside[i, b[1]:b[3], b[0]:b[2]] = True
+    mass = [c.maps.clamp_min(0) for c in res.concepts]
+    pooled = [float((m * inside).sum() / m.sum().clamp_min(1e-30)) for m in mass]
+    dominant = torch.stack([(m * inside).flatten(1).sum(1) for m in mass]).argmax(0)
     return {"what": "craft", "seed": seed, "class": cls, "deciding_rank": best + 1, "deciding_share": share[best],
-            "importance": imp, "shares": share,
+            "importance": imp, "shares": share, "pooled": pooled,
+            "patch_images": [int((dominant == j).sum()) for j in range(len(mass))],
+            "reconstruction": res.options["reconstruction"],
             "margin_to_next": imp[best] - max([v for j, v in enumerate(imp) if j != best]), "seconds": seconds}
 
 
@@ -101,7 +113,8 @@ def main() -> None:
             for fn in (craft_row, crp_row):
                 row = fn(model, seed, cls)
                 rows.append(row)
-                print(json.dumps({k: v for k, v in row.items() if k not in ("importance", "shares", "top_channels")}),
+                print(json.dumps({k: v for k, v in row.items()
+                                  if k not in ("importance", "shares", "pooled", "top_channels")}),
                       flush=True)
     for seed in range(3):
         rows.append(cav_row(model, seed))

@@ -31,6 +31,9 @@ def test_layer_report(tmp_path, snapshot):
     html = page.read_text()
     assert "<b>2/3</b> units covering <b>2</b> concepts" in html
     assert "&lt;b&gt;.png" in html and "<b>.png" not in html
+    # unit 2 (B) lists image A among its 2 top images, where B is 0 everywhere: the flag says its peak is not above
+    # the threshold (not that the upsampling hid it)
+    assert "On 1 the unit" in html and "peak is not above its threshold" in html and "isolated peak" not in html
     # unit 1 (G) on image B: region = column 0, outlined in yellow, the rest dimmed
     strip = np.asarray(Image.open(tmp_path / "out" / "feat_files" / "unit0001.png"))
     assert strip.shape == (4, 4 + 3 + 4, 3)
@@ -48,3 +51,29 @@ def test_layer_report(tmp_path, snapshot):
     assert rep["layers"]["feat"]["detectors"] == 2 and "2 of 3 units are detectors" in rep["headline"] + index
     assert html.index("2 of 3 units are detectors") < html.index("<table")
     snap.assert_unchanged()
+
+
+def test_empty_regions_say_why_nothing_is_outlined():
+    """A top image can show no region for two reasons, and the flag names both: the bilinear upsampling lowers an
+    isolated peak of the feature map below the threshold (the unit does fire above it), or the peak itself is
+    not above the threshold. Measured (``measure_empty_regions.py``: the trained probe CNN, 100 probe images at
+    64 px): conv3.2's one empty top image of 512 and 2 of conv4.2's 10 were the first kind, conv4.2's other 8 the
+    second."""
+    import torch
+    import torch.nn.functional as F
+
+    from interpretorch.dissect.report import layer_answer
+
+    peak = torch.zeros(1, 1, 4, 4)
+    peak[0, 0, 1, 1] = 1.0
+    up = F.interpolate(peak, size=(16, 16), mode="bilinear", align_corners=False)
+    assert float(up.max()) < 0.8  # a 0.8 threshold is passed on the map, nowhere on the image
+    s = {"layer": "conv3", "units": 16, "detectors": 2, "iou_threshold": 0.04, "unique_concepts": 2}
+    units = [{"unit": 0, "iou": 0.08, "empty_regions": 3, "empty_by_upsampling": 1, "empty_below_threshold": 2},
+             {"unit": 1, "iou": 0.05, "empty_regions": 0, "empty_by_upsampling": 0, "empty_below_threshold": 0}]
+    (flag,) = layer_answer(s, 60, units)[1]
+    assert flag["by_upsampling"] == 1 and flag["below_threshold"] == 2 and flag["units"] == [0]
+    assert "On 1 of them the unit does fire above its threshold" in flag["text"]
+    assert "On 2 the unit's peak is not above its threshold" in flag["text"]
+    only = [{**units[0], "empty_regions": 1, "empty_below_threshold": 0}]
+    assert "not above its threshold" not in layer_answer(s, 60, only)[1][0]["text"]

@@ -116,8 +116,17 @@ def _run_craft(args: argparse.Namespace, model, images, normalize, files, out) -
     if args.layer is None:
         print(f"layer {result.layer} (the last non-negative feature map; CRAFT's NMF needs non-negative "
               "activations)")
+    from interpretorch.attribution.crp import conditional_relevance
+    from interpretorch.core import model_device
+
+    shown = normalize(images[result.shown]).to(model_device(model))
+    relevance = conditional_relevance(model, shown, args.target, result.layer,
+                                      [c.direction for c in result.concepts], batch_size=args.batch_size)
     paths = write_craft_report(result, images, out, image_names=[str(f) for f in files],
-                               title=f"CRAFT concepts of class {args.target}")
+                               title=f"CRAFT concepts of class {args.target}", relevance=relevance)
+    fid = result.options["reconstruction"]
+    print(f"rebuilt from the concepts, {result.layer} keeps the model's predicted class on "
+          f"{fid['same_prediction']:.0%} of the images (relative error {fid['relative_error']:.2f})")
     for i, c in enumerate(result.concepts, 1):
         print(f"{i:2d}. {c.name:12s} Sobol importance {c.importance:.3f} +- {c.importance_std:.3f}")
         for s in c.sub_concepts:

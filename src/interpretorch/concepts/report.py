@@ -186,24 +186,37 @@ def _overlay_strip(images: torch.Tensor, maps: torch.Tensor, title: str, path: P
 
 
 def write_craft_report(result: "CraftResult", images: torch.Tensor, out_dir: str | Path, *,  # noqa: F821
-                       image_names: Sequence[str] | None = None, title: str = "CRAFT concepts") -> dict[str, Path]:
+                       image_names: Sequence[str] | None = None, title: str = "CRAFT concepts",
+                       relevance: "ConditionalRelevance | None" = None) -> dict[str, Path]:  # noqa: F821
     """Write ``concepts.json`` and ``index.html`` (concepts ranked by Sobol importance, each with its top crops and
-    its maps on the shown images; sub-concepts under their concept) into ``out_dir``."""
+    its maps on the shown images; sub-concepts under their concept) into ``out_dir``. ``relevance``: a
+    :class:`~interpretorch.attribution.crp.ConditionalRelevance` of the shown images with one condition per concept
+    (its direction, in the ranked order), drawn as where each concept mattered for the class."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json(image_names)
+    if relevance is not None:
+        if relevance.heatmaps.shape[:2] != (len(result.shown), len(result.concepts)):
+            raise ValueError(f"relevance has {tuple(relevance.heatmaps.shape[:2])} (images, conditions); the result "
+                             f"shows {len(result.shown)} images of {len(result.concepts)} concepts")
+        for j, c in enumerate(data["concepts"]):
+            c["relevance_along_direction"] = [float(v) for v in relevance.concept_relevance[:, j]]
     data["headline"], data["flags"] = craft_answer(data, int(result.coefficients.shape[0]))
     (out / "concepts.json").write_text(json.dumps(data, indent=2))
     shown = images[result.shown]
 
-    def item(c, key: str, j: dict) -> dict:
+    def item(c, key: str, j: dict, rank: int | None = None) -> dict:
         return {"c": c, "json": j,
                 "crops": patches_figure(c.crops, f"{c.name}: top crops", out / "figures" / f"{key}_crops.png"),
                 "maps": _overlay_strip(shown, c.maps, f"{c.name}: where it is present",
                                        out / "figures" / f"{key}_maps.png", signed=False),
+                "relevance": (_overlay_strip(shown, relevance.heatmaps[:, rank],
+                                             f"{c.name}: where it mattered (CRP along its direction)",
+                                             out / "figures" / f"{key}_relevance.png", signed=True)
+                              if relevance is not None and rank is not None else None),
                 "subs": [item(s, f"{key}_{k}", js) for k, (s, js) in enumerate(zip(c.sub_concepts,
                                                                                       j["sub_concepts"]))]}
-    concepts = [item(c, f"concept{i}", data["concepts"][i]) for i, c in enumerate(result.concepts)]
+    concepts = [item(c, f"concept{i}", data["concepts"][i], i) for i, c in enumerate(result.concepts)]
     names = [image_names[i] if image_names else str(i) for i in result.shown]
     html = _env().get_template("craft.html").render(title=title, r=result, concepts=concepts, shown=names,
                                                      n_images=int(result.coefficients.shape[0]),
@@ -296,7 +309,10 @@ def _merge(flags: list, n: int) -> list[dict]:
 
 def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:
     """The CRAFT page's headline (concepts ranked by Sobol total-order importance with their values) and its red
-    flags (an importance outside [0, 1]: estimator noise; few images behind the means)."""
+    flags (an importance outside [0, 1]: estimator noise; few images behind the means; concepts that rebuild the
+    layer so badly that the model's prediction changes)."""
+    from interpretorch.concepts.craft import SAME_PREDICTION_WARN, reconstruction_note
+
     designs = int(data.get("options", {}).get("nb_design", 0))
     cs = data["concepts"]
     ranked = "; ".join(f"{c['name']} {c['importance']:.2f} \u00b1 {c['importance_std']:.2f}" for c in cs)
@@ -307,6 +323,10 @@ def craft_answer(data: dict, n_images: int) -> tuple[str, list[dict]]:
     values.update({s["name"]: s["importance"] for c in cs for s in c["sub_concepts"]})
     flags = [red.estimate_out_of_range("a total-order Sobol index (mean over images)", values, designs),
              red.few_images("each concept's mean importance", n_images)]
+    fidelity = data.get("options", {}).get("reconstruction")
+    if fidelity and fidelity["same_prediction"] < SAME_PREDICTION_WARN:
+        note = reconstruction_note(fidelity, data["options"].get("score", "probability"))
+        flags.append(red.flag("unfaithful_reconstruction", f"Unfaithful concepts: {note}", **fidelity))
     return head, [f for f in flags if f]
 
 

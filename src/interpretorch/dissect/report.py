@@ -68,7 +68,8 @@ def draw_outline(img: np.ndarray, region: np.ndarray, colors: tuple = ((255, 230
 
 def layer_answer(summary: dict, images: int, units_shown: list[dict]) -> tuple[str, list[dict]]:
     """A dissected layer's headline (detectors and concepts at the IoU threshold, over n images) and its red
-    flags (top-activating images where no pixel passes the unit's threshold, so nothing is outlined)."""
+    flags (top-activating images where no pixel passes the unit's threshold, so nothing is outlined, and why: the
+    upsampling lowered an isolated peak, or the image's peak is not above the threshold at all)."""
     from interpretorch.core import flags as red
 
     s = summary
@@ -79,13 +80,19 @@ def layer_answer(summary: dict, images: int, units_shown: list[dict]) -> tuple[s
     flags = []
     empty = [u for u in units_shown if u.get("empty_regions")]
     if empty:
-        flags.append(red.flag("empty_regions",
-                              f"No region outlined: {len(empty)} of the {len(units_shown)} units shown have "
-                              f"top-activating images where no upsampled pixel passes the unit's threshold "
-                              f"({sum(u['empty_regions'] for u in empty)} image(s) in all), so those images show no "
-                              f"region: being among a unit's top images does not mean it fires above its threshold "
-                              f"there.",
-                              units=[u["unit"] for u in empty], layer=s["layer"]))
+        note = (f"No region outlined: {len(empty)} of the {len(units_shown)} units shown have top-activating images "
+                f"where no upsampled pixel passes the unit's threshold ({sum(u['empty_regions'] for u in empty)} "
+                f"image(s) in all), so those images show no region.")
+        lowered = sum(u.get("empty_by_upsampling", 0) for u in empty)
+        below = sum(u.get("empty_below_threshold", 0) for u in empty)
+        if lowered:
+            note += (f" On {lowered} of them the unit does fire above its threshold on the feature map, but the "
+                     f"bilinear upsampling to the image lowers its isolated peak below the threshold.")
+        if below:
+            note += (f" On {below} the unit's peak is not above its threshold: fewer images than the strip shows "
+                     f"exceed it, and the strip is filled with the next highest.")
+        flags.append(red.flag("empty_regions", note, units=[u["unit"] for u in empty], layer=s["layer"],
+                              by_upsampling=lowered, below_threshold=below))
     if s["detectors"] == 0:
         flags.append(red.flag("no_detectors", f"No detectors: no unit of {s['layer']} reaches IoU "
                                               f"{s['iou_threshold']:g} with any concept on these {images} images.",
@@ -157,13 +164,14 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
     for pos, u in enumerate(order):
         t = float(ld.thresholds[u])
         tiles = []
-        empty = 0
+        empty = lowered = 0
         for i in (int(v) for v in ld.top_indices[u].tolist() if v >= 0):
             img = dataset.load_image(i).copy()
             a = acts[i][pos][None, None]
             up = F.interpolate(a, size=img.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             region = up > t
             empty += not region.any()
+            lowered += not region.any() and float(a.max()) > t  # above threshold on the map, not once upsampled
             dim = np.where(region[..., None], img, (img * 0.45).astype(np.uint8))
             tiles.append(draw_outline(dim, region))
         if not tiles:
@@ -174,6 +182,7 @@ def write_layer_report(result: Dissection, layer: str, model: nn.Module, dataset
         units.append({"unit": u, "label": ld.label_names[label[u]], "category": ld.categories[int(cat_of[label[u]])],
                       "iou": float(score[u]), "threshold": t, "detector": float(score[u]) >= ld.iou_threshold,
                       "strip": f"{stem}_files/unit{u:04d}.png", "empty_regions": empty,
+                      "empty_by_upsampling": lowered, "empty_below_threshold": empty - lowered,
                       "images": [dataset.info.rows[int(i)].image for i in ld.top_indices[u].tolist() if i >= 0]})
     from interpretorch.report.answer import ANSWER_CSS, answer_html
 
