@@ -101,6 +101,21 @@ def test_topk_by_hand():
         S.topk(a, b, fraction=0.0)
 
 
+def test_topk_on_photo_sized_maps_equals_a_set_intersection():
+    # 224 x 224 maps: the top 5 % is 2,509 pixels; the overlap is counted on (B, N) masks (a (B, k, N) one-hot
+    # took 4 GB for four maps)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 224, 224, generator=g), torch.rand(4, 224, 224, generator=g)
+    b[:2] = a[:2] + 0.1 * b[:2]
+    got = S.topk(a, b, fraction=0.05)
+    k = round(0.05 * 224 * 224)
+    for i in range(4):
+        sa = set(a[i].flatten().topk(k).indices.tolist())
+        sb = set(b[i].flatten().topk(k).indices.tolist())
+        assert got[i].item() == pytest.approx(len(sa & sb) / k, abs=1e-12)
+    assert got[0] > 0.5 > got[3]
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="different shapes"):
         S.compare(torch.zeros(2, 8, 8), torch.zeros(2, 8, 9))

@@ -186,9 +186,9 @@ def topk(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.05) -> torch.Tens
     fa = _flat(a.abs().sum(1) if a.dim() == 4 else a.abs())
     fb = _flat(b.abs().sum(1) if b.dim() == 4 else b.abs())
     k = max(1, int(round(fraction * fa.shape[1])))
-    ia = F.one_hot(fa.topk(k, dim=1).indices, fa.shape[1]).sum(1)
-    ib = F.one_hot(fb.topk(k, dim=1).indices, fb.shape[1]).sum(1)
-    return (ia * ib).sum(1).to(torch.float64) / k
+    ia = torch.zeros(fa.shape, dtype=torch.bool, device=fa.device).scatter_(1, fa.topk(k, dim=1).indices, True)
+    ib = torch.zeros(fb.shape, dtype=torch.bool, device=fb.device).scatter_(1, fb.topk(k, dim=1).indices, True)
+    return (ia & ib).sum(1).to(torch.float64) / k  # boolean masks: (B, N), not a (B, k, N) one-hot
 
 
 METRIC_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {
