@@ -82,16 +82,24 @@ def test_segmentation_sum_mean_and_predicted_mask():
     assert float(target_scores(logits, SegmentationTarget(1, big))) == -1.0
 
 
-def test_segmentation_default_mask_comes_from_the_unperturbed_image():
+@pytest.mark.numerics
+@pytest.mark.parametrize("method,opts", [("occlusion", {"window": 4}), ("rise", {"n_masks": 6}), ("scorecam", {}),
+                                         ("groupcam", {"groups": 2}), ("feature_ablation", {}),
+                                         ("lime", {"n_samples": 6}), ("integrated_gradients", {"steps": 3}),
+                                         ("smoothgrad", {"n_samples": 2}), ("deeplift", {}),
+                                         ("meaningful_perturbation", {"iterations": 2}), ("sess", {"window": 12})])
+def test_segmentation_default_mask_comes_from_the_unperturbed_image(method, opts):
+    """Perturbed rows are scored over the class's region predicted on the unperturbed image: the same maps as
+    that region given as the mask."""
     torch.manual_seed(0)
     seg = TinySegmenter(out="tensor").eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         pred = seg(x).argmax(1) == 1
     given = [SegmentationTarget(1, pred[i]) for i in range(2)]
-    a = interpretorch.explain(seg, x, "occlusion", target=SegmentationTarget(1), window=4, batch_size=3)
-    b = interpretorch.explain(seg, x, "occlusion", target=given, window=4, batch_size=3)
-    assert torch.allclose(a.maps, b.maps, atol=1e-5)
+    a = interpretorch.explain(seg, x, method, target=SegmentationTarget(1), batch_size=3, **opts)
+    b = interpretorch.explain(seg, x, method, target=given, batch_size=3, **opts)
+    assert torch.allclose(a.maps, b.maps, atol=1e-5), method
 
 
 def test_similarity_and_regression_scores():
@@ -204,3 +212,25 @@ def test_model_unchanged_with_target_objects(snapshot):
     interpretorch.explain(seg, x, ["gradcam", "gradient", "occlusion"], target=SegmentationTarget(2))
     snap.assert_unchanged()
     assert torch.equal(x, x0)
+
+
+def test_explain_targets_costs_one_pass_for_k_targets():
+    """K targets of one image: one forward of K rows (and one backward) for a CAM, where a loop over the targets
+    makes K calls of one row."""
+
+    class Counting(TinyDetector):
+        calls: list = []
+
+        def forward(self, x):
+            Counting.calls.append(x.shape[0])
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    det = Counting().eval()
+    x = torch.randn(3, 16, 16)
+    targets = [DetectionTarget(index=j) for j in range(4)]
+    interpretorch.explain_targets(det, x, targets, "gradcam", layer="backbone", batch_size=8)
+    assert Counting.calls == [4]
+    Counting.calls.clear()
+    interpretorch.explain_targets(det, x, targets, "gradcam", layer="backbone", batch_size=2)
+    assert Counting.calls == [2, 2]

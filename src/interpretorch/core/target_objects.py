@@ -289,6 +289,10 @@ class DetectionTarget(TargetObject):
         keep = (ious.detach() > self.iou_threshold) & (labels[None, :] == ref_labels[:, None])
         return total + ((ious + scores[None, :].to(ious.dtype)) * keep).sum()
 
+    def object_boxes(self, state: Any) -> torch.Tensor:
+        """The (K, 4) boxes this target explains (the reference boxes, or the chosen detection's box)."""
+        return (state[0] if self.index is not None else self.boxes).detach().float().cpu()
+
     def describe(self) -> dict:
         """Kind, reference boxes / labels or index, threshold and match rule."""
         d: dict = {"kind": "detection", "iou_threshold": self.iou_threshold, "match": self.match}
@@ -371,6 +375,13 @@ class SegmentationTarget(TargetObject):
         if self.reduce == "mean":
             total = total / regions.flatten(1).sum(1).clamp_min(1).to(total.dtype)
         return total
+
+    def object_mask(self, state: Any, size: tuple[int, int]) -> torch.Tensor:
+        """The (H, W) bool region this target explains at the input size ``size`` (nearest resizing)."""
+        m = (self.mask if state is None else state).detach().cpu()
+        if tuple(m.shape) == tuple(size):
+            return m.bool()
+        return F.interpolate(m[None, None].float(), size=size, mode="nearest")[0, 0] > 0.5
 
     def describe(self) -> dict:
         """Kind, class, region and reduction."""
@@ -519,6 +530,23 @@ class BoundTargets:
         order = torch.as_tensor([r for rows, _ in parts for r in rows], device=parts[0][1].device)
         flat = torch.cat([s for _, s in parts])
         return flat.new_zeros(len(ids_l)).index_add(0, order, flat)
+
+    def objects(self, size: tuple[int, int]) -> dict:
+        """Where the targets' objects are, for the localisation metrics: ``{"boxes": [(K, 4) per image]}`` for
+        detection targets, ``{"masks": (B, H, W) bool}`` at the input size ``size`` for segmentation targets, else
+        ``{}``. Reads what the unperturbed pass recorded (chosen detections, predicted masks)."""
+        ids = list(range(self.n)) if self.images is None else self.images.tolist()
+        if any(i not in self.memo for i in ids) and self.kind in ("detection", "segmentation"):
+            needs = [i for i in ids if i not in self.memo and (getattr(self.targets[i], "index", None) is not None
+                                                                or getattr(self.targets[i], "mask", 0) is None)]
+            if needs:
+                raise ValueError("the targets' objects are read from the unperturbed outputs: score the images "
+                                 "first (target_indices on their outputs)")
+        if self.kind == "detection":
+            return {"boxes": [self.targets[i].object_boxes(self.memo.get(i)) for i in ids]}
+        if self.kind == "segmentation":
+            return {"masks": torch.stack([self.targets[i].object_mask(self.memo.get(i), size) for i in ids])}
+        return {}
 
     def describe(self) -> list[dict]:
         """One description per image of this view."""

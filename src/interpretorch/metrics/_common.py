@@ -12,6 +12,7 @@ from torch import nn
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
 from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
+from interpretorch.core.target_objects import output_rows
 from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, is_target_object,
                                         target_indices, target_scores)
 from interpretorch.explanation import Explanation, normalize_maps, reduce_channels, upsample
@@ -199,9 +200,12 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
     if clean is None:
         outputs = scorer.outputs(x)
     else:
-        outputs = clean.detach().to(model_device(model))
-        if outputs.shape[0] != x.shape[0]:
-            raise ValueError(f"clean outputs hold {outputs.shape[0]} rows for {x.shape[0]} images")
+        if isinstance(clean, torch.Tensor):
+            outputs = clean.detach().to(model_device(model))
+        else:  # a list of per-image dicts (detections) or a dict / ModelOutput of tensors
+            outputs = concat_outputs([clean])
+        if output_rows(outputs) != x.shape[0]:
+            raise ValueError(f"clean outputs hold {output_rows(outputs)} rows for {x.shape[0]} images")
     idx = target_indices(outputs, target)
     return scorer, Clean(x, outputs, idx, is_target_object(target))
 
