@@ -294,8 +294,9 @@ def task_headline(results: dict[str, Any]) -> str:
                 + (f" ranges {min(sims):.2f} to {max(sims):.2f}" if sims else "")
                 + f"; {methods} method(s) explain what makes each image similar.")
     comp = results.get("comparisons")
-    if comp and comp.get("headline"):
-        text += " " + comp["headline"]
+    if comp and comp.get("headline"):  # the paired tests count the rows explained (detections, regions)
+        text += " " + comp["headline"].replace(" image(s)", " row(s)" if t.get("task") != "similarity"
+                                               else " image(s)", 1)
     return text
 
 
