@@ -67,6 +67,7 @@ class RunResult:
     interrupted: bool = False  # Ctrl-C with keep_partial=True: only the finished methods, no evaluation
     settings: dict[str, Any] | None = None  # the settings profile the run was given (CPU or the papers')
     sanity_check: Any = None  # the SanityResult of ``run(..., sanity=True)``, for its own report
+    task: dict[str, Any] | None = None  # detection / segmentation / similarity runs: per row what it explains
 
     @property
     def explanations(self) -> dict[str, Explanation]:
@@ -119,10 +120,12 @@ class RunResult:
         return self.class_names[index]
 
 
-def top_predictions(outputs: torch.Tensor, class_names: Sequence[str], k: int = 5) -> list[list[dict[str, Any]]]:
+def top_predictions(outputs: Any, class_names: Sequence[str], k: int = 5) -> list[list[dict[str, Any]]]:
     """Per image the ``k`` most probable classes: [{"index", "name", "prob"}, ...] ([] for non-class outputs)."""
-    if outputs.dim() != 2:
-        return [[] for _ in range(outputs.shape[0])]
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+        from interpretorch.core.target_objects import output_rows
+
+        return [[] for _ in range(output_rows(outputs))]
     probs = outputs.detach().float().softmax(1)
     top = probs.topk(min(k, probs.shape[1]), dim=1)
     return [[{"index": int(i), "name": class_names[int(i)] if int(i) < len(class_names) else f"class {int(i)}",
@@ -155,7 +158,7 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         eval_progress: Callable[[int, int, str], None] | None = None, keep_partial: bool = False,
         failed: Sequence[Mapping[str, str]] = (), settings: Mapping[str, Any] | None = None,
         device_label: str | None = None, sanity: bool = False, sanity_steps: int | None = None,
-        sanity_page: str = SANITY_PAGE) -> RunResult:
+        sanity_page: str = SANITY_PAGE, task: Mapping[str, Any] | None = None) -> RunResult:
     """Explain ``inputs`` with each method (default: ``default_methods()``; "all" for every one) and, with
     ``evaluate``, score the maps; returns a :class:`RunResult`.
 
@@ -169,7 +172,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     chosen) and ``device_label`` (the device as the user named it; default the inputs' device) are recorded for
     the report. ``sanity``: also the cascading model-randomization check of the methods (same targets, options
     and layer; ``sanity_steps`` top blocks, default all) in ``RunResult.sanity_check``, each method's verdict in
-    ``RunResult.sanity`` linking to ``sanity_page``.
+    ``RunResult.sanity`` linking to ``sanity_page``. ``task``: for the rows of :func:`task_rows`, its ``summary``
+    with its ``rows`` (what each row explains), kept in ``RunResult.task`` for the report.
     """
     x = check_inputs(model, inputs)
     target = check_target(target, x.shape[0])
@@ -220,8 +224,9 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
                        device=device_label or str(x.device), display=display,
                        labels=None if labels is None else [None if v is None else int(v) for v in labels],
-                       outputs=outputs, interrupted=interrupted, failed=[dict(f) for f in failed],
-                       settings=None if settings is None else dict(settings))
+                       outputs=outputs if isinstance(outputs, torch.Tensor) else None, interrupted=interrupted,
+                       failed=[dict(f) for f in failed], settings=None if settings is None else dict(settings),
+                       task=None if task is None else dict(task))
     if interrupted:
         return result
     if top_classes > 1:
@@ -273,4 +278,160 @@ def sanity_of(model: nn.Module, x: torch.Tensor, runs: Mapping[str, MethodRun], 
 def _guess_class_names(outputs: torch.Tensor) -> list[str]:
     from interpretorch.models import imagenet_classes
 
-    return imagenet_classes() if outputs.dim() == 2 and outputs.shape[1] == 1000 else []
+    return imagenet_classes() if isinstance(outputs, torch.Tensor) and outputs.dim() == 2 and \
+        outputs.shape[1] == 1000 else []
+
+
+TASKS = ("class", "detection", "segmentation", "similarity")
+
+
+@dataclass
+class TaskRows:
+    """The rows a detection / segmentation / similarity run explains: one row per detection, per (image, class
+    region) or per image, each with its own target and its picture (the box or region outlined)."""
+
+    task: str
+    inputs: torch.Tensor
+    display: torch.Tensor | None
+    names: list[str]
+    targets: list[Any]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> Any:
+    from interpretorch.capture import frozen
+    from interpretorch.core.batching import chunks, rows_per_pass
+    from interpretorch.core.targets import check_finite, concat_outputs
+
+    outs = []
+    with frozen(model):
+        for sl in chunks(x.shape[0], rows_per_pass(batch_size, x.device)):
+            out = model(x[sl])
+            check_finite(out)
+            outs.append(out)
+    return concat_outputs(outs)
+
+
+def infer_task(model: nn.Module, inputs: torch.Tensor, reference: bool = False) -> str:
+    """The task a model's output says it does, from one image: "detection" (a list of dicts with boxes),
+    "segmentation" (4-D logits, a dict with 'out', 4-D .logits), "similarity" (embeddings; 2-D outputs only with
+    a ``reference``), else "class"."""
+    from interpretorch.core.target_objects import infer_task as from_outputs
+
+    x = check_inputs(model, inputs)
+    return from_outputs(_outputs(model, x[:1], 1), reference)
+
+
+def task_rows(model: nn.Module, inputs: torch.Tensor, task: str, *, display: torch.Tensor | None = None,
+              names: Sequence[str] | None = None, class_names: Sequence[str] = (), score_threshold: float = 0.5,
+              classes: Sequence[int | str] | None = None, reference: torch.Tensor | None = None,
+              batch_size: int | None = None) -> TaskRows:
+    """The rows and targets that explain ``inputs`` for ``task``:
+
+    - "detection": one row per detection with score >= ``score_threshold`` (a ``DetectionTarget`` of its box and
+      label, pytorch-grad-cam's rule); the picture has the box drawn;
+    - "segmentation": one row per (image, class) whose predicted region is not empty, for ``classes`` (indices
+      or names; default every predicted class but class 0, the background of VOC-style models), a
+      ``SegmentationTarget`` of the class over its predicted region; the picture has the region outlined;
+    - "similarity": one row per image, the cosine similarity of its embedding to ``reference``'s (one image,
+      preprocessed like the inputs), computed once.
+
+    The unperturbed outputs are computed once here. ``summary`` says how many rows came from how many images
+    and what was left out (images without a detection, classes not predicted).
+    """
+    from interpretorch.core.target_objects import (DetectionTarget, SegmentationTarget, SimilarityTarget,
+                                                   detection_rows, segmentation_logits)
+    from interpretorch.imageops import draw_box, draw_outline
+    from interpretorch.labels import LabelError, class_index
+
+    if task not in TASKS[1:]:
+        raise ValueError(f"task must be one of {', '.join(TASKS[1:])} for task rows, got {task!r}")
+    x = check_inputs(model, inputs)
+    n = x.shape[0]
+    names = list(names) if names is not None else [f"image {i}" for i in range(n)]
+
+    def label_name(c: int) -> str:
+        return class_names[c] if 0 <= c < len(class_names) else f"class {c}"
+
+    rows: list[dict[str, Any]] = []
+    index: list[int] = []
+    targets: list[Any] = []
+    pictures: list[torch.Tensor] = []
+    summary: dict[str, Any] = {"task": task, "images": n}
+    if task == "similarity":
+        if reference is None:
+            raise ValueError("a similarity task needs a reference image (--reference IMG)")
+        t = SimilarityTarget.from_image(model, reference.to(x.device))
+        with torch.no_grad():
+            from interpretorch.core.targets import target_scores
+
+            sims = target_scores(_outputs(model, x, batch_size), [t] * n)
+        for i in range(n):
+            rows.append({"image": names[i], "kind": "similarity", "similarity": float(sims[i]),
+                         "caption": f"similarity {float(sims[i]):.2f} to the reference"})
+            index.append(i)
+            targets.append(t)
+        summary["n_rows"] = n
+        return TaskRows(task, x, display, names, targets, rows, summary)
+    outputs = _outputs(model, x, batch_size)
+    if task == "detection":
+        dets = detection_rows(outputs)
+        best = max((float(d["scores"].max()) for d in dets if d["scores"].numel()), default=None)
+        empty = []
+        for i, d in enumerate(dets):
+            keep = [j for j in range(int(d["scores"].numel())) if float(d["scores"][j]) >= score_threshold]
+            if not keep:
+                empty.append(names[i])
+            for j in keep:
+                box = d["boxes"][j].detach().float().cpu()
+                lab, sc = int(d["labels"][j]), float(d["scores"][j])
+                rows.append({"image": names[i], "kind": "detection", "detection": j, "label": lab,
+                             "label_name": label_name(lab), "score": sc,
+                             "box": [round(float(v), 1) for v in box],
+                             "caption": f"{label_name(lab)} {sc:.2f}"})
+                index.append(i)
+                targets.append(DetectionTarget(boxes=box, labels=lab))
+                if display is not None:
+                    pictures.append(draw_box(display[i], box.tolist()))
+        if not rows:
+            raise ValueError(f"no detection with score >= {score_threshold:g} in the {n} image(s)"
+                             + (f" (the highest is {best:.3f}); lower --score-threshold" if best is not None
+                                else "; the model detected nothing"))
+        summary.update(n_rows=len(rows), score_threshold=score_threshold, images_without_detection=empty)
+    else:
+        logits = segmentation_logits(outputs)
+        pred = logits.argmax(1)
+        k = logits.shape[1]
+        wanted: list[int] | None = None
+        if classes is not None:
+            try:
+                wanted = [c if isinstance(c, int) else class_index(str(c), class_names) for c in classes]
+            except LabelError as e:
+                raise ValueError(str(e)) from None
+            bad = [c for c in wanted if not 0 <= c < k]
+            if bad:
+                raise ValueError(f"class(es) {bad} out of range: the model segments {k} classes")
+        absent = []
+        for i in range(n):
+            present = [int(c) for c in pred[i].unique().tolist()]
+            for c in (wanted if wanted is not None else [c for c in present if c != 0 or k == 1]):
+                if c not in present:
+                    absent.append({"image": names[i], "class": c, "class_name": label_name(c)})
+                    continue
+                region = pred[i] == c
+                rows.append({"image": names[i], "kind": "segmentation", "class": c, "class_name": label_name(c),
+                             "pixels": int(region.sum()), "region_fraction": float(region.float().mean()),
+                             "caption": f"{label_name(c)} region"})
+                index.append(i)
+                targets.append(SegmentationTarget(c))
+                if display is not None:
+                    mask = SegmentationTarget(c).object_mask(region, tuple(display.shape[-2:]))
+                    pictures.append(draw_outline(display[i], mask))
+        if not rows:
+            raise ValueError("no asked class is predicted in any image" if wanted is not None else
+                             "the model predicts no class but the background in any image; name --classes")
+        summary.update(n_rows=len(rows), classes_not_predicted=absent)
+    idx = torch.tensor(index, device=x.device)
+    row_names = [f"{r['image']} [{r['caption']}]" for r in rows]
+    return TaskRows(task, x[idx], torch.stack(pictures) if pictures else None, row_names, targets, rows, summary)

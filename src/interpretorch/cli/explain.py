@@ -41,6 +41,19 @@ def add_arguments(p: argparse.ArgumentParser, evaluate_flag: bool = True) -> Non
     p.add_argument("--target", type=parse_target, default="top1",
                    help="'top1' (default), a class index, or one index per image, comma-separated")
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the model's last spatial layer)")
+    p.add_argument("--task", choices=("class", "detection", "segmentation", "similarity"), default=None,
+                   help="what the model does (default: inferred from its output: a list of dicts with boxes -> "
+                        "detection, 4-D logits or a dict with 'out' -> segmentation, 2-D outputs with --reference "
+                        "-> similarity, else class); detection explains every detection above --score-threshold "
+                        "(one row each, its box drawn), segmentation one map per class region, similarity the "
+                        "similarity of each image to --reference")
+    p.add_argument("--score-threshold", type=float, default=0.5, metavar="S",
+                   help="with --task detection: explain the detections scoring at least S (default: %(default)s)")
+    p.add_argument("--classes", default=None, metavar="A,B",
+                   help="with --task segmentation: the classes (names or indices) whose regions are explained "
+                        "(default: every predicted class but class 0, the background)")
+    p.add_argument("--reference", default=None, metavar="IMG",
+                   help="with --task similarity: the image whose embedding each image is compared to")
     p.add_argument("--out", default="interpretorch-report", help="output folder (default: %(default)s)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE", type=parse_option,
                    help="a keyword argument for one method, e.g. rise.n_masks=4000 or "
@@ -124,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.run import plan_steps, run as run_methods
     from interpretorch.cli._dataset import run_if_dataset
 
+    if getattr(args, "data", None) is not None and getattr(args, "task", None) not in (None, "class"):
+        raise UserError(f"--task {args.task} explains images given on the command line; --data runs classifiers")
     code = run_if_dataset(args)  # --data: the whole-dataset job
     if code is not None:
         return code
@@ -150,8 +165,14 @@ def run(args: argparse.Namespace) -> int:
     x = loaded.preprocess.normalize(display).to(args.device)
     if args.model not in MODELS:
         _probe(loaded.model, x[:1], args.model)
+    task = None
+    if getattr(args, "task", None) != "class":
+        x, display, names, task = _task_rows(args, loaded, x, display, names)
     evaluate = getattr(args, "evaluate", False)
     topk = getattr(args, "topk", 1)
+    if task is not None and (topk > 1 or args.target != "top1"):
+        raise UserError(f"--task {task['task']} explains its own targets (detections, class regions, similarity); "
+                        "--target and --topk are for classifiers")
     if topk > 1 and args.target != "top1":
         raise UserError("--topk shows each image's K most probable classes; it cannot be combined with --target")
     labels = None
@@ -192,14 +213,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with row_bar(total_rows if topk == 1 and not evaluate else None):
-            result = run_methods(loaded.model, x, methods, args.target, layer,
+            result = run_methods(loaded.model, x, methods, args.target if task is None else task["targets"], layer,
                                  batch_size=args.batch_size, options=options,
                                  names=names, class_names=loaded.class_names or None,
                                  evaluate=evaluate, display=display, model_name=args.model, progress=progress,
                                  top_classes=topk, labels=labels, eval_progress=eval_progress,
                                  metrics=getattr(args, "metrics", None), keep_partial=True, failed=failed,
                                  settings=settings, device_label=args.device, sanity=sanity,
-                                 sanity_steps=args.sanity_steps)
+                                 sanity_steps=args.sanity_steps,
+                                 task=None if task is None else task["summary"])
     finally:
         bar.close()
         if ebar is not None:
@@ -216,6 +238,37 @@ def run(args: argparse.Namespace) -> int:
     page = write_report(result, out_dir, shared_scale=getattr(args, "shared_scale", False))
     print(f"interpretorch: wrote {page}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _task_rows(args: argparse.Namespace, loaded, x, display, names):
+    """--task (given, or inferred from the model's output): the rows, pictures, names and targets it explains;
+    (x, display, names, None) for a classifier."""
+    from interpretorch.run import infer_task, task_rows
+
+    reference = None
+    if getattr(args, "reference", None):
+        ref_names, ref_arrays, ref_failed = collect_images([args.reference])
+        if not ref_arrays:
+            raise UserError(f"--reference {args.reference}: {ref_failed[0]['error'] if ref_failed else 'no image'}")
+        reference = loaded.preprocess.normalize(loaded.preprocess.display(ref_arrays[:1])).to(args.device)
+    try:
+        kind = args.task or infer_task(loaded.model, x, reference is not None)
+    except TypeError:
+        kind = "class"  # an output no task reads (a tuple, say): explained as a classifier, as before
+    if kind == "class":
+        return x, display, names, None
+    classes = None
+    if getattr(args, "classes", None):
+        classes = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",") if c.strip()]
+    try:
+        rows = task_rows(loaded.model, x, kind, display=display, names=names, class_names=loaded.class_names or (),
+                         score_threshold=args.score_threshold, classes=classes, reference=reference,
+                         batch_size=args.batch_size)
+    except (ValueError, TypeError) as e:
+        raise UserError(str(e)) from None
+    shown = rows.display if rows.display is not None else display
+    return rows.inputs, shown, rows.names, {"task": kind, "targets": rows.targets,
+                                             "summary": {**rows.summary, "rows": rows.rows}}
 
 
 def _announce(model, x, methods, options, layer, batch_size, sanity_steps) -> int | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 NAME = "methods"
-HELP = "list the explanation methods: name, map kind, layer, options and defaults"
+HELP = "list the explanation methods: name, map kind, layer, options, defaults and the target kinds each explains"
 PLUGIN_GROUP = "interpretorch.plugins"  # the entry-point group of interpretorch.core.plugins
 
 
@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def listing(specs: Sequence[Any]) -> str:
     """The text printed for these method descriptions: one block per method."""
+    from interpretorch.core.targets import TARGET_KINDS as every
+
     lines = []
     for s in specs:
         flags = [s.kind] + (["needs a layer"] if s.needs_layer else []) + ([f"shared pass: {s.group}"]
@@ -37,6 +39,11 @@ def listing(specs: Sequence[Any]) -> str:
             lines.append(textwrap.fill(s.doc, 110, initial_indent="    ", subsequent_indent="    "))
         opts = ", ".join(n if v is inspect.Parameter.empty else f"{n}={v!r}" for n, v in s.options.items())
         lines.append(f"    options: {opts or 'none'}")
+        kinds = tuple(getattr(s, "targets", ()))
+        if kinds:
+            lines.append("    targets: " + ("every kind" if set(every) <= set(kinds) else
+                                          f"{', '.join(kinds)}; not {', '.join(k for k in every if k not in kinds)}"
+                                          + (f" ({s.targets_note})" if getattr(s, "targets_note", "") else "")))
     return "\n".join(lines) + "\n"
 
 

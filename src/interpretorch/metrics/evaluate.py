@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, describe_target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics import builtin  # noqa: F401 - registers the built-in metrics
 from interpretorch.metrics._common import prepare
@@ -61,7 +61,9 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     through the model ``batch_size`` at a time.
 
     ``metrics``: None (``DEFAULT_METRICS``: all but max_sensitivity; the pointing games only with
-    ``boxes`` (B, 4) / list of (K, 4), or ``masks`` (B, H, W)), "all", or a list of names from
+    ``boxes`` (B, 4) / list of (K, 4), or ``masks`` (B, H, W); with detection or segmentation target objects
+    and neither given, each image's target gives them: its boxes, or its region, so the pointing games are per box
+    / per region), "all", or a list of names from
     the registered metrics (``register_metric``; "road" gives road_morf and road_lerf). ``options``: ``rule``
     (channel reduction of pixel attributions, default "abs_sum"), ``explain_fn`` (what re-explains for
     max_sensitivity: a callable ``(model, inputs, target) -> Explanation`` such as ``interpretorch.bind(...)``,
@@ -106,15 +108,19 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
     for k in groups:
         if k in options and not isinstance(options[k], Mapping):
             raise TypeError(f"option {k!r} must be a dict of keyword arguments for that metric")
+    scorer, cl = prepare(model, inputs, target, batch_size, clean=outputs)
+    if boxes is None and masks is None and cl.target_objects:  # each target's own box / region
+        objects = scorer.target.objects(tuple(cl.inputs.shape[-2:]))
+        boxes, masks = objects.get("boxes"), objects.get("masks")
     if boxes is None and masks is None:
         missing = [m.name for m in wanted if "objects" in m.needs]
         if missing and metrics is not None and metrics != "all":
             raise ValueError(f"{', '.join(missing)} need boxes= or masks= with the objects' locations")
         wanted = [m for m in wanted if m.name not in missing]
 
-    scorer, cl = prepare(model, inputs, target, batch_size, clean=outputs)
-    ctx = MetricContext(model, cl.inputs, target, options.get("rule", "abs_sum"), scorer.batch_size, cl.outputs,
-                        boxes, masks, options.get("explain_fn"))
+    ctx = MetricContext(model, cl.inputs, scorer.target if cl.target_objects else target,
+                        options.get("rule", "abs_sum"), scorer.batch_size, cl.outputs, boxes, masks,
+                        options.get("explain_fn"))
     asked = {f.name for m in wanted for f in m.figures}
     per_method = [m for m in wanted if m.fn is not None]
     total, done = len(explanations) * len(per_method), 0
@@ -122,7 +128,8 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
         _check_target(name, exp, cl.idx)
     results: dict[str, dict] = {}
     for name, exp in explanations.items():
-        res: dict[str, Any] = {"target": None if cl.idx is None else cl.idx.tolist()}
+        res: dict[str, Any] = {"target": describe_target(scorer.target) if cl.target_objects
+                               else None if cl.idx is None else cl.idx.tolist()}
         for m in per_method:
             got = m.fn(ctx, name, exp, **dict(options.get(m.options, {})))
             res.update(got if isinstance(got, Mapping) else {m.figures[0].name: entry(got)})

@@ -113,6 +113,9 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
         "imagenet": len(result.class_names) == 1000}
     if result.layer is not None:
         results["layer"] = result.layer
+    task = getattr(result, "task", None)
+    if task:
+        results["task"] = task
     stems = [_stem(i, name) for i, name in enumerate(result.names)]
     display = result.display
     photos = None
@@ -123,6 +126,8 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
         preds = [{**p, "rank": r + 1} for r, p in enumerate(result.predictions[i])]
         entry: dict[str, Any] = {"name": Path(name).name if "/" in name or "\\" in name else name, "file": name,
                                  "image": None, "predictions": preds, "methods": {}, "ranks": {}}
+        if task and i < len(task.get("rows", [])):
+            entry["explains"] = task["rows"][i]
         if result.labels is not None:
             lab = result.labels[i]
             entry.update(label=lab, label_name=result.class_name(lab), correct=correct[i])
@@ -170,6 +175,12 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
                                 "max": float(np.nanmax(v)), "scale": scale.to_dict(), "group": group}
             np.save(out / "maps" / f"{f}.npy", e.map2d().float().cpu().numpy()[i])
             tgt = None if e.target is None else int(e.target[i])
+            objects = e.extras.get("targets") if isinstance(e.extras, dict) else None
+            tgt_name = result.class_name(tgt)
+            if objects:  # target objects: what the row explains (a detection, a class region, a similarity)
+                tgt = objects[i]
+                rows = (task or {}).get("rows", [])
+                tgt_name = rows[i]["caption"] if i < len(rows) else tgt.get("kind")
             main_pic, signed_pic = pics[""], pics.get("_signed")
             item = {
                 "overlay": main_pic["path"], "map": f"maps/{f}.npy",
@@ -180,7 +191,7 @@ def results_dict(result: Any, out_dir: str | Path, *, write_files: bool = True,
                 "signed_min": None if signed_pic is None else signed_pic["min"],
                 "signed_max": None if signed_pic is None else signed_pic["max"],
                 "signed_scale": None if signed_pic is None else signed_pic["scale"],
-                "options": mr.options, "target": tgt, "target_name": result.class_name(tgt),
+                "options": mr.options, "target": tgt, "target_name": tgt_name,
                 "class_agnostic": spec.class_agnostic, "kind": spec.kind, "layer": e.layer,
                 "seconds": mr.seconds / n}
             if r == 1:
@@ -241,6 +252,8 @@ def run_headline(results: dict[str, Any]) -> str:
     for an evaluation which method the corrected tests support."""
     imgs = results["images"]
     preds = [(img["name"], img["predictions"][0]) for img in imgs if img["predictions"]]
+    if results.get("task"):
+        return task_headline(results)
     if not preds:
         text = f"{results['model']}: {len(imgs)} image(s) explained"
     elif len(preds) <= 4:
@@ -258,6 +271,35 @@ def run_headline(results: dict[str, Any]) -> str:
     return text
 
 
+def task_headline(results: dict[str, Any]) -> str:
+    """The answer of a detection / segmentation / similarity page: how many rows (detections, class regions,
+    images) from how many images, and what was left out, each with its count."""
+    t = results["task"]
+    rows, n_img, methods = t.get("rows", []), t.get("images", 0), len(results["method_names"])
+    n_rows = len(rows)
+    if t.get("task") == "detection":
+        left = len(t.get("images_without_detection", []))
+        text = (f"{results['model']} finds {n_rows} detection(s) with score ≥ {t.get('score_threshold', 0):g} "
+                f"in {n_img - left} of {n_img} image(s); each row explains one detection (its box drawn) with "
+                f"{methods} method(s).")
+    elif t.get("task") == "segmentation":
+        absent = len(t.get("classes_not_predicted", []))
+        text = (f"{results['model']}: {n_rows} predicted class region(s) in {n_img} image(s), one row each "
+                f"(the region outlined), explained by {methods} method(s)"
+                + (f"; {absent} asked (image, class) pair(s) have no predicted pixel and are not explained."
+                   if absent else "."))
+    else:
+        sims = [r["similarity"] for r in rows if "similarity" in r]
+        text = (f"{results['model']}: cosine similarity to the reference of {len(sims)} image(s)"
+                + (f" ranges {min(sims):.2f} to {max(sims):.2f}" if sims else "")
+                + f"; {methods} method(s) explain what makes each image similar.")
+    comp = results.get("comparisons")
+    if comp and comp.get("headline"):  # the paired tests count the rows explained (detections, regions)
+        text += " " + comp["headline"].replace(" image(s)", " row(s)" if t.get("task") != "similarity"
+                                               else " image(s)", 1)
+    return text
+
+
 def _tile(m: str, e: dict[str, Any], signed: bool, r: dict[str, Any], rank: int) -> dict[str, Any]:
     """What the template needs for one picture: image, caption lines, tooltip and colour bar."""
     scale = e["signed_scale"] if signed else e["scale"]
@@ -269,6 +311,8 @@ def _tile(m: str, e: dict[str, Any], signed: bool, r: dict[str, Any], rank: int)
         what = "signed map" if scale["view"] == "diverging" else "map"
     if e["class_agnostic"]:
         for_text, for_title = "class-agnostic", "class-agnostic: the same map for every class (the target is ignored)"
+    elif isinstance(e["target"], dict):
+        for_text, for_title = e["target_name"], f"explains {e['target_name']} ({e['target'].get('kind')} target)"
     elif e["target_name"] is not None:
         for_text = short_class_name(e["target_name"])
         for_title = f"explains class {e['target']}: {e['target_name']}"

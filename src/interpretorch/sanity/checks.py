@@ -24,7 +24,7 @@ from torch import nn
 
 from interpretorch.attribution.registry import BoundMethod, bind, get_method
 from interpretorch.core import check_inputs
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, check_target, target_kind
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import layer_name
 from interpretorch.sanity.cascade import PrefixCache
@@ -217,6 +217,8 @@ def _prepare(model: nn.Module, inputs: torch.Tensor, methods, target, layer, bat
     if rule.metric not in metrics:
         raise ValueError(f"the verdict metric {rule.metric!r} is not among the metrics computed {list(metrics)}")
     x = check_inputs(model, inputs)
+    if target_kind(target) not in ("class", "callable"):  # target objects: bound once, so every randomised
+        target = check_target(target, x.shape[0])        # model is scored against the trained model's objects
     return [b.name for b in bound], x, _Explainer(bound, target)
 
 
