@@ -168,6 +168,33 @@ def test_relative_stability_matches_quantus(quantus, kind):
     assert np.allclose(ours.numpy(), theirs, rtol=1e-5)
 
 
+class _LargestCall(nn.Module):
+    """Records the most rows any one call held."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.largest = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("kind", ["input", "output", "representation"])
+def test_relative_stability_runs_at_most_batch_size_rows_per_call(kind):
+    # The clean representation too: RRS divides by its values near 0, whose float32 rounding depends on the
+    # batch, so it must see the same batches as Quantus's (one per ``batch_size`` images), not all images at once.
+    model = _LargestCall(_mlp())
+    x = _inputs(7)
+    y = model(x).argmax(1)
+    a = _gradient(model, x, y)
+    model.largest = 0
+    relative_stability(model, x, a, explain_fn=_gradient, kind=kind, n_samples=3, batch_size=2,
+                       layers=["model.1"] if kind == "representation" else None)
+    assert model.largest == 2
+
+
 def test_relative_stability_ignores_changed_copies_where_quantus_gives_nan(quantus):
     # Noise large enough that some copies change class: Quantus's np.max over the copies is then NaN; ours is
     # the largest over the copies that kept the class, which equals Quantus's value on those copies only.

@@ -358,7 +358,10 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
                 used = names if layers is not None else [n for n in names if rec.calls.get(n, 0) == 1]
                 rep = torch.cat([rec[n].reshape(rows.shape[0], -1) for n in used], 1)
             return out, rep.double()
-        clean_out, clean_rep = represent(x)
+        # The clean representation in the same batches of ``batch_size`` rows as everything else: its values
+        # near 0 divide the denominator, and their float32 rounding depends on the batch (a change of 1e-5 in a
+        # value of 1e-6 changes RRS by its order), so batches of other sizes give another RRS.
+        clean_rep = torch.cat([represent(x[sl])[1] for sl in batched_rows(b, scorer.batch_size)])
         for sl in batched_rows(ys.shape[0], scorer.batch_size):
             o, r = represent(ys[sl])
             outs.append(o)
