@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip-96", action="store_true", help="skip interpretorch's 96-step run")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--rest", action="store_true", help="time the metrics of issue 30 beside Quantus instead")
-    ap.add_argument("--only", default=None, help="with --rest: comma-separated name prefixes of the metrics to time")
+    ap.add_argument("--only", default=None, help="with --rest or --families: comma-separated name prefixes of the metrics to time")
     ap.add_argument("--families", action="store_true",
                     help="time metrics of Quantus's families beside Quantus instead (see the module's docstring)")
     args = ap.parse_args(argv)
@@ -257,35 +257,13 @@ def families(args: argparse.Namespace) -> dict:
         "sparseness": (lambda: sparseness(maps), lambda: np.asarray(quantus.Sparseness(disable_warnings=True)(
             **{**common, "model": None}))),
     }
-    rows = []
-    for name, (ours_fn, theirs_fn) in pairs.items():
-        ours_t, theirs_t = [], []
-        for r in range(args.repeats):
-            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
-                if who == "ours":
-                    ours_t.append(timed(lambda: pairs[name][0](), args.clock))
-                else:
-                    theirs_t.append(timed(lambda: pairs[name][1](), args.clock))
-        ours_v = np.asarray(ours_fn().detach().double().numpy())
-        theirs_v = np.asarray(theirs_fn(), dtype=np.float64)
-        diff = float(np.abs(ours_v - theirs_v).max()) if ours_v.shape == theirs_v.shape else None
-        rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t),
-                     "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff})
-    env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
-           "load_average": os.getloadavg(), "quantus": getattr(quantus, "__version__", "")}
-    print(f"Quantus families, EfficientNet-Lite0, {x.shape[0]} images at {x.shape[-2]}x{x.shape[-1]}, Grad-CAM maps, "
-          f"batch {bs}, median of {args.repeats}, {args.clock} clock, load average {env['load_average'][0]:.1f}\n")
-    print("| metric | interpretorch s | Quantus s | Quantus / interpretorch | max abs diff |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
-        print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | {r['quantus_s']:.3f} | "
-              f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {d} |")
-    out = {"env": env, "rows": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
-    return out
+    if args.only:
+        keep = [k.strip().lower() for k in args.only.split(",")]
+        pairs = {k: v for k, v in pairs.items() if any(k.lower().startswith(o) for o in keep)}
+    # the forward rows each needs beyond the shared clean pass, through the model in batches of ``batch_size``
+    floors = {"region perturbation (28 px, 20 regions)": (0, 20), "selectivity (56 px)": (0, 16),
+              "faithfulness correlation (20 runs)": (0, 20)}
+    return _time_pairs(args, pairs, x, "Quantus families, Grad-CAM maps", floors=floors, model=model)
 
 
 def _abs_gradient(model, inputs, targets, **_kw) -> torch.Tensor:
@@ -374,48 +352,83 @@ def rest(args: argparse.Namespace) -> dict:
     if args.only:
         keep = [k.strip().lower() for k in args.only.split(",")]
         pairs = {k: v for k, v in pairs.items() if any(k.lower().startswith(o) for o in keep)}
-    return _time_pairs(args, pairs, x, "issue 30 metrics, |gradient| maps")
+    # (explanation rows, forward rows) per image each metric cannot avoid, at ``batch_size`` rows per call: the
+    # re-explained copies, and the outputs / representations of the copies (ROS, RRS) and the clean one (RRS)
+    floors = {"continuity (4 steps)": (4, 0), "RIS (4 samples)": (4, 0), "ROS (4 samples)": (4, 4),
+              "RRS (4 samples, _blocks.15)": (4, 5), "input invariance": (1, 0), "efficient MPRT": (1, 0)}
+    return _time_pairs(args, pairs, x, "issue 30 metrics, |gradient| maps", floors=floors, model=model)
 
 
-def _time_pairs(args: argparse.Namespace, pairs: dict, x: torch.Tensor, what: str) -> dict:
+def _floor(model: torch.nn.Module, x: torch.Tensor, explained: int, forward: int, bs: int) -> Callable[[], None]:
+    """The floor of a metric: ``explained`` re-explanations (``_abs_gradient``) and ``forward`` plain forward rows
+    per image, prepared in advance and run ``bs`` rows per call."""
+    def run() -> None:
+        if explained:
+            xe = x.repeat_interleave(explained, 0)
+            ye = torch.zeros(xe.shape[0], dtype=torch.long)
+            for i in range(0, xe.shape[0], bs):
+                _abs_gradient(model, xe[i:i + bs], ye[i:i + bs])
+        if forward:
+            xf = x.repeat_interleave(forward, 0)
+            with torch.no_grad():
+                for i in range(0, xf.shape[0], bs):
+                    model(xf[i:i + bs])
+    return run
+
+
+def _time_pairs(args: argparse.Namespace, pairs: dict, x: torch.Tensor, what: str,
+                floors: dict[str, tuple[int, int]] | None = None, model: torch.nn.Module | None = None) -> dict:
     rows = []
+    floors = floors or {}
     for name, (ours_fn, theirs_fn) in pairs.items():
+        floor_fn = _floor(model, x, *floors[name], args.batch_size) if name in floors else None
         try:
             theirs_v = np.asarray(theirs_fn(), dtype=np.float64)  # also the warm-up
         except Exception as e:  # noqa: BLE001 - a peer's failure is a result
             print(json.dumps({"metric": name, "quantus_error": f"{type(e).__name__}: {e}"}), flush=True)
             ours_t = [timed(ours_fn, args.clock) for _ in range(args.repeats)]
+            floor_t = [timed(floor_fn, args.clock) for _ in range(args.repeats)] if floor_fn else []
             rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t), "quantus_s": None,
-                         "max_abs_diff": None, "quantus_error": f"{type(e).__name__}: {e}"})
+                         "max_abs_diff": None, "quantus_error": f"{type(e).__name__}: {e}",
+                         "floor_s": statistics.median(floor_t) if floor_t else None, "floor_rows": floors.get(name)})
             continue
-        ours_t, theirs_t = [], []
+        ours_t, theirs_t, floor_t = [], [], []
         for r in range(args.repeats):
-            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+            for who in (("ours", "theirs", "floor") if r % 2 == 0 else ("floor", "theirs", "ours")):
                 if who == "ours":
                     ours_t.append(timed(ours_fn, args.clock))
-                else:
+                elif who == "theirs":
                     theirs_t.append(timed(theirs_fn, args.clock))
+                elif floor_fn is not None:
+                    floor_t.append(timed(floor_fn, args.clock))
         ours_v = np.asarray(ours_fn().detach().double().numpy())
         both = np.isfinite(ours_v) & np.isfinite(theirs_v) if ours_v.shape == theirs_v.shape else None
         rel = np.abs(ours_v - theirs_v) / np.maximum(np.abs(theirs_v), 1e-12) if both is not None else None
         diff = float(rel[both].max()) if both is not None and both.any() else None
         rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t),
-                     "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff})  # relative to Quantus's
+                     "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff,  # relative to Quantus's
+                     "floor_s": statistics.median(floor_t) if floor_t else None,
+                     "floor_rows": floors.get(name)})
         print(json.dumps(rows[-1]), flush=True)
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
            "load_average": os.getloadavg(), "quantus": getattr(quantus, "__version__", "")}
     print(f"{what}, EfficientNet-Lite0, {x.shape[0]} images at {x.shape[-2]}x{x.shape[-1]}, batch "
           f"{args.batch_size}, median of {args.repeats}, {args.clock} clock, load average "
           f"{env['load_average'][0]:.1f}\n")
-    print("| metric | interpretorch s | Quantus s | Quantus / interpretorch | max relative diff |")
-    print("|---|---:|---:|---:|---:|")
+    print("| metric | interpretorch s | Quantus s | Quantus / interpretorch | floor s (explained, forward rows "
+          "per image) | interpretorch / floor | Quantus / floor | max relative diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.1e}"
+        f = r.get("floor_s")
+        fl = f"{f:.3f} {tuple(r['floor_rows'])}" if f else "-"
+        of = f"{r['interpretorch_s'] / f:.2f}" if f else "-"
         if r["quantus_s"] is None:
-            print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | fails | - | - |")
+            print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | fails | - | {fl} | {of} | - | - |")
             continue
+        qf = f"{r['quantus_s'] / f:.2f}" if f else "-"
         print(f"| {r['metric']} | {r['interpretorch_s']:.3f} | {r['quantus_s']:.3f} | "
-              f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {d} |")
+              f"{r['quantus_s'] / max(r['interpretorch_s'], 1e-9):.1f} | {fl} | {of} | {qf} | {d} |")
     out = {"env": env, "rows": rows}
     if args.json:
         with open(args.json, "w") as f:

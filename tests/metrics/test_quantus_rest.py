@@ -168,6 +168,61 @@ def test_relative_stability_matches_quantus(quantus, kind):
     assert np.allclose(ours.numpy(), theirs, rtol=1e-5)
 
 
+class _LargestCall(nn.Module):
+    """Records the most rows any one call held."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.largest = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("kind", ["input", "output", "representation"])
+def test_relative_stability_runs_at_most_batch_size_rows_per_call(kind):
+    # The clean representation too: RRS divides by its values near 0, whose float32 rounding depends on the
+    # batch, so it must see the same batches as Quantus's (one per ``batch_size`` images), not all images at once.
+    model = _LargestCall(_mlp())
+    x = _inputs(7)
+    y = model(x).argmax(1)
+    a = _gradient(model, x, y)
+    model.largest = 0
+    relative_stability(model, x, a, explain_fn=_gradient, kind=kind, n_samples=3, batch_size=2,
+                       layers=["model.1"] if kind == "representation" else None)
+    assert model.largest == 2
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("kind", ["input", "output"])
+def test_relative_stability_reads_the_outputs_the_explanations_carry(kind):
+    # An explanation that carries the model's outputs on its rows (Explanation.outputs) spares the forward pass
+    # of the copies (ROS's h(x'), the prediction check): same values, n_samples x B fewer rows through the model.
+    from interpretorch.explanation import Explanation
+    from metric_models import Counting
+
+    model = Counting(_mlp())
+    x = _inputs(5)
+    y = model(x).argmax(1)
+    a = _gradient(model, x, y)
+
+    def with_outputs(m, inputs, target):
+        xi = inputs.clone().requires_grad_(True)
+        out = m(xi)
+        (g,) = torch.autograd.grad(out.gather(1, torch.as_tensor(target).reshape(-1, 1)).sum(), xi)
+        return Explanation(maps=g, method="gradient", outputs=out.detach())
+
+    runs = {}
+    for name, fn in (("plain", _gradient), ("carried", with_outputs)):
+        model.rows = 0
+        runs[name] = (relative_stability(model, x, a, explain_fn=fn, kind=kind, n_samples=3, batch_size=4,
+                                         clean=model(x).detach()), model.rows)
+    assert torch.allclose(runs["plain"][0], runs["carried"][0], rtol=1e-6, equal_nan=True)
+    assert runs["plain"][1] - runs["carried"][1] == 5 * 3
+
+
 def test_relative_stability_ignores_changed_copies_where_quantus_gives_nan(quantus):
     # Noise large enough that some copies change class: Quantus's np.max over the copies is then NaN; ours is
     # the largest over the copies that kept the class, which equals Quantus's value on those copies only.

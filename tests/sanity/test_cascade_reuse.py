@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from interpretorch.attribution.relu_rules import relu_rule
 from interpretorch.models import TinyCNN
 from interpretorch.sanity import model_randomization, randomization_blocks
 from interpretorch.sanity.cascade import PrefixCache, cut_before
@@ -45,8 +46,38 @@ def test_reuse_gives_the_same_similarities(setup, method):
         # steps 2 and 3 (cut at features.7 / features.3) resume; step 1 (fc: the layer lies below its cut) runs
         # in full; step 4 (the first block: no cut) is not wrapped at all
         assert counts == {"full": 1, "resumed": 2}
-    elif method in ("gradient", "guided_gradcam"):
-        assert counts["resumed"] == 0  # pixel gradients need the whole network
+    elif method == "gradient":
+        # the bottom's forward is reused and its backward run on the kept graph at every wrapped step
+        assert counts == {"full": 0, "resumed": 3}
+    elif method == "guided_gradcam":
+        assert counts["resumed"] == 0  # the guided ReLU rule hooks modules below every cut
+
+
+def test_input_gradient_through_the_kept_bottom_graph(setup):
+    # d logit / d x through the resumed copy (the trained bottom's kept graph, the random top) equals the full
+    # copy's, for a run of the cached rows, twice (the graph is kept); a second-order gradient refuses.
+    model, x = setup
+    blocks = randomization_blocks(model)
+    plan = plan_steps(blocks)
+    cache = PrefixCache(model, x, blocks, plan)
+    models = randomized_models(model, "cascading", blocks)
+    for _ in range(3):
+        _, work = next(models)  # fc, features.8 and features.4 random: cut at features.3
+    wrapped = cache.wrap(work, plan[2][1])
+
+    def grad_of(m: nn.Module, create_graph: bool = False) -> torch.Tensor:
+        rows = x[1:4].clone().requires_grad_(True)
+        out = m(rows.clone())[:, 2].sum()
+        return torch.autograd.grad(out, rows, create_graph=create_graph)[0]
+
+    expected = grad_of(work)
+    assert expected.abs().sum() > 0
+    for _ in range(2):
+        assert torch.allclose(grad_of(wrapped), expected, atol=1e-6, rtol=1e-5)
+    assert cache.counts == {"full": 0, "resumed": 2}
+    with pytest.raises(RuntimeError, match="reuse=False"):
+        g = grad_of(wrapped, create_graph=True)
+        torch.autograd.grad(g.sum(), work.fc.weight)
 
 
 def test_wrapped_copy_falls_back_on_other_inputs_and_hooks(setup):
@@ -69,4 +100,7 @@ def test_wrapped_copy_falls_back_on_other_inputs_and_hooks(setup):
         finally:
             h.remove()
         assert cache.counts["full"] == 2
+        with relu_rule(work, "guided"):  # a torch function mode: the bottom's ops would change
+            wrapped(x)
+        assert cache.counts["full"] == 3
     assert dict(wrapped.named_parameters()).keys() == dict(work.named_parameters()).keys()

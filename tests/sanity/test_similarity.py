@@ -140,3 +140,23 @@ def test_baselines_edge_map_is_the_sobel_of_the_input():
     assert torch.allclose(base["edge"]["spearman_abs"], torch.ones(2, dtype=torch.float64))
     assert base["random"]["spearman_abs"].abs().max() < 0.2
     assert S.edge_map_like(images, torch.zeros(2, 16, 16)).shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 12, 12), (3, 12, 12), (3, 30)])
+@pytest.mark.parametrize("percentile", [99.0, 100.0])
+def test_reference_compares_as_compare_does(shape, percentile):
+    # The randomization test ranks its original maps once (Reference); every metric must still equal compare's,
+    # ties (rounded maps) and a constant map (NaN rank correlations) included.
+    g = torch.Generator().manual_seed(3)
+    a = (torch.randn(shape, generator=g) * 4).round()
+    others = [torch.randn(shape, generator=g), (torch.randn(shape, generator=g) * 3).round(), torch.zeros(shape)]
+    metrics = S.METRICS if len(shape) > 2 else ("spearman_abs", "spearman", "topk")
+    opts = {"spearman_abs": {"percentile": percentile}, "spearman": {"percentile": percentile}}
+    ref = S.Reference(a, metrics, opts)
+    for b in others:
+        got, want = ref.compare(b), S.compare(a, b, metrics, opts)
+        assert list(got) == list(want)
+        for m in metrics:
+            assert torch.allclose(got[m], want[m], atol=1e-12, equal_nan=True), m
+    with pytest.raises(ValueError, match="different shapes"):
+        ref.compare(torch.zeros(2, *shape[1:]))

@@ -212,19 +212,34 @@ def local_lipschitz_estimate(model: nn.Module, inputs: torch.Tensor, maps: MapsL
 # ------------------------------------------------------------------ continuity and relative stability
 
 def _reexplain(model: nn.Module, ys: torch.Tensor, target: Target, explain_fn: ExplainFn,
-               batch_size: int | None, shape: tuple[int, ...]) -> torch.Tensor:
+               batch_size: int | None, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(N, numel) float64 maps of ``explain_fn`` on rows ``ys`` for ``target`` (the target of each row's image:
-    ``image_target``), ``batch_size`` at a time."""
+    ``image_target``), ``batch_size`` at a time, and the model's outputs on those rows when every explanation
+    carried them (``Explanation.outputs``: the method ran the model on the rows anyway), else None."""
     n = ys.shape[0]
-    out = []
+    out, outputs = [], []
     for sl in batched_rows(n, batch_size):
         t = split_target(target, sl)
-        em = explanation_maps(explain_fn(model, ys[sl], t)).detach().to(ys.device)
+        e = explain_fn(model, ys[sl], t)
+        em = explanation_maps(e).detach().to(ys.device)
         if em.shape[0] != sl.stop - sl.start or em[0].numel() != int(torch.tensor(shape).prod()):
             raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
                              f"{sl.stop - sl.start} maps shaped like the given ones {shape}")
         out.append(em.reshape(em.shape[0], -1).double())
-    return torch.cat(out)
+        o = getattr(e, "outputs", None) if isinstance(e, Explanation) else None
+        if outputs is not None and isinstance(o, torch.Tensor) and o.dim() == 2 and o.shape[0] == em.shape[0]:
+            outputs.append(o.detach().to(ys.device))
+        else:
+            outputs = None
+    return torch.cat(out), (torch.cat(outputs) if outputs else None)
+
+
+def _outputs_of(scorer: Any, ys: torch.Tensor, shared: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on ``ys``: those the explanations carried when they have the clean outputs' shape per
+    row, else one batched forward pass."""
+    if shared is not None and shared.shape[1:] == like.shape[1:]:
+        return shared
+    return scorer.outputs(ys)
 
 
 def _max_normalised_abs(v: torch.Tensor, normalise: bool, absolute: bool) -> torch.Tensor:
@@ -271,8 +286,9 @@ def continuity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
     shape = tuple(explanation_maps(maps).shape[1:])
     phi = _max_normalised_abs(explanation_maps(maps).detach().to(x.device).reshape(b, -1).double(), normalise,
                               absolute)
-    em = _max_normalised_abs(_reexplain(model, xs, image_target(scorer.target, cl.idx, img), explain_fn,
-                                        scorer.batch_size, shape), normalise, absolute)
+    maps_t, shared = _reexplain(model, xs, image_target(scorer.target, cl.idx, img), explain_fn,
+                                scorer.batch_size, shape)
+    em = _max_normalised_abs(maps_t, normalise, absolute)
     num = (phi[img] - em).abs().sum(1)
     den = (x[img].reshape(b * nr_steps, -1).double() - xs.reshape(b * nr_steps, -1).double()).norm(dim=1) + 1e-9
     val = (num / den).reshape(b, nr_steps)
@@ -280,7 +296,7 @@ def continuity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
         if cl.classes is None:
             raise ValueError("nan_when_prediction_changes needs class targets, not a callable target or target "
                              "objects")
-        changed = (scorer.outputs(xs).argmax(1) != cl.idx[img]).reshape(b, nr_steps)
+        changed = (_outputs_of(scorer, xs, shared, cl.outputs).argmax(1) != cl.idx[img]).reshape(b, nr_steps)
         val = torch.where(changed, torch.full_like(val, float("nan")), val)
         return _nanmax(val)
     return val.max(1).values
@@ -347,8 +363,8 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
     img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
     shape = tuple(explanation_maps(maps).shape[1:])
     e = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
-    es = _reexplain(model, ys, image_target(scorer.target, cl.idx, img), explain_fn, scorer.batch_size,
-                    shape)
+    es, shared = _reexplain(model, ys, image_target(scorer.target, cl.idx, img), explain_fn, scorer.batch_size,
+                            shape)
     num = _relative(e[img], es, eps_min)
     outs, reps = [], []
     need_out = kind == "output" or nan_when_prediction_changes
@@ -360,7 +376,10 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
                 used = names if layers is not None else [n for n in names if rec.calls.get(n, 0) == 1]
                 rep = torch.cat([rec[n].reshape(rows.shape[0], -1) for n in used], 1)
             return out, rep.double()
-        clean_out, clean_rep = represent(x)
+        # The clean representation in the same batches of ``batch_size`` rows as everything else: its values
+        # near 0 divide the denominator, and their float32 rounding depends on the batch (a change of 1e-5 in a
+        # value of 1e-6 changes RRS by its order), so batches of other sizes give another RRS.
+        clean_rep = torch.cat([represent(x[sl])[1] for sl in batched_rows(b, scorer.batch_size)])
         for sl in batched_rows(ys.shape[0], scorer.batch_size):
             o, r = represent(ys[sl])
             outs.append(o)
@@ -368,7 +387,7 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
         den = _relative(clean_rep[img], torch.cat(reps), eps_min)
         out_y = torch.cat(outs)
     else:
-        out_y = scorer.outputs(ys) if need_out else None
+        out_y = _outputs_of(scorer, ys, shared, cl.outputs) if need_out else None
         if kind == "input":
             xf = x.reshape(b, -1).double()
             den = _relative(xf[img], ys.reshape(ys.shape[0], -1).double(), eps_min)

@@ -6,12 +6,20 @@ them once (one forward pass of the trained model, recording the output of every 
 ``PrefixCache.wrap`` hands the method a model that, when called on (a contiguous run of) those very inputs,
 resumes from the cached activation and runs only the randomized top part.
 
-It is method-agnostic and falls back to the full forward pass whenever reuse would be wrong: inputs that require
-gradients (a pixel attribution differentiates through the bottom too), inputs that are not rows of the cached ones
-(perturbed or noisy copies), or a hook on any module of the bottom part (a layer method whose layer lies below the
-cut). So CAMs at a layer inside the randomized part skip the bottom's forward and backward at every step, while
-Gradient costs what it did. Possible only where the model's forward is a chain (``nn.Sequential`` or ``stages()``)
-down to the cut; otherwise nothing is cached and every step runs the full model.
+A method that differentiates to the input (Gradient) still needs the bottom's backward at every step, since the
+gradient arriving from the randomized top changes, but not its forward: for inputs that require gradients the
+cache keeps the trained bottom's autograd graph (one forward with gradients per run of rows, the first time that run
+is asked for) and the resumed forward hands the top the recorded activation through ``_BottomGrad``, whose backward
+runs the kept graph with the new incoming gradient. Only first-order gradients: a second backward through it
+(``create_graph``) raises.
+
+It is method-agnostic and falls back to the full forward pass whenever reuse would be wrong: inputs that are not
+rows of the cached ones (perturbed or noisy copies, interpolations), or a hook on any module of the bottom part (a
+layer method whose layer lies below the cut), or an active torch function / dispatch mode (a ReLU rule). So CAMs at
+a layer inside the randomized part skip the bottom's forward and backward at every step, and Gradient its forward.
+Possible only where the model's forward is a chain (``nn.Sequential`` or ``stages()``) down to the cut; otherwise
+nothing is cached and every step runs the full model. The kept graphs hold the bottom's activations for all the
+images (the memory of one forward pass with gradients over them).
 """
 from __future__ import annotations
 
@@ -105,6 +113,9 @@ def _hooked(subtrees: Sequence[nn.Module], containers: Sequence[nn.Module]) -> b
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:  # noqa: SLF001 - torch's own
         return True
+    # A torch function or dispatch mode (a ReLU rule of guided backprop) would change the bottom's ops too.
+    if torch._C._len_torch_function_stack() or torch._C._len_torch_dispatch_stack():  # noqa: SLF001 - torch's own
+        return True
     return any(_has_hooks(m) for top in subtrees for m in top.modules()) or any(_has_hooks(c) for c in containers)
 
 
@@ -113,7 +124,8 @@ class ResumedModel(nn.Module):
     resumes after ``cut`` from the cached activation when it can, else runs the copy in full."""
 
     def __init__(self, inner: nn.Module, bottom: list[nn.Module], containers: list[nn.Module],
-                 tail: list[nn.Module], inputs: torch.Tensor, cached: torch.Tensor, counts: dict[str, int]) -> None:
+                 tail: list[nn.Module], inputs: torch.Tensor, cache: "PrefixCache", cut: str,
+                 counts: dict[str, int]) -> None:
         super().__init__()
         object.__setattr__(self, "inner", inner)
         object.__setattr__(self, "_modules", inner._modules)  # the same module tree: layer names resolve alike
@@ -123,7 +135,8 @@ class ResumedModel(nn.Module):
         object.__setattr__(self, "_containers", containers)
         object.__setattr__(self, "_tail", tail)
         object.__setattr__(self, "_inputs", inputs)
-        object.__setattr__(self, "_cached", cached)
+        object.__setattr__(self, "_cache", cache)
+        object.__setattr__(self, "_cut", cut)
         object.__setattr__(self, "counts", counts)
 
     def __getattr__(self, name: str) -> Any:
@@ -144,15 +157,38 @@ class ResumedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         """The copy's outputs on ``x``: resumed from the cache when ``x`` is a run of the cached rows, else in full."""
-        rows = None if (x.requires_grad or _hooked(self._bottom, self._containers)) else self._rows(x)
+        rows = None if _hooked(self._bottom, self._containers) else self._rows(x)
         if rows is None:
             self.counts["full"] += 1
             return self.inner(x)
         self.counts["resumed"] += 1
-        h = self._cached[rows].clone()  # the tail may work in place (ReLU(inplace=True))
+        if x.requires_grad and torch.is_grad_enabled():
+            x0, h0 = self._cache.graph(rows, self._cut)
+            h = _BottomGrad.apply(x, x0, h0)
+        else:
+            h = self._cache.activation(self._cut)[rows].clone()  # the tail may work in place (ReLU(inplace=True))
         for m in self._tail:
             h = m(h)
         return h
+
+
+class _BottomGrad(torch.autograd.Function):
+    """``h0`` (the trained bottom's activation at the cut, computed from ``x0``, equal to ``x``) as a function of
+    ``x``: its backward runs ``h0``'s kept graph back to ``x0`` with the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, x0: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.graph = (x0, h0)
+        return h0.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:  # noqa: D102
+        if torch.is_grad_enabled():
+            raise RuntimeError("cascading randomization reuses the bottom's first-order graph only; a method that "
+                               "differentiates twice needs model_randomization(..., reuse=False)")
+        x0, h0 = ctx.graph
+        (g,) = torch.autograd.grad(h0, x0, grad, retain_graph=True, allow_unused=True)
+        return (torch.zeros_like(x0) if g is None else g), None, None
 
 
 class PrefixCache:
@@ -173,12 +209,31 @@ class PrefixCache:
             split = _split(model, cut) if cut is not None else None
             cuts[low] = (cut, split) if split is not None else (None, None)
         self.cuts = cuts
-        names = sorted({c for c, _ in cuts.values() if c is not None})
+        self.model = model
+        self.names = sorted({c for c, _ in cuts.values() if c is not None})
         self.activations: dict[str, torch.Tensor] = {}
-        if names:
-            with capture(model, names, grad=False) as rec:
-                model(inputs)
-                self.activations = {n: rec[n] for n in names}
+        self.graphs: dict[tuple[int, int], tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+
+    def activation(self, cut: str) -> torch.Tensor:
+        """The trained model's activation at ``cut`` on all the inputs (one forward pass without gradients for
+        every cut, the first time one is asked for)."""
+        if not self.activations:
+            with capture(self.model, self.names, grad=False) as rec:
+                self.model(self.inputs)
+                self.activations = {n: rec[n] for n in self.names}
+        return self.activations[cut]
+
+    def graph(self, rows: slice, cut: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the leaf copy of input ``rows``, the trained model's activation at ``cut`` with its graph back to it): one
+        forward pass with gradients for every cut, the first time these rows are asked for; kept for the run."""
+        key = (rows.start, rows.stop)
+        if key not in self.graphs:
+            x0 = self.inputs[rows].detach().clone().requires_grad_(True)
+            with capture(self.model, self.names, grad=True) as rec:
+                self.model(x0.clone())  # a non-leaf copy: in-place first ops stay legal
+                self.graphs[key] = (x0, {n: rec[n] for n in self.names})
+        x0, acts = self.graphs[key]
+        return x0, acts[cut]
 
     def wrap(self, work: nn.Module, idx: Sequence[int]) -> nn.Module:
         """``work`` (the step's randomized copy, blocks ``idx`` random) seen through the cache; ``work`` itself when
@@ -187,5 +242,4 @@ class PrefixCache:
         if cut is None:
             return work
         bottom, tail = _split(work, cut)  # the copy's own modules
-        return ResumedModel(work, bottom, _containers(work, cut), tail, self.inputs, self.activations[cut],
-                            self.counts)
+        return ResumedModel(work, bottom, _containers(work, cut), tail, self.inputs, self, cut, self.counts)

@@ -29,7 +29,7 @@ from interpretorch.explanation import Explanation
 from interpretorch.models.layers import layer_name
 from interpretorch.sanity.cascade import PrefixCache
 from interpretorch.sanity.randomize import Block, plan_steps, randomization_blocks, randomized_models
-from interpretorch.sanity.similarity import METRICS, baselines, compare
+from interpretorch.sanity.similarity import METRICS, Reference, baselines, compare
 
 
 # The lowest value each similarity metric takes: a threshold at or below it can never be passed.
@@ -274,9 +274,10 @@ def model_randomization(model: nn.Module, inputs: torch.Tensor,
     per_step: dict[str, list] = {"sims": [], "maps": []}
     models = randomized_models(model, mode, block_list, init=init, std=std, reset_running_stats=reset_running_stats,
                                seed=seed, seeding=seeding)
+    refs = {m: Reference(original[m], metrics, metric_options) for m in names}  # ranks of the originals once
     for s, (name, work) in zip(range(len(plan)), models):
         maps = explainer(cache.wrap(work, plan[s][1]) if cache is not None else work, x)
-        per_step["sims"].append({m: compare(original[m], maps[m], metrics, metric_options) for m in names})
+        per_step["sims"].append({m: refs[m].compare(maps[m]) for m in names})
         if keep_maps:
             per_step["maps"].append({m: maps[m][:keep_maps].cpu() for m in names})
         if progress:

@@ -211,6 +211,39 @@ def compare(a: torch.Tensor, b: torch.Tensor, metrics: tuple[str, ...] | list[st
     return out
 
 
+def _rank_view(metric: str, m: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
+    """The (B, N) rows ``metric`` (spearman_abs / spearman) ranks, after its normalisation."""
+    if metric == "spearman_abs":
+        if not _is_image(m):
+            return _flat(m).abs()
+        return _flat(_abs_sum(m)) if percentile >= 100 else _flat(abs_grayscale(m, percentile))
+    return _flat(diverging(m, percentile)) if _is_image(m) else _flat(m)
+
+
+class Reference:
+    """Maps compared with many others (the original maps of a randomization test): the same values as ``compare``,
+    with the rank correlations' normalisation and ranks of these maps computed once instead of per comparison."""
+
+    def __init__(self, a: torch.Tensor, metrics: tuple[str, ...] | list[str] = METRICS,
+                 options: dict[str, dict] | None = None) -> None:
+        unknown = [m for m in metrics if m not in METRIC_FUNCTIONS]
+        if unknown:
+            raise ValueError(f"unknown similarity metric(s) {unknown}; choose from {METRICS}")
+        _check_pair(a, a)
+        self.a, self.metrics, self.options = a, tuple(metrics), options or {}
+        self.ranks = {m: average_ranks(_rank_view(m, a, **self.options.get(m, {})))
+                      for m in self.metrics if m in ("spearman_abs", "spearman")}
+
+    def compare(self, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every metric of the reference against ``b``, {metric: (B,)}, equal to ``compare(reference, b)``."""
+        _check_pair(self.a, b)
+        rest = [m for m in self.metrics if m not in self.ranks]
+        out = compare(self.a, b, rest, self.options) if rest else {}
+        for m, ra in self.ranks.items():
+            out[m] = pearson_rows(ra, average_ranks(_rank_view(m, b, **self.options.get(m, {}))))
+        return {m: out[m] for m in self.metrics}
+
+
 def sobel_edges(images: torch.Tensor) -> torch.Tensor:
     """Sobel gradient magnitude of the channel mean of (B, C, H, W) images, (B, H, W) (reflected borders)."""
     if images.dim() != 4:
