@@ -87,6 +87,13 @@ def test_match_captum_on_efficientnet_lite0(pretrained, sample_batch):
     nc = neuron_conductance(model, x, t, "_blocks.14", neuron=(5, 0, 0), steps=6)
     assert_agree(nc.maps, captum(NeuronConductance, model, layer, x, (5, 0, 0), torch.zeros_like(x), target=t,
                                  n_steps=6, method="gausslegendre"))
+    ii = internal_influence(model, x, t, "_blocks.14", steps=6, batch_size=4)
+    assert_agree(ii.extras["layer_attributions"],
+                 captum(InternalInfluence, model, layer, x, torch.zeros_like(x), target=t, n_steps=6))
+    assert_agree(neuron_gradient(model, x, layer="_blocks.14", neuron=(5, 0, 0)).maps,
+                 captum(NeuronGradient, model, layer, x, (5, 0, 0)))
+    assert_agree(neuron_integrated_gradients(model, x, layer="_blocks.14", neuron=(5, 0, 0), steps=6).maps,
+                 captum(NeuronIntegratedGradients, model, layer, x, (5, 0, 0), torch.zeros_like(x), n_steps=6))
 
 
 def test_neuron_conductances_add_up_to_integrated_gradients(tiny64):

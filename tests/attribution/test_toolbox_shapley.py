@@ -156,6 +156,11 @@ def test_feature_methods_and_gradient_shap_match_captum_on_efficientnet_lite0(pr
     assert_agree(shapley_sampling(model, x, features=fm, permutations=perms, batch_size=4).maps, ref)
     ref = quiet(FeatureAblation(model).attribute, x, target=t, feature_mask=fm, perturbations_per_eval=4)
     assert_agree(feature_ablation(model, x, features=fm, batch_size=3).maps, ref)
+    torch.manual_seed(5)
+    perms = [torch.tensor([1, 0]) for _ in range(4)]  # two images: Captum's only non-identity permutation
+    ref = quiet(FeaturePermutation(model).attribute, x, target=t, feature_mask=fm)
+    assert_agree(feature_permutation(model, x, features=fm, permutations=torch.stack(perms), batch_size=3).maps,
+                 ref)
     dist = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     samples = captum_gradshap_draws(2, 2, 2, (3, 32, 32), 0.0, seed=1)
     np.random.seed(1)

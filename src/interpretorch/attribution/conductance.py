@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import clean_pass, finish_region, method_inputs, resolve_layer, row_scores
+from interpretorch.attribution.folded import folded_model
 from interpretorch.attribution.integrated import ig_baseline, ig_quadrature
 from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
@@ -85,6 +86,7 @@ def layer_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = "
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, _ = ig_quadrature(steps + 1, method)
     b = x.shape[0]
@@ -137,6 +139,7 @@ def internal_influence(model: nn.Module, inputs: torch.Tensor, target: Target = 
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)
     b = x.shape[0]
@@ -220,6 +223,7 @@ def neuron_gradient(model: nn.Module, inputs: torch.Tensor, target: Target = "to
     unit is what is explained). A row is one image."""
     x, _, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
     g = _neuron_path(model, x, name, neuron, chosen, torch.zeros_like(x), x, [1.0], [1.0], batch_size)
     return Explanation(maps=g.to(x.dtype), method="neuron_gradient", layer=name,
@@ -241,6 +245,7 @@ def neuron_integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: 
     NeuronIntegratedGradients); ``target`` is not used. A row is one point of one image's path."""
     x, _, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)
@@ -269,6 +274,7 @@ def neuron_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = 
     every unit of the layer they give Integrated Gradients. A row is one point of one image's path."""
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)
