@@ -215,7 +215,16 @@ def main() -> None:
 def count_rows(model, fn) -> int:
     """The rows ``fn`` feeds ``model`` (one more untimed call, with a counting hook; ours then skips folding)."""
     rows = []
-    handle = model.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+
+    def first_tensor(a):
+        if isinstance(a, torch.Tensor):
+            return a
+        for v in a if isinstance(a, (tuple, list)) else ():
+            t = first_tensor(v)
+            if t is not None:
+                return t
+        return None
+    handle = model.register_forward_pre_hook(lambda mod, args: rows.append(first_tensor(args).shape[0]))
     try:
         fn()
     finally:
