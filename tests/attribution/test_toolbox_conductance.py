@@ -62,8 +62,10 @@ def test_neuron_methods_match_captum(tiny64):
     model, x, base = tiny64
     layer = model.features[4]
     channel = lambda a: a[:, 3].sum((1, 2))  # noqa: E731 - Captum's selector for our channel unit
-    assert_agree(neuron_gradient(model, x, layer="features.4", neuron=3).maps,
-                 captum(NeuronGradient, model, layer, x, channel))
+    ng = neuron_gradient(model, x, layer="features.4", neuron=3, batch_size=2)
+    assert_agree(ng.maps, captum(NeuronGradient, model, layer, x, channel))
+    with torch.no_grad():
+        torch.testing.assert_close(ng.scores, channel(model.features[:5](x)))  # the unit's value per image
     assert_agree(neuron_gradient(model, x, layer="features.4", neuron=(3, 2, 5), batch_size=2).maps,
                  captum(NeuronGradient, model, layer, x, (3, 2, 5)))
     assert_agree(neuron_integrated_gradients(model, x, layer="features.4", neuron=3, baseline=base, steps=10,
