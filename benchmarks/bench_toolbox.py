@@ -11,12 +11,21 @@ first.
     PYTHONPATH=src:/tmp/zennit_t python benchmarks/bench_toolbox.py --methods lrp
 
 Sampled methods use the same numbers of samples on both sides (the draws differ; the cost does not depend on
-them). Each figure is the best of ``--repeat`` runs, ours and the reference's interleaved.
+them). Each figure is the best of ``--repeat`` runs, ours and the reference's interleaved. ``--clock cpu`` times
+process CPU time (steadier with ``--threads 1`` on a busy machine).
+
+Floors (``--floor``): the forward rows a method cannot avoid (the clean images plus its perturbed or path rows),
+timed as plain forward passes of 8 rows without gradients, on the model as given in NCHW (what Captum runs) and
+on the BatchNorm-folded copy in channels-last (what ours runs); ``ours/fl`` and ``ref/fl`` are each side's time
+over its floor. ``feature_ablation_slic`` uses SLIC superpixels per image (the method's default): Captum then
+evaluates every label for every image (B x max F rows), ours each image's own (sum of F). ``--absorption`` prints
+the LRP epsilon rule's conservation (relevance reaching the input / target logit) on the model's biases.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 import warnings
 
@@ -24,26 +33,50 @@ import torch
 import torch.nn.functional as F
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = time.perf_counter
+
+
 def timed(fn, repeat: int) -> float:
-    """Best wall time of ``repeat`` calls of ``fn``."""
+    """Best time of ``repeat`` calls of ``fn`` on the chosen clock."""
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
+def floor_fn(model, x, n_rows: int, *, fold: bool):
+    """n_rows forward rows (the images repeated), 8 per call, without gradients: on the model as given (NCHW) or
+    on the copy ours evaluates (BatchNorm folded, channels-last)."""
+    from interpretorch.attribution.folded import folded_model
+    from interpretorch.attribution.layout import in_layout, row_layout
+
+    m = folded_model(model, x) if fold else model
+    rows = x.repeat(-(-8 // len(x)), 1, 1, 1)[:8]
+    if fold:
+        rows = in_layout(rows, row_layout(m, x))
+
+    def run():
+        with torch.no_grad():
+            for start in range(0, n_rows, 8):
+                m(rows[:min(8, n_rows - start)])
+    return run
+
+
 def cases(model, x, t, layer_name, steps: int, samples: int, cell: int):
-    """(name, ours, reference or None, reference's name) for every method."""
+    """(name, ours, reference or None, reference's name, forward rows ours cannot avoid or None, Captum's forward
+    rows) for every method."""
     import captum.attr as ca
 
     from interpretorch.attribution import explain
-    from interpretorch.attribution.features import grid_masks
+    from interpretorch.attribution.features import grid_masks, slic_masks
     from interpretorch.models.layers import get_layer
 
     layer = get_layer(model, layer_name)
     fm = grid_masks(x, cell)
+    slic = slic_masks(x, n_segments=16)  # per image; a different number of superpixels each
     zeros = torch.zeros_like(x)
     dist = torch.randn((4,) + tuple(x.shape[1:]), generator=torch.Generator().manual_seed(0))
 
@@ -70,6 +103,9 @@ def cases(model, x, t, layer_name, steps: int, samples: int, cell: int):
                                                             perturbations_per_eval=1), "Captum")
     yield ("feature_ablation", ours("feature_ablation", features=fm),
            lambda: ca.FeatureAblation(model).attribute(x, target=t, feature_mask=fm, perturbations_per_eval=1),
+           "Captum")
+    yield ("feature_ablation_slic", ours("feature_ablation", features=slic),
+           lambda: ca.FeatureAblation(model).attribute(x, target=t, feature_mask=slic, perturbations_per_eval=1),
            "Captum")
     yield ("kernel_shap", ours("kernel_shap", features=fm, n_samples=samples),
            lambda: ca.KernelShap(model).attribute(x, target=t, feature_mask=fm, n_samples=samples,
@@ -119,7 +155,17 @@ def main() -> None:
     p.add_argument("--layer", default=None, help="layer of the conductance methods (default: the CAM layer)")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall clock, or process CPU time (steadier with one thread on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--floor", action="store_true", help="count each side's forward rows and time them as plain "
+                   "forward passes (the floor), on the model as given and on the copy ours runs")
+    p.add_argument("--absorption", action="store_true", help="print the LRP epsilon rule's conservation and stop")
     args = p.parse_args()
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     from skimage import data
 
@@ -136,8 +182,17 @@ def main() -> None:
     layer = args.layer or resolve_layer(model, None, x)
     cell = args.cell or max(1, args.size // 4)
     print(f"{args.model}, {args.images} images at {args.size} px, batch_size 8, layer {layer}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'method':22s} {'ours s':>8s} {'ref s':>8s} {'ref/ours':>8s}  reference")
+          f"{torch.get_num_threads()} threads, {args.clock} clock, load average {os.getloadavg()[0]:.1f}")
+    if args.absorption:
+        absorption(model, x, t)
+        return
+    from interpretorch.attribution.layout import row_layout
+
+    row_layout(model, x)  # the layout check's one row, made now so that no row count includes it
+    head = f"{'method':22s} {'ours s':>8s} {'ref s':>8s} {'ref/ours':>8s}"
+    if args.floor:
+        head += f" {'rows':>6s} {'refrows':>7s} {'fl ours':>8s} {'fl ref':>8s} {'ours/fl':>7s} {'ref/fl':>7s}"
+    print(head + "  reference")
     for name, ours, ref, ref_name in cases(model, x, t, layer, args.steps, args.samples, cell):
         if args.methods and name.split("@")[0] not in args.methods:
             continue
@@ -148,7 +203,45 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved, so that a change in the machine's load hits both sides
             a = min(a, timed(ours, 1))
             b = min(b, timed(ref, 1)) if ref is not None else float("nan")
-        print(f"{name:22s} {a:8.2f} {b:8.2f} {b / a:8.2f}  {ref_name}")
+        line = f"{name:22s} {a:8.2f} {b:8.2f} {b / a:8.2f}"
+        if args.floor:
+            rows, ref_rows = count_rows(model, ours), count_rows(model, ref) if ref is not None else 0
+            fa = timed(floor_fn(model, x, rows, fold=True), args.repeat)
+            fb = timed(floor_fn(model, x, ref_rows, fold=False), args.repeat) if ref_rows else float("nan")
+            line += f" {rows:6d} {ref_rows:7d} {fa:8.2f} {fb:8.2f} {a / fa:7.2f} {b / fb:7.2f}"
+        print(line + f"  {ref_name}", flush=True)
+
+
+def count_rows(model, fn) -> int:
+    """The rows ``fn`` feeds ``model`` (one more untimed call, with a counting hook; ours then skips folding)."""
+    rows = []
+
+    def first_tensor(a):
+        if isinstance(a, torch.Tensor):
+            return a
+        for v in a if isinstance(a, (tuple, list)) else ():
+            t = first_tensor(v)
+            if t is not None:
+                return t
+        return None
+    handle = model.register_forward_pre_hook(lambda mod, args: rows.append(first_tensor(args).shape[0]))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return sum(rows)
+
+
+def absorption(model, x, t) -> None:
+    """LRP's conservation (input relevance / target logit) with the epsilon rule on every layer, by epsilon."""
+    from interpretorch.attribution.lrp import lrp
+
+    print(f"{'LRP':28s} {'mean':>8s} {'min':>8s} {'max':>8s}  (relevance reaching the input / target logit)")
+    for how in [dict(composite=None, rule="epsilon", epsilon=e) for e in (1e-6, 1e-3, 1e-2, 0.1, 1.0)] + \
+            [dict(composite="epsilon_plus")]:
+        c = lrp(model, x, t, batch_size=8, **how).extras["conservation"].double()
+        label = how.get("composite") or f"epsilon {how['epsilon']:g}"
+        print(f"{label:28s} {float(c.mean()):8.3f} {float(c.min()):8.3f} {float(c.max()):8.3f}")
 
 
 if __name__ == "__main__":

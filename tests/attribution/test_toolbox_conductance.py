@@ -62,8 +62,10 @@ def test_neuron_methods_match_captum(tiny64):
     model, x, base = tiny64
     layer = model.features[4]
     channel = lambda a: a[:, 3].sum((1, 2))  # noqa: E731 - Captum's selector for our channel unit
-    assert_agree(neuron_gradient(model, x, layer="features.4", neuron=3).maps,
-                 captum(NeuronGradient, model, layer, x, channel))
+    ng = neuron_gradient(model, x, layer="features.4", neuron=3, batch_size=2)
+    assert_agree(ng.maps, captum(NeuronGradient, model, layer, x, channel))
+    with torch.no_grad():
+        torch.testing.assert_close(ng.scores, channel(model.features[:5](x)))  # the unit's value per image
     assert_agree(neuron_gradient(model, x, layer="features.4", neuron=(3, 2, 5), batch_size=2).maps,
                  captum(NeuronGradient, model, layer, x, (3, 2, 5)))
     assert_agree(neuron_integrated_gradients(model, x, layer="features.4", neuron=3, baseline=base, steps=10,
@@ -87,6 +89,13 @@ def test_match_captum_on_efficientnet_lite0(pretrained, sample_batch):
     nc = neuron_conductance(model, x, t, "_blocks.14", neuron=(5, 0, 0), steps=6)
     assert_agree(nc.maps, captum(NeuronConductance, model, layer, x, (5, 0, 0), torch.zeros_like(x), target=t,
                                  n_steps=6, method="gausslegendre"))
+    ii = internal_influence(model, x, t, "_blocks.14", steps=6, batch_size=4)
+    assert_agree(ii.extras["layer_attributions"],
+                 captum(InternalInfluence, model, layer, x, torch.zeros_like(x), target=t, n_steps=6))
+    assert_agree(neuron_gradient(model, x, layer="_blocks.14", neuron=(5, 0, 0)).maps,
+                 captum(NeuronGradient, model, layer, x, (5, 0, 0)))
+    assert_agree(neuron_integrated_gradients(model, x, layer="_blocks.14", neuron=(5, 0, 0), steps=6).maps,
+                 captum(NeuronIntegratedGradients, model, layer, x, (5, 0, 0), torch.zeros_like(x), n_steps=6))
 
 
 def test_neuron_conductances_add_up_to_integrated_gradients(tiny64):

@@ -134,6 +134,17 @@ def test_deeplift_matches_captum_on_efficientnet_lite0_when_captum_knows_relu6(p
 
 
 @pytest.mark.numerics
+def test_deeplift_shap_matches_captum_on_efficientnet_lite0_when_captum_knows_relu6(pretrained, monkeypatch):
+    model = pretrained.model  # float32, one image at 32 px, three references
+    x = F.interpolate(pretrained.preprocess([__import__("skimage").data.chelsea()]), size=(32, 32),
+                      mode="bilinear", align_corners=False)
+    dist = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 0.5
+    ours = deeplift_shap(model, x, "top1", baselines=dist, batch_size=2)
+    monkeypatch.setitem(captum_deep_lift.SUPPORTED_NON_LINEAR, nn.ReLU6, captum_deep_lift.nonlinear)
+    assert_agree(ours.maps, captum(DeepLiftShap, model, x, dist, ours.target))
+
+
+@pytest.mark.numerics
 def test_deeplift_shap_matches_captum(tiny64):
     model, x = tiny64
     dist = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) * 0.5

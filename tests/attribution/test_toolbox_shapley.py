@@ -143,6 +143,22 @@ def test_feature_ablation_and_permutation_match_captum(tiny64):
 
 
 @pytest.mark.numerics
+def test_feature_ablation_skips_features_already_at_the_baseline(tiny64):
+    model, x = tiny64
+    x = x.clone()
+    x[0, :, :, :8] = 0.1  # image 0: the left half is the baseline already (8 of its 16 grid cells)
+    x[1, 1, :4, :4] = 0.1  # image 1: one channel of one cell only; the cell still changes when ablated
+    fm = grid_masks(x, 4)
+    ref = quiet(FeatureAblation(model).attribute, x, baselines=0.1, target=T, feature_mask=fm,
+                perturbations_per_eval=8)
+    e = feature_ablation(model, x, T, features=fm, baseline=0.1, batch_size=5)
+    assert_agree(e.maps, ref)
+    assert e.extras["unchanged_features"] == 8 and e.extras["forward_passes"] == 3 * 16 - 8
+    assert bool((e.extras["feature_values"][0].view(4, 4)[:, :2] == 0).all())
+    assert ref[0, :, :, :8].abs().max() < 1e-12  # Captum runs those rows and gets the image's own score
+
+
+@pytest.mark.numerics
 def test_feature_methods_and_gradient_shap_match_captum_on_efficientnet_lite0(pretrained, sample_batch):
     model = pretrained.model
     x = F.interpolate(sample_batch[:2], size=(32, 32), mode="bilinear", align_corners=False)
@@ -156,6 +172,11 @@ def test_feature_methods_and_gradient_shap_match_captum_on_efficientnet_lite0(pr
     assert_agree(shapley_sampling(model, x, features=fm, permutations=perms, batch_size=4).maps, ref)
     ref = quiet(FeatureAblation(model).attribute, x, target=t, feature_mask=fm, perturbations_per_eval=4)
     assert_agree(feature_ablation(model, x, features=fm, batch_size=3).maps, ref)
+    torch.manual_seed(5)
+    perms = [torch.tensor([1, 0]) for _ in range(4)]  # two images: Captum's only non-identity permutation
+    ref = quiet(FeaturePermutation(model).attribute, x, target=t, feature_mask=fm)
+    assert_agree(feature_permutation(model, x, features=fm, permutations=torch.stack(perms), batch_size=3).maps,
+                 ref)
     dist = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     samples = captum_gradshap_draws(2, 2, 2, (3, 32, 32), 0.0, seed=1)
     np.random.seed(1)

@@ -1,5 +1,6 @@
 """LIME and KernelSHAP: equal to Captum's on the coalitions Captum sampled (its fit is float32, ours float64),
 exact on an additive model, coalitions independent of batch and chunking."""
+import copy
 import warnings
 
 import pytest
@@ -65,15 +66,19 @@ def test_matches_captum_on_its_coalitions(tiny64, cls, ours, snapshot):
 
 @pytest.mark.numerics
 def test_matches_captum_on_efficientnet_lite0(pretrained, sample_batch):
-    model = pretrained.model
-    x = F.interpolate(sample_batch[:1], size=(32, 32), mode="bilinear", align_corners=False)
-    fm = grid_masks(x, 8)  # 16 features
-    t = int(model(x).argmax())
-    for cls, ours in ((Lime, lime), (KernelShap, kernel_shap)):
-        torch.manual_seed(0)
-        ref, z = captum_with_its_coalitions(cls, model, x, target=t, feature_mask=fm, n_samples=24,
-                                            perturbations_per_eval=24)
-        assert_agree(ours(model, x, features=fm, coalitions=z, batch_size=16).maps, ref)
+    """In float64 equal to 1e-5 of the map; in float32 within 5e-5 of it: float32 logits (about 10 here) round at
+    about 1e-6, folding the BatchNorms into the convolutions (attribution/folded.py) rounds them differently, and
+    the regression spreads that over the coefficients (measured 2.7e-6 absolute = 1.0e-5 of the map)."""
+    x32 = F.interpolate(sample_batch[:1], size=(32, 32), mode="bilinear", align_corners=False)
+    fm = grid_masks(x32, 8)  # 16 features
+    for model, x, tol in ((copy.deepcopy(pretrained.model).double(), x32.double(), 1e-5),
+                          (pretrained.model, x32, 5e-5)):
+        t = int(model(x).argmax())
+        for cls, ours in ((Lime, lime), (KernelShap, kernel_shap)):
+            torch.manual_seed(0)
+            ref, z = captum_with_its_coalitions(cls, model, x, target=t, feature_mask=fm, n_samples=24,
+                                                perturbations_per_eval=24)
+            assert_agree(ours(model, x, features=fm, coalitions=z, batch_size=16).maps, ref, tol)
 
 
 def test_exact_on_an_additive_model_and_independent_of_chunking():

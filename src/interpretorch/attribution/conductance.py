@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import clean_pass, finish_region, method_inputs, resolve_layer, row_scores
+from interpretorch.attribution.folded import folded_model
 from interpretorch.attribution.integrated import ig_baseline, ig_quadrature
 from interpretorch.attribution.layout import in_layout, row_layout
 from interpretorch.attribution.registry import register
@@ -54,10 +55,11 @@ def _check_neuron(neuron: Neuron, shape: tuple[int, ...]) -> None:
 
 def _layer_shape_and_choice(model: nn.Module, x: torch.Tensor, name: str, neuron: Neuron, batch_size: int
                             ) -> tuple[tuple[int, ...], torch.Tensor | None]:
-    """The layer output's shape (without batch) and, for ``neuron=None``, each image's most active channel."""
+    """The layer output's shape (without batch) and, for ``neuron=None``, each image's most active channel (a
+    given unit needs only the shape: one row)."""
     acts = []
     with capture(model, [name], grad=False) as rec:
-        for sl in chunks(x.shape[0], batch_size):
+        for sl in chunks(x.shape[0] if neuron is None else 1, batch_size):
             _fresh(rec)
             model(x[sl])
             a = rec.raw(name)
@@ -85,6 +87,7 @@ def layer_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = "
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, _ = ig_quadrature(steps + 1, method)
     b = x.shape[0]
@@ -137,6 +140,7 @@ def internal_influence(model: nn.Module, inputs: torch.Tensor, target: Target = 
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)
     b = x.shape[0]
@@ -171,9 +175,10 @@ register("internal_influence", internal_influence, kind="region", needs_layer=Tr
 
 
 def _neuron_path(model, x, name, neuron, chosen, base, diff, alphas, weights, batch_size, *, target=None,
-                 idx=None) -> torch.Tensor:
+                 idx=None, values: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over the path points of weight x d unit / d input (conductance through the unit when ``target``
-    is given: d score / d unit elements times d unit elements / d input)."""
+    is given: d score / d unit elements times d unit elements / d input); ``values`` (B,), when given, receives
+    each image's unit value at the path's last point."""
     b = x.shape[0]
     total = torch.zeros_like(x, dtype=torch.float64)
     layout = row_layout(model, x)
@@ -188,6 +193,9 @@ def _neuron_path(model, x, name, neuron, chosen, base, diff, alphas, weights, ba
             check_finite(o, "outputs on the path")
             a = rec.raw(name)
             mask = _unit_mask(a, neuron, chosen, i)
+            if values is not None:
+                last = k == len(alphas) - 1
+                values[i[last]] = (a * mask).detach()[last].reshape(int(last.sum()), -1).sum(1).to(values.dtype)
             if target is None:
                 unit = (a * mask).sum()
             else:
@@ -220,10 +228,12 @@ def neuron_gradient(model: nn.Module, inputs: torch.Tensor, target: Target = "to
     unit is what is explained). A row is one image."""
     x, _, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
-    g = _neuron_path(model, x, name, neuron, chosen, torch.zeros_like(x), x, [1.0], [1.0], batch_size)
-    return Explanation(maps=g.to(x.dtype), method="neuron_gradient", layer=name,
-                       scores=_unit_values(model, x, name, neuron, chosen, batch_size),
+    values = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)  # the rows are the images: their units
+    g = _neuron_path(model, x, name, neuron, chosen, torch.zeros_like(x), x, [1.0], [1.0], batch_size,
+                     values=values)
+    return Explanation(maps=g.to(x.dtype), method="neuron_gradient", layer=name, scores=values,
                        extras={"neuron": neuron if neuron is not None else chosen, "forward_backward_passes":
                                x.shape[0]})
 
@@ -241,6 +251,7 @@ def neuron_integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: 
     NeuronIntegratedGradients); ``target`` is not used. A row is one point of one image's path."""
     x, _, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)
@@ -269,6 +280,7 @@ def neuron_conductance(model: nn.Module, inputs: torch.Tensor, target: Target = 
     every unit of the layer they give Integrated Gradients. A row is one point of one image's path."""
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
     name = resolve_layer(model, layer, x)
+    model = folded_model(model, x, keep=name)  # BatchNorms folded on the CPU, the layer's own kept
     _, chosen = _layer_shape_and_choice(model, x, name, neuron, batch_size)
     base, diff = _path(x, baseline, blur_sigma, seed)
     alphas, weights = ig_quadrature(steps, method)

@@ -314,9 +314,12 @@ FORMULAS = {
     "kernel_shap": (lambda o, g: g.n_images * (int(o["n_samples"]) + 1), False),
     "layer_conductance": (lambda o, g: g.n_images * (_steps(o) + 2), True),
     "internal_influence": (lambda o, g: g.n_images * (_steps(o) + 1), True),
-    "neuron_gradient": (lambda o, g: g.n_images * 3, True),
-    "neuron_integrated_gradients": (lambda o, g: g.n_images * (_steps(o) + 3), True),
-    "neuron_conductance": (lambda o, g: g.n_images * (_steps(o) + 2), True),
+    # the neuron methods choose each image's unit in a pass of their own, or read a given unit's shape from one row
+    "neuron_gradient": (lambda o, g: g.n_images + (g.n_images if o.get("neuron") is None else 1), True),
+    "neuron_integrated_gradients": (lambda o, g: g.n_images * (_steps(o) + 2)
+                                    + (g.n_images if o.get("neuron") is None else 1), True),
+    "neuron_conductance": (lambda o, g: g.n_images * (_steps(o) + 1)
+                           + (g.n_images if o.get("neuron") is None else 1), True),
 }
 
 for _name, (_rows, _backward, *_tail) in FORMULAS.items():

@@ -212,10 +212,10 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent) if parent else model), child
 
 
-def merge_batchnorm(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+def merge_batchnorm(model: nn.Module, example: torch.Tensor, keep: Sequence[str] = ()) -> list[tuple[str, str]]:
     """Fold every BatchNorm whose input is the output of a convolution or linear layer into that layer's weight and
     bias, and replace the BatchNorm by an identity, IN PLACE (use it on a copy). Returns the merged (layer,
-    batchnorm) names, found by running ``example`` once."""
+    batchnorm) names, found by running ``example`` once; pairs naming a module in ``keep`` are left as they are."""
     names = {m: n for n, m in model.named_modules()}
     produced: dict[int, nn.Module] = {}
     pairs: list[tuple[nn.Module, nn.Module]] = []
@@ -235,6 +235,7 @@ def merge_batchnorm(model: nn.Module, example: torch.Tensor) -> list[tuple[str, 
     finally:
         for h in handles:
             h.remove()
+    pairs = [(a, b) for a, b in pairs if names[a] not in keep and names[b] not in keep]
     for layer, bn in pairs:
         with torch.no_grad():
             scale = bn.weight / (bn.running_var + bn.eps).sqrt() if bn.affine else (bn.running_var + bn.eps).rsqrt()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores
+from interpretorch.attribution.folded import folded_model
 from interpretorch.core.seeding import seed_for
 from interpretorch.attribution.features import feature_masks, n_features
 from interpretorch.attribution.layout import in_layout, row_layout
@@ -78,6 +79,7 @@ def _surrogate(model: nn.Module, inputs: torch.Tensor, target: Target, *, method
                baseline, score: str, seed: int, coalitions, n_segments: int, cell, batch_size: int | None,
                draw, weigh, fit) -> Explanation:
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
+    model = folded_model(model, x)  # BatchNorms folded on the CPU: the same function, fewer passes
     b = x.shape[0]
     fm = feature_masks(x, features, n_segments=n_segments, cell=cell)
     nf = n_features(fm, b)
