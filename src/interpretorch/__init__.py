@@ -17,13 +17,18 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _PUBLIC = {
     "explain": "interpretorch.attribution", "bind": "interpretorch.attribution",
+    "explain_targets": "interpretorch.attribution", "ClassTarget": "interpretorch.core.targets",
+    "DetectionTarget": "interpretorch.core.targets", "SegmentationTarget": "interpretorch.core.targets",
+    "SimilarityTarget": "interpretorch.core.targets", "RegressionTarget": "interpretorch.core.targets",
+    "FunctionTarget": "interpretorch.core.targets",
     "register": "interpretorch.attribution", "available_methods": "interpretorch.attribution",
     "default_methods": "interpretorch.attribution", "get_method": "interpretorch.attribution",
     "method_specs": "interpretorch.attribution", "run": "interpretorch.run", "RunResult": "interpretorch.run",
     "capture": "interpretorch.capture", "Site": "interpretorch.capture", "token_grid": "interpretorch.capture",
     "Explanation": "interpretorch.explanation", "grid": "interpretorch.report", "load_model": "interpretorch.models",
 }
-__all__ = ["explain", "run", "RunResult", "bind", "register", "available_methods", "default_methods",
+__all__ = ["explain", "explain_targets", "ClassTarget", "DetectionTarget", "SegmentationTarget", "SimilarityTarget",
+           "RegressionTarget", "FunctionTarget", "run", "RunResult", "bind", "register", "available_methods", "default_methods",
            "get_method", "method_specs", "capture", "Site", "token_grid", "Explanation", "grid", "load_model",
            "__version__"]
 

@@ -19,8 +19,8 @@ from interpretorch.attribution.common import finish_region, method_inputs, resol
 from interpretorch.attribution.registry import register, register_group
 from interpretorch.capture import capture, token_grid
 from interpretorch.core.batching import chunks
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
-                                        target_scores, tensor_outputs)
+from interpretorch.core.targets import (TARGET_KINDS, Target, check_finite, concat_outputs, split_target,
+                                        target_indices, target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation
 from interpretorch.models.layers import get_layer
 
@@ -55,7 +55,8 @@ CAM_RULES: dict[str, CamRule] = {}
 
 
 def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = True, default: bool = False,
-             class_agnostic: bool = False) -> Callable[[Callable], Callable]:
+             class_agnostic: bool = False, targets: Sequence[str] = TARGET_KINDS,
+             targets_note: str = "") -> Callable[[Callable], Callable]:
     """Decorator: register ``fn(a, g, ctx)`` as the CAM ``name``, a region method of the shared CAM pass.
 
     ``a`` and ``g`` are the layer's (B, C, h, w) activations and the target's gradients there (None
@@ -65,7 +66,8 @@ def cam_rule(name: str, *, aliases: Sequence[str] = (), uses_gradients: bool = T
     def decorate(fn: Callable) -> Callable:
         # register first: a refused name (already taken) leaves no rule behind
         register(name, _single_cam(name), kind="region", needs_layer=True, aliases=aliases, group="cam",
-                 default=default, doc=(fn.__doc__ or "").strip().split("\n")[0], class_agnostic=class_agnostic)
+                 default=default, doc=(fn.__doc__ or "").strip().split("\n")[0], class_agnostic=class_agnostic,
+                 targets=targets, targets_note=targets_note)
         CAM_RULES[name] = CamRule(fn, uses_gradients)
         return fn
     return decorate
@@ -120,7 +122,8 @@ def _hirescam(a: torch.Tensor, g: torch.Tensor, ctx: SimpleNamespace) -> torch.T
     return (g * a).sum(1)
 
 
-@cam_rule("cam", uses_gradients=False)
+@cam_rule("cam", uses_gradients=False, targets=("class",),
+          targets_note="its map is the linear classifier's weights of one class")
 def _cam(a: torch.Tensor, g: None, ctx: SimpleNamespace) -> torch.Tensor:
     """CAM (Zhou et al. 2016): the final linear layer's class weights applied to the layer's channels."""
     if ctx.idx is None:

@@ -20,8 +20,8 @@ from interpretorch.attribution.noise import noise_sigma, unit_noise
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.capture import capture
 from interpretorch.core.batching import chunks
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, split_target, target_indices,
-                                        target_scores, tensor_outputs)
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, image_target, split_target,
+                                        target_indices, target_scores, tensor_outputs)
 from interpretorch.explanation import Explanation, normalize_maps
 
 
@@ -150,7 +150,8 @@ def finer_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
                        extras={"alpha": alpha, "comparisons": comparisons, "base": base})
 
 
-register("finercam", finer_cam, kind="region", needs_layer=True, aliases=("finer-cam",))
+register("finercam", finer_cam, kind="region", needs_layer=True, aliases=("finer-cam",), targets=("class",),
+         targets_note="it contrasts the class with its nearest classes")
 
 
 def smooth_gradcampp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
@@ -329,11 +330,7 @@ def sess(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", layer:
     for sl in chunks(len(pairs), batch_size):
         p = pairs[sl]
         rows = tile_rows(p[:, 0] * n_t + p[:, 1])
-        t_rows = p[:, 0] if idx is None else idx[p[:, 0]]
-        if idx is None:
-            e = spec(model, rows, target, layer, batch_size=batch_size, **opts)
-        else:
-            e = spec(model, rows, t_rows, layer, batch_size=batch_size, **opts)
+        e = spec(model, rows, image_target(target, idx, p[:, 0]), layer, batch_size=batch_size, **opts)
         cams = normalize_maps(e.maps) * weights[p[:, 0], p[:, 1]].to(x.dtype)[:, None, None]
         for cam, (i, k) in zip(cams, p.tolist()):
             si, y0, x0 = tiles[k]

@@ -44,7 +44,8 @@ from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import capture
 from interpretorch.explanation import Explanation
-from interpretorch.core.targets import Target, check_finite, is_callable_target, target_indices
+from interpretorch.core.targets import (Target, check_finite, is_callable_target, is_target_object, split_target,
+                                        target_indices)
 
 
 def _inplace_position(fn: Callable) -> int | None:
@@ -544,9 +545,10 @@ def reveal_cancel_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, ta
                        eps: float = 1e-10) -> dict:
     """DeepLIFT with the RevealCancel rule over all (reference k, image i) pairs, like ``rescale_pass`` (same
     returned fields); each pair is four rows (image, reference, positive and negative parts of the difference)."""
-    if is_callable_target(target):
-        raise ValueError("deeplift rule='reveal_cancel' explains class indices; a callable target is not linear in "
-                         "the outputs (use rule='rescale')")
+    if is_callable_target(target) or (is_target_object(target) and target.kind != "regression"):
+        raise ValueError("deeplift rule='reveal_cancel' explains class indices or regression outputs; a callable "
+                         "target or a detection / segmentation / similarity target is not linear in the outputs "
+                         "(use rule='rescale')")
     b = x.shape[0]
     k_refs = refs.shape[0]
     n_pairs = k_refs * b
@@ -579,7 +581,7 @@ def reveal_cancel_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, ta
                 first = k == 0
                 if first.any():
                     head = out[:n][first]
-                    t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
+                    t = split_target(target, i[first].cpu())
                     idx_all[i[first]] = target_indices(head, t)
                     outs.append(head.detach())
                 s = row_scores(out, target, idx_all[i].repeat(4))
@@ -599,9 +601,13 @@ def reveal_cancel_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, ta
 
 
 def _rows_of(out: object, index: torch.Tensor) -> object:
-    """The rows ``index`` of a model output (a tensor, or tensors in tuples, lists and dicts)."""
+    """The rows ``index`` of a model output (a tensor, or tensors in tuples, lists and dicts; a list of one dict
+    per row, as detectors return, is a list of rows)."""
     if isinstance(out, torch.Tensor):
         return out[index]
+    if isinstance(out, (tuple, list)) and out and all(isinstance(o, dict) for o in out):
+        rows = index.nonzero().flatten() if index.dtype == torch.bool else index.reshape(-1)
+        return [out[j] for j in rows.tolist()]
     if isinstance(out, (tuple, list)):
         return type(out)(_rows_of(o, index) for o in out)
     if isinstance(out, dict):
@@ -663,8 +669,8 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
                         if g0 == 0:
                             head = out if isinstance(out, torch.Tensor) else None
                             if idx_all is not None:
-                                t = target[i.cpu()] if isinstance(target, torch.Tensor) else target
-                                idx_all[i] = target_indices(head, t)
+                                t = split_target(target, i.cpu())
+                                idx_all[i] = target_indices(head if head is not None else out, t)
                             if head is not None:
                                 outs.append(head.detach())
                         idx = None if idx_all is None else idx_all[i]
@@ -713,8 +719,8 @@ def rescale_pass(model: nn.Module, x: torch.Tensor, refs: torch.Tensor, target: 
                 if first.any():
                     head = out[first] if isinstance(out, torch.Tensor) else None
                     if idx_all is not None:
-                        t = target[i[first].cpu()] if isinstance(target, torch.Tensor) else target
-                        idx_all[i[first]] = target_indices(head, t)
+                        t = split_target(target, i[first].cpu())
+                        idx_all[i[first]] = target_indices(head if head is not None else _rows_of(out, first), t)
                     if head is not None:
                         outs.append(head.detach())
                 idx = None if idx_all is None else idx_all[i]
@@ -789,6 +795,8 @@ def deeplift(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
 
 
 register("deeplift", deeplift, kind="pixel", aliases=("deep_lift",),
+         targets=("class", "callable", "segmentation", "similarity", "regression", "function"),
+         targets_note="its multipliers do not pass through a detector's decoding (top-k selection, box matching)",
          doc="DeepLIFT (Shrikumar et al. 2017), rescale rule (rule='reveal_cancel': RevealCancel), reference zeros; "
              "a row is an image paired with its reference")
 
@@ -829,5 +837,7 @@ def deeplift_shap(model: nn.Module, inputs: torch.Tensor, target: Target = "top1
 
 
 register("deeplift_shap", deeplift_shap, kind="pixel", aliases=("deepliftshap", "deep_shap", "deepshap"),
+         targets=("class", "callable", "segmentation", "similarity", "regression", "function"),
+         targets_note="its multipliers do not pass through a detector's decoding (top-k selection, box matching)",
          doc="DeepLiftShap (Lundberg & Lee 2017): DeepLIFT averaged over references; a row is an image paired "
              "with a reference")

@@ -33,8 +33,9 @@ from interpretorch.attribution.registry import register
 from interpretorch.core.batching import chunks
 from interpretorch.capture import frozen
 from interpretorch.explanation import Explanation
-from interpretorch.core.targets import (Target, check_finite, concat_outputs, is_callable_target, split_target,
-                                   target_indices, target_scores, tensor_outputs)
+from interpretorch.core.target_objects import segmentation_logits
+from interpretorch.core.targets import (Target, check_finite, concat_outputs, is_callable_target, is_target_object,
+                                        split_target, target_indices, target_scores, tensor_outputs)
 
 RULES = ("epsilon", "zero", "gamma", "zplus", "alpha_beta", "zbox", "flat", "wsquare")
 COMPOSITES = ("epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1", "excitation_backprop")
@@ -338,11 +339,12 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
                 t = split_target(target, sl)
                 idx = target_indices(out, t)
                 s = target_scores(out, t, idx)
-                (g,) = torch.autograd.grad(s.sum(), out, retain_graph=True)
-                (rel,) = torch.autograd.grad(out, rows, (g * out).detach(), allow_unused=True)
+                head = out if isinstance(out, torch.Tensor) else relevance_head(out, target)
+                (g,) = torch.autograd.grad(s.sum(), head, retain_graph=True)
+                (rel,) = torch.autograd.grad(head, rows, (g * head).detach(), allow_unused=True)
                 maps.append(torch.zeros_like(rows) if rel is None else rel.detach())
                 scores.append(s.detach())
-                outs.append(out.detach())
+                outs.append(head.detach())
                 if idx is not None:
                     idx_all.append(idx)
     finally:
@@ -351,7 +353,9 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
     r = torch.cat(maps)
     sc = torch.cat(scores)
     total = r.reshape(n, -1).sum(1)
-    start = (sc if not is_callable_target(target) else None)
+    linear = not is_callable_target(target) and (not is_target_object(target)
+                                                 or target.kind in ("regression", "segmentation"))
+    start = sc if linear else None  # relevance starts at d score / d out * out: the score only when linear
     return Explanation(maps=r, method="lrp", target=torch.cat(idx_all) if idx_all else None, scores=sc,
                        extras={"composite": composite, "rule": rule, "first_rule": first_rule,
                                "relevance_sum": total, "conservation": None if start is None else total / start,
@@ -359,6 +363,18 @@ def lrp(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, comp
                        outputs=tensor_outputs(concat_outputs(outs)))
 
 
+def relevance_head(out: object, target: Target) -> torch.Tensor:
+    """The output tensor relevance starts from when the model returns a dict / ModelOutput: a segmentation
+    target's logits; anything else is an error naming the output."""
+    if is_target_object(target) and target.kind == "segmentation":
+        return segmentation_logits(out)
+    raise TypeError(f"LRP starts relevance at one output tensor; the model returns a {type(out).__name__} (wrap it "
+                    "so that it returns the tensor explained)")
+
+
 register("lrp", lrp, kind="pixel", aliases=("layerwise_relevance_propagation", "lrp_epsilon_plus"),
+         targets=("class", "callable", "segmentation", "similarity", "regression", "function"),
+         targets_note="relevance starts at one output tensor; a detector's decoding (top-k selection, box matching) "
+                      "is outside the rules",
          doc="LRP (Bach et al. 2015), Zennit's composites (default epsilon_plus) on a BatchNorm-merged copy; "
              "a row is an image")

@@ -10,7 +10,7 @@ from interpretorch.attribution.common import clean_pass, method_inputs, row_scor
 from interpretorch.attribution.registry import get_method, register
 from interpretorch.core import seed_for
 from interpretorch.core.batching import chunks
-from interpretorch.core.targets import Target, tensor_outputs
+from interpretorch.core.targets import Target, image_target, tensor_outputs
 from interpretorch.explanation import Explanation
 
 
@@ -81,7 +81,7 @@ def _noise_tunnel(model: nn.Module, inputs: torch.Tensor, target: Target, *, met
         uniq, inv = torch.unique(s, return_inverse=True)
         noise = unit_noise(uniq.tolist(), tuple(x.shape[1:]), seed, dtype=x.dtype, device=x.device)[inv]
         rows = x[i] + sigma[i].view(-1, 1, 1, 1) * noise
-        rows_target = target if idx is None else idx[i]
+        rows_target = image_target(target, idx, i)
         a = base_fn(model, rows, rows_target, batch_size=batch_size, **opts).maps.double()
         if total is not None:
             total.index_add_(0, i, a)

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from interpretorch.core.plugins import load_plugins
-from interpretorch.core.targets import Target, check_target
+from interpretorch.core.targets import (TARGET_KINDS, Target, check_target, describe_target, is_target_object,
+                                        target_kind)
 from interpretorch.explanation import Explanation
 
 KINDS = ("pixel", "region", "token")
@@ -56,6 +57,17 @@ class MethodSpec:
     _params: Mapping[str, inspect.Parameter] = field(default_factory=dict, repr=False, compare=False)
     rows: Callable[[Mapping[str, Any], Geometry], int] | None = field(default=None, repr=False, compare=False)
     backward: bool = True
+    targets: tuple[str, ...] = TARGET_KINDS
+    targets_note: str = ""
+
+    def check_target_kind(self, target: Target) -> None:
+        """Raise a ValueError naming the method and the target kind when the method cannot explain that kind."""
+        kind = target_kind(target)
+        if kind in self.targets or kind == "mixed":
+            return
+        raise ValueError(f"{self.name} cannot explain a {kind} target: it explains {', '.join(self.targets)} targets"
+                         + (f" ({self.targets_note})" if self.targets_note else "")
+                         + "; `interpretorch methods` lists what each method explains")
 
     def estimate_rows(self, options: Mapping[str, Any], geometry: Geometry) -> int | None:
         """Model rows the method needs on ``geometry`` with ``options`` (its defaults filled in); None: unknown.
@@ -98,9 +110,22 @@ class MethodSpec:
             raise ValueError(f"{self.name} explains the input pixels and takes no layer; drop layer= "
                              f"(it is for the layer methods: {', '.join(_layer_methods())})")
         self.check_options(options)
+        self.check_target_kind(target)
+        if is_target_object(target) or target_kind(target) not in ("class", "callable"):
+            if isinstance(inputs, torch.Tensor) and inputs.dim() > 0:
+                target = check_target(target, 1 if inputs.dim() == 3 else inputs.shape[0])
         if self.needs_layer:
-            return self.fn(model, inputs, target, layer, batch_size=batch_size, **options)
-        return self.fn(model, inputs, target, batch_size=batch_size, **options)
+            return target_result(self.fn(model, inputs, target, layer, batch_size=batch_size, **options), target)
+        return target_result(self.fn(model, inputs, target, batch_size=batch_size, **options), target)
+
+
+def target_result(exp: Explanation, target: Target) -> Explanation:
+    """A method's result for ``target``: for target objects, ``target`` (which the methods fill with the images'
+    own indices, the routing of rows) becomes None and ``extras["targets"]`` describes each image's target."""
+    if not is_target_object(target) or not isinstance(exp, Explanation):
+        return exp
+    return replace(exp, target=None, extras={**exp.extras, "targets": describe_target(target),
+                                             "target_kind": target.kind})
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -116,7 +141,8 @@ def _key(name: str) -> str:
 def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", needs_layer: bool = False,
              aliases: Sequence[str] = (), group: str | None = None, default: bool = False, doc: str | None = None,
              applies: Callable[[nn.Module], bool] | None = None, replace: bool = False,
-             class_agnostic: bool = False) -> MethodSpec:
+             class_agnostic: bool = False, targets: Sequence[str] = TARGET_KINDS,
+             targets_note: str = "") -> MethodSpec:
     """Add a method under ``name`` (and ``aliases``); returns its description.
 
     ``kind``: "pixel" ((B, C, H, W) maps on the input), "region" ((B, H, W) maps, usually from a layer) or
@@ -125,7 +151,8 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
     methods of the group at once; ``default``: part of ``interpretorch explain``'s default set;
     ``applies(model)``: whether it can explain a model (what ``"all"`` keeps; None: every model);
     ``class_agnostic``: the map is the same whatever the target (Eigen-CAM, raw attention), so reports
-    caption it as such instead of naming a class.
+    caption it as such instead of naming a class; ``targets``: the target kinds it explains
+    (``core.targets.TARGET_KINDS``: every kind unless it says otherwise) and ``targets_note`` why not the others.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -139,8 +166,11 @@ def register(name: str, fn: Callable[..., Explanation], *, kind: str = "pixel", 
             raise ValueError(f"method name(s) {taken} are already registered; pass replace=True to override")
     params = inspect.signature(fn).parameters
     first = " ".join((doc or inspect.getdoc(fn) or "").strip().split("\n\n")[0].split())  # the first paragraph
+    bad = [t for t in targets if t not in TARGET_KINDS]
+    if bad:
+        raise ValueError(f"unknown target kind(s) {bad}; the kinds are {', '.join(TARGET_KINDS)}")
     spec = MethodSpec(key, fn, kind, needs_layer, tuple(_key(a) for a in aliases), group, default, first, applies,
-                      class_agnostic, dict(params))
+                      class_agnostic, dict(params), targets=tuple(targets), targets_note=targets_note)
     _METHODS[key] = spec
     for a in spec.aliases:
         _ALIASES[a] = key
@@ -299,6 +329,8 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     if layer is not None and not any(s.needs_layer for s in specs.values()):
         raise ValueError(f"layer= is for the layer methods ({', '.join(_layer_methods())}); "
                          f"{', '.join(names)} explain the input pixels")
+    for s in specs.values():
+        s.check_target_kind(target)
     if isinstance(inputs, torch.Tensor) and inputs.dim() > 0:
         target = check_target(target, inputs.shape[0])
     result: dict[str, Explanation] = {}
@@ -312,7 +344,8 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
         runner = GROUPS[g]
         params = inspect.signature(runner).parameters
         kw = {k: v for k, v in shared.items() if k in params}
-        result.update(runner(model, inputs, members, target, layer, batch_size=batch_size, **kw))
+        result.update({m: target_result(e, target) for m, e in
+                       runner(model, inputs, members, target, layer, batch_size=batch_size, **kw).items()})
     for m, s in specs.items():
         if m in result:
             continue
@@ -321,3 +354,25 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
         result[m] = s(model, inputs, target, layer if s.needs_layer else None, batch_size=batch_size, **kw)
     ordered = {m: result[m] for m in names}
     return ordered[names[0]] if single else ordered
+
+
+def explain_targets(model: nn.Module, image: torch.Tensor, targets: Sequence[Any],
+                    methods: str | Sequence[str] = "gradcam", layer: str | nn.Module | None = None, *, batch_size: int | None = None,
+                    options: dict[str, dict] | None = None, **shared: Any
+                    ) -> Explanation | dict[str, Explanation]:
+    """Explain several targets of one image (every detection, every class region) in one call: the image
+    (C, H, W) or (1, C, H, W) becomes K rows, row k explained by ``targets[k]``; map k is target k's.
+
+    Cost in rows: a gradient or CAM method puts the K rows through one forward and one backward pass per
+    ``batch_size`` rows (one pass when K <= batch_size), where a loop over targets makes K passes of one row;
+    a perturbation method needs K times its rows per image.
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or (image.dim() == 4
+                                                                           and image.shape[0] != 1):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"explain_targets takes one image, (C, H, W) or (1, C, H, W), got {shape}")
+    targets = list(targets)
+    if not targets:
+        raise ValueError("explain_targets needs at least one target")
+    x = (image[None] if image.dim() == 3 else image).expand(len(targets), *image.shape[-3:])
+    return explain(model, x, methods, target=targets, layer=layer, batch_size=batch_size, options=options, **shared)

@@ -55,13 +55,17 @@ def score_cam(model: nn.Module, inputs: torch.Tensor, target: Target = "top1",
     flat = a.reshape(b, c, -1)
     varying = flat.amax(-1) > flat.amin(-1)  # (B, C): constant channels give an all-zero mask
     pairs = varying.nonzero(as_tuple=False)  # (N, 2) of (image, channel)
-    weights = torch.zeros(b, c, dtype=out.dtype, device=x.device)
+    weights = torch.zeros(b, c, dtype=out.dtype if isinstance(out, torch.Tensor) else x.dtype, device=x.device)
     if (~varying).any():
         with frozen(model):
             zero_out = model(torch.zeros_like(x[:1]))
+            if not isinstance(zero_out, torch.Tensor):  # a list / dict output: one all-zero row per image
+                zero_out = model(torch.zeros_like(x))
         check_finite(zero_out, "outputs on the all-zero masked input")
         rows = (~varying).nonzero(as_tuple=False)
-        per_img = target_scores(zero_out.expand(b, -1), target, idx, score)
+        if isinstance(zero_out, torch.Tensor):
+            zero_out = zero_out.expand(b, *zero_out.shape[1:])
+        per_img = target_scores(zero_out, target, idx, score)
         weights[rows[:, 0], rows[:, 1]] = per_img[rows[:, 0]].to(weights.dtype)
 
     def make_rows(r: torch.Tensor):

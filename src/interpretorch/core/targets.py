@@ -1,7 +1,10 @@
-"""What is explained: turn a user's ``target`` (top1, int, one int per image, or callable) into scores per row.
+"""What is explained: turn a user's ``target`` (top1, int, one int per image, a callable, or target objects:
+:mod:`interpretorch.core.target_objects`) into scores per row.
 
-``check_target`` validates a target once for the whole batch, before any chunking; ``target_scores`` is the
-one place where rows of model outputs become the scores a method explains.
+``check_target`` validates a target once for the whole batch, before any chunking (target objects are bound to
+the call's images there); ``target_scores`` is the one place where rows of model outputs become the scores a
+method explains. For target objects the "indices" of the rows are the images they come from (see
+:mod:`interpretorch.core.target_objects`, "Routing"), which every method already carries to its rows.
 """
 from __future__ import annotations
 
@@ -9,20 +12,82 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-Target = Union[str, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
+from interpretorch.core.target_objects import (BoundTargets, ClassTarget, DetectionTarget, FunctionTarget,
+                                               RegressionTarget, SegmentationTarget, SimilarityTarget, TargetObject,
+                                               output_rows)
+
+Target = Union[str, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], TargetObject,
+               Sequence[TargetObject], BoundTargets, None]
+__all__ = ["Target", "SCORES", "TARGET_KINDS", "is_callable_target", "is_target_object", "check_target", "split_target",
+           "target_indices", "target_scores", "image_target", "check_finite", "concat_outputs", "tensor_outputs", "target_kind",
+           "describe_target", "TargetObject", "ClassTarget", "DetectionTarget", "SegmentationTarget",
+           "SimilarityTarget", "RegressionTarget", "FunctionTarget", "BoundTargets"]
 SCORES = ("logit", "softmax")
+# What a target can be (``target_kind``): a method declares those it explains (``MethodSpec.targets``).
+TARGET_KINDS = ("class", "callable", "detection", "segmentation", "similarity", "regression", "function")
 
 
 def is_callable_target(target: Target) -> bool:
-    """Whether ``target`` is a function of the outputs rather than class indices."""
-    return callable(target) and not isinstance(target, torch.Tensor)
+    """Whether ``target`` is a plain function of the outputs (not class indices, not target objects)."""
+    return callable(target) and not isinstance(target, (torch.Tensor, TargetObject, BoundTargets))
+
+
+def is_target_object(target: Target) -> bool:
+    """Whether a checked ``target`` is bound target objects (scores routed by image, see ``target_objects``)."""
+    return isinstance(target, BoundTargets)
+
+
+def target_kind(target: Target) -> str:
+    """The kind of a target: "class" (top1, ints, ClassTarget), "callable", or a target object's kind
+    ("detection", "segmentation", "similarity", "regression", "function")."""
+    if isinstance(target, BoundTargets):
+        return target.kind
+    if isinstance(target, TargetObject):
+        return target.kind
+    if isinstance(target, (list, tuple)) and target and all(isinstance(t, TargetObject) for t in target):
+        kinds = {t.kind for t in target}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+    if is_callable_target(target):
+        return "callable"
+    return "class"
+
+
+def describe_target(target: Target) -> list[dict] | None:
+    """One JSON-ready description per image for target objects (None for class and callable targets)."""
+    return target.describe() if isinstance(target, BoundTargets) else None
+
+
+def _bind(target: TargetObject | Sequence[TargetObject], n: int) -> Target:
+    """Target objects bound to ``n`` images (class targets become today's int / list forms)."""
+    if isinstance(target, ClassTarget):
+        return check_target(target.index, n)
+    if isinstance(target, TargetObject):
+        return BoundTargets([target] * n)
+    items = list(target)
+    if all(isinstance(t, ClassTarget) for t in items):
+        if not all(isinstance(t.index, int) and not isinstance(t.index, bool) for t in items):
+            raise TypeError("a list of ClassTargets gives one int class per image; use ClassTarget('top1') for all")
+        return check_target([t.index for t in items], n)
+    if len(items) != n:
+        raise ValueError(f"got {len(items)} targets for {n} images; give one target per image, or one target "
+                         "for all of them")
+    return BoundTargets(items)
 
 
 def check_target(target: Target, n: int) -> Target:
     """Validate ``target`` for ``n`` images; returns "top1", an int, a (n,) long tensor, or the callable.
 
-    A per-image target (list, tuple or 1-D tensor) must hold exactly one class per image.
+    A per-image target (list, tuple or 1-D tensor) must hold exactly one class per image. Target objects (one
+    for all images, or a list with one per image) are returned bound to the images (:class:`BoundTargets`);
+    a ``ClassTarget`` becomes the int / list form above.
     """
+    if isinstance(target, BoundTargets):
+        if len(target) != n:
+            raise ValueError(f"the targets are bound to {len(target)} images, the call has {n}")
+        return target
+    if isinstance(target, TargetObject) or (
+            isinstance(target, (list, tuple)) and target and all(isinstance(t, TargetObject) for t in target)):
+        return _bind(target, n)
     if is_callable_target(target):
         return target
     if target is None or (isinstance(target, str) and target == "top1"):
@@ -54,17 +119,43 @@ def check_target(target: Target, n: int) -> Target:
     return idx
 
 
-def split_target(target: Target, sl: slice) -> Target:
-    """The part of a checked target that belongs to images ``sl`` (shared targets pass through)."""
+def split_target(target: Target, sl: slice | torch.Tensor) -> Target:
+    """The part of a checked target that belongs to images ``sl`` (a slice or image indices; shared targets pass
+    through)."""
+    if isinstance(target, BoundTargets):
+        return target.view(sl)
     if isinstance(target, torch.Tensor):
-        return target[sl]
+        return target[sl] if isinstance(sl, slice) else target[sl.to(target.device)]
     return target
 
 
+def image_target(target: Target, idx: torch.Tensor | None, images: torch.Tensor | slice) -> Target:
+    """The target of rows made from the call's images ``images`` (indices or a slice), for a method or metric that
+    re-explains or re-scores such rows: the images' classes ``idx[images]``, a view of bound target objects, or a
+    shared target as it is."""
+    if isinstance(target, BoundTargets):
+        return target.view(images)
+    if idx is None:
+        return target
+    return idx[images] if isinstance(images, slice) else idx[images.to(idx.device)]
+
+
 def target_indices(outputs: torch.Tensor, target: Target) -> torch.Tensor | None:
-    """Return one class index per output row (B,), or None when ``target`` is a callable."""
+    """Return one class index per output row (B,), or None when ``target`` is a callable.
+
+    For bound target objects, the unperturbed ``outputs`` of the target's images: returns their image indices
+    (what routes perturbed rows to their image's target) and records what each target reads from them.
+    """
     if is_callable_target(target):
         return None
+    if isinstance(target, TargetObject) or (isinstance(target, (list, tuple)) and target
+                                            and all(isinstance(t, TargetObject) for t in target)):
+        target = check_target(target, output_rows(outputs))
+    if isinstance(target, BoundTargets):
+        dev = _device(outputs)
+        ids = target.image_ids(output_rows(outputs))
+        target.prepare(outputs, ids)
+        return ids.to(dev)
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(f"the model returns a {type(outputs).__name__}, not a (B, num_classes) tensor; pass a "
                         "callable target that picks the scores (e.g. lambda out: out['logits'][:, 3]) or wrap "
@@ -88,7 +179,17 @@ def target_indices(outputs: torch.Tensor, target: Target) -> torch.Tensor | None
 def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor | None = None,
                   kind: str = "logit") -> torch.Tensor:
     """Return the score of each output row: class ``indices`` (or those ``target`` picks) as a logit or
-    softmax probability (``kind``), or ``target(outputs)`` for a callable target."""
+    softmax probability (``kind``), or ``target(outputs)`` for a callable target.
+
+    Target objects score row r by the target of image ``indices[r]`` (their own score: ``kind`` is for class
+    targets)."""
+    if isinstance(target, TargetObject) or (isinstance(target, (list, tuple)) and target
+                                            and all(isinstance(t, TargetObject) for t in target)):
+        target = check_target(target, output_rows(outputs))
+    if isinstance(target, BoundTargets):
+        if indices is None:
+            indices = target_indices(outputs, target)
+        return target.scores(outputs, indices)
     if is_callable_target(target):
         scores = target(outputs)
         rows = _tensors(outputs)[0].shape[0] if _tensors(outputs) else None
@@ -103,6 +204,11 @@ def target_scores(outputs: torch.Tensor, target: Target, indices: torch.Tensor |
     if kind == "softmax":
         outputs = outputs.softmax(dim=1)
     return outputs.gather(1, indices[:, None].to(outputs.device)).squeeze(1)
+
+
+def _device(value: object) -> torch.device:
+    ts = _tensors(value)
+    return ts[0].device if ts else torch.device("cpu")
 
 
 def _tensors(value: object) -> list[torch.Tensor]:
@@ -129,6 +235,10 @@ def concat_outputs(chunks: list) -> object:
     first = chunks[0]
     if isinstance(first, torch.Tensor):
         return torch.cat([c.detach() for c in chunks])
+    if isinstance(first, (list, tuple)) and all(isinstance(c, (list, tuple)) for c in chunks) and any(
+            c and all(isinstance(o, dict) for o in c) for c in chunks):  # one dict per row (detections)
+        return [{k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in o.items()}
+                for c in chunks for o in c]
     if isinstance(first, dict):
         return {k: concat_outputs([c[k] for c in chunks]) for k in first}
     if isinstance(first, (list, tuple)):

@@ -12,7 +12,8 @@ from torch import nn
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
 from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
-from interpretorch.core.targets import Target, check_finite, check_target, target_indices, target_scores
+from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, is_target_object,
+                                        target_indices, target_scores)
 from interpretorch.explanation import Explanation, normalize_maps, reduce_channels, upsample
 from interpretorch.imageops import gaussian_blur
 
@@ -157,7 +158,7 @@ class Scorer:
                 check_finite(out)
                 outs.append(out)
         self.forwarded += x.shape[0]
-        return torch.cat(outs)
+        return torch.cat(outs) if isinstance(outs[0], torch.Tensor) else concat_outputs(outs)
 
     def scores(self, outputs: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
         """Return the target score of each output row: the class probability (``softmax``) or logit, or the callable's."""
@@ -175,6 +176,13 @@ class Clean:
     inputs: torch.Tensor
     outputs: torch.Tensor
     idx: torch.Tensor | None
+    target_objects: bool = False
+
+    @property
+    def classes(self) -> torch.Tensor | None:
+        """The explained class of each image, None for callable targets and target objects (whose ``idx`` are the
+        images' own indices, which route perturbed rows to their image's target)."""
+        return None if self.target_objects else self.idx
 
     def scores(self, scorer: Scorer, softmax: bool) -> torch.Tensor:
         """Return the clean target score of each image."""
@@ -195,7 +203,7 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
         if outputs.shape[0] != x.shape[0]:
             raise ValueError(f"clean outputs hold {outputs.shape[0]} rows for {x.shape[0]} images")
     idx = target_indices(outputs, target)
-    return scorer, Clean(x, outputs, idx)
+    return scorer, Clean(x, outputs, idx, is_target_object(target))
 
 
 def batched_rows(n_rows: int, batch_size: int | None) -> Iterator[slice]:

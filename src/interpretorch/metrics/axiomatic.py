@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, image_target
 from interpretorch.metrics._common import MapsLike, batched_rows, maps_2d, prepare
 from interpretorch.metrics.perturbation import Baseline, feature_baseline
 
@@ -126,7 +126,7 @@ def input_invariance(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, tar
     phi = (maps.maps if hasattr(maps, "maps") else torch.as_tensor(maps)).detach().to(x.device)
     out = []
     for sl in batched_rows(b, scorer.batch_size):
-        t = cl.idx[sl] if cl.idx is not None else target
+        t = image_target(scorer.target, cl.idx, sl)
         e = explain_fn(other, x[sl] + shift, t)
         out.append((e.maps if hasattr(e, "maps") else torch.as_tensor(e)).detach().to(x.device))
     alt = torch.cat(out)

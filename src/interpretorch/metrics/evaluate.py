@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, describe_target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics import builtin  # noqa: F401 - registers the built-in metrics
 from interpretorch.metrics._common import prepare
@@ -110,8 +110,9 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
         wanted = [m for m in wanted if m.name not in missing]
 
     scorer, cl = prepare(model, inputs, target, batch_size, clean=outputs)
-    ctx = MetricContext(model, cl.inputs, target, options.get("rule", "abs_sum"), scorer.batch_size, cl.outputs,
-                        boxes, masks, options.get("explain_fn"))
+    ctx = MetricContext(model, cl.inputs, scorer.target if cl.target_objects else target,
+                        options.get("rule", "abs_sum"), scorer.batch_size, cl.outputs, boxes, masks,
+                        options.get("explain_fn"))
     asked = {f.name for m in wanted for f in m.figures}
     per_method = [m for m in wanted if m.fn is not None]
     total, done = len(explanations) * len(per_method), 0
@@ -119,7 +120,8 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, explanations: Mapping[str, 
         _check_target(name, exp, cl.idx)
     results: dict[str, dict] = {}
     for name, exp in explanations.items():
-        res: dict[str, Any] = {"target": None if cl.idx is None else cl.idx.tolist()}
+        res: dict[str, Any] = {"target": describe_target(scorer.target) if cl.target_objects
+                               else None if cl.idx is None else cl.idx.tolist()}
         for m in per_method:
             got = m.fn(ctx, name, exp, **dict(options.get(m.options, {})))
             res.update(got if isinstance(got, Mapping) else {m.figures[0].name: entry(got)})

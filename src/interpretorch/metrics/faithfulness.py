@@ -337,10 +337,10 @@ def road(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target 
         out = scorer.outputs(torch.stack(batch))
         idx = None if cl.idx is None else cl.idx[ii]
         scores[oo, ii, jj] = scorer.scores(out, idx, softmax)
-        if idx is not None:
+        if cl.classes is not None:
             correct[oo, ii, jj] = out.argmax(1) == idx
     result = RoadResult(pct)
     for n, o in enumerate(orders):
         setattr(result, f"{o}_scores", scores[n])
-        setattr(result, f"{o}_correct", correct[n] if cl.idx is not None else None)
+        setattr(result, f"{o}_correct", correct[n] if cl.classes is not None else None)
     return result

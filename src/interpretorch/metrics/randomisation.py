@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from interpretorch.explanation import Explanation
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, image_target
 from interpretorch.metrics._common import MapsLike, batched_rows, explanation_maps, prepare
 from interpretorch.metrics.perturbation import spearman
 
@@ -71,8 +71,9 @@ def random_logit(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target:
     """Per-image random-logit similarity: SSIM between the maps and ``explain_fn``'s maps for a random other class
     (drawn from ``seed``, or ``classes`` (B,) given); lower is better. Needs class targets (not a callable)."""
     scorer, cl = prepare(model, inputs, target, batch_size, clean)
-    if cl.idx is None:
-        raise ValueError("random_logit explains another class: it needs class targets, not a callable target")
+    if cl.classes is None:
+        raise ValueError("random_logit explains another class: it needs class targets, not a callable target or "
+                         "target objects")
     b = cl.inputs.shape[0]
     off = off_classes(cl.idx, cl.outputs.shape[1], seed) if classes is None else torch.as_tensor(classes).long()
     off = off.to(cl.inputs.device)
@@ -146,7 +147,7 @@ def smooth_mprt(model: nn.Module, inputs: torch.Tensor, maps: MapsLike | None = 
     given ``maps`` are not used: both sides are smoothed the same way."""
     scorer, cl = prepare(model, inputs, target, batch_size, clean)
     x = cl.inputs
-    t: Target = cl.idx if cl.idx is not None else target
+    t: Target = image_target(scorer.target, cl.idx, slice(None))
     gen = torch.Generator().manual_seed(int(seed))
     kw = dict(nr_samples=nr_samples, noise_magnitude=noise_magnitude, noise=noise, generator=gen,
               batch_size=scorer.batch_size)
@@ -197,7 +198,7 @@ def efficient_mprt(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, targe
     work = None
     for _, work in _steps(model, blocks, granularity, "bottom_up", seed, reset_running_stats)[1]:
         pass  # only the fully randomised model is explained (Quantus's skip_layers=True)
-    t: Target = cl.idx if cl.idx is not None else target
+    t: Target = image_target(scorer.target, cl.idx, slice(None))
     out = []
     for sl in batched_rows(b, scorer.batch_size):
         out.append(explanation_maps(explain_fn(work, x[sl], t[sl] if isinstance(t, torch.Tensor) else t))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from interpretorch.capture import capture
-from interpretorch.core.targets import Target
+from interpretorch.core.targets import Target, image_target, split_target
 from interpretorch.explanation import Explanation
 from interpretorch.metrics._common import MapsLike, attributions, batched_rows, explanation_maps, prepare
 
@@ -127,10 +127,10 @@ def explanation_changes(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, 
         noisy.append(y.to(device=x.device, dtype=x.dtype))
     ys = torch.stack(noisy, dim=1).reshape(b * n_samples, *x.shape[1:])  # image-major rows
     img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
-    tgt: Target = cl.idx[img] if cl.idx is not None else target
+    tgt: Target = image_target(scorer.target, cl.idx, img)
     out = torch.empty(b * n_samples, dtype=torch.float64, device=x.device)
     for sl in batched_rows(img.numel(), scorer.batch_size):
-        t = tgt[sl] if isinstance(tgt, torch.Tensor) else tgt
+        t = split_target(tgt, sl)
         e = explain_fn(model, ys[sl], t)
         em = explanation_maps(e).detach().to(x.device)
         if em.shape[0] != sl.stop - sl.start or em[0].numel() != phi.shape[1]:
@@ -211,13 +211,14 @@ def local_lipschitz_estimate(model: nn.Module, inputs: torch.Tensor, maps: MapsL
 
 # ------------------------------------------------------------------ continuity and relative stability
 
-def _reexplain(model: nn.Module, ys: torch.Tensor, idx: torch.Tensor | None, target: Target,
-               explain_fn: ExplainFn, batch_size: int | None, shape: tuple[int, ...]) -> torch.Tensor:
-    """(N, numel) float64 maps of ``explain_fn`` on rows ``ys`` for classes ``idx`` (N,), ``batch_size`` at a time."""
+def _reexplain(model: nn.Module, ys: torch.Tensor, target: Target, explain_fn: ExplainFn,
+               batch_size: int | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, numel) float64 maps of ``explain_fn`` on rows ``ys`` for ``target`` (the target of each row's image:
+    ``image_target``), ``batch_size`` at a time."""
     n = ys.shape[0]
     out = []
     for sl in batched_rows(n, batch_size):
-        t = idx[sl] if idx is not None else target
+        t = split_target(target, sl)
         em = explanation_maps(explain_fn(model, ys[sl], t)).detach().to(ys.device)
         if em.shape[0] != sl.stop - sl.start or em[0].numel() != int(torch.tensor(shape).prod()):
             raise ValueError(f"explain_fn returned maps of shape {tuple(em.shape)}; expected "
@@ -270,14 +271,15 @@ def continuity(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: T
     shape = tuple(explanation_maps(maps).shape[1:])
     phi = _max_normalised_abs(explanation_maps(maps).detach().to(x.device).reshape(b, -1).double(), normalise,
                               absolute)
-    em = _max_normalised_abs(_reexplain(model, xs, None if cl.idx is None else cl.idx[img], target, explain_fn,
+    em = _max_normalised_abs(_reexplain(model, xs, image_target(scorer.target, cl.idx, img), explain_fn,
                                         scorer.batch_size, shape), normalise, absolute)
     num = (phi[img] - em).abs().sum(1)
     den = (x[img].reshape(b * nr_steps, -1).double() - xs.reshape(b * nr_steps, -1).double()).norm(dim=1) + 1e-9
     val = (num / den).reshape(b, nr_steps)
     if nan_when_prediction_changes:
-        if cl.idx is None:
-            raise ValueError("nan_when_prediction_changes needs class targets, not a callable target")
+        if cl.classes is None:
+            raise ValueError("nan_when_prediction_changes needs class targets, not a callable target or target "
+                             "objects")
         changed = (scorer.outputs(xs).argmax(1) != cl.idx[img]).reshape(b, nr_steps)
         val = torch.where(changed, torch.full_like(val, float("nan")), val)
         return _nanmax(val)
@@ -345,7 +347,7 @@ def relative_stability(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, t
     img = torch.arange(b, device=x.device).repeat_interleave(n_samples)
     shape = tuple(explanation_maps(maps).shape[1:])
     e = explanation_maps(maps).detach().to(x.device).reshape(b, -1).double()
-    es = _reexplain(model, ys, None if cl.idx is None else cl.idx[img], target, explain_fn, scorer.batch_size,
+    es = _reexplain(model, ys, image_target(scorer.target, cl.idx, img), explain_fn, scorer.batch_size,
                     shape)
     num = _relative(e[img], es, eps_min)
     outs, reps = [], []
