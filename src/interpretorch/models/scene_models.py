@@ -9,7 +9,8 @@ CPU, single-threaded and seeded: the same config gives the same weights on the s
 - ``TinyDetector`` is CenterNet-style (Zhou 2019, "Objects as Points"): a conv backbone at stride 4, a per-cell head
   (a class heatmap, a box size and a centre offset), and the decoding of the top peaks above a score threshold
   inside ``forward``, so ``model(x)`` returns what torchvision's detectors return in eval mode, one dict per image
-  of ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,) and ``scores`` (N,), the scores differentiable w.r.t. ``x``.
+  of ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,) and ``scores`` (N,), the scores differentiable w.r.t. ``x``
+  (the boxes too when ``box_gradients``).
   The head acts on each cell's features as tokens (linear layers), so the last spatial layer, the one CAM methods
   find by default, is the backbone's output.
 - ``TinySegmenter`` returns torchvision's segmentation output ``{"out": (B, 5, H, W) logits}``, class 0 the
@@ -66,11 +67,15 @@ class TinyDetector(nn.Module):
     stride = 4
 
     def __init__(self, num_classes: int = len(SHAPES), width: int = 48, score_threshold: float = 0.3,
-                 max_detections: int = 10) -> None:
+                 max_detections: int = 10, box_gradients: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.score_threshold = float(score_threshold)
         self.max_detections = int(max_detections)
+        # Boxes are decoded without gradient unless asked: a detection target adds the box's IoU to its score
+        # (pytorch-grad-cam's FasterRCNNBoxScoreTarget), and the gradient of that IoU through the size / offset
+        # head then dominates the CAM weights (benchmarks/README.md, "Explaining detections").
+        self.box_gradients = bool(box_gradients)
         self.backbone = nn.Sequential(
             _conv(3, 16), _conv(16, 32, 2), _conv(32, width, 2), _conv(width, width),
             _conv(width, width, dilation=2))
@@ -90,6 +95,8 @@ class TinyDetector(nn.Module):
     def decode(self, logits: torch.Tensor, size: torch.Tensor, offset: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The detections of the heads' outputs: per image the top peaks of the heatmap above the threshold."""
         heat = torch.sigmoid(logits)
+        if not self.box_gradients:
+            size, offset = size.detach(), offset.detach()
         b, k, h, w = heat.shape
         with torch.no_grad():
             peak = heat == F.max_pool2d(heat, 3, 1, 1)
