@@ -331,9 +331,15 @@ def token_grid(input_size: tuple[int, int], prefix_tokens: int | None = None
 
     The grid keeps the inputs' aspect ratio; the first ``prefix_tokens`` tokens (class / register /
     distillation tokens) are dropped, inferred as the fewest that leave such a grid when not given.
-    (B, C, h, w) tensors pass through unchanged.
+    (B, C, h, w) tensors pass through unchanged, except channels-last (B, h, w, C) maps (timm's Swin stages): a
+    4-D tensor whose dims 2-3 are not a grid of the input's aspect ratio but whose dims 1-2 are is permuted to
+    (B, C, h, w).
     """
     H, W = input_size
+
+    def is_grid(h: int, w: int) -> bool:
+        """Whether an h x w map is the input downsampled by one stride (aspect ratio kept, up to rounding)."""
+        return 0 < h <= H and 0 < w <= W and abs(H / h - W / w) <= max(H / h, W / w) * 0.15 + 1e-9
 
     def grid(t: int) -> tuple[int, int, int]:
         starts = [prefix_tokens] if prefix_tokens is not None else range(0, min(t, 9))
@@ -348,6 +354,8 @@ def token_grid(input_size: tuple[int, int], prefix_tokens: int | None = None
 
     def reshape(x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 4:
+            if not is_grid(x.shape[2], x.shape[3]) and is_grid(x.shape[1], x.shape[2]):
+                return x.permute(0, 3, 1, 2)
             return x
         if x.dim() != 3:
             raise ValueError(f"token outputs must be (B, T, C), got shape {tuple(x.shape)}")

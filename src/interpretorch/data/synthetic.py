@@ -131,3 +131,106 @@ def make_localisation_set(n: int, *, seed: int = 0, size: int = 64, classes: Seq
     boxes = torch.from_numpy(np.stack([it[3] for it in items]))
     return LocalisationSet(images, labels, masks, boxes, tuple(classes),
                            {"seed": seed, "size": size, "scale": tuple(scale), "start": start})
+
+
+@dataclass
+class SceneSet:
+    """Images with 1 to ``max_objects`` non-overlapping objects of distinct classes each and their ground truth.
+
+    ``images`` (N, 3, H, W) float in [0, 1]; per image ``i``: ``boxes[i]`` (k, 4) float ``(x0, y0, x1, y1)``
+    pixels (as in :class:`LocalisationSet`), ``labels[i]`` (k,) class indices into ``classes`` and ``masks[i]``
+    (k, H, W) bool, one mask per object. ``semantic`` (N, H, W) long is the per-pixel class map of a
+    segmenter: 0 background, ``label + 1`` on an object.
+    """
+
+    images: torch.Tensor
+    boxes: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    classes: tuple[str, ...] = SHAPES
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def semantic(self) -> torch.Tensor:
+        """(N, H, W) long: 0 on the background, ``label + 1`` on each object's pixels."""
+        out = torch.zeros(self.images.shape[0], *self.images.shape[-2:], dtype=torch.long)
+        for i, (m, y) in enumerate(zip(self.masks, self.labels)):
+            for k in range(m.shape[0]):
+                out[i][m[k]] = int(y[k]) + 1
+        return out
+
+    def targets(self) -> list[dict[str, torch.Tensor]]:
+        """The ground truth as torchvision's detection targets: one dict of ``boxes``, ``labels``, ``masks``."""
+        return [{"boxes": b, "labels": y, "masks": m} for b, y, m in zip(self.boxes, self.labels, self.masks)]
+
+    def subset(self, index: slice | Sequence[int]) -> "SceneSet":
+        """Return the images at ``index`` with their objects."""
+        idx = list(range(len(self)))[index] if isinstance(index, slice) else [int(i) for i in index]
+        return SceneSet(self.images[idx], [self.boxes[i] for i in idx], [self.labels[i] for i in idx],
+                        [self.masks[i] for i in idx], self.classes, dict(self.meta))
+
+
+def make_scene(seed: int, index: int, size: int = 64, classes: Sequence[str] = SHAPES,
+               scale: tuple[float, float] = (0.2, 0.35), max_objects: int = 3, gap: float = 2.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw scene ``index`` of the set ``seed``: (3, H, W) image, (k, 4) boxes, (k,) labels, (k, H, W) masks.
+
+    Each scene has 1 to ``max_objects`` objects of distinct random classes whose boxes stay ``gap`` pixels apart (an
+    object that finds no free place after 50 tries is left out; the first always fits)."""
+    rng = np.random.default_rng([int(seed), int(index), 7])  # 7: not the stream of make_image
+    img = _background(rng, size)
+    bg_mean = img.mean(axis=(1, 2))
+    k = int(rng.integers(1, max_objects + 1))
+    boxes: list[np.ndarray] = []
+    labels: list[int] = []
+    masks: list[np.ndarray] = []
+    for label in (int(v) for v in rng.permutation(len(classes))[:k]):
+        extent = float(rng.uniform(*scale)) * size
+        margin = extent / 2.0 + 1.0
+        for _try in range(50):
+            cy, cx = (float(v) for v in rng.uniform(margin, size - margin, size=2))
+            mask = shape_mask(classes[label], size, cy, cx, extent)
+            ys, xs = np.nonzero(mask)
+            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+            if all(box[0] >= b[2] + gap or b[0] >= box[2] + gap or box[1] >= b[3] + gap or b[1] >= box[3] + gap
+                   for b in boxes):
+                break
+        else:
+            continue
+        while True:  # an object colour that stands out from the background
+            color = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+            if np.linalg.norm(color - bg_mean) > 0.4:
+                break
+        obj = color[:, None, None] + rng.normal(0.0, 0.04, size=(3, size, size)).astype(np.float32)
+        img = np.where(mask[None], np.clip(obj, 0.0, 1.0), img).astype(np.float32)
+        boxes.append(box)
+        labels.append(label)
+        masks.append(mask)
+    return (img, np.stack(boxes), np.array(labels, dtype=np.int64), np.stack(masks))
+
+
+def make_scene_set(n: int, *, seed: int = 0, size: int = 64, classes: Sequence[str] = SHAPES,
+                   scale: tuple[float, float] = (0.2, 0.35), max_objects: int = 3, start: int = 0) -> SceneSet:
+    """Return ``n`` seeded multi-object scenes (indices ``start .. start+n-1`` of the stream ``seed``) with each
+    object's box, label and mask; objects do not overlap."""
+    if n < 1:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    if size < 32:
+        raise ValueError(f"size must be at least 32 pixels for scenes of several objects, got {size}")
+    unknown = [c for c in classes if c not in SHAPES]
+    if unknown or len(classes) < 2:
+        raise ValueError(f"classes must be at least two of {SHAPES}, got {tuple(classes)}")
+    if not 0.05 <= scale[0] <= scale[1] <= 0.5:
+        raise ValueError(f"scale must be (low, high) fractions of the image with 0.05 <= low <= high <= 0.5, "
+                         f"got {scale}")
+    if not 1 <= max_objects <= len(classes):
+        raise ValueError(f"max_objects must be 1 to the number of classes ({len(classes)}): the objects of a scene "
+                         f"are of distinct classes; got {max_objects}")
+    items = [make_scene(seed, start + i, size, classes, scale, max_objects) for i in range(n)]
+    images = torch.from_numpy(np.stack([it[0] for it in items]))
+    return SceneSet(images, [torch.from_numpy(it[1]) for it in items], [torch.from_numpy(it[2]) for it in items],
+                    [torch.from_numpy(it[3]) for it in items], tuple(classes),
+                    {"seed": seed, "size": size, "scale": tuple(scale), "max_objects": max_objects, "start": start})

@@ -17,7 +17,7 @@ __all__ = ["LoadedModel", "load_model", "imagenet_classes", "EfficientNetLite", 
            "get_layer", "layer_names", "tail_after", "find_images", "load_image",
            "ImageLoadError", "MODELS"]
 
-MODELS = ("efficientnet_lite0", "tiny_cnn", "tiny_vit")
+MODELS = ("efficientnet_lite0", "tiny_cnn", "tiny_vit", "tiny_detector", "tiny_segmenter")
 
 
 def _efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
@@ -80,7 +80,8 @@ def _load_user_model(spec: str, trust_code: bool = False) -> nn.Module:
 
 def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "cpu", *,
                pretrained: bool = True, trust_code: bool = False) -> LoadedModel:
-    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``), a model by name from a library
+    """Return a zoo model (``efficientnet_lite0``, ``tiny_cnn``, ``tiny_vit``, ``tiny_detector``,
+    ``tiny_segmenter``), a model by name from a library
     (``timm:NAME``, ``torchvision:NAME``, ``hf:PATH_OR_NAME``, with its own preprocessing and class names; random
     weights when not ``pretrained``) or a user model, in eval mode on ``device``. A model file that could run code
     when opened (a ``.pt2`` with pickles, guard code or non-torch calls) is refused unless ``trust_code``."""
@@ -100,6 +101,11 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device = "c
         from interpretorch.models.vit import load_tiny_vit
 
         return load_tiny_vit(device=device)
+    elif name in ("tiny_detector", "tiny_segmenter"):
+        from interpretorch.models import scene_models
+
+        load = scene_models.load_tiny_detector if name == "tiny_detector" else scene_models.load_tiny_segmenter
+        return load(device=device)
     else:
         model = _load_user_model(name, trust_code=trust_code)
         loaded = LoadedModel(model, Preprocess(224), [], None, name)

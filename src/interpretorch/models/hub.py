@@ -86,14 +86,42 @@ def load_torchvision(name: str, pretrained: bool = True) -> tuple[nn.Module, Pre
         close = difflib.get_close_matches(name, list_models(), n=3)
         raise ValueError(f"torchvision has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     weights = get_model_weights(name).DEFAULT
+    names = list(weights.meta.get("categories") or [])
+    kind = type(weights.transforms()).__name__
+    if kind in ("ObjectDetection", "SemanticSegmentation"):
+        return _torchvision_task_model(name, weights, pretrained, names, detection=kind == "ObjectDetection")
     model = get_model(name, weights=weights if pretrained else None)
     tf = weights.transforms()
     crop = int(tf.crop_size[0])
     resize = int(tf.resize_size[0]) if getattr(tf, "resize_size", None) else crop
     interpolation = getattr(tf.interpolation, "value", str(tf.interpolation))
     pre = Preprocess(crop, tuple(tf.mean), tuple(tf.std), resize=resize, interpolation=str(interpolation))
-    names = list(weights.meta.get("categories") or [])
     return model, pre, names, None
+
+
+def _torchvision_task_model(name: str, weights: Any, pretrained: bool, names: list[str], detection: bool
+                            ) -> tuple[nn.Module, Preprocess, list[str], str | None]:
+    """A torchvision detector (wrapped to take a batch of [0, 1] images; it normalises inside) or segmenter (its
+    weights' normalisation), random weights and random backbone when not ``pretrained``, with its CAM layer."""
+    from torchvision.models import get_model
+
+    from interpretorch.models.vision_tasks import BatchedDetector, default_task_layer
+
+    if pretrained:
+        model = get_model(name, weights=weights)
+    else:  # no download at all: the detectors' and segmenters' builders fetch a pretrained backbone by default
+        model = get_model(name, weights=None, weights_backbone=None)
+    if detection:
+        wrapped = BatchedDetector(model)
+        min_size = getattr(model.transform, "min_size", (512,))
+        size = min(int(min(min_size)), 512)  # the detector resizes to its own min_size inside
+        return wrapped, Preprocess(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interpolation="bilinear"), names, \
+            default_task_layer(wrapped)
+    tf = weights.transforms()
+    size = min(int(tf.resize_size[0]), 512) if getattr(tf, "resize_size", None) else 512
+    interpolation = getattr(tf.interpolation, "value", str(tf.interpolation))
+    pre = Preprocess(size, tuple(tf.mean), tuple(tf.std), interpolation=str(interpolation))
+    return model, pre, names, default_task_layer(model)
 
 
 class HFImageClassifier(nn.Module):
@@ -129,13 +157,17 @@ def _hf_preprocess(processor: Any, config: Any) -> Preprocess:
 
 def load_hf(path: str, pretrained: bool = True, trust_code: bool = False
             ) -> tuple[nn.Module, Preprocess, list[str], str | None]:
-    """A Hugging Face image classifier (a local folder or a hub name, from the hub cache) with its image processor's
+    """A Hugging Face image classifier, or a DETR detector, SegFormer segmenter or CLIP-vision / DINOv2 encoder
+    wrapped as in ``models.vision_tasks`` (a local folder or a hub name, from the hub cache) with its image processor's
     preprocessing and ``id2label`` class names; random weights of the same config when not ``pretrained``. Model
     code shipped with the checkpoint (``trust_remote_code``) runs only when ``trust_code``."""
     transformers = _require("transformers", f"hf:{path}")
     remote = {"trust_remote_code": bool(trust_code)}
     try:
         config = transformers.AutoConfig.from_pretrained(path, **remote)
+        task = _hf_task_model(transformers, path, config, pretrained, remote)
+        if task is not None:
+            return task
         if pretrained:
             model = transformers.AutoModelForImageClassification.from_pretrained(path, **remote)
         else:
@@ -160,13 +192,52 @@ def load_hf(path: str, pretrained: bool = True, trust_code: bool = False
     return wrapped, pre, names, _hf_token_layer(wrapped)
 
 
+def _hf_task_model(transformers: Any, path: str, config: Any, pretrained: bool, remote: dict
+                   ) -> tuple[nn.Module, Preprocess, list[str], str | None] | None:
+    """A Hugging Face detector (DETR), segmenter (SegFormer) or image encoder (CLIP vision, DINOv2) wrapped to give
+    torchvision's outputs or (B, D) embeddings, with its preprocessing, class names and CAM layer; None for
+    another model type."""
+    import re
+
+    from interpretorch.models.vision_tasks import HF_TASKS, HFEmbedder
+
+    kind = getattr(config, "model_type", "")
+    if kind not in HF_TASKS:
+        return None
+    auto, wrapper = HF_TASKS[kind]
+    cls = getattr(transformers, auto)
+    if kind == "clip" and not pretrained:
+        config = config.vision_config
+    if pretrained:
+        model = cls.from_pretrained(path, **remote)
+    else:  # the Auto classes build from a config with from_config, the concrete ones by calling the class
+        model = cls.from_config(config, **remote) if hasattr(cls, "from_config") else cls(config)
+    model.eval()
+    wrapped = wrapper(model)
+    try:
+        pre = _hf_preprocess(transformers.AutoImageProcessor.from_pretrained(path, **remote), config)
+    except (OSError, ValueError):
+        pre = Preprocess(int(getattr(config, "image_size", 224) or 224), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop=False)
+    names = [n for n, _ in wrapped.named_modules()]
+    if wrapper is HFEmbedder:
+        return wrapped, pre, [], _hf_token_layer(wrapped)
+    id2label = getattr(config, "id2label", None) or {}
+    n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
+    classes = [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(n)]
+    if kind == "segformer":  # the decode head's fusion of the four stages: the last map before the classifier
+        return wrapped, pre, classes, "model.decode_head.linear_fuse"
+    # DETR: the CNN backbone's last stage (the transformer after it works on flattened tokens)
+    stages = [m for m in names if "backbone" in m and re.search(r"(stages\.\d+|layer\d)$", m)]
+    return wrapped, pre, classes, (stages[-1] if stages else None)
+
+
 def _hf_token_layer(model: nn.Module) -> str | None:
     """For a transformer whose only spatial maps are in its patch embedding: the last block's first norm (its
     tokens are laid out as a patch grid by the CAMs); None lets the default search find a spatial layer."""
     names = [n for n, _ in model.named_modules()]
     if any(isinstance(m, nn.Conv2d) and "embed" not in n for n, m in model.named_modules()):
         return None
-    norms = [n for n in names if n.endswith(("layernorm_before", "norm1"))]
+    norms = [n for n in names if n.endswith(("layernorm_before", "norm1", "layer_norm1"))]
     return norms[-1] if norms else None
 
 
