@@ -2,9 +2,10 @@
 
 For each of ``--n`` seeded test sentences (seed 3, never seen in training) and each output word (``<eos>``
 excluded), is the top-attributed input word (a source word for ``translation``, a prompt token for ``copy``)
-the aligned one? Every method of ``explain-generation`` is run on the same sentences, explaining each output word's log-
-probability and its logit (``--targets``); earlier output words stay fixed (only source / prompt tokens are perturbed), IG with ``--steps`` Gauss-Legendre steps from the ``<pad>``
-embedding. Prints a Markdown table (hit rate with its Wilson 95 % interval, CPU seconds) and the JSON::
+the aligned one? Every method of ``explain-generation`` is run on the same sentences, explaining each output
+word's log-probability and its logit (``--targets``); earlier output words stay fixed (only source / prompt
+tokens are perturbed), IG with ``--steps`` Gauss-Legendre steps from the ``<pad>`` embedding (zero).
+Prints a Markdown table (hit rate with its Wilson 95 % interval, CPU seconds) and the JSON::
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/seq_alignment.py --n 100 --steps 32
 """

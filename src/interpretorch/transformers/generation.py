@@ -37,8 +37,10 @@ Cost under the one batching rule (``batch_size`` = rows per model call): a gradi
 (``gradient_mode="forward"``): a row is one (sequence, integration step, attributed column), a tangent pass over
 the whole sequence along that column's embedding minus its reference, which gives the column's entry of every
 target row at once; the rows of one (sequence, step) share its primal pass, and no activations are kept for a
-backward. In reverse mode (``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one
-(sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
+backward; activation modules of ``transformers.activations`` get a one-product tangent there (their slope
+taken once from the primal) instead of one tangent formula per operation they are written in. In reverse mode
+(``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one (sequence, target row,
+integration step), forward and backward over the sequence up to that row's token (the
 whole sequence for ``target="sequence"``). ``"auto"`` takes the mode that runs fewer token positions (forward:
 columns x sequence length; reverse: 3 x the sum of the rows' prefix lengths) and falls back to reverse mode when
 an operation of the model has no forward-mode derivative. Ablation's row is one
