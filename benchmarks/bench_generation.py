@@ -13,6 +13,13 @@ memory of each (``rss_before_mb`` is the resident memory after building the mode
 difference is what the attribution added)::
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --prompts 4 --answer-len 64 --steps 32
+
+``--in-process`` instead times both libraries in one process on the same model and inputs (one warm-up run each,
+then ``--repeats`` interleaved rounds; ``--clock cpu`` takes process CPU time, steadier than wall time on a shared
+machine) and reports the median of each and of the per-round ratios; peak memory needs the fresh processes of
+the default mode::
+
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_generation.py --in-process --clock cpu --threads 1
 """
 from __future__ import annotations
 
@@ -95,6 +102,31 @@ def _run(which: str, args: argparse.Namespace) -> dict:
     return out
 
 
+def in_process(args: argparse.Namespace) -> dict:
+    """Both libraries in this process, interleaved rounds after one warm-up each; medians of ``--clock``."""
+    torch.set_num_threads(args.threads)
+    model, prompts, answers = build(args)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    fns = {"interpretorch": run_ours, "captum": run_captum}
+    small = argparse.Namespace(**{**vars(args), "steps": 2})
+    for fn in fns.values():  # warm-up: imports, first-call dispatch
+        fn(small, model, prompts[:1], [a[:4] for a in answers[:1]])
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    mats = {}
+    for _ in range(args.repeats):
+        for k, fn in fns.items():
+            t = clock()
+            mats[k] = fn(args, model, prompts, answers)
+            times[k].append(clock() - t)
+    rel = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(mats["interpretorch"], mats["captum"]))
+    ratios = [c / o for o, c in zip(times["interpretorch"], times["captum"])]
+    return {"settings": vars(args), "clock": args.clock,
+            **{k: {"median_seconds": statistics.median(v), "times": [round(x, 2) for x in v]}
+               for k, v in times.items()},
+            "speedup_median_of_rounds": statistics.median(ratios), "speedups": [round(x, 2) for x in ratios],
+            "max_rel_diff": rel}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Time both libraries in fresh processes and print a JSON summary."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -102,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--answer-len", type=int, default=64)
     ap.add_argument("--steps", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="rows per call of interpretorch (0: its default)")
     ap.add_argument("--vocab", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
@@ -111,7 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--gradient-mode", default="auto", choices=["auto", "forward", "reverse"])
     ap.add_argument("--skip-captum", action="store_true", help="time interpretorch only")
+    ap.add_argument("--in-process", action="store_true",
+                    help="both libraries in this process, interleaved rounds (no memory figures)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="--in-process: wall or CPU time")
     args = ap.parse_args(argv)
+    if args.batch_size <= 0:
+        args.batch_size = None  # the library's default rows per call
+    if args.in_process:
+        print(json.dumps(in_process(args), indent=2))
+        return
     libs = ("interpretorch",) if args.skip_captum else ("interpretorch", "captum")
     runs: dict[str, list[dict]] = {w: [] for w in libs}
     for _ in range(args.repeats):  # alternate the libraries so both see the same machine load

@@ -98,6 +98,42 @@ def test_integrated_gradients_completeness_per_row():
         assert ig[i].sum().item() == pytest.approx(r.logprobs[i].item() - lp0.item(), abs=1e-6)
 
 
+def reference_logits(model, prompt, answer):
+    """The logit of each answer token after its prefix, one forward per step from ids."""
+    out = []
+    for i, tok in enumerate(answer):
+        with torch.no_grad():
+            out.append(model(input_ids=torch.tensor([prompt + answer[:i]])).logits[0, -1, tok].item())
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_logit_target_completeness_and_ablation_by_hand(mode):
+    # target='logit' explains each answer token's logit: IG rows sum to logit(actual) - logit(baseline),
+    # ablation is the logit's change, both gradient modes
+    model = gpt2()
+    prompt, answer = [5, 6, 7, 8], [10, 11, 12]
+    r = attribute_generation(model, [prompt], [answer], methods=["integrated_gradients", "ablation"], steps=64,
+                             baseline_id=1, target="logit", gradient_mode=mode)[0]
+    logits = reference_logits(model, prompt, answer)
+    torch.testing.assert_close(r.scores.double(), logits)
+    ig = r.matrices["integrated_gradients"]
+    for i in range(len(answer)):
+        base = [1] * (len(prompt) + i)
+        l0 = reference_logits(model, base[:len(prompt)], base[len(prompt):] + [answer[i]])[-1]
+        assert ig[i].sum().item() == pytest.approx(logits[i].item() - l0.item(), abs=1e-6)
+    torch.testing.assert_close(r.matrices["ablation"][:, 2], logits - reference_logits(model, [5, 6, 1, 8], answer))
+
+
+def test_forward_mode_leaves_no_hooks_on_activations():
+    # GPT-2's tanh GELU (transformers.activations) gets a one-product tangent during the forward-mode pass only
+    model = gpt2()
+    attribute_generation(model, [[5, 6, 7]], [[10, 11]], methods=["integrated_gradients"], steps=2,
+                         gradient_mode="forward")
+    acts = [m for m in model.modules() if type(m).__module__.startswith("transformers.activations")]
+    assert acts and all(not m._forward_hooks and not m._forward_pre_hooks for m in acts)
+
+
 def test_ablation_by_hand_and_targets():
     model = gpt2()
     prompt, answer, contrast = [5, 6, 7], [10, 11], [20, 21]

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(DEFAULT_METHODS)})")
     parser.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate (default 20)")
     parser.add_argument("--score", default="logprob", choices=TARGETS,
-                        help="what each row explains: a token's log-probability (default), log p(token) - "
+                        help="what each row explains: a token's log-probability (default), its logit, log p(token) - "
                              "log p(contrast token) with --contrast, or the whole answer's log-probability")
     parser.add_argument("--contrast", default=None, help="contrast continuation for --score contrastive")
     parser.add_argument("--keep-generated", action="store_true",

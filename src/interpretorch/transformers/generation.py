@@ -5,8 +5,10 @@ Teacher forcing: the prompt and the answer (generated here, or given) go through
 forward gives the log-probability of every answer token. A sequence's tokens are laid out as *columns*
 ``source + prompt + answer`` (no source for a decoder-only model; for an encoder-decoder the prompt is the
 decoder's start, e.g. ``[decoder_start_token_id]``) and its *rows* are the targets: one per answer token (its
-log-probability, or the contrastive difference log p(answer token) - log p(contrast token)), or one row for the
-whole answer's log-probability (``target="sequence"``). Row i never depends on answer column j >= i (causality).
+log-probability; its logit with ``target="logit"``, which leaves out the log-sum-exp over the vocabulary that
+every row of a log-probability shares; or the contrastive difference log p(answer token) - log p(contrast
+token)), or one row for the whole answer's log-probability (``target="sequence"``). Row i never depends on answer
+column j >= i (causality).
 
 Methods (the embeddings are those of the model's own token embedding layers, position embeddings excluded):
 
@@ -35,8 +37,10 @@ Cost under the one batching rule (``batch_size`` = rows per model call): a gradi
 (``gradient_mode="forward"``): a row is one (sequence, integration step, attributed column), a tangent pass over
 the whole sequence along that column's embedding minus its reference, which gives the column's entry of every
 target row at once; the rows of one (sequence, step) share its primal pass, and no activations are kept for a
-backward. In reverse mode (``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one
-(sequence, target row, integration step), forward and backward over the sequence up to that row's token (the
+backward; activation modules of ``transformers.activations`` get a one-product tangent there (their slope
+taken once from the primal) instead of one tangent formula per operation they are written in. In reverse mode
+(``gradient_mode="reverse"``, and always for ``target="sequence"``) a row is one (sequence, target row,
+integration step), forward and backward over the sequence up to that row's token (the
 whole sequence for ``target="sequence"``). ``"auto"`` takes the mode that runs fewer token positions (forward:
 columns x sequence length; reverse: 3 x the sum of the rows' prefix lengths) and falls back to reverse mode when
 an operation of the model has no forward-mode derivative. Ablation's row is one
@@ -70,7 +74,7 @@ from interpretorch.transformers.seq_rollout import gradient_heads, seq_gradient_
 DEFAULT_METHODS = ("input_x_gradient", "integrated_gradients", "ablation")
 ATTENTION_METHODS = ("rollout", "gradient_rollout", "attnlrp")
 GENERATION_METHODS = DEFAULT_METHODS + ATTENTION_METHODS
-TARGETS = ("logprob", "contrastive", "sequence")
+TARGETS = ("logprob", "logit", "contrastive", "sequence")
 METHOD_DOCS = {
     "input_x_gradient": "gradient x token embedding of each answer token's log-probability",
     "integrated_gradients": "Integrated Gradients on the token embeddings from the baseline token's embedding",
@@ -326,8 +330,8 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
             plain = [_Seq(s.source, s.prompt, s.answer, None) for s in seqs]
             everyone = [(b, None) for b in range(len(seqs))]
             logprobs = _ablation_scores(adapter, plain, everyone, ablation, baseline_id, pad_id, rows)
-            clean = logprobs if target != "contrastive" else _ablation_scores(adapter, seqs, everyone, ablation,
-                                                                               baseline_id, pad_id, rows)
+            clean = logprobs if target not in ("contrastive", "logit") else _ablation_scores(
+                adapter, seqs, everyone, ablation, baseline_id, pad_id, rows, raw=target == "logit")
         results = []
         for s, lp, c in zip(seqs, logprobs, clean):
             w = _weights(s, target).to(device=c.device, dtype=c.dtype)
@@ -402,7 +406,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=target != "sequence")
             pos, tok, con = _targets(cs, dev)
             if target == "sequence":
-                per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax)
+                per_token = _token_scores(logits, pos, tok, con)  # (rows, Nmax); target 'sequence' 
                 w = torch.zeros_like(per_token)
                 for i, (b, r, _) in enumerate(chunk):
                     w[i, :len(seqs[b].answer)] = weights[b][r].to(w)
@@ -410,7 +414,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             else:  # row r explains answer token r only, read at the last position (rows of one length)
                 pick = torch.tensor([r for _, r, _ in chunk], device=dev)[:, None]
                 score = _token_scores(logits[:, -1:], torch.zeros_like(pick), tok.gather(1, pick),
-                                      None if con is None else con.gather(1, pick)).sum()
+                                      None if con is None else con.gather(1, pick), target == "logit").sum()
             leaves = [dec_in] + ([src_in] if src_in is not None else [])
             grads = torch.autograd.grad(score, leaves)
         ref_dec = dec_0 if method == "integrated_gradients" else torch.zeros_like(dec_x)
@@ -451,6 +455,63 @@ def _no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(was)
 
 
+class _ElementwiseTangent(torch.autograd.Function):
+    """An elementwise activation whose forward-mode tangent is one product, slope x tangent, with the slope taken
+    once from the primal (instead of the tangent formula of each operation the activation is written in)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The activation's output and its elementwise derivative at ``x``."""
+        from torch.func import jvp
+
+        return jvp(module.forward, (x,), (torch.ones_like(x),))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        """Keep the slope for the tangent."""
+        ctx.slope = output[1]
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def jvp(ctx, x_t: torch.Tensor, module_t) -> tuple[torch.Tensor, None]:
+        """The output's tangent (the slope has none)."""
+        return x_t * ctx.slope, None
+
+    @staticmethod
+    def backward(ctx, *grads):
+        """Not used: the rule serves the forward-mode pass only."""
+        raise RuntimeError("_ElementwiseTangent is forward-mode only")
+
+
+@contextlib.contextmanager
+def _fused_activation_tangents(model: nn.Module) -> Iterator[None]:
+    """Give Hugging Face activation modules (``transformers.activations``: elementwise functions such as GPT-2's
+    tanh GELU, written out in a chain of products) a one-product tangent during a forward-mode pass: the module
+    runs on an empty slice and its output comes from ``_ElementwiseTangent`` (the same values, up to rounding);
+    hooks removed after."""
+    saved: dict[int, torch.Tensor] = {}
+
+    def pre(m, args):
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() == 0 or len(args) > 1:
+            return None
+        saved[id(m)] = args[0]
+        return (args[0][..., :0],)
+
+    def post(m, args, out):
+        x = saved.pop(id(m), None)
+        return None if x is None else _ElementwiseTangent.apply(x, m)[0]
+
+    mods = [m for m in model.modules() if type(m).__module__.startswith("transformers.activations")]
+    handles = [h for m in mods for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class _HeadReached(Exception):
     """Raised by a hook to stop a forward at the model's output head."""
 
@@ -470,8 +531,8 @@ def _output_head(adapter: SeqAdapter) -> nn.Module | None:
 
 def _head_gradient(adapter: SeqAdapter, head: nn.Module, src: torch.Tensor | None, src_mask: torch.Tensor | None,
                    dec: torch.Tensor, dec_mask: torch.Tensor, keep: int, pos_from_end: torch.Tensor,
-                   tok: torch.Tensor, con: torch.Tensor | None,
-                   valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+                   tok: torch.Tensor, con: torch.Tensor | None, valid: torch.Tensor,
+                   raw: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The gradient of every answer token's score with respect to the LM head's input (rows, positions, D) and
     each token's position there (rows, N), by one backward through the head and what follows it; None when the
     head is not run once on one input per logit position (then the full logits are differentiated)."""
@@ -491,7 +552,7 @@ def _head_gradient(adapter: SeqAdapter, head: nn.Module, src: torch.Tensor | Non
             if len(box) != 1 or box[0] is None or tuple(box[0].shape[:2]) != tuple(logits.shape[:2]):
                 return None
             q = (pos_from_end + logits.shape[1]).clamp(0, logits.shape[1] - 1)
-            score = (_token_scores(logits, q, tok, con) * valid).sum()
+            score = (_token_scores(logits, q, tok, con, raw) * valid).sum()
             g, = torch.autograd.grad(score, box[0])
     finally:
         handle.remove()
@@ -549,11 +610,12 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
             valid[i, :len(s.answer)] = True
         head = _output_head(adapter)
         head_grad = None if head is None else _head_gradient(adapter, head, src_in, src_mask, dec_in, dec_mask,
-                                                             keep, pos - width, tok, con, valid)
+                                                             keep, pos - width, tok, con, valid,
+                                                             target == "logit")
 
         def scores(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
             logits = adapter.logits(src, src_mask, dec, dec_mask, keep=keep)
-            return _token_scores(logits, pos - (width - logits.shape[1]), tok, con)
+            return _token_scores(logits, pos - (width - logits.shape[1]), tok, con, target == "logit")
 
         def hidden(src: torch.Tensor | None, dec: torch.Tensor) -> torch.Tensor:
             box: list[torch.Tensor] = []
@@ -582,7 +644,8 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
                 if idx:
                     d, i, j = torch.tensor(idx, device=dev).unbind(1)
                     t[d, i, j] = delta[i, j]
-            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), _no_mha_fastpath():
+            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), _no_mha_fastpath(), \
+                    _fused_activation_tangents(adapter.model):
                 if src_in is None:
                     dot = vmap(lambda td: jvp(lambda d: fn(None, d), (dec_in,), (td,))[1])(t_dec)
                 else:
@@ -737,7 +800,7 @@ def _attention_based(adapter: SeqAdapter, seqs: list[_Seq], target: str, method:
                 logits = adapter.logits(src_in, src_mask, dec_in, dec_mask, last_only=not full)
             probs = state.probs
             if method != "rollout":
-                row_scores = _row_score(logits, cs, chunk, weights, target, raw=lrp)
+                row_scores = _row_score(logits, cs, chunk, weights, target, raw=lrp or target == "logit")
                 score = row_scores.sum()
             if lrp:
                 leaves = [dec_in] + ([src_in] if src_in is not None else [])
@@ -809,7 +872,7 @@ def _targets(cs: list[_Seq], dev: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def _ablation_scores(adapter: SeqAdapter, seqs: list[_Seq], jobs: list[tuple[int, int | None]], ablation: str,
-                     baseline_id: int, pad_id: int, rows: int) -> list[torch.Tensor]:
+                     baseline_id: int, pad_id: int, rows: int, raw: bool = False) -> list[torch.Tensor]:
     """Per-token scores (N,) of each job (sequence, ablated column or None); a target left with no context
     is scored NaN."""
     dev = adapter.device
@@ -851,7 +914,7 @@ def _ablation_scores(adapter: SeqAdapter, seqs: list[_Seq], jobs: list[tuple[int
         for i, q in enumerate(poss):
             pos[i, :len(q)] = torch.tensor(q)
         pos = pos.to(dev)
-        s = _token_scores(logits, pos, tok, con)
+        s = _token_scores(logits, pos, tok, con, raw)
         s = torch.where(pos < 0, torch.full_like(s, float("nan")), s)
         for i, (b, _) in enumerate(chunk):
             out.append(s[i, :len(seqs[b].answer)])
@@ -868,7 +931,7 @@ def _ablation(adapter: SeqAdapter, seqs: list[_Seq], clean: list[torch.Tensor], 
             if c < len(s.source) and len(s.source) == 1:
                 raise ValueError("removing the only source token leaves an empty source; use ablation='baseline'")
     with torch.no_grad():
-        scores = _ablation_scores(adapter, seqs, jobs, ablation, baseline_id, pad_id, rows)
+        scores = _ablation_scores(adapter, seqs, jobs, ablation, baseline_id, pad_id, rows, raw=target == "logit")
     dtype = _out_dtype(adapter)
     out = [torch.zeros(_weights(s, target).shape[0], len(s.source) + len(s.decoder), dtype=dtype) for s in seqs]
     for (b, c), sc in zip(jobs, scores):

@@ -377,10 +377,12 @@ if __name__ == "__main__":
 
 
 def alignment_accuracy(sm: SeqModel, methods: Sequence[str], n: int = 100, seed: int = 3, steps: int = 32,
-                       batch_size: int | None = None, attribute_generated: bool = False) -> dict[str, float]:
+                       batch_size: int | None = None, attribute_generated: bool = False,
+                       target: str = "logprob") -> dict[str, float]:
     """Per method, the fraction of output words (``<eos>`` excluded) of ``n`` seeded test sentences whose
-    top-attributed input word (among the source words, or the prompt tokens for copy) is the aligned one;
-    by default the earlier output words stay fixed (only source / prompt tokens are perturbed)."""
+    top-attributed input word (among the source words, or the prompt tokens for copy) is the aligned one when
+    each word's ``target`` (``"logprob"`` or ``"logit"``) is explained; by default the earlier output words stay
+    fixed (only source / prompt tokens are perturbed)."""
     from interpretorch.transformers.generation import attribute_generation
 
     task = sm.config.task
@@ -388,7 +390,7 @@ def alignment_accuracy(sm: SeqModel, methods: Sequence[str], n: int = 100, seed:
     res = attribute_generation(sm.model, [p for _, p, _ in examples], [a for _, _, a in examples],
                                sources=[s for s, _, _ in examples] if sm.model.is_encoder_decoder else None,
                                methods=methods, steps=steps, baseline_id=sm.tokenizer.pad_id, batch_size=batch_size,
-                               attribute_generated=attribute_generated)
+                               attribute_generated=attribute_generated, target=target)
     hits = {m: 0 for m in methods}
     total = 0
     for (src, prompt, answer), r in zip(examples, res):
