@@ -8,14 +8,6 @@ import torch
 from interpretorch.models import load_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _configs():
     import transformers as tf
 

@@ -6,14 +6,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.numerics
 def test_swin_gradcam_matches_pytorch_grad_cam_with_its_reshape_transform():
     from pytorch_grad_cam import GradCAM

@@ -10,14 +10,6 @@ from interpretorch.models import load_model
 from interpretorch.models.vision_tasks import BatchedDetector, batched_detector, default_task_layer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 DETECTORS = {"fasterrcnn_mobilenet_v3_large_fpn": "model.backbone.body.16",
              "retinanet_resnet50_fpn": "model.backbone.body.layer4",
              "fcos_resnet50_fpn": "model.backbone.body.layer4",

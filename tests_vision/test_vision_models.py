@@ -23,14 +23,6 @@ def photo(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _same_as_library(loaded, library_transform, photo) -> None:
     """Our preprocessing of the photo agrees with the library's own transform."""
     with Image.open(photo) as im:
