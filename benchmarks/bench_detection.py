@@ -2,7 +2,7 @@
 
 torchvision's Faster R-CNN (MobileNetV3-Large FPN, random weights, fixed seed, every box kept), one 3x480x640
 image, its top ``--k`` detections. interpretorch: ``explain_targets`` with one ``DetectionTarget`` per detection
-(the K targets are rows of one call). pytorch-grad-cam: one ``GradCAM`` call per detection with its
+(one forward pass of the image, then one backward pass per target to the layer). pytorch-grad-cam: one ``GradCAM`` call per detection with its
 ``FasterRCNNBoxScoreTarget``, as its detection tutorial does. Same layer (``backbone.body.16``), each library on its
 own copy of the model; runs interleaved after a warm-up, median of ``--repeats``. The maps are compared too
 (Pearson r per detection). Run in the torchvision environment::

@@ -1,7 +1,7 @@
 """Attribution methods. Importing a module registers its methods; the import order is the registry's order."""
 from interpretorch.attribution.registry import (MethodSpec, available_methods, bind, canonical, default_methods,
-                                                explain, explain_targets, get_method, method_specs, reexplainers,
-                                                register, register_group, Geometry, describe_rows)
+                                                explain, explain_targets, explain_targets_rows, get_method, method_specs,
+                                                reexplainers, register, register_group, Geometry, describe_rows)
 from interpretorch.attribution.cam import CAM_METHODS, CAM_RULES, cam_rule, layer_cams  # noqa: I001
 from interpretorch.attribution.score import ablation_cam, score_cam
 from interpretorch.attribution.gradient import gradient, gradient_x_input
@@ -21,8 +21,10 @@ from interpretorch.attribution.lrp import lrp
 from interpretorch.attribution.conductance import (internal_influence, layer_conductance, neuron_conductance,
                                                    neuron_gradient, neuron_integrated_gradients)
 from interpretorch.attribution import cost  # noqa: F401  (the row counts of the methods above)
+from interpretorch.attribution import multi_target  # noqa: F401  (explain_targets' one-forward passes)
 
-__all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "explain_targets", "get_method",
+__all__ = ["MethodSpec", "available_methods", "bind", "canonical", "default_methods", "explain", "explain_targets",
+           "explain_targets_rows", "get_method",
            "method_specs", "reexplainers", "register", "register_group", "Geometry", "describe_rows", "CAM_METHODS", "CAM_RULES", "cam_rule",
            "layer_cams",
            "ablation_cam", "score_cam", "gradient", "gradient_x_input", "integrated_gradients", "smoothgrad",

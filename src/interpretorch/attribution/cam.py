@@ -154,6 +154,17 @@ def eigencam_rule(a: torch.Tensor, g: None = None, ctx: SimpleNamespace | None =
     return (proj * sign[:, None]).reshape(b, h, w).to(a.dtype)
 
 
+def check_cam_activation(a: torch.Tensor, name: str) -> None:
+    """Raise a ValueError naming layer ``name`` when its (laid out) output is not a (B, C, H, W) map of more than
+    one cell, the input every CAM rule reads."""
+    if a.dim() != 4:
+        raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}; CAMs need a (B, C, H, W) output "
+                         "or (B, T, C) tokens")
+    if a.shape[2] * a.shape[3] == 1:
+        raise ValueError(f"layer {name!r} gives 1x1 maps {tuple(a.shape)}, so every CAM would be constant; "
+                         "choose a layer with a spatial output (`interpretorch layers` lists them)")
+
+
 def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | str = ("gradcam",),
                target: Target = "top1", layer: str | nn.Module | None = None, *,
                batch_size: int | None = None, relu: bool = True, normalize: bool = False,
@@ -189,12 +200,7 @@ def layer_cams(model: nn.Module, inputs: torch.Tensor, methods: Sequence[str] | 
             idx = target_indices(out, t)
             scores = target_scores(out, t, idx)
             a = rec[name]
-            if a.dim() != 4:
-                raise ValueError(f"layer {name!r} gives shape {tuple(a.shape)}; CAMs need a (B, C, H, W) output "
-                                 "or (B, T, C) tokens")
-            if a.shape[2] * a.shape[3] == 1:
-                raise ValueError(f"layer {name!r} gives 1x1 maps {tuple(a.shape)}, so every CAM would be constant; "
-                                 "choose a layer with a spatial output (`interpretorch layers` lists them)")
+            check_cam_activation(a, name)
             g = rec.gradients(scores)[name] if need_grad else None
         a = a.detach()
         ctx = SimpleNamespace(model=model, idx=idx, fc=fc)

@@ -196,6 +196,68 @@ def register_group(name: str, runner: Callable[..., dict[str, Explanation]]) -> 
     GROUPS[name] = runner
 
 
+@dataclass(frozen=True)
+class OneForward:
+    """A pass that explains K targets of ONE image from one forward pass of it (``explain_targets``):
+    ``run(model, image (1, C, H, W), methods, target bound to the K targets, layer, **options) -> {method:
+    Explanation}``, and ``backward(methods)``: whether it then runs one backward pass per target."""
+
+    run: Callable[..., dict[str, Explanation]]
+    backward: Callable[[Sequence[str]], bool]
+
+
+# method name -> its one-forward pass; group name -> the one-forward pass of every method of that group
+ONE_FORWARD: dict[str, OneForward] = {}
+ONE_FORWARD_GROUPS: dict[str, OneForward] = {}
+_ONE_FORWARD_FN: dict[str, Callable] = {}  # the method's function when its pass was declared (replaced: K rows)
+
+
+def register_one_forward(run: Callable[..., dict[str, Explanation]], backward: Callable[[Sequence[str]], bool], *,
+                         methods: Sequence[str] = (), group: str | None = None) -> OneForward:
+    """Declare that ``methods`` (and every method of shared pass ``group``, registered now or later) explain the K
+    targets of one image from one forward pass of it with ``run`` (see :class:`OneForward`)."""
+    if not callable(run) or not callable(backward):
+        raise TypeError("run and backward must be callable")
+    p = OneForward(run, backward)
+    for m in methods:
+        key = _ALIASES.get(_key(m), _key(m))
+        if key not in _METHODS:
+            raise ValueError(f"no method {m!r} is registered; register it before its one-forward pass")
+        ONE_FORWARD[key] = p
+        _ONE_FORWARD_FN[key] = _METHODS[key].fn
+    if group is not None:
+        ONE_FORWARD_GROUPS[group] = p
+    return p
+
+
+def one_forward_plan(names: Sequence[str], target: Target, options: Mapping[str, Mapping[str, Any]]
+                     ) -> tuple[list[tuple[OneForward, list[str]]], list[str]]:
+    """How ``explain_targets`` runs methods ``names`` on K targets of one image (``target``: checked, bound to the
+    K targets): the one-forward passes with the methods sharing each (a method given options of its own runs a
+    pass alone), and the methods left to K copies of the image as rows. Target objects and class indices take the
+    one-forward path; a callable target does not."""
+    if not (is_target_object(target) or isinstance(target, torch.Tensor)):
+        return [], list(names)
+    passes: list[tuple[OneForward, list[str]]] = []
+    rest: list[str] = []
+    shared: dict[int, int] = {}
+    for m in names:
+        spec = _METHODS[m]
+        p = ONE_FORWARD.get(m) if _ONE_FORWARD_FN.get(m) is spec.fn else None
+        if p is None and spec.group is not None:
+            p = ONE_FORWARD_GROUPS.get(spec.group)
+        if p is None:
+            rest.append(m)
+        elif options.get(m):
+            passes.append((p, [m]))
+        elif id(p) in shared:
+            passes[shared[id(p)]][1].append(m)
+        else:
+            shared[id(p)] = len(passes)
+            passes.append((p, [m]))
+    return passes, rest
+
+
 def _layer_methods() -> list[str]:
     load_plugins()
     return [n for n, s in _METHODS.items() if s.needs_layer]
@@ -309,6 +371,22 @@ def method_options(names: Sequence[str], options: Mapping[str, Mapping[str, Any]
     return out
 
 
+def check_call(names: Sequence[str], layer: str | nn.Module | None, shared: Mapping[str, Any],
+               target: Target) -> None:
+    """Raise when no method of ``names`` takes a shared option, when ``layer`` is given to pixel methods only, or
+    when a method cannot explain ``target``'s kind."""
+    specs = [_METHODS[n] for n in names]
+    unused = [k for k in shared if not any(s.accepts(k) for s in specs)]
+    if unused:
+        raise TypeError(f"option(s) {unused} are taken by none of the methods {list(names)}; "
+                        "give method-specific options as options={'method': {...}}")
+    if layer is not None and not any(s.needs_layer for s in specs):
+        raise ValueError(f"layer= is for the layer methods ({', '.join(_layer_methods())}); "
+                         f"{', '.join(names)} explain the input pixels")
+    for s in specs:
+        s.check_target_kind(target)
+
+
 def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] = "gradcam",
             target: Target = "top1", layer: str | nn.Module | None = None, *, batch_size: int | None = None,
             options: dict[str, dict] | None = None, **shared: Any) -> Explanation | dict[str, Explanation]:
@@ -324,15 +402,7 @@ def explain(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str]
     names = resolve_methods(methods, model)
     specs = {n: _METHODS[n] for n in names}
     options = method_options(names, options)
-    unused = [k for k in shared if not any(s.accepts(k) for s in specs.values())]
-    if unused:
-        raise TypeError(f"option(s) {unused} are taken by none of the methods {names}; "
-                        "give method-specific options as options={'method': {...}}")
-    if layer is not None and not any(s.needs_layer for s in specs.values()):
-        raise ValueError(f"layer= is for the layer methods ({', '.join(_layer_methods())}); "
-                         f"{', '.join(names)} explain the input pixels")
-    for s in specs.values():
-        s.check_target_kind(target)
+    check_call(names, layer, shared, target)
     if isinstance(inputs, torch.Tensor) and inputs.dim() > 0:
         target = check_target(target, inputs.shape[0])
     result: dict[str, Explanation] = {}
@@ -363,11 +433,15 @@ def explain_targets(model: nn.Module, image: torch.Tensor, targets: Sequence[Any
                     options: dict[str, dict] | None = None, **shared: Any
                     ) -> Explanation | dict[str, Explanation]:
     """Explain several targets of one image (every detection, every class region) in one call: the image
-    (C, H, W) or (1, C, H, W) becomes K rows, row k explained by ``targets[k]``; map k is target k's.
+    (C, H, W) or (1, C, H, W) and ``targets[k]`` give map k.
 
-    Cost in rows: a gradient or CAM method puts the K rows through one forward and one backward pass per
-    ``batch_size`` rows (one pass when K <= batch_size), where a loop over targets makes K passes of one row;
-    a perturbation method needs K times its rows per image.
+    The methods with a one-forward pass (``register_one_forward``: the CAMs of the shared CAM pass, Gradient,
+    Gradient x Input) run the image forward ONCE, score all K targets on that one output and take one backward
+    pass per target, back to the layer (or the input) only; the maps equal those of K rows. Every other method
+    (and any method with a plain callable target) explains K copies of the image as rows, ``batch_size`` per model
+    call (a perturbation method needs K times its rows). Rows counted by progress and by
+    :func:`explain_targets_rows`: a one-forward pass is 1 row for its forward plus 1 per target for the backward
+    passes (none when its methods need no gradient, e.g. Eigen-CAM alone); a K-row method its own rows on K images.
     """
     if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or (image.dim() == 4
                                                                            and image.shape[0] != 1):
@@ -376,5 +450,47 @@ def explain_targets(model: nn.Module, image: torch.Tensor, targets: Sequence[Any
     targets = list(targets)
     if not targets:
         raise ValueError("explain_targets needs at least one target")
-    x = (image[None] if image.dim() == 3 else image).expand(len(targets), *image.shape[-3:])
-    return explain(model, x, methods, target=targets, layer=layer, batch_size=batch_size, options=options, **shared)
+    single = isinstance(methods, str) and methods != "all"
+    names = resolve_methods(methods, model)
+    options = method_options(names, options)
+    check_call(names, layer, shared, targets)
+    one = image[None] if image.dim() == 3 else image
+    bound = check_target(targets, len(targets))
+    passes, rest = one_forward_plan(names, bound, options)
+    result: dict[str, Explanation] = {}
+    for p, members in passes:
+        params = inspect.signature(p.run).parameters
+        kw = {k: v for k, v in shared.items() if k in params}
+        if len(members) == 1:
+            kw.update(options.get(members[0], {}))
+        lay = layer if any(_METHODS[m].needs_layer for m in members) else None
+        result.update({m: target_result(e, bound) for m, e in p.run(model, one, members, bound, lay, **kw).items()})
+    if rest:
+        x = one.expand(len(targets), *one.shape[-3:])
+        kw = {k: v for k, v in shared.items() if any(_METHODS[m].accepts(k) for m in rest)}
+        result.update(explain(model, x, rest, target=targets,
+                              layer=layer if any(_METHODS[m].needs_layer for m in rest) else None,
+                              batch_size=batch_size, options={m: options[m] for m in rest if m in options}, **kw))
+    ordered = {m: result[m] for m in names}
+    return ordered[names[0]] if single else ordered
+
+
+def explain_targets_rows(methods: str | Sequence[str], targets: Sequence[Any], geometry: Geometry | None = None,
+                         options: Mapping[str, Mapping[str, Any]] | None = None) -> int | None:
+    """Model rows :func:`explain_targets` runs for ``targets`` of one image (what its progress counts): 1 + K per
+    one-forward pass (1 when its methods need no gradient), each other method its own rows on K images
+    (``geometry``: the image's size and the layer's channels, for the methods whose rows depend on them); None
+    when a method's rows are unknown."""
+    targets = list(targets)
+    k = len(targets)
+    names = resolve_methods(methods)
+    opts = method_options(names, options)
+    passes, rest = one_forward_plan(names, check_target(targets, k), opts)
+    total = sum(1 + (k if p.backward(members) else 0) for p, members in passes)
+    geo = Geometry(k) if geometry is None else replace(geometry, n_images=k)
+    for m in rest:
+        rows = _METHODS[m].estimate_rows(opts.get(m, {}), geo)
+        if rows is None:
+            return None
+        total += rows
+    return total
