@@ -111,19 +111,25 @@ def make_image(seed: int, index: int, size: int = 64, classes: Sequence[str] = S
     return img, label, mask, box
 
 
-def make_localisation_set(n: int, *, seed: int = 0, size: int = 64, classes: Sequence[str] = SHAPES,
-                          scale: tuple[float, float] = (0.25, 0.45), start: int = 0) -> LocalisationSet:
-    """Return ``n`` seeded images (indices ``start .. start+n-1`` of the stream ``seed``) with masks and boxes."""
+def _check_set(n: int, size: int, min_size: int, classes: Sequence[str], scale: tuple[float, float],
+               max_scale: float, why: str = "") -> None:
+    """Refuse a generated set's arguments with an error naming the wrong one."""
     if n < 1:
         raise ValueError(f"n must be a positive number of images, got {n}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if size < min_size:
+        raise ValueError(f"size must be at least {min_size} pixels{why}, got {size}")
     unknown = [c for c in classes if c not in SHAPES]
     if unknown or len(classes) < 2:
         raise ValueError(f"classes must be at least two of {SHAPES}, got {tuple(classes)}")
-    if not 0.05 <= scale[0] <= scale[1] <= 0.9:
-        raise ValueError(f"scale must be (low, high) fractions of the image with 0.05 <= low <= high <= 0.9, "
-                         f"got {scale}")
+    if not 0.05 <= scale[0] <= scale[1] <= max_scale:
+        raise ValueError(f"scale must be (low, high) fractions of the image with 0.05 <= low <= high <= "
+                         f"{max_scale}, got {scale}")
+
+
+def make_localisation_set(n: int, *, seed: int = 0, size: int = 64, classes: Sequence[str] = SHAPES,
+                          scale: tuple[float, float] = (0.25, 0.45), start: int = 0) -> LocalisationSet:
+    """Return ``n`` seeded images (indices ``start .. start+n-1`` of the stream ``seed``) with masks and boxes."""
+    _check_set(n, size, 16, classes, scale, 0.9)
     items = [make_image(seed, start + i, size, classes, scale) for i in range(n)]
     images = torch.from_numpy(np.stack([it[0] for it in items]))
     labels = torch.tensor([it[1] for it in items], dtype=torch.long)
@@ -216,16 +222,7 @@ def make_scene_set(n: int, *, seed: int = 0, size: int = 64, classes: Sequence[s
                    scale: tuple[float, float] = (0.2, 0.35), max_objects: int = 3, start: int = 0) -> SceneSet:
     """Return ``n`` seeded multi-object scenes (indices ``start .. start+n-1`` of the stream ``seed``) with each
     object's box, label and mask; objects do not overlap."""
-    if n < 1:
-        raise ValueError(f"n must be a positive number of images, got {n}")
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels for scenes of several objects, got {size}")
-    unknown = [c for c in classes if c not in SHAPES]
-    if unknown or len(classes) < 2:
-        raise ValueError(f"classes must be at least two of {SHAPES}, got {tuple(classes)}")
-    if not 0.05 <= scale[0] <= scale[1] <= 0.5:
-        raise ValueError(f"scale must be (low, high) fractions of the image with 0.05 <= low <= high <= 0.5, "
-                         f"got {scale}")
+    _check_set(n, size, 32, classes, scale, 0.5, " for scenes of several objects")
     if not 1 <= max_objects <= len(classes):
         raise ValueError(f"max_objects must be 1 to the number of classes ({len(classes)}): the objects of a scene "
                          f"are of distinct classes; got {max_objects}")
