@@ -159,18 +159,19 @@ def test_craft_finds_the_deciding_concept(toy, snapshot):
 
 @pytest.mark.numerics
 def test_concepts_that_change_the_prediction_are_flagged(toy):
-    """Seed 3's dots images (``measure_craft_crp.py``): six concepts from crops of 0.4-0.6 of the side rebuild
-    features.10 with a relative error of 0.80, and the rebuilt activations give stripes on all 20 dots images (class
-    probability 0.22 against the model's 0.93), so the importances explain another function: measured, the
-    first-ranked concept has none of its map mass on the dots patch. CRAFT warns and the page carries a red flag;
-    crops of 0.8-1.0 of the side keep the class on all 20 (error 0.42), eight concepts on 19 (as the hint says)."""
+    """Seed 3's dots images (``measure_craft_crp.py``): six concepts from 8 crops per image (the earlier default) of
+    0.4-0.6 of the side rebuild features.10 with a relative error of 0.80, and the rebuilt activations give stripes
+    on all 20 dots images (class probability 0.22 against the model's 0.93), so the importances explain another
+    function: measured, the first-ranked concept has none of its map mass on the dots patch. CRAFT warns and the
+    page carries a red flag; crops of 0.8-1.0 of the side keep the class on all 20 (error 0.42), eight concepts on
+    19, the default 32 crops per image on 18 (``test_craft_crop_sample.py``), as the hint says."""
     from interpretorch.concepts.report import craft_answer
 
     model, _ = toy
     images, _ = _class_images(3, 1)
     with pytest.warns(UserWarning, match="keep the model's predicted class"):
         res = craft(model, images, PREPROCESS.normalize, 1, LAYER, n_concepts=6, scale=(0.4, 0.6), seed=3,
-                    nb_design=8)
+                    nb_design=8, crops_per_image=8)
     fid = res.options["reconstruction"]
     assert fid["same_prediction"] < SAME_PREDICTION_WARN and fid["reconstruction_score"] < 0.5 < fid["model_score"]
     _, flags = craft_answer(res.to_json(), images.shape[0])
@@ -178,7 +179,7 @@ def test_concepts_that_change_the_prediction_are_flagged(toy):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         wide = craft(model, images, PREPROCESS.normalize, 1, LAYER, n_concepts=6, scale=(0.8, 1.0), seed=3,
-                     nb_design=8)
+                     nb_design=8, crops_per_image=8)
     assert wide.options["reconstruction"]["same_prediction"] >= SAME_PREDICTION_WARN
 
 
