@@ -3,12 +3,16 @@
 For each seed s and class c (0 stripes, 1 dots): the first 20 class-c images of ``make_concept_images(240,
 seed=5 + 1000 * s)`` (the test images of ``concept_sets(s)``).
 
-- CRAFT at ``features.10`` (k = 6, crops of 0.4-0.6 of the side, seed s): the deciding concept is the one whose
-  maps put the largest share of their mass inside the pasted patch; its importance rank and that share. Also the
+- CRAFT at ``features.10`` (k = 6, the default 32 crops of 0.4-0.6 of the side per image, seed s): the deciding
+  concept is the one whose maps put the largest share of their mass inside the pasted patch; its importance rank
+  and that share (``deciding_pooled``: the same pooled over the images, mass-weighted). Also the
   share of the mass inside the patch pooled over the images (``pooled``, in importance order: a concept split
   over two NMF components shows as two patch concepts on complementary images), the images on which each concept
   carries the most mass inside the patch (``patch_images``), and how faithfully the concepts rebuild the layer
-  (``reconstruction``: the share of images keeping the model's class, the relative error).
+  (``reconstruction``: the share of images keeping the model's class, the relative error, the NMF's error on its
+  crops). For stripes, the orientation of each image's stripes (0, 45, 90 or 135 degrees, from the patch's
+  structure tensor) grouped by the concept carrying the most mass inside its patch (``orientations``): the stripes
+  split over NMF components follows the orientation.
 - CRP at ``features.10`` (epsilon_plus): per image the channel with the most relevance for its class, and the
   share of the positive input relevance conditioned on it that falls inside the patch (the patch is 1/9 of the
   image); also for the plain LRP map.
@@ -21,6 +25,7 @@ Run: ``PYTHONPATH=src OMP_NUM_THREADS=1 python tests/concepts/measure_craft_crp.
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +47,15 @@ def class_images(seed: int, cls: int, n: int = 20):
     return test.images[idx], test.boxes[idx]
 
 
+def stripe_orientation(image: torch.Tensor, box: torch.Tensor) -> int:
+    """The stripes' orientation in the patch, to the nearest of 0, 45, 90, 135 degrees (structure tensor)."""
+    x0, y0, x1, y1 = [int(v) for v in box.round().tolist()]
+    gy, gx = torch.gradient(image.mean(0)[y0:y1, x0:x1].double())
+    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+    angle = 0.5 * math.degrees(math.atan2(2 * jxy, jxx - jyy))
+    return int(round(((angle + 90) % 180) / 45.0)) % 4 * 45
+
+
 def craft_row(model, seed: int, cls: int) -> dict:
     """Rank and map share of the deciding concept."""
     images, boxes = class_images(seed, cls)
@@ -58,9 +72,15 @@ def craft_row(model, seed: int, cls: int) -> dict:
     mass = [c.maps.clamp_min(0) for c in res.concepts]
     pooled = [float((m * inside).sum() / m.sum().clamp_min(1e-30)) for m in mass]
     dominant = torch.stack([(m * inside).flatten(1).sum(1) for m in mass]).argmax(0)
+    orientations = {}
+    if cls == 0:
+        for i in range(len(images)):
+            orientations.setdefault(int(dominant[i]) + 1, []).append(stripe_orientation(images[i], boxes[i]))
+        orientations = {k: sorted(v) for k, v in sorted(orientations.items())}
     return {"what": "craft", "seed": seed, "class": cls, "deciding_rank": best + 1, "deciding_share": share[best],
             "importance": imp, "shares": share, "pooled": pooled,
             "patch_images": [int((dominant == j).sum()) for j in range(len(mass))],
+            "deciding_pooled": pooled[best], "orientations": orientations,
             "reconstruction": res.options["reconstruction"],
             "margin_to_next": imp[best] - max([v for j, v in enumerate(imp) if j != best]), "seconds": seconds}
 

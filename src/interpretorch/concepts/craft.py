@@ -24,8 +24,8 @@
    relative error of the NMF on the crops it was fitted to (``crop_fit_error``): a small one beside a large
    position error says the factorisation converged and the crops do not represent the images (too few crops, or
    crops zoomed so far that the layer sees the pattern differently), not that the NMF failed. On the concept CNN
-   the crop fit was 0.031-0.040 in all ten runs, the same from five initialisations, eight restarts or 20000
-   iterations, while the failing run's position error was 0.81 (``benchmarks/craft_options.py``).
+   the crop fit was 0.030-0.043 in every run at k = 6, the same from five initialisations, eight restarts or
+   20000 iterations, while the failing run's position error was 0.81 (``benchmarks/craft_options.py``).
 5. **Recursion.** ``recursive_layer`` splits the most important concepts at an earlier layer: the crops where a
    concept dominates are factorised again at that layer into sub-concepts, whose Sobol importance is measured
    there with the rest of the activation kept (masks act on the sub-concepts' part only, since ``W'`` spans
