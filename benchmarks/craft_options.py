@@ -1,7 +1,7 @@
 """CRAFT's options against the concept CNN's ground truth: where does the deciding concept rank, and do the concepts
 rebuild the layer faithfully? Seeds 0-4 x both classes, as ``tests/concepts/measure_craft_crp.py``.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/craft_options.py [--only NAME,...]
+    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/craft_options.py [--only "NAME;..."]
 
 For each setting (k = 6 concepts, 32 crops of 0.4-0.6 of the side per image, 32 designs, the class probability at
 ``features.10`` unless the setting says otherwise) and each run: the Sobol rank of the deciding concept (the one
@@ -39,6 +39,13 @@ SETTINGS = {
     "8 crops, NMF converged (max_iter 20000, tol 1e-8)": {"crops_per_image": 8,
                                                           "nmf_options": {"max_iter": 20000, "tol": 1e-8}},
     "8 crops, NMF init random": {"crops_per_image": 8, "nmf_options": {"init": "random"}},
+    "8 crops, NMF init random, seed + 100": {"crops_per_image": 8, "nmf_options": {"init": "random"},
+                                             "seed_offset": 100},
+    "8 crops, NMF init random, seed + 200": {"crops_per_image": 8, "nmf_options": {"init": "random"},
+                                             "seed_offset": 200},
+    "NMF init random": {"nmf_options": {"init": "random"}},
+    "NMF init random, seed + 100": {"nmf_options": {"init": "random"}, "seed_offset": 100},
+    "NMF init random, seed + 200": {"nmf_options": {"init": "random"}, "seed_offset": 200},
     "designs 256": {"nb_design": 256},
     "logit": {"score": "logit"},
     "k = 4": {"n_concepts": 4},
@@ -73,11 +80,11 @@ def one_run(model, seed: int, cls: int, options: dict) -> dict:
 def main() -> None:
     """Run every setting over the ten runs and print one line per setting."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=None, help="comma-separated setting names")
+    ap.add_argument("--only", default=None, help="semicolon-separated setting names")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model, _ = load_concept_cnn()
-    names = args.only.split(",") if args.only else list(SETTINGS)
+    names = args.only.split(";") if args.only else list(SETTINGS)
     for name in names:
         t = time.perf_counter()
         rows = [one_run(model, s, c, SETTINGS[name]) for s in range(5) for c in (0, 1)]
