@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,31 @@ def test_nmf_options_reach_the_factorisation_and_the_note_names_the_crop_fit():
     assert "fit the crops" in reconstruction_note({**base, "crop_fit_error": 0.03})
     assert "fit the crops" not in reconstruction_note({**base, "crop_fit_error": 0.6})
     assert "fit the crops" not in reconstruction_note(base)  # a concepts.json written before the field existed
+
+
+@pytest.mark.numerics
+def test_position_coefficients_are_the_exact_non_negative_least_squares_solution():
+    """The maps and the Sobol inputs are each position's coefficients ``argmin_{u >= 0} |a - u W|`` (W fixed):
+    they equal scipy's exact NNLS within scikit-learn's solver tolerance (measured: max difference 0.0064 for
+    coefficients up to 0.68 here, 0.0015 for up to 15 on the concept CNN; asserted 2 % of the largest), where
+    unconstrained least squares gives negative coefficients (so the constraint matters)."""
+    from scipy.optimize import nnls
+
+    from interpretorch.concepts.cache import compute_activations
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = craft(model, x, lambda t: t, 0, "1", n_concepts=3, crops_per_image=6, nb_design=8)
+    w = torch.stack([c.direction for c in res.concepts]).double().numpy()  # (k, C), in the result's concept order
+    acts = compute_activations(model, x, ["1"])["1"].double()
+    pos = acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]).numpy()
+    exact = torch.from_numpy(np.stack([nnls(w.T, a)[0] for a in pos]))
+    got = res.coefficients.double().permute(0, 2, 3, 1).reshape(-1, w.shape[0])
+    scale = float(exact.abs().max())
+    assert float((got - exact).abs().max()) <= 0.02 * scale
+    free = np.linalg.lstsq(w.T, pos.T, rcond=None)[0]
+    assert float(free.min()) < -0.05 * scale
