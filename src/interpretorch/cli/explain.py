@@ -137,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.run import plan_steps, run as run_methods
     from interpretorch.cli._dataset import run_if_dataset
 
-    if getattr(args, "data", None) is not None and getattr(args, "task", None) not in (None, "class"):
-        raise UserError(f"--task {args.task} explains images given on the command line; --data runs classifiers")
     code = run_if_dataset(args)  # --data: the whole-dataset job
     if code is not None:
         return code
