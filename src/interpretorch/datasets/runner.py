@@ -276,6 +276,7 @@ def _estimate_task_job(p: Prepared) -> Estimate:
     metrics' rows (their clean pass and their perturbations, counted on a stand-in model); the targets per image
     are those of the first ``SAMPLE`` images, scaled to the images still to do."""
     from interpretorch.attribution.cost import estimate_targets
+    from interpretorch.core import track
     from interpretorch.datasets.streams import ImageStream, collate
     from interpretorch.datasets.tasks import clean_outputs, image_targets
     from interpretorch.datasets.writer import finished_images
@@ -288,7 +289,8 @@ def _estimate_task_job(p: Prepared) -> Estimate:
     stream = ImageStream(p.data, pre, p.data.records[:SAMPLE])
     batch = collate([stream[i] for i in range(len(stream))])
     x = pre.normalize(batch["image"]).to(device)
-    targets = [[t for t, _ in tg] for tg in image_targets(clean_outputs(model, x, job.batch_size), p.task)]
+    with track():  # the sample's pass is the estimate's own, not a row of the job
+        targets = [[t for t, _ in tg] for tg in image_targets(clean_outputs(model, x, job.batch_size), p.task)]
     est = estimate_targets(model, x, targets, p.methods, job.options, p.layer, job.batch_size)
     forward, _ = time_per_row(model, x[:1], job.batch_size)
     per_image = est.rows / len(targets) + 1  # + the forward pass that finds the targets

@@ -113,7 +113,7 @@ def truth_objects(spec: TaskSpec, infos: Sequence[dict[str, Any]], truth: Mappin
     """The true object of each of an image's targets, for ``evaluate``: ``{"boxes": [(1 or 0, 4) per target]}``
     for detections (the true box of the same class with the highest IoU, when at least ``spec.iou``), or
     ``{"masks": (K, H, W)}`` for class regions (the true pixels of that class); and per target the IoU with its
-    true object (the matched box's, or the region's with the class's true pixels)."""
+    true object (the matched box's, or the region's with the class's true pixels; None without a true object)."""
     boxes = truth["boxes"].float()
     lab = torch.as_tensor(list(labels), dtype=torch.long)
     if spec.task == "detection":
@@ -141,7 +141,7 @@ def truth_objects(spec: TaskSpec, infos: Sequence[dict[str, Any]], truth: Mappin
         if tuple(r.shape) != tuple(m.shape):
             r = torch.nn.functional.interpolate(r[None, None].float(), size=tuple(m.shape), mode="nearest")[0, 0] > 0.5
         union = int((r | m).sum())
-        ious.append(float((r & m).sum()) / union if union else None)
+        ious.append(float((r & m).sum()) / union if bool(m.any()) else None)  # None: no true pixel of the class
     return {"masks": torch.stack(masks) if masks else torch.zeros(0, *size, dtype=torch.bool)}, ious
 
 
@@ -154,8 +154,8 @@ def explain_task_batch(model: nn.Module, batch: dict[str, Any], good: list[int],
     """Explain (and score) the targets of the readable images ``good`` of one batch (``x``: their normalised
     pixels): the rows (one per target and method, or one per method for an image without a target), the maps
     per method (with ``save_maps``) and the units they belong to. The metrics of ``per_image`` run target by
-    target with the options ``seeded(image, k)`` gives for the k-th target of the image (its own seed); ``class_labels`` maps an image's
-    path to its true objects' class indices (None: the dataset has no objects)."""
+    target with the options ``seeded(image, k)`` gives for the k-th target of the image (its own seed);
+    ``class_labels`` maps an image's path to its true objects' class indices (None: the dataset has none)."""
     size = tuple(x.shape[-2:])
     targets = image_targets(clean_outputs(model, x, batch_size), spec)
     rows: list[dict] = []
