@@ -93,6 +93,7 @@ def test_detection_rows_are_each_detections_own_map_against_its_true_box(tmp_pat
     assert summary["images"] == summary["task"]["targets"] == len(expected_pg) and summary["unit"] == "detection(s)"
     page = (out / "index.html").read_text()
     assert "Each row explains one detection scoring at least 0.5" in page and "n = detection(s) with a value" in page
+    assert "targets: each image" in page and "on the detections where both methods" in summary["test"]
     gallery = (out / "gallery" / "gradcam.html").read_text()
     assert "images/gradcam_" in gallery
 

@@ -102,9 +102,9 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                        "note": correction_note(correction, n_tests)},
         "bootstrap": {"method": "percentile", "statistic": "mean", "resamples": n_resamples,
                       "confidence": confidence, "seed": seed},
-        "test": "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on the images where both methods "
-                "have a value, effect size the matched-pairs rank-biserial correlation; a winner is named only "
-                f"when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
+        "test": f"Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on the {unit.replace('(s)', 's')} where "
+                "both methods have a value, effect size the matched-pairs rank-biserial correlation; a winner is named "
+                f"only when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
     out["headline"] = comparison_headline(out)
     out["flags"] = summary_flags(out) + confidence_flags(table, methods, metrics, out["labels"])
