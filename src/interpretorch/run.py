@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.common import clean_pass, resolve_layer
-from interpretorch.attribution.registry import explain, get_method, method_options, reexplainers, resolve_methods
+from interpretorch.attribution.registry import (explain, explain_targets, get_method, method_options, reexplainers,
+                                                resolve_methods)
 from interpretorch.core import check_inputs
 from interpretorch.core.targets import Target, check_target
 from interpretorch.explanation import Explanation
@@ -158,7 +159,8 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         eval_progress: Callable[[int, int, str], None] | None = None, keep_partial: bool = False,
         failed: Sequence[Mapping[str, str]] = (), settings: Mapping[str, Any] | None = None,
         device_label: str | None = None, sanity: bool = False, sanity_steps: int | None = None,
-        sanity_page: str = SANITY_PAGE, task: Mapping[str, Any] | None = None) -> RunResult:
+        sanity_page: str = SANITY_PAGE, task: Mapping[str, Any] | None = None,
+        row_images: Sequence[int] | None = None) -> RunResult:
     """Explain ``inputs`` with each method (default: ``default_methods()``; "all" for every one) and, with
     ``evaluate``, score the maps; returns a :class:`RunResult`.
 
@@ -173,9 +175,18 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     the report. ``sanity``: also the cascading model-randomization check of the methods (same targets, options
     and layer; ``sanity_steps`` top blocks, default all) in ``RunResult.sanity_check``, each method's verdict in
     ``RunResult.sanity`` linking to ``sanity_page``. ``task``: for the rows of :func:`task_rows`, its ``summary``
-    with its ``rows`` (what each row explains), kept in ``RunResult.task`` for the report.
+    with its ``rows`` (what each row explains), kept in ``RunResult.task`` for the report. ``row_images``
+    (:attr:`TaskRows.images`: the image each row was made from, with one target per row): the rows of one image are
+    explained together by ``explain_targets`` (one forward pass of the image and one backward pass per target for
+    the methods that have such a pass), the maps in row order.
     """
     x = check_inputs(model, inputs)
+    if row_images is not None and not isinstance(target, (list, tuple)):
+        raise ValueError("row_images needs a list of targets, one per row")
+    per_row = list(target) if row_images is not None else None
+    if per_row is not None and (len(per_row) != x.shape[0] or len(row_images) != x.shape[0]):
+        raise ValueError(f"row_images and target need one entry per row ({x.shape[0]}), got {len(row_images)} "
+                         f"and {len(per_row)}")
     target = check_target(target, x.shape[0])
     if int(top_classes) < 1:
         raise ValueError(f"top_classes must be >= 1, got {top_classes}")
@@ -197,8 +208,13 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
         for step in plan_steps(methods_, opts):
             t0 = time.perf_counter()
             needs = get_method(step[0]).needs_layer
-            got = explain(model, x, step, tgt, layer_name if needs else None, batch_size=batch_size,
-                          options={m: opts[m] for m in step if m in opts})
+            step_opts = {m: opts[m] for m in step if m in opts}
+            if per_row is not None and tgt is target:
+                got = _explain_by_image(model, x, step, per_row, list(row_images), layer_name if needs else None,
+                                        batch_size, step_opts)
+            else:
+                got = explain(model, x, step, tgt, layer_name if needs else None, batch_size=batch_size,
+                              options=step_opts)
             seconds = time.perf_counter() - t0
             for m in step:
                 runs[m] = MethodRun(m, got[m], opts.get(m, {}), seconds, [o for o in step if o != m])
@@ -215,12 +231,13 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
             raise
         interrupted = True  # keep the methods finished before Ctrl-C
     outputs = next((r.explanation.outputs for r in results.values() if r.explanation.outputs is not None), None)
-    if outputs is None:
+    if outputs is None and per_row is None:  # task rows have no classes to predict: no pass for predictions
         _, outputs = clean_pass(model, x, target, batch_size)
     if class_names is None or not len(class_names):
         class_names = _guess_class_names(outputs)
     result = RunResult(inputs=x, names=list(names) if names is not None else [f"image {i}" for i in range(len(x))],
-                       predictions=top_predictions(outputs, class_names, topk), methods=results, target=target,
+                       predictions=[[] for _ in range(x.shape[0])] if outputs is None else
+                       top_predictions(outputs, class_names, topk), methods=results, target=target,
                        layer=layer_name, class_names=list(class_names), model_name=model_name,
                        device=device_label or str(x.device), display=display,
                        labels=None if labels is None else [None if v is None else int(v) for v in labels],
@@ -263,6 +280,40 @@ def run(model: nn.Module, inputs: torch.Tensor, methods: str | Sequence[str] | N
     return result
 
 
+def _explain_by_image(model: nn.Module, x: torch.Tensor, methods: list[str], targets: list[Any],
+                      row_images: list[int], layer: str | None, batch_size: int | None,
+                      options: Mapping[str, Mapping[str, Any]]) -> dict[str, Explanation]:
+    """``methods`` on rows ``x`` (row r explained by ``targets[r]``), the rows of each image of ``row_images``
+    explained together by ``explain_targets``; each method's maps, scores and fields in row order."""
+    groups: dict[int, list[int]] = {}
+    for r, i in enumerate(row_images):
+        groups.setdefault(int(i), []).append(r)
+    parts = [(rows, explain_targets(model, x[rows[0]], [targets[r] for r in rows], methods, layer,
+                                    batch_size=batch_size, options={m: dict(o) for m, o in options.items()}))
+             for rows in groups.values()]
+    order = torch.tensor([r for rows, _ in parts for r in rows]).argsort()
+    return {m: _rows_in_order([got[m] for _, got in parts], order) for m in methods}
+
+
+def _rows_in_order(parts: list[Explanation], order: torch.Tensor) -> Explanation:
+    """The explanations of several images' rows as one, rows put back in ``order``."""
+    from dataclasses import replace
+
+    def cat(name: str) -> Any:
+        vals = [getattr(e, name) for e in parts]
+        if any(not isinstance(v, torch.Tensor) for v in vals):
+            return None
+        return torch.cat(vals)[order.to(vals[0].device)]
+
+    first = parts[0]
+    extras = dict(first.extras)
+    if all(isinstance(e.extras.get("targets"), list) for e in parts):
+        flat = [t for e in parts for t in e.extras["targets"]]
+        extras["targets"] = [flat[int(i)] for i in order]
+    return replace(first, maps=cat("maps"), target=cat("target"), raw=cat("raw"), scores=cat("scores"),
+                   outputs=cat("outputs"), extras=extras)
+
+
 def sanity_of(model: nn.Module, x: torch.Tensor, runs: Mapping[str, MethodRun], target: Target,
               layer: str | None, batch_size: int | None = None, max_steps: int | None = None) -> Any:
     """The cascading model-randomization check (Adebayo et al. 2018) of a run's methods, for the classes they
@@ -297,6 +348,7 @@ class TaskRows:
     targets: list[Any]
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+    images: list[int] = field(default_factory=list)  # the image (position in the inputs) each row was made from
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, batch_size: int | None) -> Any:
@@ -373,7 +425,7 @@ def task_rows(model: nn.Module, inputs: torch.Tensor, task: str, *, display: tor
             index.append(i)
             targets.append(t)
         summary["n_rows"] = n
-        return TaskRows(task, x, display, names, targets, rows, summary)
+        return TaskRows(task, x, display, names, targets, rows, summary, index)
     outputs = _outputs(model, x, batch_size)
     if task == "detection":
         dets = detection_rows(outputs)
@@ -434,4 +486,5 @@ def task_rows(model: nn.Module, inputs: torch.Tensor, task: str, *, display: tor
         summary.update(n_rows=len(rows), classes_not_predicted=absent)
     idx = torch.tensor(index, device=x.device)
     row_names = [f"{r['image']} [{r['caption']}]" for r in rows]
-    return TaskRows(task, x[idx], torch.stack(pictures) if pictures else None, row_names, targets, rows, summary)
+    return TaskRows(task, x[idx], torch.stack(pictures) if pictures else None, row_names, targets, rows, summary,
+                    index)

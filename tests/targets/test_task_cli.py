@@ -92,9 +92,9 @@ def test_task_with_target_is_a_one_line_error(tmp_path, capsys):
     assert main(["explain", *imgs, "--model", "target_models:detector", "--size", "32", "--target", "3",
                  "--score-threshold", "0", "--out", str(tmp_path / "rep")]) == 2
     assert "--target and --topk are for classifiers" in capsys.readouterr().err
-    assert main(["explain", "--data", str(tmp_path), "--model", "target_models:detector", "--task", "detection",
-                 "--out", str(tmp_path / "rep")]) == 2
-    assert "--data runs classifiers" in capsys.readouterr().err
+    assert main(["explain", "--data", str(tmp_path), "--model", "target_models:embedder", "--task", "similarity",
+                 "--out", str(tmp_path / "rep")]) == 2  # detection and segmentation run on datasets (tests/datasets)
+    assert "--task similarity cannot run on a dataset" in capsys.readouterr().err
 
 
 def test_methods_listing_says_which_targets_each_method_explains(capsys):

@@ -122,6 +122,53 @@ def _timed(fn: Any, sync: Any, repeats: int = 2) -> float:
     return best
 
 
+def output_sum(outputs: Any) -> torch.Tensor:
+    """One number to back-propagate for timing: the first output of every row of a tensor, or the sum of the
+    scores of torchvision-style detections (a list of dicts), of a dict's ``out`` / ``logits``, of a tuple's
+    first member."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.reshape(outputs.shape[0], -1)[:, 0].sum() if outputs.dim() else outputs
+    if isinstance(outputs, (list, tuple)) and outputs and all(isinstance(o, dict) for o in outputs):
+        return sum((o["scores"].sum() for o in outputs if isinstance(o.get("scores"), torch.Tensor)),
+                   torch.zeros(()))
+    if isinstance(outputs, (list, tuple)) and outputs:
+        return output_sum(outputs[0])
+    for key in ("out", "logits", "image_embeds", "pooler_output"):
+        v = outputs.get(key) if isinstance(outputs, dict) else getattr(outputs, key, None)
+        if isinstance(v, torch.Tensor):
+            return output_sum(v)
+    raise TypeError(f"cannot time the backward pass of a model returning {type(outputs).__name__}")
+
+
+def estimate_targets(model: nn.Module, images: torch.Tensor, targets: Sequence[Sequence[Any]],
+                     methods: Sequence[str], options: Mapping[str, Mapping] | None = None, layer: Any = None,
+                     batch_size: int | None = None) -> Estimate:
+    """Expected rows and seconds of ``explain_targets`` on each image ``images[i]`` with its ``targets[i]`` (what
+    ``explain --task`` runs): 1 + K rows per one-forward pass of the image's K targets, each other method its
+    own rows on K copies (``registry.explain_targets_rows``), priced by a timed forward / backward of the model."""
+    from interpretorch.attribution.registry import explain_targets_rows
+
+    x = check_inputs(model, images)
+    specs = [get_method(m) for m in methods]
+    g = geometry_of(model, x[:1], layer) if any(s.needs_layer for s in specs) else Geometry(1, *x.shape[-2:])
+    forward, both = time_per_row(model, x[:1], batch_size)
+    unknown, parts, known, separate = [], [], [], 0
+    for s in specs:
+        opts = {s.name: dict((options or {}).get(s.name, {}))}
+        mine = [explain_targets_rows([s.name], t, g, opts) for t in targets if t]
+        if any(r is None for r in mine):
+            unknown.append(s.name)
+            continue
+        known.append(s.name)
+        separate += sum(mine)
+        parts.append((s.name, sum(mine) * (both if s.backward else forward)))
+    # methods of one shared pass run its forward once: the rows of all of them together, the time scaled alike
+    rows = sum(explain_targets_rows(known, t, g, {m: o for m, o in (options or {}).items() if m in known}) or 0
+               for t in targets if t) if known else 0
+    seconds = sum(p for _, p in parts) * (rows / separate if separate else 1.0)
+    return Estimate(rows, seconds, x.device.type, tuple(unknown), shorter_settings(parts, SHORTER, seconds))
+
+
 def time_per_row(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> tuple[float, float]:
     """Seconds per row of one forward pass and of one forward + backward, on a full chunk of ``x``'s rows (the
     shortest of two timings after one untimed call of the same shape: the first call of a shape pays one-off
@@ -138,7 +185,7 @@ def time_per_row(model: nn.Module, x: torch.Tensor, batch_size: int | None = Non
 
     def both() -> None:
         leaf = rows.clone().requires_grad_(True)
-        model(leaf).reshape(n, -1)[:, 0].sum().backward()
+        (output_sum(model(leaf)) + 0.0 * leaf.sum()).backward()
 
     try:
         for p in model.parameters():

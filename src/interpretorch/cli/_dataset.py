@@ -28,8 +28,10 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("whole datasets (--data)")
     g.add_argument("--data", metavar="PATH", default=None,
                    help="explain a whole dataset instead of single images: a folder of images, an ImageFolder tree "
-                        "(class subfolders) or a CSV / text list of files (optional second column: label); read "
-                        "in batches, results written as they come; works under torchrun")
+                        "(class subfolders), a CSV / text list of files (optional second column: label), or an "
+                        "annotation file of the images' objects (FOLDER/annotations.json or FILE.json; see "
+                        "interpretorch.datasets.annotations), which --task detection / segmentation scores the maps "
+                        "against; read in batches, results written as they come; works under torchrun")
     if not _has(p, "--labels"):
         g.add_argument("--labels", metavar="FILE", default=None,
                        help="with --data: a CSV of 'file,label' rows giving each image's class index")
@@ -80,6 +82,19 @@ def run_if_dataset(args: argparse.Namespace) -> int | None:
     return run_dataset(args)
 
 
+def _task_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """--task, --score-threshold and --classes as a DatasetJob's task, score_threshold and classes."""
+    task = getattr(args, "task", None)
+    if task in (None, "class"):
+        return {}
+    if getattr(args, "reference", None):
+        raise UserError("--reference is for --task similarity on images given on the command line")
+    classes = None
+    if getattr(args, "classes", None):
+        classes = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",") if c.strip()]
+    return {"task": task, "score_threshold": args.score_threshold, "classes": classes}
+
+
 def run_dataset(args: argparse.Namespace) -> int:
     """Explain (``evaluate``: and score) the dataset of ``--data``; rank 0 prints the summary and the report's path."""
     from interpretorch.attribution.registry import resolve_methods
@@ -117,7 +132,8 @@ def run_dataset(args: argparse.Namespace) -> int:
             metrics=getattr(args, "metrics", None), options=options, metric_options=metric_options,
             target=args.target, layer=args.layer, batch_size=args.batch_size, labels=args.labels, boxes=args.boxes,
             masks=args.masks, limit=args.limit, seed=args.seed, resume=args.resume, save_maps=args.save_maps,
-            workers=args.workers, shard_size=args.shard_size, gallery_metric=args.gallery_metric, settings=settings)
+            workers=args.workers, shard_size=args.shard_size, gallery_metric=args.gallery_metric, settings=settings,
+            **_task_arguments(args))
         result = run_dataset_job(job, on_estimate=say)
     except DatasetError as e:
         raise UserError(str(e)) from None

@@ -137,8 +137,6 @@ def run(args: argparse.Namespace) -> int:
     from interpretorch.run import plan_steps, run as run_methods
     from interpretorch.cli._dataset import run_if_dataset
 
-    if getattr(args, "data", None) is not None and getattr(args, "task", None) not in (None, "class"):
-        raise UserError(f"--task {args.task} explains images given on the command line; --data runs classifiers")
     code = run_if_dataset(args)  # --data: the whole-dataset job
     if code is not None:
         return code
@@ -193,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer or (loaded.cam_layer if layered else None)
     sanity = getattr(args, "sanity", False)
     total_rows = _announce(loaded.model, x, methods, options, layer, args.batch_size,
-                           args.sanity_steps if sanity else False)
+                           args.sanity_steps if sanity else False, task)
     dependent = [m for m in methods if not get_method(m).class_agnostic]
     steps = len(plan_steps(methods, options)) + (topk - 1) * len(plan_steps(dependent, options))
     bar = tqdm(total=steps, desc="explaining", unit="step", file=sys.stderr)
@@ -221,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
                                  metrics=getattr(args, "metrics", None), keep_partial=True, failed=failed,
                                  settings=settings, device_label=args.device, sanity=sanity,
                                  sanity_steps=args.sanity_steps,
-                                 task=None if task is None else task["summary"])
+                                 task=None if task is None else task["summary"],
+                                 row_images=None if task is None else task["images"])
     finally:
         bar.close()
         if ebar is not None:
@@ -267,18 +266,29 @@ def _task_rows(args: argparse.Namespace, loaded, x, display, names):
     except (ValueError, TypeError) as e:
         raise UserError(str(e)) from None
     shown = rows.display if rows.display is not None else display
+    # the rows of one image are explained together (one forward pass for the methods that have one), except a
+    # similarity's single row per image, which is batched across images
     return rows.inputs, shown, rows.names, {"task": kind, "targets": rows.targets,
-                                             "summary": {**rows.summary, "rows": rows.rows}}
+                                             "summary": {**rows.summary, "rows": rows.rows},
+                                             "images": rows.images if kind != "similarity" else None}
 
 
-def _announce(model, x, methods, options, layer, batch_size, sanity_steps) -> int | None:
+def _announce(model, x, methods, options, layer, batch_size, sanity_steps, task=None) -> int | None:
     """Print what the run (and, unless ``sanity_steps`` is False, its sanity check) will cost; the rows of both
-    (None when unknown). An estimate never stops a run: a bad argument is left to the run to refuse in one line."""
-    from interpretorch.attribution.cost import estimate_run
+    (None when unknown). An estimate never stops a run: a bad argument is left to the run to refuse in one line.
+    A task run whose rows are explained image by image (``task["images"]``) is counted as ``explain_targets``
+    runs it (``attribution.cost.estimate_targets``)."""
+    from interpretorch.attribution.cost import estimate_run, estimate_targets
     from interpretorch.cli.estimate import say
 
     try:
-        rows = say(estimate_run(model, x, methods, options, layer, batch_size))
+        if task is not None and task.get("images") is not None:
+            groups: dict[int, list] = {}
+            for i, t in zip(task["images"], task["targets"]):
+                groups.setdefault(i, []).append(t)
+            rows = say(estimate_targets(model, x, list(groups.values()), methods, options, layer, batch_size))
+        else:
+            rows = say(estimate_run(model, x, methods, options, layer, batch_size))
         if sanity_steps is not False:
             from interpretorch.sanity import estimate_model_randomization
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -231,3 +232,43 @@ def make_scene_set(n: int, *, seed: int = 0, size: int = 64, classes: Sequence[s
     return SceneSet(images, [torch.from_numpy(it[1]) for it in items], [torch.from_numpy(it[2]) for it in items],
                     [torch.from_numpy(it[3]) for it in items], tuple(classes),
                     {"seed": seed, "size": size, "scale": tuple(scale), "max_objects": max_objects, "start": start})
+
+
+ANNOTATIONS_FILE = "annotations.json"
+ANNOTATIONS_FORMAT = "interpretorch-objects"
+
+
+def save_scene_set(scenes: SceneSet, folder: str | Path) -> Path:
+    """Write ``scenes`` to ``folder`` in the dataset annotation format ``--data`` reads; returns the annotation file.
+
+    ``images/scene_NNNNN.png`` (RGB), ``masks/scene_NNNNN.png`` (8-bit: 0 background, ``k`` on the pixels of the
+    image's k-th object, counting from 1) and ``annotations.json``: ``{"format": "interpretorch-objects",
+    "version": 1, "classes": [...], "images": [{"file", "width", "height", "mask", "objects": [{"label": class
+    name, "box": [x0, y0, x1, y1]}]}]}``, boxes in pixels of the stored image, end-exclusive (torchvision's
+    convention), every path relative to ``folder``. ``interpretorch.datasets.annotations`` reads it back.
+    """
+    import json
+
+    from PIL import Image
+
+    root = Path(folder)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    start = int(scenes.meta.get("start", 0))
+    entries = []
+    for i in range(len(scenes)):
+        name = f"scene_{start + i:05d}.png"
+        img = (scenes.images[i].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / name)
+        inst = np.zeros(img.shape[:2], dtype=np.uint8)
+        for k in range(scenes.masks[i].shape[0]):
+            inst[scenes.masks[i][k].numpy()] = k + 1
+        Image.fromarray(inst).save(root / "masks" / name)
+        entries.append({"file": f"images/{name}", "width": int(img.shape[1]), "height": int(img.shape[0]),
+                        "mask": f"masks/{name}",
+                        "objects": [{"label": scenes.classes[int(y)], "box": [float(v) for v in b.tolist()]}
+                                    for b, y in zip(scenes.boxes[i], scenes.labels[i])]})
+    path = root / ANNOTATIONS_FILE
+    path.write_text(json.dumps({"format": ANNOTATIONS_FORMAT, "version": 1, "classes": list(scenes.classes),
+                                "images": entries}, indent=1), encoding="utf-8")
+    return path

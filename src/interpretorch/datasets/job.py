@@ -30,8 +30,10 @@ from interpretorch.attribution.registry import get_method, reexplainers, resolve
 from interpretorch.core import model_device, seed_for
 from interpretorch.core.batching import rows_per_pass
 from interpretorch.datasets import distributed as dist
+from interpretorch.datasets.annotations import AnnotationError, resolve_labels
 from interpretorch.datasets.streams import DatasetError, ImageSet, loader
 from interpretorch.datasets.summary import BOOTSTRAP_RESAMPLES, summarize
+from interpretorch.datasets.tasks import TASK_COLUMNS, TASK_METRICS, TaskSpec, explain_task_batch
 from interpretorch.datasets.writer import (ShardWriter, finished_images, have_pyarrow, part_files, read_rows,
                                            recover_parts, remove_partial, shard_files, write_columns, write_json)
 from interpretorch.explanation import Explanation
@@ -46,7 +48,7 @@ MANIFEST_VERSION = 1
 NOISY = ("road", "infidelity", "max_sensitivity")
 # Settings that must match for --resume to continue a run.
 RESUME_KEYS = ("version", "model", "model_sha256", "methods", "metrics", "options", "metric_options", "target", "layer",
-               "preprocess", "seed", "limit", "data")
+               "preprocess", "seed", "limit", "data", "task")
 
 
 @dataclass
@@ -101,6 +103,24 @@ def resolve_dataset_metrics(metrics: str | Sequence[str] | None, localisation: b
     if "average_drop" in names and "win" not in names:
         names.insert(names.index("average_drop") + 1, "win")
     return names
+
+
+def resolve_task_metrics(metrics: str | Sequence[str] | None) -> list[str]:
+    """The metric names a detection / segmentation dataset job computes: by default the pointing game, the
+    energy pointing game and Deletion of each target; the metrics that need a set of images are refused as for
+    classifiers. The localisation metrics always apply (a target's own object, or the true one)."""
+    return resolve_dataset_metrics(list(TASK_METRICS) if metrics is None else metrics, True)
+
+
+def task_labels(data: ImageSet, class_names: Sequence[str]) -> dict[str, tuple[int, ...]] | None:
+    """Each annotated image's true objects as the model's class indices (None without an annotation file); a
+    DatasetError names an object whose label is not one of the model's classes."""
+    if data.annotations is None:
+        return None
+    try:
+        return resolve_labels([data.annotations[r.path] for r in data.records], class_names)
+    except AnnotationError as e:
+        raise DatasetError(f"{data.annotation_file}: {e}") from None
 
 
 def versions() -> dict[str, str]:
@@ -170,7 +190,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
                     on_batch: Callable[[int, int], None] | None = None,
                     on_start: Callable[[], None] | None = None,
-                    settings: Mapping[str, Any] | None = None) -> DatasetRun:
+                    settings: Mapping[str, Any] | None = None, task: TaskSpec | None = None) -> DatasetRun:
     """Explain every image of ``data`` with ``methods`` and (``evaluate_maps``) score the maps with ``metrics``,
     writing per-image rows (and, with ``save_maps``, float16 maps) to shards in ``out`` as batches finish;
     rank 0 then merges them into ``per_image.parquet`` (or ``.csv``) and ``summary.json``.
@@ -184,6 +204,8 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
     is called after each batch's rows were handed to the writer; ``on_start()`` on rank 0 once the folder is locked
     and the settings checked, before the first batch (the CLI prints its estimate there). ``settings`` (the
     settings profile the caller chose: CPU or the papers') is recorded in the manifest and stated on the page.
+    ``task`` (a :class:`~interpretorch.datasets.tasks.TaskSpec`): explain each image's detections or class
+    regions instead of a class, one row per target (``datasets.tasks``); ``target`` is then "top1".
     """
     t_start = time.perf_counter()
     rank, size = dist.world()
@@ -196,8 +218,19 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                            "(use an ImageFolder tree, a list with labels, or --labels FILE)")
     if not (target in ("top1", "label") or (isinstance(target, int) and not isinstance(target, bool))):
         raise DatasetError(f"target must be 'top1', 'label' or one class index for the whole dataset, got {target!r}")
-    localisation = data.boxes is not None or data.masks is not None
-    wanted = resolve_dataset_metrics(metrics, localisation) if evaluate_maps else []
+    class_labels = None
+    if task is not None:
+        if target != "top1":
+            what = "detections" if task.task == "detection" else "class regions"
+            raise DatasetError(f"a {task.task} run explains each image's own {what}; leave out --target")
+        if data.boxes is not None or data.masks is not None:
+            raise DatasetError(f"a {task.task} run reads the true objects from an annotation file "
+                               "(interpretorch.datasets.annotations), not from --boxes / --masks")
+        wanted = resolve_task_metrics(metrics) if evaluate_maps else []
+        class_labels = task_labels(data, class_names)
+    else:
+        localisation = data.boxes is not None or data.masks is not None
+        wanted = resolve_dataset_metrics(metrics, localisation) if evaluate_maps else []
     columns = metric_columns(wanted)
     fmt = table_format or ("parquet" if have_pyarrow() else "csv")
     if len(data) < size:
@@ -210,7 +243,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
         "target": target, "layer": layer,
         "preprocess": {"size": preprocess.size, "mean": list(preprocess.mean), "std": list(preprocess.std)},
         "seed": seed, "limit": limit, "data": data.describe(), "format": fmt, "save_maps": save_maps,
-        "settings": dict(settings) if settings else None,
+        "settings": dict(settings) if settings else None, "task": None if task is None else task.describe(),
         "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sessions": []}
     manifest = json.loads(json.dumps(manifest))  # as it reads back from disk (tuples -> lists), for --resume
     out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +282,7 @@ def explain_dataset(model: nn.Module, data: ImageSet, out: str | Path, *, prepro
                                 save_maps=save_maps, workers=workers, images_per_batch=images_per_batch,
                                 shard_images=shard_images, model_name=model_name, class_names=class_names,
                                 progress=progress, bootstrap_resamples=bootstrap_resamples, on_batch=on_batch,
-                                t_start=t_start)
+                                t_start=t_start, task=task, class_labels=class_labels)
     finally:
         lock.release()
 
@@ -260,7 +293,8 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
                  metric_options: Mapping[str, Any] | None, seed: int, resume: bool, save_maps: bool, workers: int,
                  images_per_batch: int | None, shard_images: int, model_name: str, class_names: Sequence[str],
                  progress: bool, bootstrap_resamples: int, on_batch: Callable[[int, int], None] | None,
-                 t_start: float) -> DatasetRun:
+                 t_start: float, task: TaskSpec | None = None,
+                 class_labels: Mapping[str, Sequence[int]] | None = None) -> DatasetRun:
     """The batches, the merge and the summary of :func:`explain_dataset` (settings checked, ``out`` locked)."""
     rank, size = dist.world()
     device = model_device(model)
@@ -269,7 +303,8 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
     remaining = [r for r in data.records if r.index not in done]
     mine = dist.shard(remaining, rank, size)
     per_batch = images_per_batch or rows_per_pass(batch_size, device)
-    writer = ShardWriter(out, rank, columns, fmt=fmt, shard_images=shard_images, save_maps=save_maps)
+    writer = ShardWriter(out, rank, (list(TASK_COLUMNS) if task is not None else []) + columns, fmt=fmt,
+                         shard_images=shard_images, save_maps=save_maps)
     failed: list[dict[str, Any]] = []
     from tqdm import tqdm
 
@@ -288,12 +323,18 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
                     failed.append({"image": batch["index"][k], "path": batch["path"][k], "error": e})
                     rows.append({"image": batch["index"][k], "path": batch["path"][k], "error": e})
             maps_np: dict[str, np.ndarray] = {}
-            if good:
+            map_units = [batch["index"][k] for k in good]
+            if good and task is not None:
+                rows_good, maps_np, map_units = _explain_task_batch(
+                    model, batch, good, preprocess, task, names, wanted, resolved_layer, batch_size, options or {},
+                    metric_options or {}, seed, save_maps, class_labels)
+                rows.extend(rows_good)
+            elif good:
                 rows_good, maps_np, resolved_layer = _explain_batch(
                     model, batch, good, preprocess, names, wanted, target, resolved_layer, batch_size,
                     options or {}, metric_options or {}, seed, save_maps, class_names)
                 rows.extend(rows_good)
-            writer.add(rows, images, maps_np, [batch["index"][k] for k in good])
+            writer.add(rows, images, maps_np, map_units)
             batches += 1
             bar.update(len(images))
             if on_batch is not None:
@@ -319,7 +360,12 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
         all_failed = [{"image": i, "path": p, "error": e}
                       for i, p, e in zip(table["image"], table["path"], table["error"]) if e is not None]
         write_columns(table, out / f"per_image.{'parquet' if fmt == 'parquet' else 'csv'}", fmt)
-        if wanted:
+        if wanted and task is not None:
+            summary = _task_summary(table, names, columns, task, seed, bootstrap_resamples,
+                                    class_labels is not None)
+            summary["model"] = model_name
+            write_json(out / "summary.json", summary)
+        elif wanted:
             summary = summarize(table, names, columns, seed=seed, n_resamples=bootstrap_resamples,
                                 kinds={m: get_method(m).kind for m in names})
             summary["model"] = model_name
@@ -334,6 +380,46 @@ def _run_batches(model: nn.Module, data: ImageSet, out: Path, manifest: dict[str
         write_json(out / "manifest.json", manifest)
         failed = all_failed
     return DatasetRun(out, len(data), len(mine), failed, summary, time.perf_counter() - t_start, rank, size, manifest)
+
+
+def _explain_task_batch(model: nn.Module, batch: dict[str, Any], good: list[int], preprocess: Preprocess,
+                        task: TaskSpec, names: list[str], wanted: list[str], layer: str | None,
+                        batch_size: int | None, options: Mapping[str, Mapping[str, Any]],
+                        metric_options: Mapping[str, Any], seed: int, save_maps: bool,
+                        class_labels: Mapping[str, Sequence[int]] | None
+                        ) -> tuple[list[dict], dict[str, np.ndarray], list[int]]:
+    """The targets of the readable images of one batch (``datasets.tasks``): rows, maps and their units."""
+    x = preprocess.normalize(batch["image"][torch.tensor(good)]).to(model_device(model))
+    noisy = [m for m in wanted if per_image_metric(m)]
+    try:
+        return explain_task_batch(model, batch, good, x, task, names, wanted, noisy, layer, batch_size, options,
+                                  metric_options, lambda image, k: _noisy_options(metric_options,
+                                                                                  seed_for(seed, image, k), noisy),
+                                  save_maps, class_labels)
+    except (TypeError, ValueError) as e:  # an output the task cannot read, a class out of range: one line
+        raise DatasetError(f"--task {task.task}: {e}") from None
+
+
+def _task_summary(table: Mapping[str, list], names: list[str], columns: list[str], task: TaskSpec, seed: int,
+                  n_resamples: int, truth: bool) -> dict[str, Any]:
+    """The summary of a task run: the statistics over targets (each row's unit), and what the targets were."""
+    keep = [i for i, u in enumerate(table["unit"]) if u is not None]
+    units = {c: [v[i] for i in keep] for c, v in table.items()}
+    units["image"] = units.pop("unit")
+    what = "detection(s)" if task.task == "detection" else "class region(s)"
+    summary = summarize(units, names, columns, seed=seed, n_resamples=n_resamples,
+                        kinds={m: get_method(m).kind for m in names}, unit=what)
+    ok = [i for i, e in enumerate(table["error"]) if e is None]
+    images = {table["image"][i] for i in ok}
+    with_targets = {table["image"][i] for i in ok if table["unit"][i] is not None}
+    first = names[0]
+    matched = sum(1 for i in keep if table["method"][i] == first and table["truth_iou"][i] is not None
+                  and (task.task != "detection" or table["truth_iou"][i] >= task.iou))
+    summary["task"] = {**task.describe(), "unit": what, "targets": summary["images"], "images": len(images),
+                       "images_without_targets": len(images - with_targets),
+                       "objects": "ground truth" if truth else "own",
+                       "matched": matched if truth else None}
+    return summary
 
 
 def _explain_batch(model: nn.Module, batch: dict[str, Any], good: list[int], preprocess: Preprocess,

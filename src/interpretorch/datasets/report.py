@@ -134,6 +134,42 @@ def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: 
     return files
 
 
+def _task_pictures(data: ImageSet, preprocess: Preprocess, method: str, units: Sequence[int],
+                   table: Mapping[str, list], out: Path, saved: Mapping[int, np.ndarray], class_names: Sequence[str]
+                   ) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    """For targets ``units`` of a task run: the overlay PNG of ``method``'s saved map, the image with the target's
+    box drawn (detections) and a caption (class, score), each by unit."""
+    from PIL import Image
+
+    from interpretorch.datasets.tasks import UNIT
+    from interpretorch.imageops import draw_box
+
+    row = {u: i for i, (u, m) in enumerate(zip(table["image"], table["method"])) if m == method}
+    by_index = {r.index: r for r in data.records}
+    stream = ImageStream(data, preprocess, [by_index[u // UNIT] for u in units])
+    files, inputs, captions = {}, {}, {}
+    for k, u in enumerate(units):
+        item = stream[k]
+        if item["error"] is not None or u not in saved:
+            continue
+        i = row[u]
+        label = table["target"][i]
+        name = class_names[label] if label is not None and 0 <= label < len(class_names) else f"class {label}"
+        score = table.get("score", [None] * len(table["image"]))[i]
+        captions[u] = name + (f" {score:.2f}" if score is not None else "")
+        image = item["image"]
+        box = [table.get(c, [None] * len(table["image"]))[i] for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
+        if all(v is not None for v in box):
+            image = draw_box(image, box)
+        f_in = f"images/input_{u:011d}.png"
+        Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out / f_in)
+        exp = Explanation(maps=torch.from_numpy(saved[u][None]), method=method)
+        f_map = f"images/{_safe(method)}_{u:011d}.png"
+        Image.fromarray(exp.overlay(image[None])[0]).save(out / f_map)
+        files[u], inputs[u] = f_map, f_in
+    return files, inputs, captions
+
+
 def _gallery_colorbar(method: str) -> str:
     """The colour bar of a gallery's maps: |attribution| in grayscale to each map's 99th percentile for pixel
     attributions, the overlay's colormap over each map's normalised range for region maps."""
@@ -151,9 +187,16 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
                          manifest: Mapping[str, Any], model: nn.Module, data: ImageSet, preprocess: Preprocess,
                          *, methods: Sequence[str], metric: str | None = None, layer: str | None = None,
                          options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int | None = None,
-                         seed: int = 0, per_section: int = PER_SECTION) -> Path:
-    """Write ``index.html`` (summary, tests, plots, links) and ``gallery/<method>.html`` pages; returns the index."""
+                         seed: int = 0, per_section: int = PER_SECTION, task: Any = None,
+                         class_names: Sequence[str] = ()) -> Path:
+    """Write ``index.html`` (summary, tests, plots, links) and ``gallery/<method>.html`` pages; returns the index.
+    A ``task`` run (``datasets.tasks``) ranks and shows its targets (each detection with its box, each class
+    region), from the maps it saved."""
     out = Path(out)
+    rows = table
+    if task is not None and table:  # the statistics count targets: each row's unit stands for its image
+        keep = [i for i, u in enumerate(table.get("unit", [])) if u is not None]
+        table = {**{c: [v[i] for i in keep] for c, v in table.items()}, "image": [table["unit"][i] for i in keep]}
     (out / "images").mkdir(exist_ok=True)
     env = _env()
     metrics = list(summary["metrics"]) if summary else []
@@ -169,6 +212,10 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
         if distribution_figure(table, summary, out / "images" / "distributions.png"):
             figures["distributions"] = "images/distributions.png"
     by_index = {r.index: r for r in data.records}
+    if task is not None:
+        from interpretorch.datasets.tasks import UNIT
+
+        by_index = {u: by_index[u // UNIT] for u in table["image"]}
     target_of = {(i, m): t for i, m, t, e in zip(table["image"], table["method"], table["target"], table["error"])
                  if e is None}
     pages = {}
@@ -183,14 +230,18 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
         if metric is None:
             picks = {"random": picks["random"]}
         shown = sorted({i for v in picks.values() for i in v})
-        saved = load_maps(out, m, shown) if manifest.get("save_maps") else {}
-        files = _pictures(model, data, preprocess, m, [by_index[i] for i in shown],
-                          [target_of.get((i, m)) for i in shown], layer, (options or {}).get(m, {}), batch_size,
-                          out, saved)
+        saved = load_maps(out, m, shown) if manifest.get("save_maps") or task is not None else {}
+        if task is not None:
+            files, inputs, captions = _task_pictures(data, preprocess, m, shown, table, out, saved, class_names)
+        else:
+            files = _pictures(model, data, preprocess, m, [by_index[i] for i in shown],
+                              [target_of.get((i, m)) for i in shown], layer, (options or {}).get(m, {}), batch_size,
+                              out, saved)
+            inputs = {i: f"images/input_{i:07d}.png" for i in shown}
+            captions = {i: target_of.get((i, m)) for i in shown}
         sections = [{"name": name, "images": [{"index": i, "path": by_index[i].path, "map": files.get(i),
-                                                "input": f"images/input_{i:07d}.png",
-                                                "value": vals.get(i) if metric else None,
-                                                "target": target_of.get((i, m))} for i in idx]}
+                                                "input": inputs.get(i), "value": vals.get(i) if metric else None,
+                                                "target": captions.get(i)} for i in idx]}
                     for name, idx in picks.items()]
         page = f"gallery/{_safe(m)}.html"
         (out / "gallery").mkdir(exist_ok=True)
@@ -206,7 +257,7 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
                            "explained; no metric was computed, so nothing is compared.",
                            summary.get("flags", []) if summary else []),
         answer_css=ANSWER_CSS, settings=settings_html(manifest.get("settings")), s=summary, manifest=manifest, figures=figures, pages=pages, metric=metric,
-        failed=[{"path": p, "error": e} for p, e in zip(table["path"], table["error"]) if e is not None][:50],
-        n_failed=sum(e is not None for e in table["error"]),
+        failed=[{"path": p, "error": e} for p, e in zip(rows["path"], rows["error"]) if e is not None][:50],
+        n_failed=sum(e is not None for e in rows["error"]), task=(summary or {}).get("task") or manifest.get("task"),
         table_file=next((p.name for p in out.glob("per_image.*")), None)), encoding="utf-8")
     return index

@@ -1,5 +1,6 @@
-"""Datasets as streams of images: a folder, an ImageFolder tree, or a CSV / text list of files, with optional
-labels, Pascal VOC boxes or mask PNGs matched by file name, read in batches through a ``DataLoader``.
+"""Datasets as streams of images: a folder, an ImageFolder tree, a CSV / text list of files, with optional
+labels, Pascal VOC boxes or mask PNGs matched by file name, or an annotation file of the images' objects
+(``datasets.annotations``), read in batches through a ``DataLoader``.
 
 Only the file list is held in memory; images (and their ground truth) are read when a batch needs them,
 in ``DataLoader`` worker processes when asked. Every path in a list, and every ground-truth file, must stay
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from interpretorch.datasets.annotations import (AnnotationError, ImageObjects, find_annotations, load_objects,
+                                                read_annotations)
 from interpretorch.models.preprocess import IMAGE_SUFFIXES, ImageLoadError, Preprocess, load_image
 from interpretorch.labels import LabelError, class_index, folder_classes
 from interpretorch.runstate import files_fingerprint
@@ -51,6 +54,8 @@ class ImageSet:
     boxes: Path | None = None
     masks: Path | None = None
     source: str = ""
+    annotations: dict[str, ImageObjects] | None = None  # each image's objects (an annotation file's datasets)
+    annotation_file: Path | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -73,7 +78,16 @@ class ImageSet:
                 "images": len(self.records), "labelled": self.has_labels, "classes": len(self.classes),
                 "boxes": None if self.boxes is None else str(self.boxes),
                 "masks": None if self.masks is None else str(self.masks), "sha256": self.fingerprint(),
-                "files_sha256": files_fingerprint([self.root / r.path for r in self.records], self.root)}
+                "annotations": None if self.annotation_file is None else str(self.annotation_file),
+                "files_sha256": files_fingerprint([self.root / r.path for r in self.records] + self._truth_files(),
+                                                  self.root)}
+
+    def _truth_files(self) -> list[Path]:
+        """The annotation file and the mask files of the images (their changes change the fingerprint)."""
+        if self.annotations is None:
+            return []
+        masks = [self.annotations[r.path].mask for r in self.records]
+        return [self.annotation_file] + [self.root / m for m in masks if m is not None]
 
     def subset(self, limit: int | None, seed: int = 0) -> "ImageSet":
         """A reproducible random subset of ``limit`` images (all when None or larger), kept in dataset order."""
@@ -83,7 +97,7 @@ class ImageSet:
             raise DatasetError(f"--limit must be a positive number of images, got {limit}")
         keep = np.sort(np.random.default_rng(int(seed)).choice(len(self.records), size=limit, replace=False))
         return ImageSet(self.root, self.kind, [self.records[int(i)] for i in keep], self.classes, self.boxes,
-                        self.masks, self.source)
+                        self.masks, self.source, self.annotations, self.annotation_file)
 
 
 def inside(root: Path, relative: str, what: str) -> Path:
@@ -181,6 +195,9 @@ def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: st
     if not src.exists():
         raise DatasetError(f"--data {str(src)!r}: no such file or folder")
     classes: list[str] = []
+    annotated = find_annotations(src)
+    if annotated is not None:
+        return _open_annotated(src, annotated, labels, boxes, masks, limit, seed)
     if src.is_dir():
         root = src
         folders = _class_folders(src)
@@ -236,6 +253,25 @@ def open_images(path: str | Path, *, labels: str | Path | None = None, boxes: st
         raise DatasetError("give --boxes or --masks, not both")
     records = [Record(i, rel, lab) for i, (rel, lab) in enumerate(entries)]
     data = ImageSet(root, kind, records, classes, gt.get("--boxes"), gt.get("--masks"), str(src))
+    return data.subset(limit, seed)
+
+
+def _open_annotated(src: Path, file: Path, labels: Any, boxes: Any, masks: Any, limit: int | None,
+                    seed: int) -> ImageSet:
+    """The images of an annotation file (``datasets.annotations``) with their objects."""
+    given = [flag for flag, v in (("--labels", labels), ("--boxes", boxes), ("--masks", masks)) if v is not None]
+    if given:
+        raise DatasetError(f"--data {str(src)!r} has its objects in {file.name}; leave out {', '.join(given)}")
+    try:
+        root, objects = read_annotations(file)
+    except AnnotationError as e:
+        raise DatasetError(str(e)) from None
+    bad = [o.file for o in objects if Path(o.file).suffix.lower() not in IMAGE_SUFFIXES]
+    if bad:
+        raise DatasetError(f"{file.name}: {bad[0]!r} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    records = [Record(i, o.file) for i, o in enumerate(objects)]
+    data = ImageSet(root, "annotated", records, source=str(src), annotations={o.file: o for o in objects},
+                    annotation_file=file)
     return data.subset(limit, seed)
 
 
@@ -341,7 +377,10 @@ class ImageStream(Dataset):
                 f = find_truth(self.data.masks, r.path, MASK_SUFFIXES)
                 m = read_mask(f, w, h, size) if f is not None else np.zeros((size, size), bool)
                 item["mask"] = torch.from_numpy(m.copy())
-        except (ImageLoadError, DatasetError) as e:
+            if self.data.annotations is not None:
+                item["objects"] = load_objects(self.data.root, self.data.annotations[r.path], w, h, size,
+                                               crop_geometry(w, h, size))
+        except (ImageLoadError, DatasetError, AnnotationError) as e:
             item["error"] = str(e)
         if item["error"] is not None:
             item["image"] = torch.zeros(3, size, size)
@@ -351,6 +390,8 @@ class ImageStream(Dataset):
                 item["boxes"] = torch.zeros(0, 4)
             if self.data.masks is not None:
                 item["mask"] = torch.zeros(size, size, dtype=torch.bool)
+            if self.data.annotations is not None:
+                item["objects"] = {"boxes": torch.zeros(0, 4)}
         return item
 
 
@@ -364,6 +405,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         out["boxes"] = [it["boxes"] for it in items]
     if "mask" in items[0]:
         out["mask"] = torch.stack([it["mask"] for it in items])
+    if "objects" in items[0]:
+        out["objects"] = [it["objects"] for it in items]
     return out
 
 

@@ -39,11 +39,13 @@ def metric_values(table: Mapping[str, list], method: str, metric: str) -> dict[i
 
 def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0,
               n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95,
-              kinds: Mapping[str, str] | None = None, correction: str = "holm") -> dict[str, Any]:
+              kinds: Mapping[str, str] | None = None, correction: str = "holm",
+              unit: str = "image(s)") -> dict[str, Any]:
     """The summary of per-image rows: {"table", "paired", "refused", "headline", "win_percentage", ...}, JSON-ready.
 
     ``kinds`` maps a method to its map kind ("region", "pixel", ...); a metric that does not suit both kinds of a
-    pair is not compared across them.
+    pair is not compared across them. ``unit`` names what the ``image`` column counts in the sentences (a task run
+    counts its targets: "detection(s)").
     """
     images = sorted(set(table.get("image", [])))
     failed = sorted({(int(i), p, e) for i, p, e in zip(table.get("image", []), table.get("path", []),
@@ -90,7 +92,7 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
         r["better"] = None if r["winner"] == NO_WINNER else r["winner"]
     n_tests = sum(r["p_value"] is not None for r in every)
     out: dict[str, Any] = {
-        "images": len(images), "failed": [{"image": i, "path": p, "error": e} for i, p, e in failed],
+        "images": len(images), "unit": unit, "failed": [{"image": i, "path": p, "error": e} for i, p, e in failed],
         "methods": list(methods), "metrics": list(metrics),
         "directions": {k: METRIC_INFO.get(k, ("", "higher", ""))[1] for k in metrics},
         "labels": {k: METRIC_INFO.get(k, (k, "", ""))[0] for k in metrics},
@@ -100,9 +102,9 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                        "note": correction_note(correction, n_tests)},
         "bootstrap": {"method": "percentile", "statistic": "mean", "resamples": n_resamples,
                       "confidence": confidence, "seed": seed},
-        "test": "Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on the images where both methods "
-                "have a value, effect size the matched-pairs rank-biserial correlation; a winner is named only "
-                f"when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
+        "test": f"Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on the {unit.replace('(s)', 's')} where "
+                "both methods have a value, effect size the matched-pairs rank-biserial correlation; a winner is named "
+                f"only when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
     out["headline"] = comparison_headline(out)
     out["flags"] = summary_flags(out) + confidence_flags(table, methods, metrics, out["labels"])
@@ -151,7 +153,8 @@ def summary_flags(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             if 0 < c["n"] < n:
                 label = summary["labels"].get(k, k)
                 out.append(red.flag("undefined_values", f"Undefined values: {label} of {m} is defined on {c['n']} of "
-                                                        f"{n} image(s); its mean rests on those.",
+                                                        f"{n} {summary.get('unit', 'image(s)')}; its mean rests on "
+                                                        "those.",
                                     method=m, metric=k, n=c["n"], of=n))
     return [f for f in out if f]
 
@@ -160,13 +163,13 @@ def comparison_headline(summary: Mapping[str, Any]) -> str:
     """One or two sentences answering "which method is better, and on what?" from the corrected comparisons."""
     every = [r for rows in summary["paired"].values() for r in rows]
     wins = sorted((r for r in every if r.get("winner") not in (None, NO_WINNER)), key=lambda r: r["p_value_corrected"])
-    n = summary["images"]
+    n = f"{summary['images']} {summary.get('unit', 'image(s)')}"
     name = summary.get("correction", {}).get("method", "holm")
     after = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg"}.get(name)
     if not every:
-        return f"{n} image(s): no comparison between methods was made."
+        return f"{n}: no comparison between methods was made."
     if not wins:
-        return (f"On {n} image(s), no method beats another: none of the {len(every)} paired comparisons is "
+        return (f"On {n}, no method beats another: none of the {len(every)} paired comparisons is "
                 f"significant{' after ' + after if after else ''}.")
     shown = []
     for r in wins[:3]:
@@ -176,7 +179,7 @@ def comparison_headline(summary: Mapping[str, Any]) -> str:
                      f"({'p < 0.001' if p < 0.001 else f'p = {p:.2g}'}{', ' + after if after else ''})")
     rest = len(every) - len(wins)
     more = f"; {len(wins) - 3} more winners in the table" if len(wins) > 3 else ""
-    return (f"On {n} image(s): " + "; ".join(shown) + more +
+    return (f"On {n}: " + "; ".join(shown) + more +
             (f". {rest} of {len(every)} comparisons name no winner." if rest else "."))
 
 

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 BASE_COLUMNS = ("image", "path", "label", "method", "target", "pred", "pred_prob", "error")
-INT_COLUMNS = ("image", "label", "target", "pred")
+INT_COLUMNS = ("image", "label", "target", "pred", "unit")
 STR_COLUMNS = ("path", "method", "error")
 _SHARD = re.compile(r"^(rows|maps)-r(\d+)-(\d+)\.(parquet|csv|npz)$")
 _PART = re.compile(r"^part-r(\d+)-(\d+)-(\d+)\.npz$")
