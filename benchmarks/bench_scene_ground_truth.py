@@ -28,9 +28,10 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 
 from interpretorch.attribution.registry import explain_targets
-from interpretorch.core.targets import DetectionTarget, SegmentationTarget
+from interpretorch.core.targets import DetectionTarget, FunctionTarget, SegmentationTarget
 from interpretorch.data.synthetic import make_scene_set
 from interpretorch.metrics.localisation import dilate, energy_pointing_game, pointing_game
 from interpretorch.models import load_model
@@ -70,10 +71,27 @@ def _method_layer(spec: str, default_layer: str | None) -> tuple[str, str | None
     return name, layer or (default_layer if "cam" in name else None)
 
 
-def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict | None = None
+def _region_targets(labels: torch.Tensor, masks: torch.Tensor, region: torch.Tensor, kind: str, score: str) -> list:
+    """Each object's region target: its class's logits summed over the predicted region (the default) or the true
+    mask, or (``score="log_softmax"``) its class's log-softmax summed over the region."""
+    classes = [int(c) + 1 for c in labels]
+    given = masks if kind == "true" else [None] * len(classes)
+    if score == "logit":
+        return [SegmentationTarget(category=c, mask=m) for c, m in zip(classes, given)]
+    areas = masks if kind == "true" else region
+
+    def log_softmax_sum(c: int, m: torch.Tensor) -> FunctionTarget:
+        return FunctionTarget(fn=lambda out, row: (out["out"][row].log_softmax(0)[c] * m).sum(), name="log_softmax")
+    return [log_softmax_sum(c, m.float()) for c, m in zip(classes, areas)]
+
+
+def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict | None = None,
+                         region_kind: str = "predicted", score: str = "logit", nearest: bool = False
                          ) -> dict[str, dict[str, list]]:
     """Per method: one record per object region of ``n`` scenes (its class, area share, objects in its scene, and
-    the shares of the map's positive energy in its true mask, predicted region, box, ring, other objects)."""
+    the shares of the map's positive energy in its true mask, predicted region, box, ring, other objects).
+    ``region_kind``/``score``: what the target sums (see ``_region_targets``); ``nearest``: CAMs resized from the
+    layer by nearest neighbour instead of bilinearly."""
     seg = load_model("tiny_segmenter")
     scenes = make_scene_set(n, seed=seed)
     x = seg.preprocess.normalize(scenes.images)
@@ -83,8 +101,8 @@ def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict 
     out = {m: {k: [] for k in keys} for m in methods}
     for i in range(n):
         labels, masks = scenes.labels[i], scenes.masks[i]
-        targets = [SegmentationTarget(category=int(c) + 1) for c in labels]
         region = torch.stack([predicted[i] == int(c) + 1 for c in labels])
+        targets = _region_targets(labels, masks, region, region_kind, score)
         objects = masks.any(0)
         others = objects[None] & ~masks
         ring = dilate(masks, 3) & ~objects[None]
@@ -92,7 +110,11 @@ def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict 
             name, layer = _method_layer(m, seg.cam_layer)
             opts = dict(occlusion or {}) if name == "occlusion" else {}
             start = time.perf_counter()
-            maps = _maps(explain_targets(seg.model, x[i], targets, name, layer=layer, **opts))
+            e = explain_targets(seg.model, x[i], targets, name, layer=layer, **opts)
+            if nearest and e.raw is not None and e.raw.dim() == 3:
+                maps = F.interpolate(e.raw[:, None], size=tuple(x.shape[-2:]), mode="nearest")[:, 0]
+            else:
+                maps = _maps(e)
             f = out[m]
             f["seconds"].append(time.perf_counter() - start)
             f["label"] += labels.tolist()
@@ -122,7 +144,9 @@ def print_segmentation(seg: dict[str, dict[str, list]], n: int, seed: int) -> No
         t = {k: torch.tensor(v, dtype=torch.float64) for k, v in f.items()}
         mk, area = t["in_mask"], t["area"]
         small = area < area.median()
-        print(f"  {m:22s} in mask: mean {mk.nanmean():.3f}, median {mk.nanmedian():.3f}, min {mk.min():.3f}, "
+        empty = int(mk.isnan().sum())  # all-zero maps (a CAM whose ReLU kills every cell): no energy anywhere
+        print(f"  {m:22s} in mask: mean {mk.nanmean():.3f}, median {mk.nanmedian():.3f}, min "
+              f"{mk[~mk.isnan()].min():.3f}{f' ({empty} all-zero maps)' if empty else ''}, "
               f"> 0.5 {(mk > 0.5).double().mean():.2f} (n={len(mk)}); in predicted region: median "
               f"{t['in_region'].nanmedian():.3f}, > 0.5 {(t['in_region'] > 0.5).double().mean():.2f}; in box: "
               f"median {t['in_box'].nanmedian():.3f}, > 0.5 {(t['in_box'] > 0.5).double().mean():.2f}  "
@@ -149,6 +173,11 @@ def main() -> None:
                     help="methods for the segmenter; name@layer runs a CAM at another layer")
     ap.add_argument("--occlusion-window", type=int, default=None, help="occlusion window in px (default: 1/7 side)")
     ap.add_argument("--occlusion-stride", type=int, default=None, help="occlusion stride in px (default: window/2)")
+    ap.add_argument("--region", choices=("predicted", "true"), default="predicted",
+                    help="segmentation targets sum over the predicted region (default) or the object's true mask")
+    ap.add_argument("--score", choices=("logit", "log_softmax"), default="logit",
+                    help="segmentation targets sum the class's logits (default) or its log-softmax")
+    ap.add_argument("--nearest", action="store_true", help="resize CAMs to the image by nearest, not bilinear")
     ap.add_argument("--box-gradients", action="store_true", help="decode the detector's boxes with gradients")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -165,7 +194,10 @@ def main() -> None:
     if seg_methods:
         occlusion = {k: v for k, v in (("window", args.occlusion_window), ("stride", args.occlusion_stride))
                      if v is not None}
-        print_segmentation(segmentation_figures(args.n, args.seed, seg_methods, occlusion), args.n, args.seed)
+        seg = segmentation_figures(args.n, args.seed, seg_methods, occlusion, args.region, args.score, args.nearest)
+        print(f"segmentation targets: class {args.score} summed over the {args.region} region; CAMs resized "
+              f"{'nearest' if args.nearest else 'bilinearly'}; occlusion {occlusion or 'default window / stride'}")
+        print_segmentation(seg, args.n, args.seed)
 
 
 if __name__ == "__main__":
