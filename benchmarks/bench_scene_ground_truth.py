@@ -71,13 +71,14 @@ def _method_layer(spec: str, default_layer: str | None) -> tuple[str, str | None
     return name, layer or (default_layer if "cam" in name else None)
 
 
-def _region_targets(labels: torch.Tensor, masks: torch.Tensor, region: torch.Tensor, kind: str, score: str) -> list:
-    """Each object's region target: its class's logits summed over the predicted region (the default) or the true
-    mask, or (``score="log_softmax"``) its class's log-softmax summed over the region."""
+def _region_targets(labels: torch.Tensor, masks: torch.Tensor, region: torch.Tensor, kind: str, score: str,
+                    reduce: str = "sum") -> list:
+    """Each object's region target: its class's logits summed (or averaged) over the predicted region (the default)
+    or the true mask, or (``score="log_softmax"``) its class's log-softmax summed over the region."""
     classes = [int(c) + 1 for c in labels]
     given = masks if kind == "true" else [None] * len(classes)
     if score == "logit":
-        return [SegmentationTarget(category=c, mask=m) for c, m in zip(classes, given)]
+        return [SegmentationTarget(category=c, mask=m, reduce=reduce) for c, m in zip(classes, given)]
     areas = masks if kind == "true" else region
 
     def log_softmax_sum(c: int, m: torch.Tensor) -> FunctionTarget:
@@ -86,12 +87,13 @@ def _region_targets(labels: torch.Tensor, masks: torch.Tensor, region: torch.Ten
 
 
 def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict | None = None,
-                         region_kind: str = "predicted", score: str = "logit", nearest: bool = False
-                         ) -> dict[str, dict[str, list]]:
+                         region_kind: str = "predicted", score: str = "logit", nearest: bool = False,
+                         reduce: str = "sum", absolute: bool = False) -> dict[str, dict[str, list]]:
     """Per method: one record per object region of ``n`` scenes (its class, area share, objects in its scene, and
     the shares of the map's positive energy in its true mask, predicted region, box, ring, other objects).
-    ``region_kind``/``score``: what the target sums (see ``_region_targets``); ``nearest``: CAMs resized from the
-    layer by nearest neighbour instead of bilinearly."""
+    ``region_kind``/``score``/``reduce``: what the target sums (see ``_region_targets``); ``nearest``: CAMs resized
+    from the layer by nearest neighbour instead of bilinearly; ``absolute``: the energy of |map| instead of its
+    positive part."""
     seg = load_model("tiny_segmenter")
     scenes = make_scene_set(n, seed=seed)
     x = seg.preprocess.normalize(scenes.images)
@@ -102,7 +104,7 @@ def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict 
     for i in range(n):
         labels, masks = scenes.labels[i], scenes.masks[i]
         region = torch.stack([predicted[i] == int(c) + 1 for c in labels])
-        targets = _region_targets(labels, masks, region, region_kind, score)
+        targets = _region_targets(labels, masks, region, region_kind, score, reduce)
         objects = masks.any(0)
         others = objects[None] & ~masks
         ring = dilate(masks, 3) & ~objects[None]
@@ -115,6 +117,7 @@ def segmentation_figures(n: int, seed: int, methods: list[str], occlusion: dict 
                 maps = F.interpolate(e.raw[:, None], size=tuple(x.shape[-2:]), mode="nearest")[:, 0]
             else:
                 maps = _maps(e)
+            maps = maps.abs() if absolute else maps
             f = out[m]
             f["seconds"].append(time.perf_counter() - start)
             f["label"] += labels.tolist()
@@ -177,6 +180,8 @@ def main() -> None:
                     help="segmentation targets sum over the predicted region (default) or the object's true mask")
     ap.add_argument("--score", choices=("logit", "log_softmax"), default="logit",
                     help="segmentation targets sum the class's logits (default) or its log-softmax")
+    ap.add_argument("--reduce", choices=("sum", "mean"), default="sum", help="sum (default) or mean over the region")
+    ap.add_argument("--absolute", action="store_true", help="energy of |map| instead of its positive part")
     ap.add_argument("--nearest", action="store_true", help="resize CAMs to the image by nearest, not bilinear")
     ap.add_argument("--box-gradients", action="store_true", help="decode the detector's boxes with gradients")
     args = ap.parse_args()
@@ -194,9 +199,12 @@ def main() -> None:
     if seg_methods:
         occlusion = {k: v for k, v in (("window", args.occlusion_window), ("stride", args.occlusion_stride))
                      if v is not None}
-        seg = segmentation_figures(args.n, args.seed, seg_methods, occlusion, args.region, args.score, args.nearest)
-        print(f"segmentation targets: class {args.score} summed over the {args.region} region; CAMs resized "
-              f"{'nearest' if args.nearest else 'bilinearly'}; occlusion {occlusion or 'default window / stride'}")
+        seg = segmentation_figures(args.n, args.seed, seg_methods, occlusion, args.region, args.score, args.nearest,
+                                   args.reduce, args.absolute)
+        print(f"segmentation targets: class {args.score} {args.reduce} over the {args.region} region; CAMs resized "
+              f"{'nearest' if args.nearest else 'bilinearly'}; energy of the map's "
+              f"{'absolute value' if args.absolute else 'positive part'}; occlusion "
+              f"{occlusion or 'default window / stride'}")
         print_segmentation(seg, args.n, args.seed)
 
 
