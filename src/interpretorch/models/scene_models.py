@@ -394,7 +394,10 @@ def load_tiny_detector(path: str | Path | None = None, device: str | torch.devic
 def load_tiny_segmenter(path: str | Path | None = None, device: str | torch.device = "cpu",
                         sha256: str | None = None):
     """The trained segmenter as a LoadedModel (eval mode; the packaged, sha256-checked weights when ``path`` is
-    None). Its CAM layer is the encoder's last block (the decoder's layers come after it)."""
+    None). Its CAM layer is the encoder's last block (stride 4; the decoder's layers come after it), as
+    pytorch-grad-cam's segmentation tutorial takes DeepLabV3's ``backbone.layer4``. Not ``fuse``, the layer before
+    the 1x1 classifier: Grad-CAM there is the class's logit map itself, ReLU(logit - bias) (tested), so it only
+    repeats the segmentation (benchmarks/README.md, "Explaining detections")."""
     from interpretorch.models.loaded import LoadedModel
 
     ckpt = _read("tiny_segmenter", path, sha256)
