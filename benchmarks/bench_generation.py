@@ -63,7 +63,7 @@ def run_ours(args, model, prompts, answers) -> list[torch.Tensor]:
 
     res = attribute_generation(model, prompts, answers, methods=["integrated_gradients"], steps=args.steps,
                                attribute_generated=False, batch_size=args.batch_size,
-                               gradient_mode=args.gradient_mode)
+                               gradient_mode=args.gradient_mode, special_tokens="replace")
     return [r.matrices["integrated_gradients"][:, :args.prompt_len] for r in res]
 
 

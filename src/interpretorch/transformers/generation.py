@@ -643,7 +643,11 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
     else:
         alphas, wts = [1.0], [1.0]
     out = [torch.zeros(len(s.answer), len(s.source) + len(s.decoder), dtype=torch.float64) for s in seqs]
-    n_cols = max(len(_in_scope(s, attribute_generated)) for s in seqs)
+    # the attributed columns of each sequence; under IG a kept column (its baseline is itself) has a zero tangent
+    skip = [set(_kept_columns(s, keep_ids, attribute_generated)) if method == "integrated_gradients" else set()
+            for s in seqs]
+    cols = [[c for c in _in_scope(s, attribute_generated) if c not in sk] for s, sk in zip(seqs, skip)]
+    n_cols = max(1, max(len(c) for c in cols))
     per_call = max(1, rows // n_cols)  # primal rows (sequence, step) per call
     dirs = min(n_cols, rows)  # columns per call
     jobs = [(b, k) for b in range(len(seqs)) for k in range(len(alphas))]
@@ -704,10 +708,10 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
             t_src = None if src_in is None else torch.zeros(c1 - c0, *src_in.shape, dtype=src_in.dtype,
                                                              device=dev)
             idx_src, idx_dec = [], []
-            for i, s in enumerate(cs):
+            for i, ((b, _), s) in enumerate(zip(chunk, cs)):
                 ns = len(s.source)
-                for c in range(c0, min(c1, len(_in_scope(s, attribute_generated)))):
-                    (idx_src if c < ns else idx_dec).append((c - c0, i, c if c < ns else c - ns))
+                for d, c in enumerate(cols[b][c0:c1]):
+                    (idx_src if c < ns else idx_dec).append((d, i, c if c < ns else c - ns))
             for t, delta, idx in ((t_src, delta_src, idx_src), (t_dec, delta_dec, idx_dec)):
                 if idx:
                     d, i, j = torch.tensor(idx, device=dev).unbind(1)
@@ -723,9 +727,9 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
                     dot = (dot[:, rows_i, q] * g[rows_i, q]).sum(-1)
             dot = dot.detach().double().cpu()  # (columns, rows, N)
             for i, (b, k) in enumerate(chunk):
-                n, c_end = len(seqs[b].answer), min(c1, len(_in_scope(seqs[b], attribute_generated)))
-                if c_end > c0:
-                    out[b][:, c0:c_end] += wts[k] * dot[:c_end - c0, i, :n].T
+                n, here = len(seqs[b].answer), cols[b][c0:c1]
+                if here:
+                    out[b][:, here] += wts[k] * dot[:len(here), i, :n].T
     return [o.to(_out_dtype(adapter)) for o in out]
 
 
