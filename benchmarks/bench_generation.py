@@ -2,7 +2,8 @@
 ``LLMGradientAttribution(LayerIntegratedGradients)`` on the same random-weight GPT-2-style model.
 
 Both explain the log-probability of each answer token by the prompt tokens (answer tokens fixed, Captum's
-definition), baseline token id 0, Gauss-Legendre steps. interpretorch (``--gradient-mode auto``, the default)
+definition), baseline token id 0 at every prompt token (``special_tokens="replace"``, Captum's ``TextTokenInput``
+without ``skip_tokens``; the random prompts hold no special id), Gauss-Legendre steps. interpretorch (``--gradient-mode auto``, the default)
 differentiates in forward mode: one tangent pass over the whole sequence per (prompt, step, prompt token) gives
 that token's entry of every answer row, in calls of ``--batch-size`` such rows; ``reverse`` runs one backward per
 (prompt, answer token, step) row, cut at its answer token, as Captum does. Captum runs one ``attribute`` call per
@@ -63,7 +64,7 @@ def run_ours(args, model, prompts, answers) -> list[torch.Tensor]:
 
     res = attribute_generation(model, prompts, answers, methods=["integrated_gradients"], steps=args.steps,
                                attribute_generated=False, batch_size=args.batch_size,
-                               gradient_mode=args.gradient_mode)
+                               gradient_mode=args.gradient_mode, special_tokens="replace")
     return [r.matrices["integrated_gradients"][:, :args.prompt_len] for r in res]
 
 

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="perturb only source and prompt tokens, keeping earlier output tokens fixed (Captum's "
                              "definition; their columns are then 0)")
     parser.add_argument("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
+    parser.add_argument("--special-tokens", default="keep", choices=("keep", "replace"),
+                        help="the baseline of Integrated Gradients and ablation is the padding token at every "
+                             "attributed column; 'keep' (default) leaves the tokenizer's special tokens (<bos>, "
+                             "<sep>, <eos>...) as they are, so their columns read exactly 0; 'replace' replaces "
+                             "them too")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per model call")
     parser.add_argument("--out", default="interpretorch-generation",
                         help="output folder for index.html and results.json")
@@ -59,10 +64,11 @@ def _methods(text: str) -> list[str]:
 class _Loaded:
     """A model with its encode / decode functions for the command."""
 
-    def __init__(self, model: Any, name: str, encode_prompt, encode_text, tokens, eos_id, pad_id) -> None:
+    def __init__(self, model: Any, name: str, encode_prompt, encode_text, tokens, eos_id, pad_id,
+                 special_ids: list[int]) -> None:
         self.model, self.name = model, name
         self.encode_prompt, self.encode_text, self.tokens = encode_prompt, encode_text, tokens
-        self.eos_id, self.pad_id = eos_id, pad_id
+        self.eos_id, self.pad_id, self.special_ids = eos_id, pad_id, special_ids
 
 
 def _load(name: str) -> _Loaded:
@@ -81,7 +87,8 @@ def _load(name: str) -> _Loaded:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot load --model {name!r}: {first}") from None
         tok = sm.tokenizer
-        return _Loaded(sm.model, sm.name, sm.encode, tok.encode, tok.tokens, tok.eos_id, tok.pad_id)
+        return _Loaded(sm.model, sm.name, sm.encode, tok.encode, tok.tokens, tok.eos_id, tok.pad_id,
+                       tok.special_ids)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -112,7 +119,7 @@ def _load(name: str) -> _Loaded:
         return [], ids
 
     return _Loaded(model, Path(name).name or name, encode_prompt, encode_text, tok.convert_ids_to_tokens,
-                   tok.eos_token_id, pad)
+                   tok.eos_token_id, pad, [int(t) for t in tok.all_special_ids])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,9 +168,11 @@ def run(args: argparse.Namespace) -> int:
     attr = attribute_generation(lm.model, [prompt], [answer], sources=sources, methods=methods, target=args.score,
                                 contrasts=contrasts, steps=args.ig_steps, pad_id=lm.pad_id,
                                 baseline_id=lm.pad_id, batch_size=args.batch_size,
-                                attribute_generated=not args.keep_generated)[0]
+                                attribute_generated=not args.keep_generated, special_tokens=args.special_tokens,
+                                special_ids=lm.special_ids)[0]
     results = generation_results(attr, lm.tokens(attr.column_ids), model=lm.name,
-                                 text=args.prompt if args.source is None else args.source)
+                                 text=args.prompt if args.source is None else args.source,
+                                 baseline_token=lm.tokens([lm.pad_id])[0])
     page = write_generation_report(results, args.out)
     print(f"output: {' '.join(results['output_tokens'])}")
     print(f"wrote {page} and {Path(args.out) / 'results.json'} in {time.perf_counter() - start:.1f} s")

@@ -13,10 +13,13 @@ column j >= i (causality).
 Methods (the embeddings are those of the model's own token embedding layers, position embeddings excluded):
 
 * ``input_x_gradient``: gradient x embedding, summed over the embedding dimension;
-* ``integrated_gradients``: (embedding - baseline-token embedding) x the path-averaged gradient, on the
-  straight path from the baseline token's embedding (``baseline_id``) at every attributed column at once;
+* ``integrated_gradients``: (embedding - baseline embedding) x the path-averaged gradient, on the straight path
+  from the baseline sequence's embeddings at every attributed column at once: the baseline token
+  (``baseline_id``) at each column, except the special tokens (``<bos>``, ``<sep>``, ``<eos>``...), which keep
+  their own embedding under ``special_tokens="keep"`` (the default; their columns are then exactly 0);
 * ``ablation``: score(original) - score(column j replaced by ``baseline_id``), or with column j removed from the
-  sequence (``ablation="remove"``); one forward per ablated column gives every row;
+  sequence (``ablation="remove"``); one forward per ablated column gives every row; under
+  ``special_tokens="keep"`` special tokens are not ablated (their columns are exactly 0);
 * ``rollout``: attention rollout through encoder self-attention, causal decoder self-attention and cross-attention
   (``seq_rollout.seq_rollout``), read at the position that predicts each answer token; it ignores the target,
   so one forward per sequence gives every row (rows sum to 1; ``target="sequence"`` sums the answer's rows);
@@ -85,6 +88,7 @@ METHOD_DOCS = {
 }
 ABLATIONS = ("baseline", "remove")
 GRADIENT_MODES = ("auto", "forward", "reverse")
+SPECIAL_TOKENS = ("keep", "replace")
 
 
 class SeqAdapter:
@@ -167,7 +171,9 @@ class GenerationAttribution:
     answer`` token ids and one row per answer token (or one for the whole answer); ``scores`` are the rows'
     target values and ``logprobs`` the answer tokens' log-probabilities. With ``attnlrp``, ``lrp_target`` is each
     row's explained logit and ``lrp_softmax_share`` the part of it the softmax rule's bias term keeps (the rest is
-    the matrix row's sum plus what biases and position embeddings keep)."""
+    the matrix row's sum plus what biases and position embeddings keep). ``kept_columns`` are the in-scope
+    columns holding a special token that the baseline keeps (``special_tokens="keep"``: Integrated Gradients and
+    ablation give them exactly 0); ``settings`` records the baseline, steps and options used."""
 
     source_ids: list[int]
     prompt_ids: list[int]
@@ -178,6 +184,8 @@ class GenerationAttribution:
     matrices: dict[str, torch.Tensor] = field(default_factory=dict)
     lrp_target: torch.Tensor | None = None
     lrp_softmax_share: torch.Tensor | None = None
+    kept_columns: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
 
     @property
     def column_ids(self) -> list[int]:
@@ -306,9 +314,24 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
                          baseline_id: int = 0, steps: int = 32, ig_method: str = "gausslegendre",
                          ablation: str = "baseline", attribute_generated: bool = True,
                          pad_id: int = 0, batch_size: int | None = None,
-                         gradient_mode: str = "auto") -> list[GenerationAttribution]:
+                         gradient_mode: str = "auto", special_tokens: str = "keep",
+                         special_ids: Sequence[int] | None = None) -> list[GenerationAttribution]:
     """Token x token attributions of each answer token (rows) to source, prompt and earlier answer tokens
-    (columns), one ``GenerationAttribution`` per sequence; the model is left unchanged."""
+    (columns), one ``GenerationAttribution`` per sequence; the model is left unchanged.
+
+    The baseline of Integrated Gradients (the path's start) and of ablation (the replacement token) is
+    ``baseline_id`` at every attributed column, except, with ``special_tokens="keep"`` (the default), the columns
+    holding one of ``special_ids`` (a tokenizer's ``all_special_ids``; by default the ids the model declares:
+    ``model_special_ids``), which keep their own token: their IG and ablation entries are exactly 0.
+    ``special_tokens="replace"`` replaces them too (Captum's ``LLMAttribution`` default; its ``TextTokenInput(...,
+    skip_tokens=special_ids)`` is ``"keep"``). Why ``"keep"`` is the default: the baseline stays a sequence of
+    the model's own template (``<bos> <pad> ... <sep>``, the reference Captum's BERT tutorials build as ``[CLS]
+    [PAD]... [SEP]``), and the question is which content token a generated token comes from. Explaining the
+    log-probability, IG then credits the template tokens with what the log-sum-exp over the vocabulary moves
+    along a path that removes them; on the shipped copy model that put ``<sep>`` / ``<bos>`` on top for 82 of
+    600 output words (``benchmarks/README.md``, "Sequence models"). What it costs: a special token's own
+    contribution is not shown (its column reads 0, not "unimportant"). Gradient x input (no baseline token),
+    rollout, gradient rollout and AttnLRP do not use the option."""
     adapter = SeqAdapter(model)
     seqs = _check_inputs(prompts, answers, sources, contrasts, target, adapter.encoder_decoder)
     methods = list(methods)
@@ -322,6 +345,10 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
     if gradient_mode not in GRADIENT_MODES:
         raise ValueError(f"unknown gradient_mode {gradient_mode!r}; choose one of {GRADIENT_MODES}")
     _check_vocab(adapter, seqs, {"baseline_id": baseline_id, "pad_id": pad_id})
+    if special_tokens not in SPECIAL_TOKENS:
+        raise ValueError(f"unknown special_tokens {special_tokens!r}; choose one of {SPECIAL_TOKENS}")
+    known = model_special_ids(model) if special_ids is None else _ids(special_ids, "special_ids")
+    keep_ids = frozenset(known) if special_tokens == "keep" else frozenset()
     rows = rows_per_pass(batch_size, adapter.device)
     was_training = model.training
     model.eval()
@@ -335,12 +362,16 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
         results = []
         for s, lp, c in zip(seqs, logprobs, clean):
             w = _weights(s, target).to(device=c.device, dtype=c.dtype)
-            results.append(GenerationAttribution(s.source, s.prompt, s.answer, target, (w @ c).detach().cpu(),
-                                                 lp.detach().cpu()))
+            results.append(GenerationAttribution(
+                s.source, s.prompt, s.answer, target, (w @ c).detach().cpu(), lp.detach().cpu(),
+                kept_columns=_kept_columns(s, keep_ids, attribute_generated),
+                settings={"baseline_id": baseline_id, "special_tokens": special_tokens,
+                          "special_ids": sorted(keep_ids), "steps": steps, "ig_method": ig_method,
+                          "ablation": ablation, "attribute_generated": attribute_generated}))
         for m in methods:
             if m == "ablation":
                 mats = _ablation(adapter, seqs, clean, target, ablation, baseline_id, pad_id, rows,
-                                 attribute_generated)
+                                 attribute_generated, keep_ids)
             elif m in ATTENTION_METHODS:
                 mats, kept = _attention_based(adapter, seqs, target, m, pad_id, rows, attribute_generated)
                 if m == "attnlrp":
@@ -348,7 +379,10 @@ def attribute_generation(model: nn.Module, prompts: Sequence[Sequence[int]], ans
                         r.lrp_target, r.lrp_softmax_share = k[:, 0], k[:, 1]
             else:
                 mats = _gradient_any(adapter, seqs, target, m, baseline_id, steps, ig_method, pad_id, rows,
-                                     attribute_generated, gradient_mode)
+                                     attribute_generated, gradient_mode, keep_ids)
+                if m == "integrated_gradients":
+                    for r, mat in zip(results, mats):
+                        mat[:, r.kept_columns] = 0  # kept at their own embedding: no path, exactly 0
             for r, mat in zip(results, mats):
                 r.matrices[m] = mat
         return results
@@ -361,8 +395,42 @@ def _in_scope(seq: _Seq, attribute_generated: bool) -> list[int]:
     return list(range(n_in + (len(seq.answer) if attribute_generated else 0)))
 
 
+def _kept_columns(seq: _Seq, keep_ids: frozenset[int], attribute_generated: bool) -> list[int]:
+    """The in-scope columns whose token the baseline keeps (a special token under ``special_tokens="keep"``)."""
+    cols = seq.source + seq.decoder
+    return [j for j in _in_scope(seq, attribute_generated) if cols[j] in keep_ids]
+
+
+def _reference_ids(ids: torch.Tensor, baseline_id: int, keep_ids: frozenset[int]) -> torch.Tensor:
+    """The baseline's token ids: ``baseline_id`` everywhere except at the tokens of ``keep_ids``."""
+    base = torch.full_like(ids, baseline_id)
+    if not keep_ids:
+        return base
+    keep = torch.isin(ids, torch.tensor(sorted(keep_ids), dtype=ids.dtype, device=ids.device))
+    return torch.where(keep, ids, base)
+
+
+def model_special_ids(model: nn.Module) -> list[int]:
+    """The special token ids a model declares: ``special_ids`` of a protocol model (the shipped ones: ``<pad>``,
+    ``<bos>``, ``<eos>``, ``<sep>``), or the bos / eos / pad / sep / cls / mask / decoder-start ids of a Hugging
+    Face model's config (a tokenizer's ``all_special_ids`` may name more: pass them as ``special_ids``)."""
+    own = getattr(model, "special_ids", None)
+    if own is not None:
+        return _ids(own, "the model's special_ids")
+    config = getattr(model, "config", None)
+    out: set[int] = set()
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id", "mask_token_id",
+                 "decoder_start_token_id"):
+        v = getattr(config, name, None)
+        for t in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(t, int) and not isinstance(t, bool) and t >= 0:
+                out.add(t)
+    return sorted(out)
+
+
 def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int, steps: int,
-              ig_method: str, pad_id: int, rows: int, attribute_generated: bool) -> list[torch.Tensor]:
+              ig_method: str, pad_id: int, rows: int, attribute_generated: bool,
+              keep_ids: frozenset[int] = frozenset()) -> list[torch.Tensor]:
     """Gradient x input or Integrated Gradients: rows are (sequence, target row, step)."""
     dev = adapter.device
     if method == "integrated_gradients":
@@ -380,7 +448,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
                                   for s, (_, r, _) in zip(cs, chunk)], pad_id, dev)
         with torch.no_grad():
             dec_x = adapter.embed_target(dec_ids)
-            dec_0 = adapter.embed_target(torch.full_like(dec_ids, baseline_id))
+            dec_0 = adapter.embed_target(_reference_ids(dec_ids, baseline_id, keep_ids))
         scope_dec = torch.zeros(dec_ids.shape, dtype=torch.bool, device=dev)
         for i, s in enumerate(cs):
             n = len(s.prompt) + (len(s.answer) if attribute_generated else 0)
@@ -396,7 +464,7 @@ def _gradient(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, b
             src_ids, src_mask = pad_rows([s.source for s in cs], pad_id, dev)
             with torch.no_grad():
                 src_x = adapter.embed_source(src_ids)
-                src_0 = adapter.embed_source(torch.full_like(src_ids, baseline_id))
+                src_0 = adapter.embed_source(_reference_ids(src_ids, baseline_id, keep_ids))
             if method == "integrated_gradients":
                 src_in = src_0 + alpha[:, None, None] * (src_x - src_0)
             else:
@@ -560,8 +628,8 @@ def _head_gradient(adapter: SeqAdapter, head: nn.Module, src: torch.Tensor | Non
 
 
 def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int,
-                      steps: int, ig_method: str, pad_id: int, rows: int,
-                      attribute_generated: bool) -> list[torch.Tensor]:
+                      steps: int, ig_method: str, pad_id: int, rows: int, attribute_generated: bool,
+                      keep_ids: frozenset[int] = frozenset()) -> list[torch.Tensor]:
     """Gradient x input or Integrated Gradients of per-token targets by forward-mode differentiation: a row is
     one (sequence, step, attributed column); its tangent is the column's embedding minus its reference, and one
     tangent pass over the whole sequence gives that column's entry of every target row at once. The primal of
@@ -575,7 +643,11 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
     else:
         alphas, wts = [1.0], [1.0]
     out = [torch.zeros(len(s.answer), len(s.source) + len(s.decoder), dtype=torch.float64) for s in seqs]
-    n_cols = max(len(_in_scope(s, attribute_generated)) for s in seqs)
+    # the attributed columns of each sequence; under IG a kept column (its baseline is itself) has a zero tangent
+    skip = [set(_kept_columns(s, keep_ids, attribute_generated)) if method == "integrated_gradients" else set()
+            for s in seqs]
+    cols = [[c for c in _in_scope(s, attribute_generated) if c not in sk] for s, sk in zip(seqs, skip)]
+    n_cols = max(1, max(len(c) for c in cols))
     per_call = max(1, rows // n_cols)  # primal rows (sequence, step) per call
     dirs = min(n_cols, rows)  # columns per call
     jobs = [(b, k) for b in range(len(seqs)) for k in range(len(alphas))]
@@ -585,7 +657,7 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
         dec_ids, dec_mask = pad_rows([s.decoder for s in cs], pad_id, dev)
         with torch.no_grad():
             dec_x = adapter.embed_target(dec_ids)
-            dec_0 = adapter.embed_target(torch.full_like(dec_ids, baseline_id))
+            dec_0 = adapter.embed_target(_reference_ids(dec_ids, baseline_id, keep_ids))
         scope_dec = torch.zeros(dec_ids.shape, dtype=torch.bool, device=dev)
         for i, s in enumerate(cs):
             scope_dec[i, :len(s.prompt) + (len(s.answer) if attribute_generated else 0)] = True
@@ -598,7 +670,7 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
             src_ids, src_mask = pad_rows([s.source for s in cs], pad_id, dev)
             with torch.no_grad():
                 src_x = adapter.embed_source(src_ids)
-                src_0 = adapter.embed_source(torch.full_like(src_ids, baseline_id))
+                src_0 = adapter.embed_source(_reference_ids(src_ids, baseline_id, keep_ids))
             src_in = src_0 + alpha * (src_x - src_0) if ig else src_x
             delta_src = (src_x - (src_0 if ig else 0)) * src_mask[..., None]
         # positions that predict the answer tokens: a causal LM runs its head on the last `keep` positions only
@@ -636,10 +708,10 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
             t_src = None if src_in is None else torch.zeros(c1 - c0, *src_in.shape, dtype=src_in.dtype,
                                                              device=dev)
             idx_src, idx_dec = [], []
-            for i, s in enumerate(cs):
+            for i, ((b, _), s) in enumerate(zip(chunk, cs)):
                 ns = len(s.source)
-                for c in range(c0, min(c1, len(_in_scope(s, attribute_generated)))):
-                    (idx_src if c < ns else idx_dec).append((c - c0, i, c if c < ns else c - ns))
+                for d, c in enumerate(cols[b][c0:c1]):
+                    (idx_src if c < ns else idx_dec).append((d, i, c if c < ns else c - ns))
             for t, delta, idx in ((t_src, delta_src, idx_src), (t_dec, delta_dec, idx_dec)):
                 if idx:
                     d, i, j = torch.tensor(idx, device=dev).unbind(1)
@@ -655,15 +727,15 @@ def _gradient_forward(adapter: SeqAdapter, seqs: list[_Seq], target: str, method
                     dot = (dot[:, rows_i, q] * g[rows_i, q]).sum(-1)
             dot = dot.detach().double().cpu()  # (columns, rows, N)
             for i, (b, k) in enumerate(chunk):
-                n, c_end = len(seqs[b].answer), min(c1, len(_in_scope(seqs[b], attribute_generated)))
-                if c_end > c0:
-                    out[b][:, c0:c_end] += wts[k] * dot[:c_end - c0, i, :n].T
+                n, here = len(seqs[b].answer), cols[b][c0:c1]
+                if here:
+                    out[b][:, here] += wts[k] * dot[:len(here), i, :n].T
     return [o.to(_out_dtype(adapter)) for o in out]
 
 
 def _gradient_any(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: str, baseline_id: int, steps: int,
                   ig_method: str, pad_id: int, rows: int, attribute_generated: bool,
-                  mode: str) -> list[torch.Tensor]:
+                  mode: str, keep_ids: frozenset[int] = frozenset()) -> list[torch.Tensor]:
     """The gradient method by forward-mode differentiation (one tangent pass per attributed column gives every
     target row) or by reverse mode (one backward per target row); ``auto`` takes the one that runs fewer
     token positions and falls back to reverse mode when the model has an operation without forward-mode
@@ -677,16 +749,16 @@ def _gradient_any(adapter: SeqAdapter, seqs: list[_Seq], target: str, method: st
         if mode == "forward":
             try:
                 return _gradient_forward(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id,
-                                         rows, attribute_generated)
+                                         rows, attribute_generated, keep_ids)
             except (NotImplementedError, RuntimeError) as e:
                 if "forward AD" not in str(e) and "vmap" not in str(e):
                     raise
                 mode = "reverse"
     if mode == "forward":
         return _gradient_forward(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id, rows,
-                                 attribute_generated)
+                                 attribute_generated, keep_ids)
     return _gradient(adapter, seqs, target, method, baseline_id, steps, ig_method, pad_id, rows,
-                     attribute_generated)
+                     attribute_generated, keep_ids)
 
 
 def _gradient_chunks(jobs: list[tuple[int, int, int]], seqs: list[_Seq], target: str,
@@ -922,9 +994,12 @@ def _ablation_scores(adapter: SeqAdapter, seqs: list[_Seq], jobs: list[tuple[int
 
 
 def _ablation(adapter: SeqAdapter, seqs: list[_Seq], clean: list[torch.Tensor], target: str, ablation: str,
-              baseline_id: int, pad_id: int, rows: int, attribute_generated: bool) -> list[torch.Tensor]:
-    """score(original) - score(ablated column) for every in-scope column; rows are (sequence, column)."""
-    jobs = [(b, c) for b, s in enumerate(seqs) for c in _in_scope(s, attribute_generated)]
+              baseline_id: int, pad_id: int, rows: int, attribute_generated: bool,
+              keep_ids: frozenset[int] = frozenset()) -> list[torch.Tensor]:
+    """score(original) - score(ablated column) for every in-scope column whose token the baseline does not keep
+    (kept columns stay 0); rows are (sequence, column)."""
+    kept = [set(_kept_columns(s, keep_ids, attribute_generated)) for s in seqs]
+    jobs = [(b, c) for b, s in enumerate(seqs) for c in _in_scope(s, attribute_generated) if c not in kept[b]]
     if ablation == "remove":
         for b, c in jobs:
             s = seqs[b]
@@ -987,15 +1062,23 @@ def generate(model: nn.Module, prompts: Sequence[Sequence[int]], *, sources: Seq
 
 
 def generation_results(attr: GenerationAttribution, tokens: Sequence[str], *, model: str = "model",
-                       text: str = "") -> dict:
-    """JSON-ready results of one sequence: ``input_tokens`` (source + prompt), ``output_tokens``, and per method
-    the (rows x columns) ``matrix`` whose columns are the input tokens then the output tokens."""
+                       text: str = "", baseline_token: str | None = None) -> dict:
+    """JSON-ready results of one sequence: ``input_tokens`` (source + prompt), ``output_tokens``, per method
+    the (rows x columns) ``matrix`` whose columns are the input tokens then the output tokens, and the
+    ``settings`` (baseline token, which columns it kept, IG steps, ablation)."""
     tokens = list(tokens)
     if len(tokens) != len(attr.column_ids):
         raise ValueError(f"give one token string per column ({len(attr.column_ids)}), got {len(tokens)}")
     n_in = attr.n_inputs
     rows = ["<answer>"] if attr.target == "sequence" else tokens[n_in:]
-    return {"model": model, "text": text, "target": attr.target, "input_tokens": tokens[:n_in],
+    st = attr.settings
+    settings = {"baseline_id": st.get("baseline_id"), "baseline_token": baseline_token,
+                "special_tokens": st.get("special_tokens"), "kept_columns": list(attr.kept_columns),
+                "kept_tokens": [tokens[j] for j in attr.kept_columns], "ig_steps": st.get("steps"),
+                "ig_method": st.get("ig_method"), "ablation": st.get("ablation"),
+                "attribute_generated": st.get("attribute_generated")}
+    return {"model": model, "text": text, "target": attr.target, "settings": settings,
+            "input_tokens": tokens[:n_in],
             "output_tokens": tokens[n_in:], "n_source": len(attr.source_ids), "row_tokens": rows,
             "scores": [float(v) for v in attr.scores], "logprobs": [float(v) for v in attr.logprobs],
             "methods": {m: {"matrix": [[float(v) for v in row] for row in mat], **(

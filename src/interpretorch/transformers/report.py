@@ -82,6 +82,35 @@ def generation_answer(results: dict[str, Any]) -> tuple[str, list[dict[str, Any]
     return head, [f for f in flags if f]
 
 
+def generation_settings_text(results: dict[str, Any]) -> str:
+    """One sentence naming the baseline of Integrated Gradients and ablation (which token, which columns kept
+    their own token and so read exactly 0), IG's steps and the ablation mode; "" when neither method ran."""
+    st = results.get("settings") or {}
+    ran = [m for m in ("integrated_gradients", "ablation") if m in results.get("methods", {})]
+    if not st or not ran:
+        return ""
+    token = st.get("baseline_token") or f"token id {st.get('baseline_id')}"
+    parts = []
+    if "integrated_gradients" in ran:
+        parts.append(f"Integrated Gradients: {st.get('ig_steps')} {st.get('ig_method')} steps on the straight path "
+                     f"from the baseline")
+    if "ablation" in ran:
+        parts.append("ablation: each column " + ("removed" if st.get("ablation") == "remove" else
+                                                 "replaced by its baseline token"))
+    text = "Settings: " + "; ".join(parts) + f". Baseline: {token!r} at every attributed column"
+    kept = st.get("kept_tokens") or []
+    if st.get("special_tokens") == "keep":
+        if kept:
+            text += (", except the special tokens " + ", ".join(repr(t) for t in kept) + ", which keep their own "
+                     "token: their columns are exactly 0 under " + " and ".join(ran) + " (not a finding: they "
+                     "are not perturbed; --special-tokens replace perturbs them too)")
+        else:
+            text += " (no special token among the columns)"
+    else:
+        text += ", special tokens included (--special-tokens replace)"
+    return text + "."
+
+
 def _cell_colour(v: float, span: float) -> str:
     a = 0.0 if span <= 0 or v != v else min(1.0, abs(v) / span)  # over white: matplotlib's bwr at 0.5 +- a / 2
     return f"rgba(255, 0, 0, {a:.3f})" if v >= 0 else f"rgba(0, 0, 255, {a:.3f})"
@@ -106,10 +135,14 @@ def write_generation_report(results: dict, out_dir: str | Path) -> Path:
         span = max((abs(v) for row in d["matrix"] for v in row), default=0.0)
         scores = d.get("target_logit", results["scores"])  # AttnLRP explains the logit
         share = d.get("softmax_share")
+        kept = set((results.get("settings") or {}).get("kept_columns") or []) \
+            if m in ("integrated_gradients", "ablation") else set()
         rows = [{"token": tok, "score": scores[i] if i < len(scores) else float("nan"),
                  "share": None if share is None else share[i],
                  "cells": [{"value": v, "colour": _cell_colour(v, span), "dark": span > 0 and abs(v) > 0.6 * span,
-                            "title": f"{tok} <- {columns[j]}: {v:.4g}"} for j, v in enumerate(row)]}
+                            "title": f"{tok} <- {columns[j]}: {v:.4g}" + (" (special token kept in the baseline: "
+                                                                           "not perturbed)" if j in kept else "")}
+                           for j, v in enumerate(row)]}
                 for i, (tok, row) in enumerate(zip(results["row_tokens"], d["matrix"]))]
         maps.append({"method": m, "span": span, "rows": rows, "share": share is not None,
                      "cbar": colorbar_html(-span, span, "bwr", "signed, the largest |value| of this method's "
@@ -124,6 +157,7 @@ def write_generation_report(results: dict, out_dir: str | Path) -> Path:
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     html = env.get_template("generation.html").render(r=results, columns=columns, maps=maps,
                                                       n_in=len(results["input_tokens"]),
+                                                      settings=generation_settings_text(results),
                                                       answer=answer_html(results["headline"], results["flags"]),
                                                       answer_css=ANSWER_CSS)
     (out / "index.html").write_text(html, encoding="utf-8")

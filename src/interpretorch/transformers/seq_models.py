@@ -40,6 +40,7 @@ TARGET_WORDS = ("lo", "na", "roso", "bulo", "veri", "grano", "pika", "neko", "in
                 "taba", "ama", "kai", "vieja")
 LEXICON = dict(zip(SOURCE_WORDS, TARGET_WORDS))
 VOCAB = (PAD, BOS, EOS, SEP) + SOURCE_WORDS + TARGET_WORDS
+SPECIAL_IDS = tuple(VOCAB.index(t) for t in (PAD, BOS, EOS, SEP))  # the template tokens of both tasks
 TASKS = ("translation", "copy")
 # sha256 of the packaged weights files, checked when they are loaded
 SHA256 = {"translation": "725d0ea9b590589d5f0798514dcaf51ffa01aef05b79fd448aa0ae62454f2dcf",
@@ -54,6 +55,11 @@ class WordTokenizer:
         self.index = {w: i for i, w in enumerate(self.vocab)}
         self.pad_id, self.bos_id = self.index[PAD], self.index[BOS]
         self.eos_id, self.sep_id = self.index[EOS], self.index[SEP]
+
+    @property
+    def special_ids(self) -> list[int]:
+        """The ids of ``<pad>``, ``<bos>``, ``<eos>`` and ``<sep>``."""
+        return [self.pad_id, self.bos_id, self.eos_id, self.sep_id]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of the words of ``text``; an unknown word raises a ValueError naming it."""
@@ -108,6 +114,7 @@ class TranslationTransformer(nn.Module):
     """Encoder-decoder on ``nn.Transformer`` (pre-norm, no dropout) with learned positions and a linear head."""
 
     is_encoder_decoder = True
+    special_ids = SPECIAL_IDS
 
     def __init__(self, vocab: int, dim: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128,
                  max_len: int = 12) -> None:
@@ -161,6 +168,7 @@ class CopyTransformer(nn.Module):
     """Decoder-only Transformer: a causal pre-norm ``nn.TransformerEncoder`` with learned positions."""
 
     is_encoder_decoder = False
+    special_ids = SPECIAL_IDS
 
     def __init__(self, vocab: int, dim: int = 64, layers: int = 2, heads: int = 4, ffn: int = 128,
                  max_len: int = 20) -> None:
@@ -378,11 +386,12 @@ if __name__ == "__main__":
 
 def alignment_accuracy(sm: SeqModel, methods: Sequence[str], n: int = 100, seed: int = 3, steps: int = 32,
                        batch_size: int | None = None, attribute_generated: bool = False,
-                       target: str = "logprob") -> dict[str, float]:
+                       target: str = "logprob", special_tokens: str = "keep") -> dict[str, float]:
     """Per method, the fraction of output words (``<eos>`` excluded) of ``n`` seeded test sentences whose
     top-attributed input word (among the source words, or the prompt tokens for copy) is the aligned one when
     each word's ``target`` (``"logprob"`` or ``"logit"``) is explained; by default the earlier output words stay
-    fixed (only source / prompt tokens are perturbed)."""
+    fixed (only source / prompt tokens are perturbed). The baseline is ``<pad>``, with the template tokens kept
+    (``special_tokens="keep"``) or replaced too (``"replace"``)."""
     from interpretorch.transformers.generation import attribute_generation
 
     task = sm.config.task
@@ -390,7 +399,8 @@ def alignment_accuracy(sm: SeqModel, methods: Sequence[str], n: int = 100, seed:
     res = attribute_generation(sm.model, [p for _, p, _ in examples], [a for _, _, a in examples],
                                sources=[s for s, _, _ in examples] if sm.model.is_encoder_decoder else None,
                                methods=methods, steps=steps, baseline_id=sm.tokenizer.pad_id, batch_size=batch_size,
-                               attribute_generated=attribute_generated, target=target)
+                               attribute_generated=attribute_generated, target=target,
+                               special_tokens=special_tokens, special_ids=sm.tokenizer.special_ids)
     hits = {m: 0 for m in methods}
     total = 0
     for (src, prompt, answer), r in zip(examples, res):
