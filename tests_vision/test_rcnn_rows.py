@@ -133,3 +133,21 @@ def test_a_hook_inside_the_heads_sees_every_proposal_as_torchvision_calls_it():
     assert seen["ours"] == seen["theirs"] and len(seen["ours"]) == 1 and seen["ours"][0] > 100
     for k in ("boxes", "labels", "scores"):
         assert torch.equal(a[0][k], b[0][k])
+
+
+@pytest.mark.numerics
+def test_an_image_without_detections_gives_empty_outputs_still_on_the_graph():
+    from interpretorch import explain
+    from interpretorch.core.targets import DetectionTarget
+
+    model = _detector("fasterrcnn_mobilenet_v3_large_fpn", 96)
+    model.roi_heads.score_thresh = 1.0  # no softmax score exceeds 1: nothing is kept
+    x = torch.rand(1, 3, 80, 96)
+    ours, theirs = BatchedDetector(model)(x)[0], model(list(x.unbind(0)))[0]
+    assert ours["boxes"].shape == theirs["boxes"].shape == (0, 4) and len(ours["labels"]) == 0
+    assert ours["scores"].requires_grad and theirs["scores"].requires_grad
+    target = DetectionTarget(boxes=[10.0, 10.0, 40.0, 40.0], labels=1)
+    a = explain(BatchedDetector(copy.deepcopy(model)), x, "gradient", target=target)
+    b = explain(_Plain(copy.deepcopy(model)), x, "gradient", target=target)
+    assert float(a.scores[0]) == float(b.scores[0]) == 0.0
+    assert torch.equal(a.maps, torch.zeros_like(a.maps)) and torch.equal(b.maps, torch.zeros_like(b.maps))
