@@ -63,8 +63,7 @@ def _box_rows(heads: nn.Module, features: dict[str, torch.Tensor], proposals: li
     """The box branch on these proposal rows: (boxes (N, C, 4) decoded, softmax scores (N, C))."""
     box_features = heads.box_head(heads.box_roi_pool(features, proposals, image_shapes))
     class_logits, box_regression = heads.box_predictor(box_features)
-    boxes = heads.box_coder.decode(box_regression, proposals).reshape(class_logits.shape[0], -1, 4)
-    return boxes, F.softmax(class_logits, -1)
+    return heads.box_coder.decode(box_regression, proposals), F.softmax(class_logits, -1)
 
 
 def _choose(heads: nn.Module, boxes: torch.Tensor, scores: torch.Tensor,
