@@ -5,7 +5,9 @@ CAM layer of each family.
 torchvision's detectors (Faster / Mask R-CNN, RetinaNet, FCOS, SSD) take a list of [0, 1] images and normalise and
 resize them inside (their ``transform``); ``BatchedDetector`` wraps one so that it takes a (B, 3, H, W) batch like
 every other model and returns its list of ``{boxes, labels, scores}`` dicts (boxes in the input's pixels). The
-wrapper holds the user's model, never changes it, and calls it in whatever mode the caller set. Segmenters
+wrapper holds the user's model, never changes it, and calls it in whatever mode the caller set. An eval-mode
+Faster / Mask / Keypoint R-CNN with torchvision's own box branch runs through :mod:`interpretorch.models.rcnn_rows`:
+the same detections, with the box branch's graph on the detections' own proposal rows only. Segmenters
 (DeepLabV3, FCN, LR-ASPP) already take a normalised batch and return ``{"out": logits}``; they need no wrapper.
 Hugging Face DETR, SegFormer, CLIP-vision and DINOv2 are wrapped so that they give the same structures.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from interpretorch.models.rcnn_rows import kept_rows_apply, rcnn_detections
 
 __all__ = ["BatchedDetector", "is_torchvision_detector", "batched_detector", "default_task_layer",
            "is_torchvision_segmenter", "HFDetector", "HFSegmenter", "HFEmbedder", "HF_TASKS"]
@@ -30,7 +34,12 @@ def is_torchvision_segmenter(model: nn.Module) -> bool:
 
 
 class BatchedDetector(nn.Module):
-    """A torchvision detector taking a (B, 3, H, W) batch of [0, 1] images: one dict of detections per row."""
+    """A torchvision detector taking a (B, 3, H, W) batch of [0, 1] images: one dict of detections per row.
+
+    For an eval-mode R-CNN (:func:`~interpretorch.models.rcnn_rows.kept_rows_apply`) the box branch is
+    differentiated on the kept detections' proposal rows only (torchvision's detections, equal up to float
+    rounding; a backward pass from one detection costs its own row, not every proposal's); any other detector, or
+    an R-CNN in training mode, with heads of its own or hooks inside them, is called as it is."""
 
     def __init__(self, detector: nn.Module) -> None:
         super().__init__()
@@ -41,7 +50,10 @@ class BatchedDetector(nn.Module):
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         if x.dim() != 4:
             raise ValueError(f"a batch of images (B, 3, H, W) is needed, got shape {tuple(x.shape)}")
-        return self.model(list(x.unbind(0)))
+        images = list(x.unbind(0))
+        if kept_rows_apply(self.model):
+            return rcnn_detections(self.model, images)
+        return self.model(images)
 
 
 def batched_detector(model: nn.Module) -> nn.Module:
