@@ -111,6 +111,12 @@ def test_falls_back_where_rows_are_not_provably_separate():
     assert not kept_rows_apply(hooked)
     handle.remove()
     assert kept_rows_apply(hooked)
+    glob = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)  # sees every module's call
+    try:
+        assert not kept_rows_apply(model)
+    finally:
+        glob.remove()
+    assert kept_rows_apply(model)
 
     class OwnHead(TwoMLPHead):
         """A user's box head (it might mix proposals)."""

@@ -89,3 +89,19 @@ def tail_after(model: nn.Module, name: str) -> Callable[[torch.Tensor], torch.Te
         return x
 
     return tail
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself carries a forward, forward-pre, backward or backward-pre hook."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks  # noqa: SLF001
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def global_hooks_active() -> bool:
+    """Whether a global module hook (``nn.modules.module.register_module_forward_hook``) or a torch function /
+    dispatch mode is active: then every module's call is observed, and a path that reruns modules is seen."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:  # noqa: SLF001 - torch's own
+        return True
+    return bool(torch._C._len_torch_function_stack() or torch._C._len_torch_dispatch_stack())  # noqa: SLF001

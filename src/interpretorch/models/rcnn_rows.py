@@ -25,12 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interpretorch.models.layers import global_hooks_active, has_hooks
+
 __all__ = ["kept_rows_apply", "rcnn_detections"]
-
-
-def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks  # noqa: SLF001 - torch's own
-                or getattr(m, "_backward_pre_hooks", None))
 
 
 def kept_rows_apply(model: nn.Module) -> bool:
@@ -55,7 +52,8 @@ def kept_rows_apply(model: nn.Module) -> bool:
         return False
     if model.training or any(m.training for m in heads.modules()):
         return False
-    return not (_hooked(model) or any(_hooked(m) for m in heads.modules()))
+    # a global hook or a torch function mode would see the box branch run twice (all rows, then the kept ones)
+    return not (global_hooks_active() or has_hooks(model) or any(has_hooks(m) for m in heads.modules()))
 
 
 def _box_rows(heads: nn.Module, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
