@@ -9,7 +9,11 @@ Which interval each figure uses:
 - ``bootstrap_ci``: the percentile bootstrap of the mean with a fixed seed, for figures whose per-image
   distribution is not normal (bounded, skewed metric values over a dataset). Resamples are drawn in batches
   from ``numpy.random.default_rng(seed)`` exactly as ``scipy.stats.bootstrap(..., method="percentile")``
-  draws them, so the two agree on the same seed, resamples and batch.
+  draws them, so the two agree on the same seed, resamples and batch;
+- ``cluster_bootstrap_ci``: the same percentile bootstrap for values that come in clusters (the several
+  detections of one image): whole clusters are resampled with replacement, all their values kept, so the
+  interval reflects that values of one cluster are not independent. With one value per cluster it draws the
+  same indices as ``bootstrap_ci`` and gives its interval.
 
 The tests themselves are scipy's (``wilcoxon``, ``ttest_rel``, ``ttest_ind``); this module adds the effect
 sizes (matched-pairs rank-biserial correlation for Wilcoxon, Cohen's d_z for the paired t-test), the
@@ -88,6 +92,39 @@ def bootstrap_ci(values: Sequence[float], *, confidence: float = 0.95, n_resampl
     for k in range(0, n_resamples, step):
         idx = rng.integers(0, n, (min(step, n_resamples - k), n))
         means.append(x[idx].mean(axis=-1))
+    theta = np.concatenate(means)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(theta, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[Any], *, confidence: float = 0.95,
+                         n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                         batch: int | None = None) -> tuple[float, float]:
+    """The percentile cluster-bootstrap confidence interval of the mean of ``values`` grouped by ``clusters``."""
+    # Each resample draws m of the m clusters (sorted ids) with replacement and takes the mean of all values of
+    # the drawn clusters (sum of their values / their count): the statistic is the plain mean of the values,
+    # its spread that of the cluster totals, as in Davison & Hinkley (1997) sec. 3.8 (resampling stage 1 only).
+    x = _vector(values, "cluster_bootstrap_ci")
+    if x.size == 0:
+        raise ValueError("cluster_bootstrap_ci needs a non-empty 1-D sequence of values, got shape (0,)")
+    if len(clusters) != x.size:
+        raise ValueError(f"cluster_bootstrap_ci needs one cluster per value, got {len(clusters)} clusters for "
+                         f"{x.size} values")
+    _check_confidence(confidence)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.bincount(inverse, weights=x)
+    counts = np.bincount(inverse).astype(np.float64)
+    m = sums.size
+    rng = np.random.default_rng(seed)
+    step = batch or bootstrap_batch(m, n_resamples)
+    means = []
+    for k in range(0, n_resamples, step):
+        idx = rng.integers(0, m, (min(step, n_resamples - k), m))
+        means.append(sums[idx].sum(axis=-1) / counts[idx].sum(axis=-1))
     theta = np.concatenate(means)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(theta, [alpha, 1.0 - alpha])

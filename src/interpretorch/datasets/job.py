@@ -405,10 +405,11 @@ def _task_summary(table: Mapping[str, list], names: list[str], columns: list[str
     """The summary of a task run: the statistics over targets (each row's unit), and what the targets were."""
     keep = [i for i, u in enumerate(table["unit"]) if u is not None]
     units = {c: [v[i] for i in keep] for c, v in table.items()}
+    units["cluster"] = units["image"]  # the targets of one image share it: intervals and tests resample images
     units["image"] = units.pop("unit")
     what = "detection(s)" if task.task == "detection" else "class region(s)"
     summary = summarize(units, names, columns, seed=seed, n_resamples=n_resamples,
-                        kinds={m: get_method(m).kind for m in names}, unit=what)
+                        kinds={m: get_method(m).kind for m in names}, unit=what, cluster="cluster")
     ok = [i for i, e in enumerate(table["error"]) if e is None]
     images = {table["image"][i] for i in ok}
     with_targets = {table["image"][i] for i in ok if table["unit"][i] is not None}

@@ -20,6 +20,7 @@ from interpretorch.explanation import Explanation
 from interpretorch.models.preprocess import Preprocess
 
 PER_SECTION = 8  # images per section (best, worst, random): every gallery page shows at most 3 x this
+OUTLINE = (1.0, 1.0, 1.0)  # a class region's outline: white, seen on the overlay's colours and on red objects
 
 
 def _env() -> Environment:
@@ -134,15 +135,30 @@ def _pictures(model: nn.Module, data: ImageSet, preprocess: Preprocess, method: 
     return files
 
 
+def _predicted_region(model: nn.Module, preprocess: Preprocess, image: torch.Tensor, label: int) -> torch.Tensor:
+    """The pixels (H, W) bool a segmentation model predicts as class ``label`` on one display ``image``."""
+    from interpretorch.capture import frozen
+    from interpretorch.core.device import model_device
+    from interpretorch.core.target_objects import segmentation_logits
+
+    with frozen(model), torch.no_grad():
+        logits = segmentation_logits(model(preprocess.normalize(image[None]).to(model_device(model))))
+    region = (logits.argmax(1) == int(label)).float()
+    if tuple(region.shape[-2:]) != tuple(image.shape[-2:]):
+        region = torch.nn.functional.interpolate(region[None], size=tuple(image.shape[-2:]), mode="nearest")[0]
+    return region[0].cpu() > 0.5
+
+
 def _task_pictures(data: ImageSet, preprocess: Preprocess, method: str, units: Sequence[int],
-                   table: Mapping[str, list], out: Path, saved: Mapping[int, np.ndarray], class_names: Sequence[str]
-                   ) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+                   table: Mapping[str, list], out: Path, saved: Mapping[int, np.ndarray], class_names: Sequence[str],
+                   model: nn.Module | None = None) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
     """For targets ``units`` of a task run: the overlay PNG of ``method``'s saved map, the image with the target's
-    box drawn (detections) and a caption (class, score), each by unit."""
+    object outlined (a detection's box; a class region's predicted pixels, recomputed with ``model``) and a
+    caption (class, score), each by unit."""
     from PIL import Image
 
     from interpretorch.datasets.tasks import UNIT
-    from interpretorch.imageops import draw_box
+    from interpretorch.imageops import draw_box, draw_outline
 
     row = {u: i for i, (u, m) in enumerate(zip(table["image"], table["method"])) if m == method}
     by_index = {r.index: r for r in data.records}
@@ -159,13 +175,22 @@ def _task_pictures(data: ImageSet, preprocess: Preprocess, method: str, units: S
         captions[u] = name + (f" {score:.2f}" if score is not None else "")
         image = item["image"]
         box = [table.get(c, [None] * len(table["image"]))[i] for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
+        region = None
         if all(v is not None for v in box):
             image = draw_box(image, box)
+        elif model is not None and label is not None and \
+                table.get("region_fraction", [None] * len(table["image"]))[i] is not None:
+            region = _predicted_region(model, preprocess, image, label)  # the pixels the map explains
+            image = draw_outline(image, region, OUTLINE)
         f_in = f"images/input_{u:011d}.png"
         Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(out / f_in)
         exp = Explanation(maps=torch.from_numpy(saved[u][None]), method=method)
         f_map = f"images/{_safe(method)}_{u:011d}.png"
-        Image.fromarray(exp.overlay(image[None])[0]).save(out / f_map)
+        picture = exp.overlay(image[None])[0]
+        if region is not None:  # a one-pixel outline fades in the 50% blend: drawn again on top
+            on_top = draw_outline(torch.from_numpy(picture).permute(2, 0, 1).float() / 255.0, region, OUTLINE)
+            picture = (on_top.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(picture).save(out / f_map)
         files[u], inputs[u] = f_map, f_in
     return files, inputs, captions
 
@@ -232,7 +257,8 @@ def write_dataset_report(out: str | Path, summary: Mapping[str, Any] | None, tab
         shown = sorted({i for v in picks.values() for i in v})
         saved = load_maps(out, m, shown) if manifest.get("save_maps") or task is not None else {}
         if task is not None:
-            files, inputs, captions = _task_pictures(data, preprocess, m, shown, table, out, saved, class_names)
+            files, inputs, captions = _task_pictures(data, preprocess, m, shown, table, out, saved, class_names,
+                                                     model)
         else:
             files = _pictures(model, data, preprocess, m, [by_index[i] for i in shown],
                               [target_of.get((i, m)) for i in shown], layer, (options or {}).get(m, {}), batch_size,

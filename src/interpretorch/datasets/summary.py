@@ -7,6 +7,18 @@ normal), seeded. The tests are ``scipy.stats.wilcoxon`` (two-sided) on the image
 value; a comparison names a winner only when its Holm-corrected p-value is below 0.05 ("no winner" otherwise).
 A metric that does not suit both methods' map kinds (Average Drop on a pixel attribution against a CAM) is not
 compared across the kinds: that comparison is listed as refused, with the reason, and is not in the correction.
+
+Rows that come in clusters (a task run: the several detections or class regions of one image, ``cluster`` naming
+the column that holds each row's image) are not independent, so the statistics respect the clustering:
+
+- the interval is the cluster bootstrap (``core.stats.cluster_bootstrap_ci``): images are resampled with
+  replacement, each with all its targets, and the mean over the drawn targets taken;
+- a paired comparison first averages, within each image, the differences A - B of the targets where both
+  methods have a value, and runs the same Wilcoxon test on those per-image means (n counts images). The pairs
+  are then independent (one per image), and the test, its effect size and the Holm correction stay those of a
+  classifier run; a cluster bootstrap of the mean difference was the alternative, but its p-values are resolved
+  only to 1 / resamples, which matters once Holm multiplies the smallest by the number of tests. Each image
+  weighs the same in the test whatever its number of targets (the table's means weigh targets).
 """
 from __future__ import annotations
 
@@ -17,11 +29,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from interpretorch.core.stats import (BOOTSTRAP_RESAMPLES, NO_WINNER, adjust_p, bootstrap_batch, bootstrap_ci,
-                                      correction_note, paired_test, winner)
+                                      cluster_bootstrap_ci, correction_note, paired_test, winner)
 from interpretorch.metrics.evaluate import METRIC_INFO
 from interpretorch.metrics.registry import figures
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "bootstrap_batch", "bootstrap_ci", "paired_test", "metric_values", "summarize",
+           "cluster_means",
            "summary_lines", "comparison_headline"]
 ALPHA = 0.05
 
@@ -40,28 +53,41 @@ def metric_values(table: Mapping[str, list], method: str, metric: str) -> dict[i
 def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0,
               n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95,
               kinds: Mapping[str, str] | None = None, correction: str = "holm",
-              unit: str = "image(s)") -> dict[str, Any]:
+              unit: str = "image(s)", cluster: str | None = None) -> dict[str, Any]:
     """The summary of per-image rows: {"table", "paired", "refused", "headline", "win_percentage", ...}, JSON-ready.
 
     ``kinds`` maps a method to its map kind ("region", "pixel", ...); a metric that does not suit both kinds of a
     pair is not compared across them. ``unit`` names what the ``image`` column counts in the sentences (a task run
-    counts its targets: "detection(s)").
+    counts its targets: "detection(s)"). ``cluster`` names the column holding the image each row belongs to, when
+    an image has several rows (a task run): intervals resample images and paired tests compare per-image means.
     """
     images = sorted(set(table.get("image", [])))
     failed = sorted({(int(i), p, e) for i, p, e in zip(table.get("image", []), table.get("path", []),
                                                        table.get("error", [])) if e is not None})
     cells: dict[str, dict[str, Any]] = {}
     values = {(m, k): metric_values(table, m, k) for m in methods for k in metrics}
+    if cluster is not None and cluster not in table:
+        raise ValueError(f"summarize: no column {cluster!r} holds the rows' clusters")
+    cluster_of = {} if cluster is None else {int(i): int(c) for i, c in zip(table["image"], table[cluster])}
     for m in methods:
         cells[m] = {}
         for k in metrics:
             v = np.asarray(list(values[m, k].values()), dtype=np.float64)
             if v.size == 0:
                 cells[m][k] = {"n": 0, "mean": None, "ci_low": None, "ci_high": None, "std": None}
+                if cluster is not None:
+                    cells[m][k]["clusters"] = 0
                 continue
-            low, high = bootstrap_ci(v, confidence=confidence, n_resamples=n_resamples, seed=seed)
+            if cluster is None:
+                low, high = bootstrap_ci(v, confidence=confidence, n_resamples=n_resamples, seed=seed)
+            else:
+                groups = [cluster_of[i] for i in values[m, k]]
+                low, high = cluster_bootstrap_ci(v, groups, confidence=confidence, n_resamples=n_resamples,
+                                                 seed=seed)
             cells[m][k] = {"n": int(v.size), "mean": float(v.mean()), "ci_low": low, "ci_high": high,
                            "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+            if cluster is not None:
+                cells[m][k]["clusters"] = len(set(groups))
     info = figures()
     kinds = dict(kinds or {})
     paired: dict[str, list[dict[str, Any]]] = {}
@@ -79,7 +105,12 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                                           f"{b} ({kb}) are compared only within their own map kind"})
                 continue
             common = sorted(set(values[a, k]) & set(values[b, k]))
-            res = paired_test([values[a, k][i] for i in common], [values[b, k][i] for i in common])
+            if cluster is None:
+                res = paired_test([values[a, k][i] for i in common], [values[b, k][i] for i in common])
+            else:
+                xa, xb = cluster_means(values[a, k], values[b, k], common, cluster_of)
+                res = paired_test(xa, xb)
+                res["targets"] = len(common)
             res.update(a=a, b=b, metric=k)
             rows.append(res)
         if rows:
@@ -106,11 +137,32 @@ def summarize(table: Mapping[str, list], methods: Sequence[str], metrics: Sequen
                 "both methods have a value, effect size the matched-pairs rank-biserial correlation; a winner is named "
                 f"only when the {correction}-corrected p-value is below {ALPHA}, following each metric's direction",
     }
+    if cluster is not None:
+        plural = unit.replace("(s)", "s")
+        out["clusters"] = {"column": cluster, "n": len(set(cluster_of.values())), "unit": "image(s)"}
+        out["bootstrap"].update(method="cluster percentile", resampled="image(s)")
+        out["test"] = (f"Wilcoxon signed-rank (scipy.stats.wilcoxon, two-sided) on one value per image: the mean of "
+                       f"A - B on the {plural} where both methods have a value, within the image (the {plural} of "
+                       "one image are not independent, the images are), so n counts images and the mean and median "
+                       "A - B are over those per-image means; effect size the matched-pairs rank-biserial "
+                       f"correlation; a winner is named only when the {correction}-corrected p-value is below "
+                       f"{ALPHA}, following each metric's direction")
     out["headline"] = comparison_headline(out)
     out["flags"] = summary_flags(out) + confidence_flags(table, methods, metrics, out["labels"])
     if "win" in metrics:
         out["win_percentage"] = {m: cells[m]["win"]["mean"] for m in methods}
     return out
+
+
+def cluster_means(a: Mapping[int, float], b: Mapping[int, float], rows: Sequence[int],
+                  cluster_of: Mapping[int, int]) -> tuple[list[float], list[float]]:
+    """Per cluster (in sorted order) the mean of ``a`` and of ``b`` over its ``rows``: the pairs of a clustered test."""
+    groups: dict[int, list[int]] = {}
+    for i in rows:
+        groups.setdefault(cluster_of[i], []).append(i)
+    keys = sorted(groups)
+    return ([float(np.mean([a[i] for i in groups[c]])) for c in keys],
+            [float(np.mean([b[i] for i in groups[c]])) for c in keys])
 
 
 def confidence_flags(table: Mapping[str, list], methods: Sequence[str], metrics: Sequence[str],
@@ -164,6 +216,8 @@ def comparison_headline(summary: Mapping[str, Any]) -> str:
     every = [r for rows in summary["paired"].values() for r in rows]
     wins = sorted((r for r in every if r.get("winner") not in (None, NO_WINNER)), key=lambda r: r["p_value_corrected"])
     n = f"{summary['images']} {summary.get('unit', 'image(s)')}"
+    if summary.get("clusters"):
+        n += f" in {summary['clusters']['n']} image(s)"
     name = summary.get("correction", {}).get("method", "holm")
     after = {"holm": "Holm", "bonferroni": "Bonferroni", "bh": "Benjamini-Hochberg"}.get(name)
     if not every:

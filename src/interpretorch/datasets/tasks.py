@@ -8,7 +8,9 @@ computed against them: a detection against the true box of its class that it ove
 ``iou``; a detection matching no true box has no value), a class region against the true pixels of that class
 (the objects' masks, or their boxes when the file has no masks). Without them, against the target's own object
 (the detection's box, the predicted region). Each row has a unit of its own (``image * UNIT + k`` for the image's
-k-th target), which the summary's statistics count: n is the number of targets.
+k-th target), which the summary's statistics count: n is the number of targets, and the intervals and paired
+tests resample and pair by image (``datasets.summary``), since the targets of one image are not independent.
+A row's ``score`` is the detection's score; ``pred_prob`` (a classifier's top-1 probability) stays empty.
 """
 from __future__ import annotations
 
@@ -195,7 +197,7 @@ def explain_task_batch(model: nn.Module, batch: dict[str, Any], good: list[int],
             unit = index * UNIT + j
             box = info.get("box") or [None] * 4
             for m in names:
-                row = {**base, "method": m, "target": info["label"], "pred_prob": info.get("score"), "unit": unit,
+                row = {**base, "method": m, "target": info["label"], "pred_prob": None, "unit": unit,
                        "score": info.get("score"), "box_x0": box[0], "box_y0": box[1], "box_x1": box[2],
                        "box_y1": box[3], "region_fraction": info.get("region_fraction"), "truth_iou": ious[j]}
                 for col, entry in values.get(m, {}).items():
