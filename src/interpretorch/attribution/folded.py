@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -63,15 +62,13 @@ def _fold(model: nn.Module, x: torch.Tensor, keep: tuple[str, ...]) -> nn.Module
     return work
 
 
-def folded_model(model: nn.Module, x: torch.Tensor, keep: str | Sequence[str] | None = None) -> nn.Module:
+def folded_model(model: nn.Module, x: torch.Tensor, keep: str | None = None) -> nn.Module:
     """``model``, or on the CPU a cached copy computing the same function with its BatchNorms folded into the
-    layers before them; ``keep`` names a layer (or ``layer:site``), or several, whose BatchNorm pair stays as it
-    is."""
+    layers before them; ``keep`` names a layer (or ``layer:site``) whose BatchNorm pair stays as it is."""
     if not isinstance(model, nn.Module) or x.device.type != "cpu" or not any(
             isinstance(m, _BATCHNORM) for m in model.modules()) or _has_hooks(model):
         return model
-    names = () if keep is None else (keep,) if isinstance(keep, str) else tuple(keep)
-    kept = tuple(k.split(":")[0] for k in names)
+    kept = () if keep is None else (keep.split(":")[0],)
     sig = _signature(model, x, kept)
     try:
         entry = _COPIES.get(model)

@@ -1,6 +1,6 @@
-"""The kept bottom graph of cascading randomization is built on the trained model with its BatchNorms folded and
-in channels-last rows (the same function up to float rounding): input gradients and similarities stay those of
-the full randomized copies, and the user's model is left as it was."""
+"""The kept bottom graph of cascading randomization runs the trained model (its BatchNorms as they are, not folded)
+on channels-last rows: input gradients and similarities stay those of the full randomized copies, and the user's
+model is left as it was."""
 from __future__ import annotations
 
 import pytest
@@ -19,7 +19,7 @@ def _bn_net() -> nn.Module:
 
     net = nn.Sequential(stage(3, 6), stage(6, 8), stage(8, 8),
                         nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)))
-    with torch.no_grad():  # running statistics away from (0, 1), so that folding changes the weights
+    with torch.no_grad():  # running statistics and affine parameters away from their defaults
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5)
@@ -42,7 +42,7 @@ def _node_names(t: torch.Tensor) -> set[str]:
 
 
 @pytest.mark.numerics
-def test_kept_graph_is_folded_and_gradients_match_the_full_copy():
+def test_kept_graph_is_channels_last_unfolded_and_gradients_match_the_full_copy():
     model = _bn_net()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
@@ -51,7 +51,7 @@ def test_kept_graph_is_folded_and_gradients_match_the_full_copy():
     cache = PrefixCache(model, x, blocks, plan)
     models = randomized_models(model, "cascading", blocks)
     for _ in range(2):
-        _, work = next(models)  # the head and the last stage random: cut at "1", two folded stages below
+        _, work = next(models)  # the head and the last stage random: cut at "1"
     wrapped = cache.wrap(work, plan[1][1])
     assert wrapped is not work
 
@@ -66,7 +66,7 @@ def test_kept_graph_is_folded_and_gradients_match_the_full_copy():
     _, h0 = cache.graph(slice(0, 3), "1")
     names = _node_names(h0)
     assert any("Convolution" in n for n in names)
-    assert not any("BatchNorm" in n for n in names)  # the bottom's BatchNorms are folded into its convolutions
+    assert any("BatchNorm" in n for n in names)  # the model's own BatchNorms: a folded copy changes the gradients
     assert h0.is_contiguous(memory_format=torch.channels_last)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # the user's model is not changed
@@ -74,9 +74,9 @@ def test_kept_graph_is_folded_and_gradients_match_the_full_copy():
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("blocks", [["0", "1", "2", "3"], None])
-def test_folded_reuse_gives_the_plain_similarities(blocks):
+def test_channels_last_reuse_gives_the_plain_similarities(blocks):
     # blocks=None: every conv, batch norm and the linear layer a block of its own, so a cut falls between a
-    # convolution and its batch norm (that pair must stay unfolded: the random copy applies its own batch norm)
+    # convolution and its batch norm
     model = _bn_net()
     x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(2))
     kw = dict(mode="cascading", metrics=("spearman_abs", "ssim"), keep_maps=2, seed=3, blocks=blocks)
