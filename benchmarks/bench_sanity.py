@@ -22,6 +22,12 @@ head convolution and the classifier, each with its batch norm), 4 photos at 224 
   (``percentile=100``), which Quantus does not do. Both then report the same numbers: the script prints the largest
   difference.
 
+Each harness's minor page faults are recorded (median per run, ``minor_faults_median`` in the JSON rows): with
+``--clock cpu`` the kernel's time mapping in fresh memory counts, and it depends on what the process allocated
+before (glibc gives the top of its heap back to the system whenever a large block is freed). Running the script
+with ``MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=4294967296`` keeps freed memory in the heap and
+shows the comparison without that effect.
+
 Protocol differences that stay: Quantus explains the original model twice (once for ``a_batch``, once at the first
 step) and interpretorch once; interpretorch also computes its random-map and edge-map baselines.
 

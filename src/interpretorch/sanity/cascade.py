@@ -15,20 +15,24 @@ runs the kept graph with the new incoming gradient. Only first-order gradients: 
 
 The kept graph runs on channels-last rows where the model takes them (``attribution.layout``), so each step's
 backward through the bottom runs in the layout PyTorch's CPU convolutions are fastest in, and the resumed top gets
-channels-last activations too (EfficientNet-Lite0: the maps came out bit-identical to the full copies'). The
+channels-last activations too (EfficientNet-Lite0, 4 images, one thread, loaded machine: the resumed backward
+summed over the 18 steps went from 2.43 to 2.00 s of CPU time, and the maps came out bit-identical to the full
+copies'). The
 BatchNorm-folded copy (``attribution.folded``) is *not* used: its input gradients are not the model's to float
 rounding on a ReLU6 network (a rounding-size change of a pre-activation at 0 or 6 flips that unit's derivative):
 EfficientNet-Lite0's cascade maps moved by 0.3-5 % of their maximum and the Spearman values by up to 5.8e-4.
 
-The kept graph's saved tensors (the bottom's activations for all the images, hundreds of MB for a CNN at 224 px)
-are copied, as autograd saves them, into a few large buffers of their own (``_Slabs``: 64 MiB each, above glibc's
-largest mmap threshold, so mapped apart from the malloc heap). Left in the heap, they sat between the free holes
-every step's temporaries need; those temporaries then landed at the top of the heap, which glibc hands back to the
-system whenever a large block is freed (its trim threshold), so every step page-faulted its memory in again:
-EfficientNet-Lite0, 4 images, Gradient, 19 steps, one thread: 460,000-550,000 minor faults and 1.2-1.6 s of system
-time per run against 7,000-9,000 and 0.02-0.05 s without reuse, which cancelled the skipped forward passes (the
-backward looked 18 % slower in a profile). With the slabs: 110,000-230,000 faults, 0.2-0.6 s, the same as without
-reuse, most of them at the last steps, whose top is nearly the whole network.
+The kept graph's saved tensors (the bottom's activations for all the images, about 340 MB for EfficientNet-Lite0
+with 4 images at 224 px) are copied, as autograd saves them, into a few large buffers of their own (``_Slabs``:
+64 MiB each, above glibc's largest mmap threshold, so mapped apart from the malloc heap). Left in the heap, they
+sat between the free holes every step's temporaries need; those temporaries then landed at the top of the heap,
+which glibc hands back to the system whenever a large block is freed (its trim threshold), so every step
+page-faulted its memory in again. EfficientNet-Lite0, 4 images, Gradient, 19 steps, one thread, loaded machine:
+460,000-550,000 minor faults and 1.2-1.6 s of system time per run against 7,000-9,000 and 0.02-0.05 s without
+reuse; that system time, charged to the first ops writing fresh memory (convolution and BatchNorm backward,
+fill), made the backward look 18 % slower and cancelled the skipped forward passes. With glibc told not to trim
+(``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``) the same code faulted 12 times. With the slabs, the
+median run faults 168,000 times against 231,000 without reuse (``benchmarks/bench_sanity.py``).
 
 It is method-agnostic and falls back to the full forward pass whenever reuse would be wrong: inputs that are not
 rows of the cached ones (perturbed or noisy copies, interpolations), or a hook on any module of the bottom part (a
