@@ -17,10 +17,10 @@ The kept graph runs on channels-last rows where the model takes them (``attribut
 backward through the bottom runs in the layout PyTorch's CPU convolutions are fastest in, and the resumed top gets
 channels-last activations too (EfficientNet-Lite0, 4 images, one thread, loaded machine: the resumed backward
 summed over the 18 steps went from 2.43 to 2.00 s of CPU time, and the maps came out bit-identical to the full
-copies'). The
-BatchNorm-folded copy (``attribution.folded``) is *not* used: its input gradients are not the model's to float
-rounding on a ReLU6 network (a rounding-size change of a pre-activation at 0 or 6 flips that unit's derivative):
-EfficientNet-Lite0's cascade maps moved by 0.3-5 % of their maximum and the Spearman values by up to 5.8e-4.
+copies'). The BatchNorm-folded copy (``attribution.folded``) is *not* used: its input gradients are not the
+model's to float rounding on a ReLU6 network (most likely a rounding-size change of a pre-activation at 0 or 6
+flips that unit's derivative; not checked unit by unit): EfficientNet-Lite0's cascade maps moved by 0.3-5 % of
+their maximum and the Spearman values by up to 5.8e-4.
 
 The kept graph's saved tensors (the bottom's activations for all the images, about 340 MB for EfficientNet-Lite0
 with 4 images at 224 px) are copied, as autograd saves them, into a few large buffers of their own (``_Slabs``:
@@ -32,7 +32,8 @@ page-faulted its memory in again. EfficientNet-Lite0, 4 images, Gradient, 19 ste
 reuse; that system time, charged to the first ops writing fresh memory (convolution and BatchNorm backward,
 fill), made the backward look 18 % slower and cancelled the skipped forward passes. With glibc told not to trim
 (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``) the same code faulted 12 times. With the slabs, the
-median run faults 168,000 times against 231,000 without reuse (``benchmarks/bench_sanity.py``).
+median run faults 168,000-366,000 times against 231,000-394,000 without reuse in the same process
+(``benchmarks/bench_sanity.py``, two runs).
 
 It is method-agnostic and falls back to the full forward pass whenever reuse would be wrong: inputs that are not
 rows of the cached ones (perturbed or noisy copies, interpolations), or a hook on any module of the bottom part (a
