@@ -22,6 +22,12 @@ head convolution and the classifier, each with its batch norm), 4 photos at 224 
   (``percentile=100``), which Quantus does not do. Both then report the same numbers: the script prints the largest
   difference.
 
+Each harness's minor page faults are recorded (median per run, ``minor_faults_median`` in the JSON rows): with
+``--clock cpu`` the kernel's time mapping in fresh memory counts, and it depends on what the process allocated
+before (glibc gives the top of its heap back to the system whenever a large block is freed). Running the script
+with ``MALLOC_MMAP_THRESHOLD_=67108864 MALLOC_TRIM_THRESHOLD_=4294967296`` keeps freed memory in the heap and
+shows the comparison without that effect.
+
 Protocol differences that stay: Quantus explains the original model twice (once for ``a_batch``, once at the first
 step) and interpretorch once; interpretorch also computes its random-map and edge-map baselines.
 
@@ -33,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import time
 
@@ -100,6 +107,11 @@ def quantus_explain(model, inputs, targets, method: str, **_kw) -> np.ndarray:
     return m[:, None].detach().numpy()
 
 
+def faults() -> int:
+    """Minor page faults of this process so far (memory the kernel had to map in on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def clock(kind: str):
     return time.process_time if kind == "cpu" else time.perf_counter
 
@@ -138,32 +150,37 @@ def main() -> None:
             one.append(now() - t)
         floor = (steps + 1) * statistics.median(one)
         ours_t, plain_t, q_t = [], [], []
+        flt: dict[str, list[int]] = {"reuse": [], "no_reuse": [], "quantus": []}  # minor page faults per run
         kw = dict(mode="cascading", target=target, layer=layer, seeding="shared", seed=43, reset_running_stats=True,
                   metrics=("spearman_abs",), metric_options={"spearman_abs": {"percentile": 100.0}}, keep_maps=0,
                   max_steps=steps)
         for _ in range(args.repeats):
-            t = now()
+            f, t = faults(), now()
             r = model_randomization(model, x, [method], reuse=True, **kw)
             ours_t.append(now() - t)
-            t = now()
+            flt["reuse"].append(faults() - f)
+            f, t = faults(), now()
             r_plain = model_randomization(model, x, [method], reuse=False, **kw)
             plain_t.append(now() - t)
+            flt["no_reuse"].append(faults() - f)
             if not args.skip_quantus and not QUANTUS.startswith("unavailable"):
                 metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman,
                                       layer_order="top_down", seed=42, abs=True, normalise=True,
                                       disable_warnings=True, display_progressbar=False)
                 view = BlockView(model, blocks)
-                t = now()
+                f, t = faults(), now()
                 q = metric(model=view, x_batch=x.numpy(), y_batch=target.numpy(), a_batch=None,
                            explain_func=quantus_explain, explain_func_kwargs={"method": method}, device="cpu",
                            batch_size=args.images)
                 q_t.append(now() - t)
+                flt["quantus"].append(faults() - f)
         ours = r.similarity[method]["spearman_abs"].numpy()  # (B, S)
         plain = r_plain.similarity[method]["spearman_abs"].numpy()
         row = {"method": method, "steps": steps, "one_explanation_s": statistics.median(one), "floor_s": floor,
                "interpretorch_s": statistics.median(ours_t), "x_floor": statistics.median(ours_t) / floor,
                "no_reuse_s": statistics.median(plain_t), "no_reuse_x_floor": statistics.median(plain_t) / floor,
                "reuse_counts": r.config["reuse"],
+               "minor_faults_median": {k: int(statistics.median(v)) for k, v in flt.items() if v},
                "max_abs_diff_reuse_vs_not": float(np.nanmax(np.abs(plain - ours)))}
         if q_t:
             qv = np.array([q[k] for k in q if k != "original"]).T  # (B, S), top block first
