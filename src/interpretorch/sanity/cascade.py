@@ -53,6 +53,7 @@ from torch import nn
 
 from interpretorch.attribution.layout import row_layout
 from interpretorch.capture import capture
+from interpretorch.models.layers import global_hooks_active, has_hooks
 from interpretorch.sanity.randomize import Block
 
 __all__ = ["chain", "cut_before", "PrefixCache", "ResumedModel"]
@@ -127,20 +128,10 @@ def _containers(model: nn.Module, cut: str) -> list[nn.Module]:
     return out
 
 
-def _has_hooks(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks  # noqa: SLF001 - torch's own
-                or getattr(m, "_backward_pre_hooks", None))
-
-
 def _hooked(subtrees: Sequence[nn.Module], containers: Sequence[nn.Module]) -> bool:
-    from torch.nn.modules import module as torch_module
-
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:  # noqa: SLF001 - torch's own
+    if global_hooks_active():  # a global hook or a torch function / dispatch mode (a ReLU rule of guided backprop)
         return True
-    # A torch function or dispatch mode (a ReLU rule of guided backprop) would change the bottom's ops too.
-    if torch._C._len_torch_function_stack() or torch._C._len_torch_dispatch_stack():  # noqa: SLF001 - torch's own
-        return True
-    return any(_has_hooks(m) for top in subtrees for m in top.modules()) or any(_has_hooks(c) for c in containers)
+    return any(has_hooks(m) for top in subtrees for m in top.modules()) or any(has_hooks(c) for c in containers)
 
 
 class ResumedModel(nn.Module):
