@@ -134,12 +134,11 @@ class _Reads(TorchFunctionMode):
         return out
 
 
-def _in_place_safe(work: nn.Module, one: torch.Tensor) -> list[nn.Module]:
+def _in_place_safe(work: nn.Module, one: torch.Tensor) -> tuple[list[nn.Module], torch.Tensor]:
     """The activation modules of ``work`` whose input nothing reads after them (no later torch call, not the
-    model's input, output, parameters or buffers), found by running ``one`` once: these may overwrite it."""
+    model's input, output, parameters or buffers), found by running ``one`` once (these may overwrite it), and
+    the output of that run."""
     acts = [m for m in work.modules() if type(m) in _IN_PLACE and not getattr(m, "inplace", True)]
-    if not acts:
-        return []
     rec = _Reads()
     uses: list[tuple[nn.Module, torch.Tensor | None, int, list]] = []
 
@@ -169,7 +168,7 @@ def _in_place_safe(work: nn.Module, one: torch.Tensor) -> list[nn.Module]:
         s = _storage(t) if t is not None else None
         if s is None or s in fixed or not end or last_read.get(s, -1) >= end[0]:
             unsafe.add(mod)
-    return [m for m in acts if m not in unsafe and any(u[0] is m for u in uses)]
+    return [m for m in acts if m not in unsafe and any(u[0] is m for u in uses)], out
 
 
 def _conv_arguments(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -214,7 +213,7 @@ def _route_pointwise(conv: nn.Conv2d) -> None:
     conv.forward = routed
 
 
-def _forward_only(base: nn.Module, model: nn.Module, x: torch.Tensor) -> nn.Module | None:
+def _forward_only(base: nn.Module, x: torch.Tensor) -> nn.Module | None:
     """A copy of ``base`` sharing its tensors, with in-place activations where safe and oneDNN 1x1 convolutions on
     one thread; None where it would change nothing or not compute the model's function."""
     params = list(base.parameters()) + list(base.buffers())
@@ -222,19 +221,19 @@ def _forward_only(base: nn.Module, model: nn.Module, x: torch.Tensor) -> nn.Modu
         work = copy.deepcopy(base, memo={id(t): t for t in params}).eval()
     except Exception:
         return None
-    one = x[:1].detach()
-    acts = _in_place_safe(work, one)
     convs = [m for m in work.modules() if isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1)
              and tuple(m.stride) == (1, 1) and tuple(m.dilation) == (1, 1)] \
         if torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled else []
-    if not acts and not convs:
+    if not convs and not any(type(m) in _IN_PLACE and not getattr(m, "inplace", True) for m in work.modules()):
+        return None
+    one = x[:1].detach()
+    acts, ref = _in_place_safe(work, one)  # ref: base's function, which folded_model checked against the model's
+    if not isinstance(ref, torch.Tensor) or (not acts and not convs):
         return None
     for m in acts:
         m.inplace = True
     for m in convs:
         _route_pointwise(m)
-    with frozen(model):
-        ref = model(one)
     with torch.no_grad():
         out = work(one.contiguous(memory_format=torch.channels_last) if one.dim() == 4 else one)
     if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
@@ -260,7 +259,7 @@ def forward_only_model(model: nn.Module, x: torch.Tensor) -> nn.Module:
         return base
     if entry is None or entry[0] != sig:
         try:
-            work = _forward_only(base, model, x)
+            work = _forward_only(base, x)
         except Exception:  # a model this cannot analyse runs as folded_model gives it
             work = None
         entry = (sig, work)

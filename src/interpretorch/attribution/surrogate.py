@@ -16,6 +16,7 @@ from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores
 from interpretorch.attribution.folded import forward_only_model
+from interpretorch.core.progress import advance
 from interpretorch.core.seeding import seed_for
 from interpretorch.attribution.features import feature_masks, n_features
 from interpretorch.attribution.layout import in_layout, row_layout
@@ -119,6 +120,7 @@ def _surrogate(model: nn.Module, inputs: torch.Tensor, target: Target, *, method
     sc[~whole] = perturbed_scores(model, x, target, idx, score, batch_size, len(uniq), make_rows,
                                   lambda r: u_img[r], f"{method} coalitions")[inv]
     sc[whole] = row_scores(out, target, idx, score).double()[img[whole]]
+    advance(len(img) - len(uniq))  # the rows not run again count as done on the progress sink
     phi = torch.zeros(b, fmax, dtype=torch.float64)
     intercept = torch.zeros(b, dtype=torch.float64)
     start = 0
