@@ -14,11 +14,11 @@ Rows run without gradients (the feature methods, LIME, KernelSHAP) go through ``
 copy sharing the folded copy's weights, in which (1) an activation (ReLU, ReLU6, SiLU, ...) overwrites its input
 where one recorded pass shows that nothing reads that input afterwards (not a later call, not the model's input,
 output, parameters or buffers), so each activation allocates and writes no fresh feature map, and (2) 1x1
-convolutions on channels-last float32 rows run through oneDNN on one thread, where PyTorch itself sends them to
-its slower reference kernel (with more threads or 16 rows PyTorch picks oneDNN itself). Both keep the function
-(in-place: the same numbers; oneDNN: the same sums in another order, checked on one image to 1e-4 of its largest
-output). EfficientNet-Lite0, 8 rows at 224 px, one thread, loaded machine: forward 1.59x faster than the folded
-copy alone (best of 7 interleaved, CPU time).
+convolutions on channels-last float32 rows (two or more, or one large one) run through oneDNN on one thread, where
+PyTorch itself sends them to its slower reference kernel (with more threads or 16 rows PyTorch picks oneDNN
+itself). Both keep the function (in-place: the same numbers; oneDNN: the same sums in another order, checked on
+one image to 1e-4 of its largest output). EfficientNet-Lite0, 8 rows at 224 px, one thread, loaded machine:
+forward 1.59x faster than the folded copy alone (best of 7 interleaved, CPU time).
 """
 from __future__ import annotations
 
@@ -180,6 +180,12 @@ def _pair_list(v) -> list[int]:
 
 
 _PLAIN = (torch.Tensor, nn.Parameter)
+# Routed: two or more rows, or one row of at least this many values. PyTorch's slow path computes one matrix
+# product per row, which oneDNN beats for several rows; for one small row the routing's own cost (a Python function
+# mode, about 70 us per convolution) is more than it saves: routing every 1x1 convolution of one 64 px Lite0 row
+# took it to 0.64x. With this rule, in place + routed against the folded copy, best of 5 interleaved, loaded machine:
+# 1 row per call 0.98x (64 px), 1.06x (128 px), 1.04x (224 px); 8 rows 1.20x, 2.29x, 1.94x.
+ROUTE_MIN_VALUES = 1 << 20
 
 
 class _OneDNN(TorchFunctionMode):
@@ -206,7 +212,9 @@ def _route_pointwise(conv: nn.Conv2d) -> None:
     forward = conv.forward
 
     def routed(*args, **kwargs):
-        if torch.get_num_threads() != 1 or torch.is_grad_enabled():
+        if torch.get_num_threads() != 1 or torch.is_grad_enabled() or not args or not isinstance(
+                args[0], torch.Tensor) or args[0].dim() != 4 or (
+                args[0].shape[0] < 2 and args[0].numel() < ROUTE_MIN_VALUES):
             return forward(*args, **kwargs)
         with _OneDNN():
             return forward(*args, **kwargs)
