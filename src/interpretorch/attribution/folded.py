@@ -118,19 +118,17 @@ def _storage(t: torch.Tensor) -> int | None:
 
 
 class _Reads(TorchFunctionMode):
-    """Records the tensors every torch call reads and returns, keeping them alive (so no storage is reused while
-    it records and a storage identifies one tensor's memory)."""
+    """Records the storages every torch call reads (the activations' inputs are kept alive by the caller, so no
+    other tensor takes their memory while it records)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[list[torch.Tensor]] = []
-        self.alive: list = []
+        self.calls: list[set[int | None]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        self.calls.append(_tensors((args, kwargs)))
-        self.alive.append(out)
+        self.calls.append({_storage(t) for t in _tensors((args, kwargs))})
         return out
 
 
@@ -162,7 +160,7 @@ def _in_place_safe(work: nn.Module, one: torch.Tensor) -> tuple[list[nn.Module],
     last_read: dict[int | None, int] = {}  # storage -> the last call reading it
     for k, call in enumerate(rec.calls):
         for r in call:
-            last_read[_storage(r)] = k
+            last_read[r] = k
     unsafe = set()
     for mod, t, _start, end in uses:
         s = _storage(t) if t is not None else None
@@ -212,9 +210,10 @@ def _route_pointwise(conv: nn.Conv2d) -> None:
     forward = conv.forward
 
     def routed(*args, **kwargs):
-        if torch.get_num_threads() != 1 or torch.is_grad_enabled() or not args or not isinstance(
-                args[0], torch.Tensor) or args[0].dim() != 4 or (
-                args[0].shape[0] < 2 and args[0].numel() < ROUTE_MIN_VALUES):
+        x = args[0] if args else None
+        if (torch.get_num_threads() != 1 or torch.is_grad_enabled() or not torch.backends.mkldnn.enabled
+                or not isinstance(x, torch.Tensor) or x.dim() != 4
+                or (x.shape[0] < 2 and x.numel() < ROUTE_MIN_VALUES)):
             return forward(*args, **kwargs)
         with _OneDNN():
             return forward(*args, **kwargs)
