@@ -1,10 +1,12 @@
 """Issue 29's methods beside their references on the same inputs, in one process: seconds for ours at batch_size
 8 (rows per model call) and for Captum 0.9 or Zennit (LRP), and the ratio reference / ours (> 1: ours faster).
-Captum gets the same 8 rows per call where it lets the caller choose: perturbation methods run with
-perturbations_per_eval=1 on the 8 images, path methods with internal_batch_size=8; DeepLift / DeepLiftShap put
-images and references through together (16 rows per call for 8 images) and GradientShap all its samples at once;
-``name@N`` rows repeat those two with ours given the same N rows per call. One untimed call of each side runs
-first.
+Captum gets the same 8 rows per call where it lets the caller choose: feature ablation and Shapley sampling run
+with perturbations_per_eval=1 on the 8 images (one perturbation of every image per call), Lime and KernelShap with
+perturbations_per_eval=8 (they explain a batch one image at a time: 8 perturbations of that image per call; with 1
+they would run one row per call, which ``lime@1`` / ``kernel_shap@1`` time against ours at batch_size 1), path
+methods with internal_batch_size=8; DeepLift / DeepLiftShap put images and references through together (16 rows
+per call for 8 images) and GradientShap all its samples at once; ``name@N`` rows repeat those two with ours given
+the same N rows per call. One untimed call of each side runs first.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_toolbox.py --images 2 --size 96
     # LRP beside Zennit needs Zennit importable (the vision environment, or --no-deps into a target directory):
@@ -15,11 +17,13 @@ them). Each figure is the best of ``--repeat`` runs, ours and the reference's in
 process CPU time (steadier with ``--threads 1`` on a busy machine).
 
 Floors (``--floor``): the forward rows a method cannot avoid (the clean images plus its perturbed or path rows),
-timed as plain forward passes of 8 rows without gradients, on the model as given in NCHW (what Captum runs) and
-on the BatchNorm-folded copy in channels-last (what ours runs); ``ours/fl`` and ``ref/fl`` are each side's time
-over its floor. ``feature_ablation_slic`` uses SLIC superpixels per image (the method's default): Captum then
-evaluates every label for every image (B x max F rows), ours each image's own (sum of F). ``--absorption`` prints
-the LRP epsilon rule's conservation (relevance reaching the input / target logit) on the model's biases.
+timed as plain forward passes of 8 rows (1 for ``@1``) without gradients, on the model as given in NCHW (what
+Captum runs) and on the BatchNorm-folded copy in channels-last (what ours runs; for the no-gradient methods
+``forward_only_model``'s copy); ``calls`` / ``refcalls`` count each side's model calls; ``ours/fl`` and
+``ref/fl`` are each side's time over its floor. ``feature_ablation_slic`` uses SLIC superpixels per image (the
+method's default): Captum then evaluates every label for every image (B x max F rows), ours each image's own (sum
+of F). ``--absorption`` prints the LRP epsilon rule's conservation (relevance reaching the input / target logit) on
+the model's biases.
 """
 from __future__ import annotations
 
@@ -47,21 +51,26 @@ def timed(fn, repeat: int) -> float:
     return best
 
 
-def floor_fn(model, x, n_rows: int, *, fold: bool):
-    """n_rows forward rows (the images repeated), 8 per call, without gradients: on the model as given (NCHW) or
-    on the copy ours evaluates (BatchNorm folded, channels-last)."""
-    from interpretorch.attribution.folded import folded_model
+# the methods whose rows run without gradients, on forward_only_model's copy
+FORWARD_ONLY = ("shapley_sampling", "feature_ablation", "feature_ablation_slic", "kernel_shap", "lime")
+
+
+def floor_fn(model, x, n_rows: int, *, fold: bool, forward_only: bool = False, per_call: int = 8):
+    """n_rows forward rows (the images repeated), ``per_call`` per call, without gradients: on the model as given
+    (NCHW) or on the copy ours evaluates (BatchNorm folded, channels-last; with ``forward_only`` the copy the
+    no-gradient rows run on)."""
+    from interpretorch.attribution.folded import folded_model, forward_only_model
     from interpretorch.attribution.layout import in_layout, row_layout
 
-    m = folded_model(model, x) if fold else model
-    rows = x.repeat(-(-8 // len(x)), 1, 1, 1)[:8]
+    m = (forward_only_model if forward_only else folded_model)(model, x) if fold else model
+    rows = x.repeat(-(-per_call // len(x)), 1, 1, 1)[:per_call]
     if fold:
         rows = in_layout(rows, row_layout(m, x))
 
     def run():
         with torch.no_grad():
-            for start in range(0, n_rows, 8):
-                m(rows[:min(8, n_rows - start)])
+            for start in range(0, n_rows, per_call):
+                m(rows[:min(per_call, n_rows - start)])
     return run
 
 
@@ -107,12 +116,14 @@ def cases(model, x, t, layer_name, steps: int, samples: int, cell: int):
     yield ("feature_ablation_slic", ours("feature_ablation", features=slic),
            lambda: ca.FeatureAblation(model).attribute(x, target=t, feature_mask=slic, perturbations_per_eval=1),
            "Captum")
-    yield ("kernel_shap", ours("kernel_shap", features=fm, n_samples=samples),
-           lambda: ca.KernelShap(model).attribute(x, target=t, feature_mask=fm, n_samples=samples,
-                                                  perturbations_per_eval=1), "Captum")
-    yield ("lime", ours("lime", features=fm, n_samples=samples),
-           lambda: ca.Lime(model).attribute(x, target=t, feature_mask=fm, n_samples=samples,
-                                            perturbations_per_eval=1), "Captum")
+    for rows in (8, 1):  # Captum's Lime / KernelShap explain one image at a time: rows per call = perturbations
+        tag = "" if rows == 8 else f"@{rows}"
+        yield (f"kernel_shap{tag}", ours("kernel_shap", rows=rows, features=fm, n_samples=samples),
+               lambda rows=rows: ca.KernelShap(model).attribute(x, target=t, feature_mask=fm, n_samples=samples,
+                                                                perturbations_per_eval=rows), "Captum")
+        yield (f"lime{tag}", ours("lime", rows=rows, features=fm, n_samples=samples),
+               lambda rows=rows: ca.Lime(model).attribute(x, target=t, feature_mask=fm, n_samples=samples,
+                                                          perturbations_per_eval=rows), "Captum")
     yield ("layer_conductance", ours("layer_conductance", steps=steps),
            lambda: ca.LayerConductance(model, layer).attribute(x, target=t, n_steps=steps, internal_batch_size=8),
            "Captum")
@@ -191,7 +202,8 @@ def main() -> None:
     row_layout(model, x)  # the layout check's one row, made now so that no row count includes it
     head = f"{'method':22s} {'ours s':>8s} {'ref s':>8s} {'ref/ours':>8s}"
     if args.floor:
-        head += f" {'rows':>6s} {'refrows':>7s} {'fl ours':>8s} {'fl ref':>8s} {'ours/fl':>7s} {'ref/fl':>7s}"
+        head += (f" {'rows':>6s} {'refrows':>7s} {'calls':>5s} {'refcalls':>8s} {'fl ours':>8s} {'fl ref':>8s} "
+                 f"{'ours/fl':>7s} {'ref/fl':>7s}")
     print(head + "  reference")
     for name, ours, ref, ref_name in cases(model, x, t, layer, args.steps, args.samples, cell):
         if args.methods and name.split("@")[0] not in args.methods:
@@ -205,15 +217,21 @@ def main() -> None:
             b = min(b, timed(ref, 1)) if ref is not None else float("nan")
         line = f"{name:22s} {a:8.2f} {b:8.2f} {b / a:8.2f}"
         if args.floor:
-            rows, ref_rows = count_rows(model, ours), count_rows(model, ref) if ref is not None else 0
-            fa = timed(floor_fn(model, x, rows, fold=True), args.repeat)
-            fb = timed(floor_fn(model, x, ref_rows, fold=False), args.repeat) if ref_rows else float("nan")
-            line += f" {rows:6d} {ref_rows:7d} {fa:8.2f} {fb:8.2f} {a / fa:7.2f} {b / fb:7.2f}"
+            (rows, calls), (ref_rows, ref_calls) = count_rows(model, ours), \
+                count_rows(model, ref) if ref is not None else (0, 0)
+            per_call = 1 if name.endswith("@1") else 8
+            fa = timed(floor_fn(model, x, rows, fold=True, forward_only=name.split("@")[0] in FORWARD_ONLY,
+                                per_call=per_call), args.repeat)
+            fb = timed(floor_fn(model, x, ref_rows, fold=False, per_call=per_call), args.repeat) if ref_rows \
+                else float("nan")
+            line += (f" {rows:6d} {ref_rows:7d} {calls:5d} {ref_calls:8d} {fa:8.2f} {fb:8.2f} {a / fa:7.2f} "
+                     f"{b / fb:7.2f}")
         print(line + f"  {ref_name}", flush=True)
 
 
-def count_rows(model, fn) -> int:
-    """The rows ``fn`` feeds ``model`` (one more untimed call, with a counting hook; ours then skips folding)."""
+def count_rows(model, fn) -> tuple[int, int]:
+    """The rows ``fn`` feeds ``model`` and the calls they take (one more untimed call, with a counting hook; ours
+    then evaluates the model as given)."""
     rows = []
 
     def first_tensor(a):
@@ -229,7 +247,7 @@ def count_rows(model, fn) -> int:
         fn()
     finally:
         handle.remove()
-    return sum(rows)
+    return sum(rows), len(rows)
 
 
 def absorption(model, x, t) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
 from interpretorch.attribution.features import feature_masks, n_features
-from interpretorch.attribution.folded import folded_model
+from interpretorch.attribution.folded import folded_model, forward_only_model
 from interpretorch.attribution.gradient import input_grad
 from interpretorch.attribution.integrated import ig_baseline
 from interpretorch.attribution.layout import in_layout, row_layout
@@ -206,7 +206,7 @@ def shapley_sampling(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     clean pass), all images' rows batched together.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
-    model = folded_model(model, x)  # BatchNorms folded on the CPU: the same function, fewer passes
+    model = forward_only_model(model, x)  # no gradients: folded BatchNorms, in-place activations (CPU)
     b = x.shape[0]
     fm, nf = _features(x, features, n_segments, cell)
     perms = _permutations(nf, n_samples, permutations, seed).to(x.device)
@@ -274,7 +274,7 @@ def feature_ablation(model: nn.Module, inputs: torch.Tensor, target: Target = "t
     its row is not run and its value is 0 (``extras["unchanged_features"]`` counts them).
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
-    model = folded_model(model, x)  # BatchNorms folded on the CPU: the same function, fewer passes
+    model = forward_only_model(model, x)  # no gradients: folded BatchNorms, in-place activations (CPU)
     b = x.shape[0]
     fm, nf = _features(x, features, n_segments, cell)
     base = as_baseline(baseline, x)
@@ -325,7 +325,7 @@ def feature_permutation(model: nn.Module, inputs: torch.Tensor, target: Target =
     identity, when not given). A row is one image with one feature permuted: F x B rows.
     """
     x, target, batch_size = method_inputs(model, inputs, target, batch_size)
-    model = folded_model(model, x)  # BatchNorms folded on the CPU: the same function, fewer passes
+    model = forward_only_model(model, x)  # no gradients: folded BatchNorms, in-place activations (CPU)
     b = x.shape[0]
     if b < 2:
         raise ValueError("feature_permutation swaps features between the images of a batch: give at least 2 images")
