@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
+from interpretorch.attribution.folded import forward_only_model
 from interpretorch.attribution.registry import register
 from interpretorch.core import seed_for
 from interpretorch.core.targets import Target, tensor_outputs
@@ -28,6 +29,12 @@ def _starts(size: int, window: int, stride: int) -> torch.Tensor:
     """Window origins along one axis: 0, stride, ... until the image is covered (the last window may be cut off
     by the border, as in Captum)."""
     return torch.arange(-(-(size - window) // stride) + 1) * stride
+
+
+def _rows_model(model: nn.Module, x: torch.Tensor, clean: object) -> nn.Module:
+    """The model the perturbed rows run on: ``forward_only_model`` (no gradients; on the CPU folded BatchNorms and
+    in-place activations, the same function) where the clean pass gave one tensor, else the model itself."""
+    return forward_only_model(model, x) if isinstance(clean, torch.Tensor) else model
 
 
 def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, target: Target,
@@ -80,6 +87,7 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
 
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx, score)
+    model = _rows_model(model, x, out)
     total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
     _run_perturbed(model, x, rows_fn, len(ys) * nx * b, target, idx, score, batch_size, "occluded inputs",
                    lambda i, s, mask: total.index_add_(0, i, (clean[i] - s).to(x.dtype)[:, None, None] * mask))
@@ -188,6 +196,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
         return x[i] * mk + base[i] * (1 - mk), mk[:, 0]
 
     idx, out = clean_pass(model, x, target, batch_size)
+    model = _rows_model(model, x, out)
     total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
     _run_perturbed(model, x, rows_fn, n * b, target, idx, score, batch_size, "masked inputs",
                    lambda i, s, mk: total.index_add_(0, i, s.to(x.dtype)[:, None, None] * mk))
