@@ -33,7 +33,7 @@ from interpretorch.attribution.lrp import merge_batchnorm
 from interpretorch.capture import frozen
 from interpretorch.models.layers import has_hooks
 
-__all__ = ["folded_model", "forward_only_model"]
+__all__ = ["folded_model", "forward_only_model", "forward_only_rows"]
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -273,3 +273,11 @@ def forward_only_model(model: nn.Module, x: torch.Tensor) -> nn.Module:
         entry = (sig, work)
         _FORWARD_ONLY[model] = entry
     return entry[1] if entry[1] is not None else base
+
+
+def forward_only_rows(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.memory_format]:
+    """``forward_only_model(model, x)`` and the memory format its rows should take: channels-last where it is its
+    own copy (checked on one channels-last row when it was made, so no further check row), else contiguous."""
+    net = forward_only_model(model, x)
+    own = x.dim() == 4 and net is not model and net is not folded_model(model, x)
+    return net, torch.channels_last if own else torch.contiguous_format

@@ -6,12 +6,15 @@ chunk by chunk (never all at once). Maps are (B, H, W).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
-from interpretorch.attribution.folded import forward_only_model
+from interpretorch.attribution.folded import forward_only_rows
+from interpretorch.attribution.layout import in_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core import seed_for
 from interpretorch.core.targets import Target, tensor_outputs
@@ -31,19 +34,24 @@ def _starts(size: int, window: int, stride: int) -> torch.Tensor:
     return torch.arange(-(-(size - window) // stride) + 1) * stride
 
 
-def _rows_model(model: nn.Module, x: torch.Tensor, clean: object) -> nn.Module:
-    """The model the perturbed rows run on: ``forward_only_model`` (no gradients; on the CPU folded BatchNorms and
-    in-place activations, the same function) where the clean pass gave one tensor, else the model itself."""
-    return forward_only_model(model, x) if isinstance(clean, torch.Tensor) else model
+def _rows_model(model: nn.Module, x: torch.Tensor, clean: object) -> tuple[Callable, nn.Module]:
+    """The function the perturbed rows run on and the network it belongs to: ``forward_only_model`` (no gradients;
+    on the CPU folded BatchNorms, in-place activations and channels-last rows, the same function) where the clean
+    pass gave one tensor, else the model itself."""
+    if not isinstance(clean, torch.Tensor):
+        return model, model
+    net, layout = forward_only_rows(model, x)
+    return (net if layout == torch.contiguous_format else lambda rows: net(in_layout(rows, layout))), net
 
 
-def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, target: Target,
+def _run_perturbed(model: tuple[Callable, nn.Module], x: torch.Tensor, rows_fn, n_rows: int, target: Target,
                    idx: torch.Tensor | None, score: str, batch_size: int, what: str, accumulate) -> None:
     """Score ``n_rows`` perturbation-major rows (row r = perturbation r // B of image r % B) built by
     ``rows_fn(perturbation, image)`` and hand each chunk's (images, scores, extra) to ``accumulate``."""
     b = x.shape[0]
-    score_rows(model, n_rows, lambda r: rows_fn(r // b, r % b), image_of=lambda r: r % b, device=x.device,
-               target=target, idx=idx, score=score, batch_size=batch_size, consume=accumulate, what=what)
+    score_rows(model[0], n_rows, lambda r: rows_fn(r // b, r % b), image_of=lambda r: r % b, device=x.device,
+               target=target, idx=idx, score=score, batch_size=batch_size, consume=accumulate, what=what,
+               frozen_model=model[1])
 
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,

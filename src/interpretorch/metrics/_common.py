@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution.folded import forward_only_model
+from interpretorch.attribution.folded import forward_only_rows
+from interpretorch.attribution.layout import in_layout
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
 from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
@@ -156,10 +157,10 @@ class Scorer:
         """Return the model's outputs for (N, C, H, W) inputs, ``batch_size`` rows at a time, in eval mode."""
         outs = []
         with frozen(self.model):
-            # no gradients: on the CPU, folded BatchNorms and in-place activations (the same function)
-            net = forward_only_model(self.model, x) if self.forward_only else self.model
+            # no gradients: on the CPU, folded BatchNorms, in-place activations, channels-last rows (the same function)
+            net, layout = forward_only_rows(self.model, x) if self.forward_only else (self.model, None)
             for sl in chunks(x.shape[0], self.batch_size):
-                out = net(x[sl])
+                out = net(x[sl] if layout is None else in_layout(x[sl], layout))
                 check_finite(out)
                 outs.append(out)
         self.forwarded += x.shape[0]
