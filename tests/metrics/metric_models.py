@@ -34,15 +34,20 @@ class LinearClassifier(nn.Module):
 
 
 class Counting(nn.Module):
-    """Wraps a model and counts the rows (images) that go through it, and the calls."""
+    """Wraps a model and counts the rows (images) that go through it, and the calls. It counts with a forward
+    pre-hook, as a user would: a hooked model is run as it is (never as a folded or forward-only copy, which
+    would hide the calls from the hook), so every row a metric sends is counted here."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.rows = 0
         self.calls = 0
+        self.register_forward_pre_hook(Counting._count)
+
+    def _count(self, args: tuple) -> None:
+        self.rows += args[0].shape[0]
+        self.calls += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        self.calls += 1
         return self.model(x)

@@ -31,8 +31,9 @@ from torch.overrides import TorchFunctionMode
 
 from interpretorch.attribution.lrp import merge_batchnorm
 from interpretorch.capture import frozen
+from interpretorch.models.layers import has_hooks
 
-__all__ = ["folded_model", "forward_only_model"]
+__all__ = ["folded_model", "forward_only_model", "forward_only_rows"]
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _COPIES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -45,9 +46,9 @@ def _signature(model: nn.Module, x: torch.Tensor, keep: tuple[str, ...]) -> tupl
     return (tuple(id(m) for m in model.modules()), tensors, tuple(x.shape[1:]), x.dtype, keep)
 
 
-def _has_hooks(model: nn.Module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or
-               getattr(m, "_backward_pre_hooks", None) for m in model.modules())
+def _hooked(model: nn.Module) -> bool:
+    """Whether any module of ``model`` carries a hook (a copy would hide the calls from it)."""
+    return any(has_hooks(m) for m in model.modules())
 
 
 def _fold(model: nn.Module, x: torch.Tensor, keep: tuple[str, ...]) -> nn.Module | None:
@@ -77,7 +78,7 @@ def folded_model(model: nn.Module, x: torch.Tensor, keep: str | None = None) -> 
     """``model``, or on the CPU a cached copy computing the same function with its BatchNorms folded into the
     layers before them; ``keep`` names a layer (or ``layer:site``) whose BatchNorm pair stays as it is."""
     if not isinstance(model, nn.Module) or x.device.type != "cpu" or not any(
-            isinstance(m, _BATCHNORM) for m in model.modules()) or _has_hooks(model):
+            isinstance(m, _BATCHNORM) for m in model.modules()) or _hooked(model):
         return model
     kept = () if keep is None else (keep.split(":")[0],)
     sig = _signature(model, x, kept)
@@ -257,7 +258,7 @@ def forward_only_model(model: nn.Module, x: torch.Tensor) -> nn.Module:
     convolutions use oneDNN on one thread; elsewhere (or where that would not keep the function)
     ``folded_model(model, x)``. Only for calls without gradients."""
     base = folded_model(model, x)
-    if not isinstance(model, nn.Module) or x.device.type != "cpu" or _has_hooks(model):
+    if not isinstance(model, nn.Module) or x.device.type != "cpu" or _hooked(model):
         return base
     sig = _signature(model, x, ())
     try:
@@ -272,3 +273,11 @@ def forward_only_model(model: nn.Module, x: torch.Tensor) -> nn.Module:
         entry = (sig, work)
         _FORWARD_ONLY[model] = entry
     return entry[1] if entry[1] is not None else base
+
+
+def forward_only_rows(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.memory_format]:
+    """``forward_only_model(model, x)`` and the memory format its rows should take: channels-last where it is its
+    own copy (checked on one channels-last row when it was made, so no further check row), else contiguous."""
+    net = forward_only_model(model, x)
+    own = x.dim() == 4 and net is not model and net is not folded_model(model, x)
+    return net, torch.channels_last if own else torch.contiguous_format

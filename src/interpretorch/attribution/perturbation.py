@@ -6,11 +6,15 @@ chunk by chunk (never all at once). Maps are (B, H, W).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.common import as_baseline, clean_pass, method_inputs, row_scores, score_rows
+from interpretorch.attribution.folded import forward_only_rows
+from interpretorch.attribution.layout import in_layout
 from interpretorch.attribution.registry import register
 from interpretorch.core import seed_for
 from interpretorch.core.targets import Target, tensor_outputs
@@ -30,13 +34,24 @@ def _starts(size: int, window: int, stride: int) -> torch.Tensor:
     return torch.arange(-(-(size - window) // stride) + 1) * stride
 
 
-def _run_perturbed(model: nn.Module, x: torch.Tensor, rows_fn, n_rows: int, target: Target,
+def _rows_model(model: nn.Module, x: torch.Tensor, clean: object) -> tuple[Callable, nn.Module]:
+    """The function the perturbed rows run on and the network it belongs to: ``forward_only_model`` (no gradients;
+    on the CPU folded BatchNorms, in-place activations and channels-last rows, the same function) where the clean
+    pass gave one tensor, else the model itself."""
+    if not isinstance(clean, torch.Tensor):
+        return model, model
+    net, layout = forward_only_rows(model, x)
+    return (net if layout == torch.contiguous_format else lambda rows: net(in_layout(rows, layout))), net
+
+
+def _run_perturbed(model: tuple[Callable, nn.Module], x: torch.Tensor, rows_fn, n_rows: int, target: Target,
                    idx: torch.Tensor | None, score: str, batch_size: int, what: str, accumulate) -> None:
     """Score ``n_rows`` perturbation-major rows (row r = perturbation r // B of image r % B) built by
     ``rows_fn(perturbation, image)`` and hand each chunk's (images, scores, extra) to ``accumulate``."""
     b = x.shape[0]
-    score_rows(model, n_rows, lambda r: rows_fn(r // b, r % b), image_of=lambda r: r % b, device=x.device,
-               target=target, idx=idx, score=score, batch_size=batch_size, consume=accumulate, what=what)
+    score_rows(model[0], n_rows, lambda r: rows_fn(r // b, r % b), image_of=lambda r: r % b, device=x.device,
+               target=target, idx=idx, score=score, batch_size=batch_size, consume=accumulate, what=what,
+               frozen_model=model[1])
 
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *,
@@ -80,6 +95,7 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *
 
     idx, out = clean_pass(model, x, target, batch_size)
     clean = row_scores(out, target, idx, score)
+    model = _rows_model(model, x, out)
     total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
     _run_perturbed(model, x, rows_fn, len(ys) * nx * b, target, idx, score, batch_size, "occluded inputs",
                    lambda i, s, mask: total.index_add_(0, i, (clean[i] - s).to(x.dtype)[:, None, None] * mask))
@@ -188,6 +204,7 @@ def rise(model: nn.Module, inputs: torch.Tensor, target: Target = "top1", *, n_m
         return x[i] * mk + base[i] * (1 - mk), mk[:, 0]
 
     idx, out = clean_pass(model, x, target, batch_size)
+    model = _rows_model(model, x, out)
     total = torch.zeros(b, h, w, dtype=x.dtype, device=x.device)
     _run_perturbed(model, x, rows_fn, n * b, target, idx, score, batch_size, "masked inputs",
                    lambda i, s, mk: total.index_add_(0, i, s.to(x.dtype)[:, None, None] * mk))

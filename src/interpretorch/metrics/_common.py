@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from interpretorch.attribution.folded import forward_only_rows
+from interpretorch.attribution.layout import in_layout
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
 from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
@@ -146,6 +148,7 @@ class Scorer:
     target: Target
     batch_size: int | None = None
     forwarded: int = 0
+    forward_only: bool = False  # perturbed rows run on forward_only_model (set once the clean outputs are tensors)
 
     def __post_init__(self) -> None:
         self.batch_size = rows_per_pass(self.batch_size, model_device(self.model))
@@ -154,8 +157,10 @@ class Scorer:
         """Return the model's outputs for (N, C, H, W) inputs, ``batch_size`` rows at a time, in eval mode."""
         outs = []
         with frozen(self.model):
+            # no gradients: on the CPU, folded BatchNorms, in-place activations, channels-last rows (the same function)
+            net, layout = forward_only_rows(self.model, x) if self.forward_only else (self.model, None)
             for sl in chunks(x.shape[0], self.batch_size):
-                out = self.model(x[sl])
+                out = net(x[sl] if layout is None else in_layout(x[sl], layout))
                 check_finite(out)
                 outs.append(out)
         self.forwarded += x.shape[0]
@@ -206,6 +211,9 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
             outputs = concat_outputs([clean])
         if output_rows(outputs) != x.shape[0]:
             raise ValueError(f"clean outputs hold {output_rows(outputs)} rows for {x.shape[0]} images")
+    # the clean pass ran on the model itself; perturbed rows may run on the forward-only copy, whose one-image
+    # checks are skipped where the outputs are not one tensor (a detector's dicts: the copy would not be used)
+    scorer.forward_only = isinstance(outputs, torch.Tensor)
     idx = target_indices(outputs, target)
     return scorer, Clean(x, outputs, idx, is_target_object(target))
 
