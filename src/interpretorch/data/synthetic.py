@@ -90,6 +90,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(bg, 0.0, 1.0)
 
 
+
+def _paint(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
+    """``img`` with the ``mask`` pixels painted in a noisy colour that stands out from the background mean."""
+    while True:
+        color = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+        if np.linalg.norm(color - bg_mean) > 0.4:
+            break
+    obj = color[:, None, None] + rng.normal(0.0, 0.04, size=img.shape).astype(np.float32)
+    return np.where(mask[None], np.clip(obj, 0.0, 1.0), img).astype(np.float32)
+
 def make_image(seed: int, index: int, size: int = 64, classes: Sequence[str] = SHAPES,
                scale: tuple[float, float] = (0.25, 0.45)) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """Draw image ``index`` of the set ``seed``: (3, H, W) float32 image, label, (H, W) mask, (4,) box."""
@@ -100,13 +110,7 @@ def make_image(seed: int, index: int, size: int = 64, classes: Sequence[str] = S
     margin = extent / 2.0 + 1.0
     cy, cx = (float(v) for v in rng.uniform(margin, size - margin, size=2))
     mask = shape_mask(classes[label], size, cy, cx, extent)
-    bg_mean = img.mean(axis=(1, 2))
-    while True:  # an object colour that stands out from the background
-        color = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
-        if np.linalg.norm(color - bg_mean) > 0.4:
-            break
-    obj = color[:, None, None] + rng.normal(0.0, 0.04, size=(3, size, size)).astype(np.float32)
-    img = np.where(mask[None], np.clip(obj, 0.0, 1.0), img).astype(np.float32)
+    img = _paint(img, mask, rng, img.mean(axis=(1, 2)))
     ys, xs = np.nonzero(mask)
     box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
     return img, label, mask, box
@@ -207,12 +211,7 @@ def make_scene(seed: int, index: int, size: int = 64, classes: Sequence[str] = S
                 break
         else:
             continue
-        while True:  # an object colour that stands out from the background
-            color = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
-            if np.linalg.norm(color - bg_mean) > 0.4:
-                break
-        obj = color[:, None, None] + rng.normal(0.0, 0.04, size=(3, size, size)).astype(np.float32)
-        img = np.where(mask[None], np.clip(obj, 0.0, 1.0), img).astype(np.float32)
+        img = _paint(img, mask, rng, bg_mean)
         boxes.append(box)
         labels.append(label)
         masks.append(mask)
