@@ -90,7 +90,6 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(bg, 0.0, 1.0)
 
 
-
 def _paint(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
     """``img`` with the ``mask`` pixels painted in a noisy colour that stands out from the background mean."""
     while True:
@@ -99,6 +98,7 @@ def _paint(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, bg_mean:
             break
     obj = color[:, None, None] + rng.normal(0.0, 0.04, size=img.shape).astype(np.float32)
     return np.where(mask[None], np.clip(obj, 0.0, 1.0), img).astype(np.float32)
+
 
 def make_image(seed: int, index: int, size: int = 64, classes: Sequence[str] = SHAPES,
                scale: tuple[float, float] = (0.25, 0.45)) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
