@@ -1,12 +1,11 @@
 """LIME and KernelSHAP run each distinct perturbed input once: coalitions repeating another's input (the same
 coalition drawn twice, or differing only on a feature already equal to the baseline) and the image itself (the
 all-in coalition) are scored without a model row, and the attributions stay Captum's, which runs them all."""
-import warnings
-
 import pytest
 import torch
 from captum.attr import KernelShap, Lime
 from torch import nn
+from test_toolbox_surrogate import captum_with_its_coalitions
 
 from interpretorch.attribution.features import grid_masks
 from interpretorch.attribution.surrogate import kernel_shap, lime
@@ -29,22 +28,6 @@ class Counted(nn.Module):
         return self.net(x)
 
 
-def captum(cls, model, x, **kw):
-    """Captum's attributions and the coalitions it sampled (read where it fits its model)."""
-    attr = cls(model)
-    rec = []
-    fit = attr.interpretable_model.fit
-
-    def recording_fit(loader, **k):
-        rec.extend(list(loader))
-        return fit(loader, **k)
-    attr.interpretable_model.fit = recording_fit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = attr.attribute(x, **kw)
-    return ref, torch.stack([r[0].long() for r in rec])
-
-
 @pytest.mark.numerics
 @pytest.mark.parametrize("cls, ours", [(Lime, lime), (KernelShap, kernel_shap)])
 def test_repeated_inputs_run_once_and_agree_with_captum(cls, ours):
@@ -53,7 +36,7 @@ def test_repeated_inputs_run_once_and_agree_with_captum(cls, ours):
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     x[1, :, :8, :8] = 0.1  # image 1's first feature already equals the baseline
     fm = grid_masks(x, 8)  # 4 features: 40 draws repeat coalitions
-    ref, z = captum(cls, model, x, baselines=0.1, target=[1, 2], feature_mask=fm, n_samples=40,
+    ref, z = captum_with_its_coalitions(cls, model, x, baselines=0.1, target=[1, 2], feature_mask=fm, n_samples=40,
                     perturbations_per_eval=20)
     z = z.view(2, 40, 4)
     distinct = 0
