@@ -59,7 +59,8 @@ def test_crp_command_refuses_bad_channels_and_layers(folder, tmp_path, capsys):
 def test_discover_craft_command(folder, tmp_path, capsys):
     out = tmp_path / "craft"
     code = main(["discover", "--method", "craft", "--images", str(folder), "--target", "2", "--model", "tiny_cnn",
-                 "--size", "32", "--concepts", "3", "--designs", "8", "--recursive", "features.6",
+                 "--size", "32", "--concepts", "3", "--designs", "8", "--crops-per-image", "12",
+                 "--recursive", "features.6",
                  "--sub-concepts", "2", "--split", "1", "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0
@@ -67,6 +68,7 @@ def test_discover_craft_command(folder, tmp_path, capsys):
     data = json.loads((out / "concepts.json").read_text())
     imps = [c["importance"] for c in data["concepts"]]
     assert data["method"] == "craft" and imps == sorted(imps, reverse=True)
+    assert data["options"]["crops_per_image"] == 12
     assert len(data["concepts"][0]["sub_concepts"]) == 2
     html = (out / "index.html").read_text()
     assert "Sobol" in html and "where it mattered" in html

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", type=positive_int, default=2, help="craft --recursive: how many concepts to split")
     p.add_argument("--crop-scale", default="0.25,0.5", type=_crop_scale,
                    help="craft: the side of a random crop as a fraction of the image's, LOW,HIGH")
+    p.add_argument("--crops-per-image", type=positive_int, default=32,
+                   help="craft: random crops taken from each image to learn the concepts from (default: %(default)s; "
+                        "with 8 a small concept was often cut by every crop)")
     p.add_argument("--designs", type=positive_int, default=32,
                    help="craft: quasi-Monte-Carlo designs of the Sobol estimate, a power of two")
     p.add_argument("--concepts", type=positive_int, default=None,
@@ -111,7 +114,8 @@ def _run_craft(args: argparse.Namespace, model, images, normalize, files, out) -
     if not isinstance(args.target, int):
         raise UserError("--method craft explains one class: give --target as one class index")
     result = craft(model, images, normalize, args.target, args.layer, n_concepts=args.concepts or 6,
-                   scale=args.crop_scale, nb_design=args.designs, recursive_layer=args.recursive,
+                   crops_per_image=args.crops_per_image, scale=args.crop_scale, nb_design=args.designs,
+                   recursive_layer=args.recursive,
                    sub_concepts=args.sub_concepts, split=args.split, seed=args.seed, batch_size=args.batch_size)
     if args.layer is None:
         print(f"layer {result.layer} (the last non-negative feature map; CRAFT's NMF needs non-negative "
