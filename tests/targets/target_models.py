@@ -58,6 +58,16 @@ class TinyDetector(nn.Module):
         return out
 
 
+class CountingDetector(TinyDetector):
+    """A TinyDetector recording the rows of each forward call (``CountingDetector.calls``; clear it per test)."""
+
+    calls: list = []
+
+    def forward(self, x):
+        CountingDetector.calls.append(x.shape[0])
+        return super().forward(x)
+
+
 class TinySegmenter(nn.Module):
     """A segmenter-shaped model: (B, C, H, W) logits at input resolution (``out="tensor"``), a dict with 'out'
     (torchvision) or a ModelOutput-like object with ``logits`` at 1/2 resolution (``out="hf"``)."""

@@ -16,7 +16,7 @@ from interpretorch.core.progress import track
 from interpretorch.core.targets import DetectionTarget, SegmentationTarget, check_target
 from interpretorch.data.synthetic import make_scene_set
 from interpretorch.models import load_model
-from target_models import TinyDetector, TinySegmenter
+from target_models import CountingDetector, TinyDetector, TinySegmenter
 
 CAMS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"]
 GRADIENTS = ["gradient", "gradient_x_input"]
@@ -113,20 +113,14 @@ def test_class_targets_of_a_classifier_equal_the_k_row_path():
 
 
 def test_one_forward_of_one_row_and_rows_counted_as_the_estimate_says():
-    class Counting(TinyDetector):
-        calls: list = []
-
-        def forward(self, x):
-            Counting.calls.append(x.shape[0])
-            return super().forward(x)
-
     torch.manual_seed(0)
-    det = Counting().eval()
+    det = CountingDetector().eval()
+    CountingDetector.calls.clear()
     x = torch.randn(3, 16, 16)
     targets = [DetectionTarget(index=j) for j in range(4)]
     for methods, rows in ((["gradcam", "hirescam"], 1 + 4), (["eigencam"], 1), (["gradcam", "gradient"], 2 * (1 + 4)),
                           (["gradcam", "integrated_gradients"], None)):
-        Counting.calls.clear()
+        CountingDetector.calls.clear()
         with track() as progress:
             interpretorch.explain_targets(det, x, targets, methods, layer="backbone", batch_size=8,
                                           options={"integrated_gradients": {"steps": 2}}
@@ -137,7 +131,7 @@ def test_one_forward_of_one_row_and_rows_counted_as_the_estimate_says():
         assert progress.done == expected, methods
         if rows is not None:
             assert expected == rows
-            assert Counting.calls == [1] * (len(methods) if "gradient" in methods else 1), methods
+            assert CountingDetector.calls == [1] * (len(methods) if "gradient" in methods else 1), methods
 
 
 def test_plan_keeps_callable_targets_and_other_methods_on_k_rows():

@@ -11,7 +11,7 @@ from interpretorch.core.target_objects import box_iou, infer_task
 from interpretorch.core.targets import (BoundTargets, ClassTarget, DetectionTarget, FunctionTarget, RegressionTarget,
                                         SegmentationTarget, SimilarityTarget, check_target, split_target,
                                         target_indices, target_scores)
-from target_models import HFOutput, TinyDetector, TinyEmbedder, TinyRegressor, TinySegmenter
+from target_models import CountingDetector, HFOutput, TinyDetector, TinyEmbedder, TinyRegressor, TinySegmenter
 
 
 def det_row(boxes, labels, scores, grad=False):
@@ -218,22 +218,16 @@ def test_explain_targets_costs_one_pass_for_k_targets():
     """K targets of one image: one forward of the one image for a CAM (then one backward per target to the layer:
     tests/targets/test_multi_target.py), where a loop over the targets makes K forward calls."""
 
-    class Counting(TinyDetector):
-        calls: list = []
-
-        def forward(self, x):
-            Counting.calls.append(x.shape[0])
-            return super().forward(x)
-
     torch.manual_seed(0)
-    det = Counting().eval()
+    det = CountingDetector().eval()
+    CountingDetector.calls.clear()
     x = torch.randn(3, 16, 16)
     targets = [DetectionTarget(index=j) for j in range(4)]
     interpretorch.explain_targets(det, x, targets, "gradcam", layer="backbone", batch_size=8)
-    assert Counting.calls == [1]
-    Counting.calls.clear()
+    assert CountingDetector.calls == [1]
+    CountingDetector.calls.clear()
     interpretorch.explain_targets(det, x, targets, "gradcam", layer="backbone", batch_size=2)
-    assert Counting.calls == [1]
-    Counting.calls.clear()  # a method without a one-forward pass still puts the image through as K rows
+    assert CountingDetector.calls == [1]
+    CountingDetector.calls.clear()  # a method without a one-forward pass still puts the image through as K rows
     interpretorch.explain_targets(det, x, targets, "occlusion", batch_size=64, window=8, stride=8)
-    assert Counting.calls[0] == 4
+    assert CountingDetector.calls[0] == 4
