@@ -55,12 +55,17 @@ def test_few_crops_fit_their_nmf_but_not_the_images_and_32_crops_fix_the_dots_ru
     assert best == 0 and share[0] > 0.5
 
 
+def _small_cnn() -> torch.nn.Module:
+    """A seeded-by-the-caller 3-class CNN with a non-negative layer "1" (ReLU) for CRAFT."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+
+
 def test_nmf_options_reach_the_factorisation_and_the_note_names_the_crop_fit():
     """``nmf_options`` go to scikit-learn's NMF (one iteration fits the crops worse than the default) and are
     recorded; the note blames the crops only when the crop fit is under half the position error."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    model = _small_cnn()
     x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -86,8 +91,7 @@ def test_position_coefficients_are_the_exact_non_negative_least_squares_solution
     from interpretorch.concepts.cache import compute_activations
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    model = _small_cnn()
     x = torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
