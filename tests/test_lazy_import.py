@@ -99,3 +99,22 @@ def test_methods_listing_starts_with_the_registry(capsys):
 
     assert main(["methods"]) == 0
     assert capsys.readouterr().out.startswith(methods.listing(method_specs()))
+
+
+def test_every_subpackage_can_be_the_first_import():
+    # `from interpretorch.metrics import deletion` in a fresh interpreter closed an import cycle (attribution's
+    # row descriptions loaded the plugins, which import the metrics back) and raised ImportError
+    import pkgutil
+
+    import interpretorch
+
+    names = sorted(m.name for m in pkgutil.iter_modules(interpretorch.__path__) if m.name not in ("__main__",))
+    code = ("import importlib, sys, traceback\n"
+            f"bad = []\n"
+            f"for name in {names!r}:\n"
+            "    out = __import__('subprocess').run([sys.executable, '-c', 'import interpretorch.' + name],\n"
+            "                                       capture_output=True, text=True)\n"
+            "    if out.returncode: bad.append((name, out.stderr.strip().splitlines()[-1]))\n"
+            "print(bad)")
+    assert len(names) >= 10
+    assert _python(code) == "[]"

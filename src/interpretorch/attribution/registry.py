@@ -183,7 +183,10 @@ def describe_rows(name: str, rows: Callable[[Mapping[str, Any], Geometry], int],
     """Say how many model rows method ``name`` needs (``rows(options, geometry)``), whether they run a backward
     pass and whether they run only the network after the layer (``tail``); returns the updated description (what
     run-time estimates read)."""
-    spec = get_method(name)
+    key = _ALIASES.get(_key(name), _key(name))
+    # a method registered already is described without loading the plugins (which import the metrics and the
+    # report, and so would close an import cycle when ``interpretorch.metrics`` is the first module imported)
+    spec = _METHODS[key] if key in _METHODS else get_method(name)
     if not callable(rows):
         raise TypeError(f"rows must be callable (options, geometry) -> int, got {type(rows).__name__}")
     new = replace(spec, rows=rows, backward=backward, tail=tail)
