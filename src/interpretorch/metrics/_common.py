@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from interpretorch.attribution.folded import forward_only_rows
+from interpretorch.attribution.incremental import IncrementalRows, incremental_rows
 from interpretorch.attribution.layout import in_layout
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
@@ -165,6 +166,26 @@ class Scorer:
                 outs.append(out)
         self.forwarded += x.shape[0]
         return torch.cat(outs) if isinstance(outs[0], torch.Tensor) else concat_outputs(outs)
+
+    def sequence(self, x: torch.Tensor) -> IncrementalRows | None:
+        """An ``IncrementalRows`` started on the (B, C, H, W) images ``x`` (their clean rows), whose next rows
+        each recompute only where they differ from the image's row before; None where the model cannot run so."""
+        if not self.forward_only or x.shape[0] > self.batch_size:
+            return None
+        run = incremental_rows(self.model, x)
+        if run is None:
+            return None
+        with torch.no_grad():
+            check_finite(run.start(x))
+        return run
+
+    def step(self, run: IncrementalRows, x: torch.Tensor) -> torch.Tensor:
+        """The outputs of rows ``x`` that continue ``run``'s last rows of the same images."""
+        with torch.no_grad():
+            out = run.step(x)
+        check_finite(out)
+        self.forwarded += x.shape[0]
+        return out
 
     def scores(self, outputs: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
         """Return the target score of each output row: the class probability (``softmax``) or logit, or the callable's."""

@@ -110,6 +110,9 @@ class _Setup:
         take the baseline (or the value ``fill(i, s)`` (n,)); rows of all images go through the model together,
         ``batch_size`` at a time."""
         b = self.x.shape[0]
+        seq = self._sequences(n_steps, mask_fn, fill)
+        if seq is not None:
+            return seq
         out = torch.empty(b * n_steps, dtype=torch.float64, device=self.x.device)
         rows = torch.arange(b * n_steps, device=self.x.device)
         for sl in batched_rows(rows.numel(), self.scorer.batch_size):
@@ -120,6 +123,27 @@ class _Setup:
             idx = None if self.clean.idx is None else self.clean.idx[img]
             out[sl] = self.scorer.forward_scores(xs, idx, self.softmax).double()
         return out.reshape(b, n_steps)
+
+
+    def _sequences(self, n_steps: int, mask_fn: MaskFn,
+                   fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> torch.Tensor | None:
+        """``scores`` run step after step for ``batch_size`` images at a time, each row recomputing only where it
+        differs from the same image's row before (``Scorer.sequence``); None where the model cannot run so."""
+        b = self.x.shape[0]
+        out = torch.empty(b, n_steps, dtype=torch.float64, device=self.x.device)
+        for sl in batched_rows(b, self.scorer.batch_size):
+            img = torch.arange(b, device=self.x.device)[sl]
+            run = self.scorer.sequence(self.x[img])
+            if run is None:
+                return None
+            idx = None if self.clean.idx is None else self.clean.idx[img]
+            for k in range(n_steps):
+                step = torch.full_like(img, k)
+                mask = mask_fn(img, step)[:, None]
+                base = self.base[img] if fill is None else fill(img, step).to(self.x.dtype)[:, None, None, None]
+                xs = torch.where(mask, base, self.x[img])
+                out[img, k] = self.scorer.scores(self.scorer.step(run, xs), idx, self.softmax).double()
+        return out
 
 
 def _setup(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target, baseline: Baseline,

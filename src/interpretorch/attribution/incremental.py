@@ -1,0 +1,354 @@
+"""Rows that differ from the previous row of the same image in a small region, run by recomputing only that region.
+
+Perturbation metrics (pixel flipping, region perturbation, selectivity, IROF, ...) run a sequence of rows per image
+in which each row changes a few pixels of the one before. A convolution's output changes only where its window
+meets a changed input, so every feature map changes only inside a box that grows by each layer's window and shrinks
+by its stride. ``IncrementalRows`` keeps every intermediate feature map of the last row of each image and, for the
+next row, recomputes each map only inside that box (one crop per image, the crops of a batch of images stacked,
+convolutions run on the crop with its halo), writing the crop back; a map whose box covers most of it, and every
+layer it cannot localise (pooling over the image, linear layers), is recomputed whole from the kept maps.
+
+The graph is the model's ATen operations, traced once with fake tensors (``make_fx``), so a forward whose branches
+depend on the data is refused rather than specialised; the folded copy (``folded_model``) is traced, so
+BatchNorms are already in the convolutions. Supported localised operations: 2-D convolutions (any stride,
+dilation, groups and zero padding, including a separate zero ``constant_pad_nd`` before them), element-wise
+functions of one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands) and
+element-wise sums / products of two maps. The result equals the full forward pass up to float rounding (the same
+sums, the crop's convolution tiled differently): checked when the trace is made, on one image and one changed
+patch, to 1e-4 of the largest output, else the model runs whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from interpretorch.attribution.folded import folded_model
+from interpretorch.models.layers import has_hooks
+
+__all__ = ["IncrementalRows", "disabled", "incremental_rows"]
+
+aten = torch.ops.aten
+
+# element-wise functions of their first argument (the other arguments are numbers)
+_UNARY = {aten.hardtanh.default, aten.relu.default, aten.sigmoid.default, aten.silu.default, aten.gelu.default,
+          aten.hardswish.default, aten.hardsigmoid.default, aten.leaky_relu.default, aten.elu.default,
+          aten.tanh.default, aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default,
+          aten.mul.Scalar, aten.add.Scalar, aten.sub.Scalar, aten.div.Scalar, aten.neg.default, aten.abs.default,
+          aten.exp.default, aten.mish.default, aten.celu.default, aten.selu.default, aten.clone.default}
+# element-wise functions of two tensors (broadcasting)
+_BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.maximum.default,
+           aten.minimum.default}
+# a map recomputed inside a box covering more than this share of it is recomputed whole
+FULL_SHARE = 0.5
+
+
+@dataclass
+class _Box:
+    """Where a (B, C, H, W) map was recomputed this row: per image the top-left corner, one size for all."""
+
+    r0: list[int]
+    c0: list[int]
+    h: int
+    w: int
+    crop: torch.Tensor | None = None  # (B, C, h, w), the map's values inside the box
+
+    def same(self, other: "_Box") -> bool:
+        return self.h == other.h and self.w == other.w and self.r0 == other.r0 and self.c0 == other.c0
+
+
+_FULL = "full"  # the map changed and was recomputed whole
+
+
+def _gather(full: torch.Tensor, r0: list[int], c0: list[int], h: int, w: int) -> torch.Tensor:
+    """(B, C, h, w) channels-last crops of a (B, C, H, W) map at per-image corners; zeros outside the map."""
+    b, c, hh, ww = full.shape
+    outside = any(r < 0 or r + h > hh for r in r0) or any(q < 0 or q + w > ww for q in c0)
+    make = torch.zeros if outside else torch.empty
+    out = make((b, h, w, c), dtype=full.dtype, device=full.device).permute(0, 3, 1, 2)
+    for i, (r, q) in enumerate(zip(r0, c0)):
+        r1, r2, q1, q2 = max(r, 0), min(r + h, hh), max(q, 0), min(q + w, ww)
+        if r1 < r2 and q1 < q2:
+            out[i, :, r1 - r:r2 - r, q1 - q:q2 - q].copy_(full[i, :, r1:r2, q1:q2])
+    return out
+
+
+def _scatter(full: torch.Tensor, box: _Box) -> None:
+    """Write the box's crop into the (B, C, H, W) map (the box lies inside it)."""
+    for i, (r, q) in enumerate(zip(box.r0, box.c0)):
+        full[i, :, r:r + box.h, q:q + box.w].copy_(box.crop[i])
+
+
+def _span(lo: list[int], hi: list[int], size: int) -> tuple[list[int], int]:
+    """Corners and one common length covering [lo, hi] (inclusive, per image) inside [0, size)."""
+    lo = [min(max(v, 0), size - 1) for v in lo]
+    hi = [min(max(v, 0), size - 1) for v in hi]
+    n = max(max(b - a, 0) for a, b in zip(lo, hi)) + 1
+    return [min(v, size - n) for v in lo], n
+
+
+def _conv(x: torch.Tensor, w: torch.Tensor, b, stride, padding, dilation, groups) -> torch.Tensor:
+    if (x.dtype == w.dtype == torch.float32 and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled):
+        return aten.mkldnn_convolution(x.contiguous(memory_format=torch.channels_last), w, b, list(padding),
+                                       list(stride), list(dilation), groups)
+    return aten.convolution(x, w, b, list(stride), list(padding), list(dilation), False, [0, 0], groups)
+
+
+class IncrementalRows:
+    """A traced model whose rows, after a full first row per image, are recomputed only where they changed."""
+
+    def __init__(self, graph: torch.fx.Graph, params: list[torch.Tensor]) -> None:
+        self.nodes = [n for n in graph.nodes]
+        holders = [n for n in self.nodes if n.op == "placeholder"]
+        if len(holders) != len(params) + 1:
+            raise ValueError("the trace's inputs do not match the model's parameters")
+        self.consts = {n: p for n, p in zip(holders[:-1], params)}
+        self.input = holders[-1]
+        self.output = next(n for n in self.nodes if n.op == "output")
+        out = self.output.args[0]
+        self.result = out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
+        if not isinstance(self.result, torch.fx.Node):
+            raise ValueError("the model must return one tensor")
+        # a zero constant_pad_nd read only by convolutions is folded into their windows
+        self.fused = {n for n in self.nodes if n.op == "call_function" and n.target is aten.constant_pad_nd.default
+                      and (len(n.args) < 3 or n.args[2] == 0) and len(n.args[1]) == 4 and n.users
+                      and all(u.target is aten.convolution.default and u.args[0] is n for u in n.users)}
+        self.state: dict = {}
+        self.rows = 0  # rows this object ran, counting each changed row once
+
+    # ------------------------------------------------------------------ whole passes
+
+    def _value(self, a):
+        if isinstance(a, torch.fx.Node):
+            return self.consts[a] if a in self.consts else self.state[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._value(v) for v in a)
+        return a
+
+    def _whole(self, n: torch.fx.Node) -> torch.Tensor:
+        if n.target is aten.convolution.default:
+            src = n.args[0]
+            x = self._value(src.args[0]) if src in self.fused else self.state[src]
+            if src in self.fused:
+                x = aten.constant_pad_nd(x, src.args[1], 0.0)
+            if not n.args[6] and len(n.args[3]) == 2:
+                return _conv(x, self._value(n.args[1]), self._value(n.args[2]), n.args[3], n.args[4], n.args[5],
+                             n.args[8])
+        return n.target(*self._value(n.args), **{k: self._value(v) for k, v in n.kwargs.items()})
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        """Run (B, C, H, W) rows whole, keep every map, and return the outputs."""
+        self.state = {self.input: x.contiguous(memory_format=torch.channels_last).clone()}
+        for n in self.nodes:
+            if n.op == "call_function" and n not in self.fused:
+                self.state[n] = self._whole(n)
+        self.rows += x.shape[0]
+        return self.state[self.result]
+
+    # ------------------------------------------------------------------ changed rows
+
+    def _input_box(self, x: torch.Tensor):
+        old = self.state[self.input]
+        if x.shape != old.shape:
+            raise ValueError(f"rows of shape {tuple(x.shape)} do not continue rows of shape {tuple(old.shape)}")
+        diff = (x != old).any(dim=1)  # (B, H, W)
+        rows, cols = diff.any(dim=2), diff.any(dim=1)
+        if not bool(rows.any()):
+            return None
+        hh, ww = rows.shape[1], cols.shape[1]
+        ar_h, ar_w = torch.arange(hh), torch.arange(ww)
+        top = torch.where(rows, ar_h, hh).min(1).values.tolist()
+        bottom = torch.where(rows, ar_h, -1).max(1).values.tolist()
+        left = torch.where(cols, ar_w, ww).min(1).values.tolist()
+        right = torch.where(cols, ar_w, -1).max(1).values.tolist()
+        for i, b in enumerate(bottom):
+            if b < 0:  # an unchanged image: a one-pixel box (recomputing unchanged values is harmless)
+                top[i] = bottom[i] = left[i] = right[i] = 0
+        r0, h = _span(top, bottom, hh)
+        c0, w = _span(left, right, ww)
+        self.state[self.input] = x.contiguous(memory_format=torch.channels_last).clone()
+        if h * w > FULL_SHARE * hh * ww:
+            return _FULL
+        return _Box(r0, c0, h, w)
+
+    def _conv_box(self, n: torch.fx.Node, box: _Box, src: torch.fx.Node) -> _Box | str:
+        stride, padding, dilation, groups = n.args[3], n.args[4], n.args[5], n.args[8]
+        w = self._value(n.args[1])
+        kh, kw = w.shape[-2:]
+        pt, pl = padding
+        if src in self.fused:
+            pads = src.args[1]  # [left, right, top, bottom]
+            pt, pl = pt + pads[2], pl + pads[0]
+        out = self.state[n]
+        ho, wo = out.shape[-2:]
+        sh, sw = stride
+        dh, dw = dilation
+        lo_r = [-((-(r + pt - (kh - 1) * dh)) // sh) for r in box.r0]
+        hi_r = [(r + box.h - 1 + pt) // sh for r in box.r0]
+        lo_c = [-((-(q + pl - (kw - 1) * dw)) // sw) for q in box.c0]
+        hi_c = [(q + box.w - 1 + pl) // sw for q in box.c0]
+        r0, h = _span(lo_r, hi_r, ho)
+        c0, wd = _span(lo_c, hi_c, wo)
+        if h * wd > FULL_SHARE * ho * wo:
+            return _FULL
+        x = self.state[src.args[0] if src in self.fused else src]
+        win = _gather(x, [r * sh - pt for r in r0], [q * sw - pl for q in c0], (h - 1) * sh + (kh - 1) * dh + 1,
+                      (wd - 1) * sw + (kw - 1) * dw + 1)
+        return _Box(r0, c0, h, wd, _conv(win, w, self._value(n.args[2]), stride, [0, 0], dilation, groups))
+
+    def _spatial(self, a, n: torch.fx.Node) -> bool:
+        """Whether argument ``a`` is a map of the node's own shape (the others broadcast over H and W)."""
+        if not isinstance(a, torch.fx.Node) or a in self.consts:
+            return False
+        v = self.state.get(a)
+        out = self.state[n]
+        return isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape == out.shape
+
+    def _elementwise(self, n: torch.fx.Node, boxes: dict) -> _Box | str:
+        maps = [a for a in n.args if self._spatial(a, n)]
+        others = [a for a in n.args if isinstance(a, torch.fx.Node) and a not in maps]
+        if not maps or any(boxes.get(a) is not None for a in others):
+            return _FULL
+        changed = [boxes[a] for a in maps if boxes.get(a) is not None]
+        if any(b is _FULL for b in changed):
+            return _FULL
+        first = changed[0]
+        if all(b.same(first) for b in changed) and len(changed) == len(maps):
+            box = _Box(first.r0, first.c0, first.h, first.w)
+        else:  # the union of the boxes, one size for all images
+            hh, ww = self.state[n].shape[-2:]
+            r0, h = _span([min(v) for v in zip(*[b.r0 for b in changed])],
+                          [max(v) for v in zip(*[[r + b.h - 1 for r in b.r0] for b in changed])], hh)
+            c0, w = _span([min(v) for v in zip(*[b.c0 for b in changed])],
+                          [max(v) for v in zip(*[[q + b.w - 1 for q in b.c0] for b in changed])], ww)
+            if h * w > FULL_SHARE * hh * ww:
+                return _FULL
+            box = _Box(r0, c0, h, w)
+
+        def crop(a):
+            if isinstance(a, torch.fx.Node) and a in maps:
+                b = boxes.get(a)
+                if b is not None and b.crop is not None and b.same(box):
+                    return b.crop
+                return _gather(self.state[a], box.r0, box.c0, box.h, box.w)
+            return self._value(a)
+        box.crop = n.target(*[crop(a) for a in n.args], **{k: self._value(v) for k, v in n.kwargs.items()})
+        return box
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Run rows continuing the last rows of the same images; return the outputs."""
+        first = self._input_box(x)
+        self.rows += x.shape[0]
+        if first is None:
+            return self.state[self.result]
+        boxes: dict = {self.input: first}
+        for n in self.nodes:
+            if n.op != "call_function" or n in self.fused:
+                continue
+            srcs = [a for a in n.all_input_nodes if a not in self.consts]
+            srcs = [s.args[0] if s in self.fused else s for s in srcs]
+            if all(boxes.get(s) is None for s in srcs):
+                continue
+            box: _Box | str = _FULL
+            if any(boxes.get(s) is _FULL for s in srcs):
+                box = _FULL
+            elif n.target is aten.convolution.default and not n.args[6] and len(n.args[3]) == 2:
+                src = n.args[0]
+                box = self._conv_box(n, boxes[src.args[0] if src in self.fused else src], src)
+            elif (n.target in _UNARY or n.target in _BINARY) and self.state[n].dim() == 4:
+                box = self._elementwise(n, boxes)
+            if box is _FULL:
+                self.state[n] = self._whole(n)
+            else:
+                _scatter(self.state[n], box)
+            boxes[n] = box
+        return self.state[self.result]
+
+
+_CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_DISABLED = [0]
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within this block ``incremental_rows`` gives None, so every row runs whole (for comparisons)."""
+    _DISABLED[0] += 1
+    try:
+        yield
+    finally:
+        _DISABLED[0] -= 1
+
+
+def _trace(net: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functional_call
+
+    named = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    names = list(named)
+    params = [named[k] for k in names]
+
+    def fn(*args):
+        return functional_call(net, dict(zip(names, args[:-1])), (args[-1],))
+    with torch.no_grad():
+        gm = make_fx(fn, tracing_mode="fake")(*params, x.detach())
+    return IncrementalRows(gm.graph, params)
+
+
+def _check(inc: IncrementalRows, net: nn.Module, x: torch.Tensor) -> bool:
+    """Whether one image and a copy with a changed patch give the model's outputs (to 1e-4 of the largest)."""
+    one = x[:1].detach()
+    h, w = one.shape[-2:]
+    moved = one.clone()
+    moved[..., h // 3: h // 3 + max(1, h // 8), w // 2: w // 2 + max(1, w // 8)] = 0.0
+    with torch.no_grad():
+        refs = [net(one), net(moved)]
+        outs = [inc.start(one).clone(), inc.step(moved).clone()]
+    inc.state = {}
+    inc.rows = 0
+    for ref, out in zip(refs, outs):
+        scale = float(ref.abs().max()) + 1e-12
+        if out.shape != ref.shape or not bool(torch.isfinite(out).all()) or float((out - ref).abs().max()) > 1e-4 * scale:
+            return False
+    return True
+
+
+def incremental_rows(model: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
+    """A fresh ``IncrementalRows`` for ``model`` and rows of ``x``'s shape (batch size included; traces cached per
+    model), or None where the model cannot be traced or localised (not on the CPU, hooks, data-dependent branches,
+    outputs that differ from the model's)."""
+    if (_DISABLED[0] or not isinstance(model, nn.Module) or x.device.type != "cpu" or x.dim() != 4
+            or any(has_hooks(m) for m in model.modules())):
+        return None
+    net = folded_model(model, x)
+    tensors = tuple((id(t), t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
+    sig = (tuple(id(m) for m in model.modules()), tensors, tuple(x.shape[1:]), x.dtype)
+    try:
+        entry = _CACHE.get(model)
+    except TypeError:
+        return None
+    if entry is None or entry[0] != sig:
+        try:  # checked once, on one image; the rows' batch size gets its own trace of the same operations
+            one = _trace(net, x[:1])
+            ok = _check(one, net, x)
+        except Exception:  # a model the trace cannot follow runs whole
+            one, ok = None, False
+        entry = (sig, {1: one} if ok else None)
+        _CACHE[model] = entry
+    traces = entry[1]
+    if traces is None:
+        return None
+    b = x.shape[0]
+    if b not in traces:
+        try:
+            traces[b] = _trace(net, x)
+        except Exception:
+            return None
+    fresh = IncrementalRows.__new__(IncrementalRows)
+    fresh.__dict__.update(traces[b].__dict__)
+    fresh.state, fresh.rows = {}, 0
+    return fresh
