@@ -45,6 +45,8 @@ _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, a
            aten.minimum.default}
 # a map recomputed inside a box covering more than this share of it is recomputed whole
 FULL_SHARE = 0.5
+# the kept maps of one sequence of rows may take this many bytes (``IncrementalRows.rows_within``)
+STATE_BYTES = 1 << 30
 
 
 @dataclass
@@ -114,12 +116,41 @@ class IncrementalRows:
         self.result = out[0] if isinstance(out, (list, tuple)) and len(out) == 1 else out
         if not isinstance(self.result, torch.fx.Node):
             raise ValueError("the model must return one tensor")
-        # a zero constant_pad_nd read only by convolutions is folded into their windows
-        self.fused = {n for n in self.nodes if n.op == "call_function" and n.target is aten.constant_pad_nd.default
+        self.calls = [n for n in self.nodes if n.op == "call_function"]
+        self.shape = {n: tuple(n.meta["val"].shape) for n in self.nodes
+                      if isinstance(n.meta.get("val"), torch.Tensor)}
+        # a zero constant_pad_nd read only by 2-D convolutions is folded into their windows
+        self.fused = {n for n in self.calls if n.target is aten.constant_pad_nd.default
                       and (len(n.args) < 3 or n.args[2] == 0) and len(n.args[1]) == 4 and n.users
-                      and all(u.target is aten.convolution.default and u.args[0] is n for u in n.users)}
+                      and all(self._conv2d(u) and u.args[0] is n for u in n.users)}
+        # maps read only by element-wise functions of them (a convolution before its activation): those reuse
+        # the map's crop, so it is not kept between rows; whole, it lives until its readers have run
+        self.transient = {n for n in self.calls if n not in self.fused and n is not self.result and n.users
+                          and len(self.shape.get(n, ())) == 4
+                          and all(u.target in _UNARY and u.args[0] is n and n not in u.args[1:] for u in n.users)}
         self.state: dict = {}
         self.rows = 0  # rows this object ran, counting each changed row once
+
+    @staticmethod
+    def _conv2d(n: torch.fx.Node) -> bool:
+        return (n.op == "call_function" and n.target is aten.convolution.default and not n.args[6]
+                and len(n.args[3]) == 2)
+
+    def rows_within(self, budget: int = STATE_BYTES) -> int:
+        """How many images' kept maps fit in ``budget`` bytes (at least 1)."""
+        kept = [self.input] + [n for n in self.calls if n not in self.fused and n not in self.transient]
+        per = 0
+        for n in kept:
+            val = n.meta.get("val")
+            if isinstance(val, torch.Tensor) and val.dim() > 0 and val.shape[0] > 0:
+                per += val.numel() // val.shape[0] * val.element_size()
+        return max(1, budget // max(per, 1))
+
+    def _release(self, n: torch.fx.Node, done: set) -> None:
+        """Drop the whole maps of ``n``'s transient inputs once all their readers have run."""
+        for a in n.all_input_nodes:
+            if a in self.transient and all(u in done for u in a.users):
+                self.state.pop(a, None)
 
     # ------------------------------------------------------------------ whole passes
 
@@ -131,22 +162,28 @@ class IncrementalRows:
         return a
 
     def _whole(self, n: torch.fx.Node) -> torch.Tensor:
-        if n.target is aten.convolution.default:
+        for a in n.all_input_nodes:
+            if a in self.transient and a not in self.state:
+                raise RuntimeError(f"internal: {n.name} runs whole but its input {a.name} was not kept")
+        if self._conv2d(n):
             src = n.args[0]
-            x = self._value(src.args[0]) if src in self.fused else self.state[src]
             if src in self.fused:
-                x = aten.constant_pad_nd(x, src.args[1], 0.0)
-            if not n.args[6] and len(n.args[3]) == 2:
-                return _conv(x, self._value(n.args[1]), self._value(n.args[2]), n.args[3], n.args[4], n.args[5],
-                             n.args[8])
+                x = aten.constant_pad_nd(self._value(src.args[0]), src.args[1], 0.0)
+            else:
+                x = self._value(src)
+            return _conv(x, self._value(n.args[1]), self._value(n.args[2]), n.args[3], n.args[4], n.args[5],
+                         n.args[8])
         return n.target(*self._value(n.args), **{k: self._value(v) for k, v in n.kwargs.items()})
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
-        """Run (B, C, H, W) rows whole, keep every map, and return the outputs."""
+        """Run (B, C, H, W) rows whole, keep their maps, and return the outputs."""
         self.state = {self.input: x.contiguous(memory_format=torch.channels_last).clone()}
-        for n in self.nodes:
-            if n.op == "call_function" and n not in self.fused:
+        done: set = set()
+        for n in self.calls:
+            if n not in self.fused:
                 self.state[n] = self._whole(n)
+                done.add(n)
+                self._release(n, done)
         self.rows += x.shape[0]
         return self.state[self.result]
 
@@ -184,8 +221,7 @@ class IncrementalRows:
         if src in self.fused:
             pads = src.args[1]  # [left, right, top, bottom]
             pt, pl = pt + pads[2], pl + pads[0]
-        out = self.state[n]
-        ho, wo = out.shape[-2:]
+        ho, wo = self.shape[n][-2:]
         sh, sw = stride
         dh, dw = dilation
         lo_r = [-((-(r + pt - (kh - 1) * dh)) // sh) for r in box.r0]
@@ -202,17 +238,17 @@ class IncrementalRows:
         return _Box(r0, c0, h, wd, _conv(win, w, self._value(n.args[2]), stride, [0, 0], dilation, groups))
 
     def _spatial(self, a, n: torch.fx.Node) -> bool:
-        """Whether argument ``a`` is a map of the node's own shape (the others broadcast over H and W)."""
-        if not isinstance(a, torch.fx.Node) or a in self.consts:
-            return False
-        v = self.state.get(a)
-        out = self.state[n]
-        return isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape == out.shape
+        """Whether argument ``a`` is a computed map of the node's own shape."""
+        return (isinstance(a, torch.fx.Node) and a not in self.consts and len(self.shape.get(a, ())) == 4
+                and self.shape.get(a) == self.shape.get(n))
 
     def _elementwise(self, n: torch.fx.Node, boxes: dict) -> _Box | str:
         maps = [a for a in n.args if self._spatial(a, n)]
         others = [a for a in n.args if isinstance(a, torch.fx.Node) and a not in maps]
         if not maps or any(boxes.get(a) is not None for a in others):
+            return _FULL
+        # an operand that varies over H and W but is not a computed map (a constant positional map) is not cropped
+        if any(len(self.shape.get(a, ())) >= 2 and self.shape[a][-2:] != (1, 1) for a in others):
             return _FULL
         changed = [boxes[a] for a in maps if boxes.get(a) is not None]
         if any(b is _FULL for b in changed):
@@ -221,7 +257,7 @@ class IncrementalRows:
         if all(b.same(first) for b in changed) and len(changed) == len(maps):
             box = _Box(first.r0, first.c0, first.h, first.w)
         else:  # the union of the boxes, one size for all images
-            hh, ww = self.state[n].shape[-2:]
+            hh, ww = self.shape[n][-2:]
             r0, h = _span([min(v) for v in zip(*[b.r0 for b in changed])],
                           [max(v) for v in zip(*[[r + b.h - 1 for r in b.r0] for b in changed])], hh)
             c0, w = _span([min(v) for v in zip(*[b.c0 for b in changed])],
@@ -247,9 +283,11 @@ class IncrementalRows:
         if first is None:
             return self.state[self.result]
         boxes: dict = {self.input: first}
-        for n in self.nodes:
-            if n.op != "call_function" or n in self.fused:
+        done: set = set()
+        for n in self.calls:
+            if n in self.fused:
                 continue
+            done.add(n)
             srcs = [a for a in n.all_input_nodes if a not in self.consts]
             srcs = [s.args[0] if s in self.fused else s for s in srcs]
             if all(boxes.get(s) is None for s in srcs):
@@ -257,16 +295,17 @@ class IncrementalRows:
             box: _Box | str = _FULL
             if any(boxes.get(s) is _FULL for s in srcs):
                 box = _FULL
-            elif n.target is aten.convolution.default and not n.args[6] and len(n.args[3]) == 2:
+            elif self._conv2d(n):
                 src = n.args[0]
                 box = self._conv_box(n, boxes[src.args[0] if src in self.fused else src], src)
-            elif (n.target in _UNARY or n.target in _BINARY) and self.state[n].dim() == 4:
+            elif (n.target in _UNARY or n.target in _BINARY) and len(self.shape.get(n, ())) == 4:
                 box = self._elementwise(n, boxes)
             if box is _FULL:
                 self.state[n] = self._whole(n)
-            else:
+            elif n not in self.transient:
                 _scatter(self.state[n], box)
             boxes[n] = box
+            self._release(n, done)
         return self.state[self.result]
 
 

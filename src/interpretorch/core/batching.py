@@ -57,3 +57,23 @@ def chunks(n: int, size: int | None) -> Iterator[slice]:
                 progress.advance(stop - start)  # the chunk's model call is done when the caller asks for the next
     finally:
         progress.depth -= 1
+
+
+def group_steps(n: int, size: int, n_steps: int) -> Iterator[tuple[slice, int]]:
+    """Yield (images, step) for groups of at most ``size`` of ``n`` images, every step of a group before the next
+    group; each pair's rows (the group's images) count on the progress sink as ``chunks`` counts a chunk's."""
+    progress = current()
+    outermost = progress is not None and progress.depth == 0
+    if progress is not None:
+        progress.depth += 1
+    try:
+        for start in range(0, n, check_batch_size(size) or max(n, 1)):
+            group = slice(start, min(n, start + size))
+            for k in range(n_steps):
+                yield group, k
+                if outermost:
+                    progress.advance(group.stop - group.start)
+    finally:
+        if progress is not None:
+            progress.depth -= 1
+

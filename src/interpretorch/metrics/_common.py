@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from interpretorch.attribution.incremental import IncrementalRows, incremental_r
 from interpretorch.attribution.layout import in_layout
 from interpretorch.capture import frozen
 from interpretorch.core import check_inputs, model_device
-from interpretorch.core.batching import check_batch_size, chunks, rows_per_pass
+from interpretorch.core.batching import check_batch_size, chunks, group_steps, rows_per_pass
 from interpretorch.core.target_objects import output_rows
 from interpretorch.core.targets import (Target, check_finite, check_target, concat_outputs, is_target_object,
                                         target_indices, target_scores)
@@ -167,6 +167,14 @@ class Scorer:
         self.forwarded += x.shape[0]
         return torch.cat(outs) if isinstance(outs[0], torch.Tensor) else concat_outputs(outs)
 
+    def sequence_rows(self, x: torch.Tensor) -> int | None:
+        """How many of the images ``x`` one sequence of rows may hold (``batch_size``, fewer where their kept maps
+        would pass ``STATE_BYTES``), or None where the model cannot run rows incrementally."""
+        if not self.forward_only:
+            return None
+        probe = incremental_rows(self.model, x[:self.batch_size])
+        return None if probe is None else max(1, min(self.batch_size, probe.rows_within()))
+
     def sequence(self, x: torch.Tensor) -> IncrementalRows | None:
         """An ``IncrementalRows`` started on the (B, C, H, W) images ``x`` (their clean rows), whose next rows
         each recompute only where they differ from the image's row before; None where the model cannot run so."""
@@ -194,6 +202,28 @@ class Scorer:
     def forward_scores(self, x: torch.Tensor, idx: torch.Tensor | None, softmax: bool) -> torch.Tensor:
         """Return the target scores of (N, C, H, W) inputs whose rows explain classes ``idx`` (N,)."""
         return self.scores(self.outputs(x), idx, softmax)
+
+
+def sequence_scores(scorer: Scorer, x: torch.Tensor, idx: torch.Tensor | None, n_steps: int,
+                    rows: Callable[[torch.Tensor, int], torch.Tensor], softmax: bool) -> torch.Tensor | None:
+    """(B, n_steps) float64 target scores of the rows ``rows(images, k)`` of images ``x`` (classes ``idx``), run
+    step after step for a group of images at a time so that each row recomputes only where it differs from the
+    same image's row before (``IncrementalRows``); None where the model cannot run rows so."""
+    b = x.shape[0]
+    size = scorer.sequence_rows(x)
+    if size is None:
+        return None
+    out = torch.empty(b, n_steps, dtype=torch.float64, device=x.device)
+    run = None
+    for sl, k in group_steps(b, size, n_steps):
+        img = torch.arange(b, device=x.device)[sl]
+        if k == 0:
+            run = scorer.sequence(x[img])
+            if run is None:
+                return None
+        cls = None if idx is None else idx[img]
+        out[img, k] = scorer.scores(scorer.step(run, rows(img, k)), cls, softmax).double()
+    return out
 
 
 @dataclass

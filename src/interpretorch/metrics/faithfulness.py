@@ -24,7 +24,8 @@ from torch import nn
 
 from interpretorch.core.targets import Target
 from interpretorch.metrics._common import (MapsLike, Substrate, batched_rows, descending_rank, make_substrate,
-                                           maps_2d, normalized_maps, prepare, step_counts, trapezoid_auc)
+                                           maps_2d, normalized_maps, prepare, sequence_scores, step_counts,
+                                           trapezoid_auc)
 
 ROAD_PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
@@ -149,13 +150,20 @@ def _pixel_curve(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target:
     else:
         scores[:, 0] = clean_scores
         ks = torch.arange(1, n_steps + 1, device=x.device)
-    img = torch.arange(b, device=x.device).repeat_interleave(ks.numel())
-    kk = ks.repeat(b)
-    for sl in batched_rows(img.numel(), scorer.batch_size):
-        i, k = img[sl], kk[sl]
+    def rows(i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         changed = rank[i] < counts[k].view(-1, 1, 1, 1)
-        xp = torch.where(changed, x[i], sub[i]) if insert else torch.where(changed, sub[i], x[i])
-        scores[i, k] = scorer.forward_scores(xp, None if cl.idx is None else cl.idx[i], softmax)
+        return torch.where(changed, x[i], sub[i]) if insert else torch.where(changed, sub[i], x[i])
+
+    # each row changes one step's pixels of the row before: run so, recomputing only where they changed
+    seq = sequence_scores(scorer, x, cl.idx, ks.numel(), lambda i, j: rows(i, ks[j].expand(i.numel())), softmax)
+    if seq is not None:
+        scores[:, ks] = seq.to(scores.dtype)
+    else:
+        img = torch.arange(b, device=x.device).repeat_interleave(ks.numel())
+        kk = ks.repeat(b)
+        for sl in batched_rows(img.numel(), scorer.batch_size):
+            i, k = img[sl], kk[sl]
+            scores[i, k] = scorer.forward_scores(rows(i, k), None if cl.idx is None else cl.idx[i], softmax)
     fractions = counts.double().cpu() / (h * w)
     return Curve(fractions, scores)
 

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from interpretorch.core.targets import Target
-from interpretorch.metrics._common import Clean, MapsLike, Scorer, batched_rows, maps_2d, prepare
+from interpretorch.metrics._common import (Clean, MapsLike, Scorer, batched_rows, maps_2d, prepare,
+                                          sequence_scores)
 
 __all__ = ["BASELINES", "feature_baseline", "pearson", "spearman", "average_ranks", "draw_subsets", "faithfulness_correlation",
            "faithfulness_estimate", "monotonicity", "monotonicity_correlation", "pixel_flipping",
@@ -127,23 +128,13 @@ class _Setup:
 
     def _sequences(self, n_steps: int, mask_fn: MaskFn,
                    fill: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> torch.Tensor | None:
-        """``scores`` run step after step for ``batch_size`` images at a time, each row recomputing only where it
-        differs from the same image's row before (``Scorer.sequence``); None where the model cannot run so."""
-        b = self.x.shape[0]
-        out = torch.empty(b, n_steps, dtype=torch.float64, device=self.x.device)
-        for sl in batched_rows(b, self.scorer.batch_size):
-            img = torch.arange(b, device=self.x.device)[sl]
-            run = self.scorer.sequence(self.x[img])
-            if run is None:
-                return None
-            idx = None if self.clean.idx is None else self.clean.idx[img]
-            for k in range(n_steps):
-                step = torch.full_like(img, k)
-                mask = mask_fn(img, step)[:, None]
-                base = self.base[img] if fill is None else fill(img, step).to(self.x.dtype)[:, None, None, None]
-                xs = torch.where(mask, base, self.x[img])
-                out[img, k] = self.scorer.scores(self.scorer.step(run, xs), idx, self.softmax).double()
-        return out
+        """``scores`` run step after step for a group of images at a time, each row recomputing only where it
+        differs from the same image's row before (``sequence_scores``); None where the model cannot run so."""
+        def rows(img: torch.Tensor, k: int) -> torch.Tensor:
+            step = torch.full_like(img, k)
+            base = self.base[img] if fill is None else fill(img, step).to(self.x.dtype)[:, None, None, None]
+            return torch.where(mask_fn(img, step)[:, None], base, self.x[img])
+        return sequence_scores(self.scorer, self.x, self.clean.idx, n_steps, rows, self.softmax)
 
 
 def _setup(model: nn.Module, inputs: torch.Tensor, maps: MapsLike, target: Target, baseline: Baseline,
