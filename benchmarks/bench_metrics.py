@@ -603,7 +603,8 @@ def _time_pairs(args: argparse.Namespace, pairs: dict, x: torch.Tensor, what: st
         note = compare[0](ours_v, theirs_v) if compare and ours_v.shape == theirs_v.shape else None
         rows.append({"metric": name, "interpretorch_s": statistics.median(ours_t),
                      "quantus_s": statistics.median(theirs_t), "max_abs_diff": diff,  # relative to Quantus's
-                     "max_absolute_diff": absolute, "diff_note": note, "floor_s": statistics.median(floor_t) if floor_t else None,
+                     "max_absolute_diff": absolute, "diff_note": note,
+                     "floor_s": statistics.median(floor_t) if floor_t else None,
                      "floor_rows": floors.get(name)})
         print(json.dumps(rows[-1]), flush=True)
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "clock": args.clock,
