@@ -40,6 +40,15 @@ _UNARY = {aten.hardtanh.default, aten.relu.default, aten.sigmoid.default, aten.s
           aten.tanh.default, aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default,
           aten.mul.Scalar, aten.add.Scalar, aten.sub.Scalar, aten.div.Scalar, aten.neg.default, aten.abs.default,
           aten.exp.default, aten.mish.default, aten.celu.default, aten.selu.default, aten.clone.default}
+
+
+def _in_place(op):
+    """The in-place form of an element-wise ATen overload (``hardtanh`` -> ``hardtanh_``), or None."""
+    packet = getattr(aten, op.__name__.split(".")[0] + "_", None)
+    return getattr(packet, op._overloadname, None) if packet is not None else None
+
+
+_IN_PLACE = {op: _in_place(op) for op in _UNARY}
 # element-wise functions of two tensors (broadcasting)
 _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.maximum.default,
            aten.minimum.default}
@@ -173,7 +182,14 @@ class IncrementalRows:
                 x = self._value(src)
             return _conv(x, self._value(n.args[1]), self._value(n.args[2]), n.args[3], n.args[4], n.args[5],
                          n.args[8])
-        return n.target(*self._value(n.args), **{k: self._value(v) for k, v in n.kwargs.items()})
+        return self._call(n, self._value(n.args))
+
+    def _call(self, n: torch.fx.Node, args: list | tuple) -> torch.Tensor:
+        """Run ``n`` on ``args``; a function of a transient map that is its only reader overwrites the map."""
+        op = n.target
+        if n.target in _UNARY and n.args and n.args[0] in self.transient and len(n.args[0].users) == 1:
+            op = _IN_PLACE.get(n.target) or op
+        return op(*args, **{k: self._value(v) for k, v in n.kwargs.items()})
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
         """Run (B, C, H, W) rows whole, keep their maps, and return the outputs."""
@@ -273,7 +289,7 @@ class IncrementalRows:
                     return b.crop
                 return _gather(self.state[a], box.r0, box.c0, box.h, box.w)
             return self._value(a)
-        box.crop = n.target(*[crop(a) for a in n.args], **{k: self._value(v) for k, v in n.kwargs.items()})
+        box.crop = self._call(n, [crop(a) for a in n.args])
         return box
 
     def step(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from interpretorch.core.heap import kept_heap
 from interpretorch.core.progress import current
 
 CPU_ROWS, ACCELERATOR_ROWS = 8, 64
@@ -43,20 +44,21 @@ def chunks(n: int, size: int | None) -> Iterator[slice]:
     """
     step = check_batch_size(size) or max(n, 1)
     progress = current()
-    if progress is None:
-        for start in range(0, n, step):
-            yield slice(start, min(n, start + step))
-        return
-    outermost = progress.depth == 0
-    progress.depth += 1
-    try:
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            yield slice(start, stop)
-            if outermost:
-                progress.advance(stop - start)  # the chunk's model call is done when the caller asks for the next
-    finally:
-        progress.depth -= 1
+    with kept_heap():  # each chunk's tensors reuse the pages the last one freed
+        if progress is None:
+            for start in range(0, n, step):
+                yield slice(start, min(n, start + step))
+            return
+        outermost = progress.depth == 0
+        progress.depth += 1
+        try:
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                yield slice(start, stop)
+                if outermost:
+                    progress.advance(stop - start)  # the chunk's model call is done when the caller asks for the next
+        finally:
+            progress.depth -= 1
 
 
 def group_steps(n: int, size: int, n_steps: int) -> Iterator[tuple[slice, int]]:
@@ -67,12 +69,13 @@ def group_steps(n: int, size: int, n_steps: int) -> Iterator[tuple[slice, int]]:
     if progress is not None:
         progress.depth += 1
     try:
-        for start in range(0, n, check_batch_size(size) or max(n, 1)):
-            group = slice(start, min(n, start + size))
-            for k in range(n_steps):
-                yield group, k
-                if outermost:
-                    progress.advance(group.stop - group.start)
+        with kept_heap():
+            for start in range(0, n, check_batch_size(size) or max(n, 1)):
+                group = slice(start, min(n, start + size))
+                for k in range(n_steps):
+                    yield group, k
+                    if outermost:
+                        progress.advance(group.stop - group.start)
     finally:
         if progress is not None:
             progress.depth -= 1
