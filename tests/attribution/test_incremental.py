@@ -158,6 +158,20 @@ class Broadcast(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class PerColumn(nn.Module):
+    """Operands that vary over the columns or rows only ((W,) and (H, 1)): not maps, so the sum runs whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.col, self.row = nn.Parameter(torch.zeros(W)), nn.Parameter(torch.zeros(H, 1))
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.c2(F.relu(self.c1(x) + self.col)) * self.row)
+        return self.fc(x.mean((2, 3)))
+
+
 class SqueezeExcite(nn.Module):
     """A squeeze-excitation block: global pool, two linear layers, sigmoid, and a channel-wise product."""
 
@@ -244,7 +258,8 @@ class DynamicWeights(nn.Module):
 
 
 MODELS = {"plain": Plain, "strided_dilated": StridedDilated, "depthwise": Depthwise, "same_pad": SamePad,
-          "residual": Residual, "in_place": InPlace, "broadcast": Broadcast, "squeeze_excite": SqueezeExcite,
+          "residual": Residual, "in_place": InPlace, "broadcast": Broadcast,
+          "per_column": PerColumn, "squeeze_excite": SqueezeExcite,
           "pooling": Pooling, "batchnorm": BatchNormed, "dense_output": DenseOutput, "cropping": Cropping,
           "dynamic_weights": DynamicWeights, "tiny_cnn": lambda: TinyCNN(num_classes=4)}
 
@@ -398,7 +413,19 @@ class OneTuple(Plain):
         return (super().forward(x),)
 
 
-@pytest.mark.parametrize("cls", [Branching, TupleOut, DictOut, OneTuple])
+class CountingCalls(Plain):
+    """Changes its own buffer at every call: running the trace would change the user's model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("cls", [Branching, TupleOut, DictOut, OneTuple, CountingCalls])
 def test_models_it_cannot_follow_get_none(cls):
     assert incremental_rows(_seeded(cls(), 0), _images()) is None
 

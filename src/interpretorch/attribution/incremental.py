@@ -8,12 +8,15 @@ next row, recomputes each map only inside that box (one crop per image, the crop
 convolutions run on the crop with its halo), writing the crop back; a map whose box covers most of it, and every
 layer it cannot localise (pooling over the image, linear layers), is recomputed whole from the kept maps.
 
-The graph is the model's ATen operations, traced once with fake tensors (``make_fx``), so a forward whose branches
-depend on the data is refused rather than specialised; the folded copy (``folded_model``) is traced, so
-BatchNorms are already in the convolutions. Supported localised operations: 2-D convolutions (any stride,
-dilation, groups and zero padding, including a separate zero ``constant_pad_nd`` before them), element-wise
-functions of one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands) and
-element-wise sums / products of two maps. The result equals the full forward pass up to float rounding (the same
+The graph is the model's ATen operations, traced once with fake tensors (``make_fx``), in eval mode (as the
+metrics' rows run) and functionalized (in-place operations such as ``out += x`` become new maps, views become
+copies), so a forward whose branches depend on the data is refused rather than specialised, and so is one that
+changes its parameters, buffers or inputs in place; the folded copy (``folded_model``) is traced, so BatchNorms are
+already in the convolutions. Supported localised operations: 2-D convolutions (any stride, dilation, groups and
+zero padding, including a separate non-negative zero ``constant_pad_nd`` before them), element-wise functions of
+one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands, per-position maps of
+one image such as a parameter) and element-wise sums / products of two maps; an operand varying over the rows or
+columns only makes its operation run whole. The result equals the full forward pass up to float rounding (the same
 sums, the crop's convolution tiled differently): checked when the trace is made, on one image and one changed
 patch, to 1e-4 of the largest output, else the model runs whole.
 """
