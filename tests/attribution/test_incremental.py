@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpretorch.attribution import incremental
 from interpretorch.attribution.incremental import IncrementalRows, disabled, incremental_rows
 from interpretorch.metrics.perturbation import (faithfulness_estimate, irof, monotonicity, pixel_flipping,
                                                 region_perturbation, selectivity)
