@@ -8,12 +8,15 @@ next row, recomputes each map only inside that box (one crop per image, the crop
 convolutions run on the crop with its halo), writing the crop back; a map whose box covers most of it, and every
 layer it cannot localise (pooling over the image, linear layers), is recomputed whole from the kept maps.
 
-The graph is the model's ATen operations, traced once with fake tensors (``make_fx``), so a forward whose branches
-depend on the data is refused rather than specialised; the folded copy (``folded_model``) is traced, so
-BatchNorms are already in the convolutions. Supported localised operations: 2-D convolutions (any stride,
-dilation, groups and zero padding, including a separate zero ``constant_pad_nd`` before them), element-wise
-functions of one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands) and
-element-wise sums / products of two maps. The result equals the full forward pass up to float rounding (the same
+The graph is the model's ATen operations, traced once with fake tensors (``make_fx``), in eval mode (as the
+metrics' rows run) and functionalized (in-place operations such as ``out += x`` become new maps, views become
+copies), so a forward whose branches depend on the data is refused rather than specialised, and so is one that
+changes its parameters, buffers or inputs in place; the folded copy (``folded_model``) is traced, so BatchNorms are
+already in the convolutions. Supported localised operations: 2-D convolutions (any stride, dilation, groups and
+zero padding, including a separate non-negative zero ``constant_pad_nd`` before them), element-wise functions of
+one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands, per-position maps of
+one image such as a parameter) and element-wise sums / products of two maps; an operand varying over the rows or
+columns only makes its operation run whole. The result equals the full forward pass up to float rounding (the same
 sums, the crop's convolution tiled differently): checked when the trace is made, on one image and one changed
 patch, to 1e-4 of the largest output, else the model runs whole.
 """
@@ -28,7 +31,8 @@ import torch
 from torch import nn
 
 from interpretorch.attribution.folded import folded_model
-from interpretorch.models.layers import has_hooks
+from interpretorch.capture import frozen
+from interpretorch.models.layers import global_hooks_active, has_hooks
 
 __all__ = ["IncrementalRows", "disabled", "incremental_rows"]
 
@@ -56,6 +60,8 @@ _BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, a
 FULL_SHARE = 0.5
 # the kept maps of one sequence of rows may take this many bytes (``IncrementalRows.rows_within``)
 STATE_BYTES = 1 << 30
+# reshapes traced on contiguous rows; the kept maps are channels-last, which a view cannot always follow
+_RESHAPES = {aten.view.default, aten._unsafe_view.default}
 
 
 @dataclass
@@ -113,12 +119,20 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b, stride, padding, dilation, groups
 class IncrementalRows:
     """A traced model whose rows, after a full first row per image, are recomputed only where they changed."""
 
-    def __init__(self, graph: torch.fx.Graph, params: list[torch.Tensor]) -> None:
+    def __init__(self, graph: torch.fx.Graph, params: list[torch.Tensor],
+                 constants: dict[str, torch.Tensor] | None = None) -> None:
         self.nodes = [n for n in graph.nodes]
         holders = [n for n in self.nodes if n.op == "placeholder"]
         if len(holders) != len(params) + 1:
             raise ValueError("the trace's inputs do not match the model's parameters")
         self.consts = {n: p for n, p in zip(holders[:-1], params)}
+        for n in self.nodes:  # tensors the forward made itself (torch.tensor(...)), kept by the trace
+            if n.op == "get_attr":
+                if constants is None or n.target not in constants:
+                    raise ValueError(f"the trace's constant {n.target!r} is missing")
+                self.consts[n] = constants[n.target]
+        if any(isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable for n in self.nodes):
+            raise ValueError("the model changes its parameters or inputs in place")  # would change the user's
         self.input = holders[-1]
         self.output = next(n for n in self.nodes if n.op == "output")
         out = self.output.args[0]
@@ -128,9 +142,11 @@ class IncrementalRows:
         self.calls = [n for n in self.nodes if n.op == "call_function"]
         self.shape = {n: tuple(n.meta["val"].shape) for n in self.nodes
                       if isinstance(n.meta.get("val"), torch.Tensor)}
+        self.shape.update({n: tuple(v.shape) for n, v in self.consts.items() if isinstance(v, torch.Tensor)})
         # a zero constant_pad_nd read only by 2-D convolutions is folded into their windows
         self.fused = {n for n in self.calls if n.target is aten.constant_pad_nd.default
-                      and (len(n.args) < 3 or n.args[2] == 0) and len(n.args[1]) == 4 and n.users
+                      and (len(n.args) < 3 or n.args[2] == 0) and len(n.args[1]) == 4 and min(n.args[1]) >= 0
+                      and n.users
                       and all(self._conv2d(u) and u.args[0] is n for u in n.users)}
         # maps read only by element-wise functions of them (a convolution before its activation): those reuse
         # the map's crop, so it is not kept between rows; whole, it lives until its readers have run
@@ -182,6 +198,8 @@ class IncrementalRows:
                 x = self._value(src)
             return _conv(x, self._value(n.args[1]), self._value(n.args[2]), n.args[3], n.args[4], n.args[5],
                          n.args[8])
+        if n.target in _RESHAPES:
+            return aten.reshape(self._value(n.args[0]), n.args[1])
         return self._call(n, self._value(n.args))
 
     def _call(self, n: torch.fx.Node, args: list | tuple) -> torch.Tensor:
@@ -193,6 +211,9 @@ class IncrementalRows:
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
         """Run (B, C, H, W) rows whole, keep their maps, and return the outputs."""
+        traced = self.shape.get(self.input)
+        if traced is not None and tuple(x.shape) != traced:
+            raise ValueError(f"rows of shape {tuple(x.shape)} given to a trace of rows of shape {traced}")
         self.state = {self.input: x.contiguous(memory_format=torch.channels_last).clone()}
         done: set = set()
         for n in self.calls:
@@ -201,11 +222,13 @@ class IncrementalRows:
                 done.add(n)
                 self._release(n, done)
         self.rows += x.shape[0]
-        return self.state[self.result]
+        return self.state[self.result].clone()  # the kept map changes in place at the next step
 
     # ------------------------------------------------------------------ changed rows
 
     def _input_box(self, x: torch.Tensor):
+        if self.input not in self.state:
+            raise ValueError("step continues rows given to start: call start first")
         old = self.state[self.input]
         if x.shape != old.shape:
             raise ValueError(f"rows of shape {tuple(x.shape)} do not continue rows of shape {tuple(old.shape)}")
@@ -254,17 +277,17 @@ class IncrementalRows:
         return _Box(r0, c0, h, wd, _conv(win, w, self._value(n.args[2]), stride, [0, 0], dilation, groups))
 
     def _spatial(self, a, n: torch.fx.Node) -> bool:
-        """Whether argument ``a`` is a computed map of the node's own shape."""
-        return (isinstance(a, torch.fx.Node) and a not in self.consts and len(self.shape.get(a, ())) == 4
-                and self.shape.get(a) == self.shape.get(n))
+        """Whether argument ``a`` is a map with the node's rows and columns, of its batch size or of one image."""
+        sa, sn = self.shape.get(a, ()) if isinstance(a, torch.fx.Node) else (), self.shape.get(n, ())
+        return len(sa) == 4 and len(sn) == 4 and sa[-2:] == sn[-2:] and sa[0] in (1, sn[0])
 
     def _elementwise(self, n: torch.fx.Node, boxes: dict) -> _Box | str:
         maps = [a for a in n.args if self._spatial(a, n)]
         others = [a for a in n.args if isinstance(a, torch.fx.Node) and a not in maps]
         if not maps or any(boxes.get(a) is not None for a in others):
             return _FULL
-        # an operand that varies over H and W but is not a computed map (a constant positional map) is not cropped
-        if any(len(self.shape.get(a, ())) >= 2 and self.shape[a][-2:] != (1, 1) for a in others):
+        # the other operands must broadcast over the rows and columns (per image or per channel values)
+        if any(a not in self.shape or any(d != 1 for d in self.shape[a][-2:]) for a in others):
             return _FULL
         changed = [boxes[a] for a in maps if boxes.get(a) is not None]
         if any(b is _FULL for b in changed):
@@ -287,7 +310,8 @@ class IncrementalRows:
                 b = boxes.get(a)
                 if b is not None and b.crop is not None and b.same(box):
                     return b.crop
-                return _gather(self.state[a], box.r0, box.c0, box.h, box.w)
+                v = self._value(a)  # of the rows' batch size, or one image's (a parameter)
+                return _gather(v.expand(len(box.r0), *v.shape[1:]), box.r0, box.c0, box.h, box.w)
             return self._value(a)
         box.crop = self._call(n, [crop(a) for a in n.args])
         return box
@@ -297,7 +321,7 @@ class IncrementalRows:
         first = self._input_box(x)
         self.rows += x.shape[0]
         if first is None:
-            return self.state[self.result]
+            return self.state[self.result].clone()
         boxes: dict = {self.input: first}
         done: set = set()
         for n in self.calls:
@@ -322,7 +346,7 @@ class IncrementalRows:
                 _scatter(self.state[n], box)
             boxes[n] = box
             self._release(n, done)
-        return self.state[self.result]
+        return self.state[self.result].clone()  # the kept map changes in place at the next step
 
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -341,7 +365,7 @@ def disabled() -> Iterator[None]:
 
 def _trace(net: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
     from torch.fx.experimental.proxy_tensor import make_fx
-    from torch.func import functional_call
+    from torch.func import functional_call, functionalize
 
     named = {**dict(net.named_parameters()), **dict(net.named_buffers())}
     names = list(named)
@@ -349,9 +373,16 @@ def _trace(net: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
 
     def fn(*args):
         return functional_call(net, dict(zip(names, args[:-1])), (args[-1],))
-    with torch.no_grad():
-        gm = make_fx(fn, tracing_mode="fake")(*params, x.detach())
-    return IncrementalRows(gm.graph, params)
+    with torch.no_grad():  # functionalized: in-place operations become new maps, views copies
+        gm = make_fx(functionalize(fn, remove="mutations_and_views"), tracing_mode="fake")(*params, x.detach())
+    constants = {}
+    for n in gm.graph.nodes:
+        if n.op == "get_attr":
+            v = gm
+            for part in n.target.split("."):
+                v = getattr(v, part)
+            constants[n.target] = v
+    return IncrementalRows(gm.graph, params, constants)
 
 
 def _check(inc: IncrementalRows, net: nn.Module, x: torch.Tensor) -> bool:
@@ -377,8 +408,13 @@ def incremental_rows(model: nn.Module, x: torch.Tensor) -> IncrementalRows | Non
     model), or None where the model cannot be traced or localised (not on the CPU, hooks, data-dependent branches,
     outputs that differ from the model's)."""
     if (_DISABLED[0] or not isinstance(model, nn.Module) or x.device.type != "cpu" or x.dim() != 4
-            or any(has_hooks(m) for m in model.modules())):
+            or global_hooks_active() or any(has_hooks(m) for m in model.modules())):
         return None
+    with frozen(model):  # traced and checked in eval mode (as the metrics' rows run), the model's flags restored
+        return _engine(model, x)
+
+
+def _engine(model: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
     net = folded_model(model, x)
     tensors = tuple((id(t), t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
     sig = (tuple(id(m) for m in model.modules()), tensors, tuple(x.shape[1:]), x.dtype)
