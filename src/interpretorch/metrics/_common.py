@@ -254,6 +254,9 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
     target = check_target(target, x.shape[0])
     scorer = Scorer(model, target, batch_size)
     if clean is None:
+        # the same network as the perturbed rows (the forward-only copy where it keeps the model's function, else
+        # the model: a detector's dicts), so a score drop compares two outputs of one function
+        scorer.forward_only = True
         outputs = scorer.outputs(x)
     else:
         if isinstance(clean, torch.Tensor):
@@ -262,8 +265,8 @@ def prepare(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: 
             outputs = concat_outputs([clean])
         if output_rows(outputs) != x.shape[0]:
             raise ValueError(f"clean outputs hold {output_rows(outputs)} rows for {x.shape[0]} images")
-    # the clean pass ran on the model itself; perturbed rows may run on the forward-only copy, whose one-image
-    # checks are skipped where the outputs are not one tensor (a detector's dicts: the copy would not be used)
+    # perturbed rows run on the forward-only copy where the outputs are one tensor (a detector's dicts: the copy's
+    # one-image checks would not apply)
     scorer.forward_only = isinstance(outputs, torch.Tensor)
     idx = target_indices(outputs, target)
     return scorer, Clean(x, outputs, idx, is_target_object(target))
