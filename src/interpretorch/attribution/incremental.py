@@ -17,8 +17,9 @@ zero padding, including a separate non-negative zero ``constant_pad_nd`` before 
 one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands, per-position maps of
 one image such as a parameter) and element-wise sums / products of two maps; an operand varying over the rows or
 columns only makes its operation run whole. The result equals the full forward pass up to float rounding (the same
-sums, the crop's convolution tiled differently): checked when the trace is made, on one image and one changed
-patch, to 1e-4 of the largest output, else the model runs whole.
+sums, the crop's convolution tiled differently): checked when the trace is made, on one image and three
+successive changed patches (inside, at the top-left and at the bottom-right corner, where padding meets the box),
+to 1e-4 of the largest output, else the model runs whole.
 """
 from __future__ import annotations
 
@@ -386,14 +387,19 @@ def _trace(net: nn.Module, x: torch.Tensor) -> IncrementalRows | None:
 
 
 def _check(inc: IncrementalRows, net: nn.Module, x: torch.Tensor) -> bool:
-    """Whether one image and a copy with a changed patch give the model's outputs (to 1e-4 of the largest)."""
+    """Whether one image and three successive rows changing a patch (inside, at the top-left corner, at the
+    bottom-right corner, where padding meets the box) give the model's outputs (to 1e-4 of the largest)."""
     one = x[:1].detach()
     h, w = one.shape[-2:]
-    moved = one.clone()
-    moved[..., h // 3: h // 3 + max(1, h // 8), w // 2: w // 2 + max(1, w // 8)] = 0.0
+    ph, pw = max(1, h // 8), max(1, w // 8)
+    rows = [one.clone()]
+    for r, c in ((h // 3, w // 2), (0, 0), (h - ph, w - pw)):
+        moved = rows[-1].clone()
+        moved[..., r:r + ph, c:c + pw] = 0.0
+        rows.append(moved)
     with torch.no_grad():
-        refs = [net(one), net(moved)]
-        outs = [inc.start(one).clone(), inc.step(moved).clone()]
+        refs = [net(r) for r in rows]
+        outs = [inc.start(rows[0]).clone()] + [inc.step(r).clone() for r in rows[1:]]
     inc.state = {}
     inc.rows = 0
     for ref, out in zip(refs, outs):
