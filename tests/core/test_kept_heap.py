@@ -7,8 +7,6 @@ import platform
 import subprocess
 import sys
 
-import pytest
-
 from interpretorch.core.batching import chunks, group_steps
 from interpretorch.core.heap import heap_kept
 
@@ -46,23 +44,22 @@ def _churn(env: dict | None = None) -> tuple[int, int, str, str]:
 PASS_PAGES = 6 * (24 << 20) // 4096  # the pages one pass touches
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc parameters exist only where the C library is glibc")
 def test_a_pass_reuses_the_last_pass_pages_inside():
     outside, inside, kept, left = _churn()
     # glibc's own rule may return the freed maps (more than its trim threshold) to the system after each pass, so
     # that every pass faults them in again, or not, depending on what the process allocated before (both seen:
     # 1 or 4 of the 4 later passes); kept, the 4 later passes reuse the first one's pages
-    assert inside < PASS_PAGES, (outside, inside)
-    assert (kept, left) == ("True", "False")
+    if GLIBC:
+        assert inside < PASS_PAGES, (outside, inside)
+    # elsewhere the block is a documented no-op: malloc is left alone and the block says it is not kept
+    assert (kept, left) == (str(GLIBC), "False")
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc parameters exist only where the C library is glibc")
 def test_opt_out_leaves_malloc_alone():
     _, _, kept, left = _churn({"INTERPRETORCH_KEEP_HEAP": "0"})
     assert (kept, left) == ("False", "False")
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc parameters exist only where the C library is glibc")
 def test_batched_loops_run_inside_it_and_nest():
     assert not heap_kept()
     seen = []
@@ -71,12 +68,12 @@ def test_batched_loops_run_inside_it_and_nest():
         for _ in chunks(4, 2):  # nested: the outer block stays
             seen.append(heap_kept())
         seen.append(heap_kept())
-    assert all(seen) and not heap_kept()
+    assert seen == [GLIBC] * len(seen) and not heap_kept()  # kept only where glibc's parameters exist
     for _ in group_steps(5, 2, 3):
         seen.append(heap_kept())
-    assert all(seen) and not heap_kept()
+    assert seen == [GLIBC] * len(seen) and not heap_kept()
     it = chunks(10, 3)
     next(it)
-    assert heap_kept()
+    assert heap_kept() == GLIBC
     it.close()  # a loop left early ends the block
     assert not heap_kept()
