@@ -304,6 +304,12 @@ def _uniform_replay(seed: int, n_images: int, bs: int, steps: int, samples: int)
 
 def families(args: argparse.Namespace) -> dict:
     """Metrics of Quantus's families beside Quantus 0.6: seconds of each, their ratio and the largest difference."""
+    pairs, floors, model, x = family_pairs(args)
+    return _time_pairs(args, pairs, x, "Quantus families, Grad-CAM maps", floors=floors, model=model)
+
+
+def family_pairs(args: argparse.Namespace) -> tuple[dict, dict, torch.nn.Module, torch.Tensor]:
+    """The pairs ``families`` times (name: ours, Quantus's[, comparison]), each one's floor rows, the model and x."""
     from interpretorch.metrics import (faithfulness_correlation, faithfulness_estimate, irof, monotonicity,
                                        monotonicity_correlation, pixel_flipping, region_perturbation, selectivity,
                                        sensitivity_n, sparseness)
@@ -446,7 +452,7 @@ def families(args: argparse.Namespace) -> dict:
     if "IROF (SLIC, baseline 0)" in pairs:  # one row per segment of each image (its own count)
         segs["s"] = superpixels(x)
         floors["IROF (SLIC, baseline 0)"] = (0, [len(torch.unique(s)) for s in segs["s"]])
-    return _time_pairs(args, pairs, x, "Quantus families, Grad-CAM maps", floors=floors, model=model)
+    return pairs, floors, model, x
 
 
 def _abs_gradient(model, inputs, targets, **_kw) -> torch.Tensor:
