@@ -202,6 +202,42 @@ class Pooling(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class ResNetLike(nn.Module):
+    """A ResNet stem (7x7 stride-2 convolution with no activation, so the max pool's padding meets negative
+    values; 3x3 stride-2 max pool padded by 1), a basic block, a dilated max pool with a non-square window and an
+    average pool counting its zero padding, with a divisor of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 7, stride=2, padding=3)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.a, self.b = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stem(x))
+        x = F.relu(x + self.b(F.relu(self.a(x))))
+        x = F.max_pool2d(x, (2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1))
+        x = F.avg_pool2d(self.c(x), 3, stride=1, padding=1, divisor_override=7)
+        return self.fc(x.mean((2, 3)))
+
+
+class PoolsRunWhole(nn.Module):
+    """Pools whose windows the engine does not localise (ceil mode, padding not counted): they run whole, the
+    maps after them too, and the outputs still equal the model's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(self.c1(x), 3, stride=2, ceil_mode=True)
+        x = F.avg_pool2d(self.c2(x), 3, stride=1, padding=1, count_include_pad=False)
+        return self.fc(x.mean((2, 3)))
+
+
 class BatchNormed(nn.Module):
     """Convolution + BatchNorm pairs (folded into the convolutions) and a stride-2 one."""
 
@@ -259,7 +295,7 @@ class DynamicWeights(nn.Module):
 MODELS = {"plain": Plain, "strided_dilated": StridedDilated, "depthwise": Depthwise, "same_pad": SamePad,
           "residual": Residual, "in_place": InPlace, "broadcast": Broadcast,
           "per_column": PerColumn, "squeeze_excite": SqueezeExcite,
-          "pooling": Pooling, "batchnorm": BatchNormed, "dense_output": DenseOutput, "cropping": Cropping,
+          "pooling": Pooling, "resnet_like": ResNetLike, "pools_run_whole": PoolsRunWhole, "batchnorm": BatchNormed, "dense_output": DenseOutput, "cropping": Cropping,
           "dynamic_weights": DynamicWeights, "tiny_cnn": lambda: TinyCNN(num_classes=4)}
 
 
@@ -326,12 +362,18 @@ AFTER_THE_MAPS = {torch.ops.aten.mean.dim, torch.ops.aten.amax.default, torch.op
                   torch.ops.aten.addmm.default}
 
 
+# a ResNet's stem and pool shrink the maps 4x: at 32 x 40 a pixel's reach covers half the 8 x 10 maps
+CROP_SIZES = {"resnet_like": (96, 120)}
+
+
 @pytest.mark.parametrize("name", ["plain", "strided_dilated", "depthwise", "same_pad", "residual", "in_place",
-                                  "broadcast", "batchnorm", "dense_output"])
+                                  "broadcast", "batchnorm", "dense_output", "resnet_like"])
 def test_small_changes_recompute_the_maps_in_crops(name, monkeypatch):
     """A few changed pixels recompute no convolution or element-wise map whole (else the engine would be a slow
     full pass)."""
-    model, x = _model(name), _images()
+    model = _model(name)
+    h, w = CROP_SIZES.get(name, (H, W))
+    x = torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1))
     run = incremental_rows(model, x)
     whole = []
     real = IncrementalRows._whole
@@ -343,12 +385,13 @@ def test_small_changes_recompute_the_maps_in_crops(name, monkeypatch):
         run.start(x)
         monkeypatch.setattr(IncrementalRows, "_whole", counted)
         y = x.clone()
-        y[0, :, 0, 0], y[1, :, H - 1, 5], y[2, :, 9, W - 1] = 0.0, 1.0, 2.0
+        y[0, :, 0, 0], y[1, :, h - 1, 5], y[2, :, 9, w - 1] = 0.0, 1.0, 2.0
         _assert_close(run.step(y), model(y), name)
     assert set(whole) <= AFTER_THE_MAPS, f"{name}: ran whole for 3 changed pixels: {set(whole) - AFTER_THE_MAPS}"
 
 
-@pytest.mark.parametrize("name", ["plain", "strided_dilated", "same_pad", "residual", "in_place", "squeeze_excite"])
+@pytest.mark.parametrize("name", ["plain", "strided_dilated", "same_pad", "residual", "in_place", "squeeze_excite",
+                                  "resnet_like"])
 def test_kept_maps_do_not_drift(name):
     """After many steps every kept feature map equals a whole pass's on the same rows."""
     model, x = _model(name), _images()

@@ -13,7 +13,9 @@ metrics' rows run) and functionalized (in-place operations such as ``out += x`` 
 copies), so a forward whose branches depend on the data is refused rather than specialised, and so is one that
 changes its parameters, buffers or inputs in place; the folded copy (``folded_model``) is traced, so BatchNorms are
 already in the convolutions. Supported localised operations: 2-D convolutions (any stride, dilation, groups and
-zero padding, including a separate non-negative zero ``constant_pad_nd`` before them), element-wise functions of
+zero padding, including a separate non-negative zero ``constant_pad_nd`` before them), 2-D max pooling (padding
+counts as minus infinity) and average pooling (padding as zeros where it counts, else the map runs whole); both
+without ``ceil_mode``; element-wise functions of
 one feature map (activations, scalar arithmetic, broadcast per-channel or per-image operands, per-position maps of
 one image such as a parameter) and element-wise sums / products of two maps; an operand varying over the rows or
 columns only makes its operation run whole. The result equals the full forward pass up to float rounding (the same
@@ -24,6 +26,7 @@ to 1e-4 of the largest output, else the model runs whole.
 from __future__ import annotations
 
 import contextlib
+import operator
 import weakref
 from dataclasses import dataclass
 from typing import Iterator
@@ -82,12 +85,13 @@ class _Box:
 _FULL = "full"  # the map changed and was recomputed whole
 
 
-def _gather(full: torch.Tensor, r0: list[int], c0: list[int], h: int, w: int) -> torch.Tensor:
-    """(B, C, h, w) channels-last crops of a (B, C, H, W) map at per-image corners; zeros outside the map."""
+def _gather(full: torch.Tensor, r0: list[int], c0: list[int], h: int, w: int, fill: float = 0.0) -> torch.Tensor:
+    """(B, C, h, w) channels-last crops of a (B, C, H, W) map at per-image corners; ``fill`` outside the map."""
     b, c, hh, ww = full.shape
     outside = any(r < 0 or r + h > hh for r in r0) or any(q < 0 or q + w > ww for q in c0)
-    make = torch.zeros if outside else torch.empty
-    out = make((b, h, w, c), dtype=full.dtype, device=full.device).permute(0, 3, 1, 2)
+    out = torch.empty((b, h, w, c), dtype=full.dtype, device=full.device).permute(0, 3, 1, 2)
+    if outside:
+        out.fill_(fill)
     for i, (r, q) in enumerate(zip(r0, c0)):
         r1, r2, q1, q2 = max(r, 0), min(r + h, hh), max(q, 0), min(q + w, ww)
         if r1 < r2 and q1 < q2:
@@ -107,6 +111,18 @@ def _span(lo: list[int], hi: list[int], size: int) -> tuple[list[int], int]:
     hi = [min(max(v, 0), size - 1) for v in hi]
     n = max(max(b - a, 0) for a, b in zip(lo, hi)) + 1
     return [min(v, size - n) for v in lo], n
+
+
+def _pair(v, default: list[int]) -> list[int]:
+    """An ATen pooling argument (int, one- or two-element list, or empty for the default) as two ints."""
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v) if v is not None else []
+    return list(default) if not v else (v * 2 if len(v) == 1 else v)
+
+
+_MAX_POOL = aten.max_pool2d_with_indices.default
+_AVG_POOL = aten.avg_pool2d.default
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, b, stride, padding, dilation, groups) -> torch.Tensor:
@@ -149,13 +165,50 @@ class IncrementalRows:
                       and (len(n.args) < 3 or n.args[2] == 0) and len(n.args[1]) == 4 and min(n.args[1]) >= 0
                       and n.users
                       and all(self._conv2d(u) and u.args[0] is n for u in n.users)}
+        # pooling windows recomputed in boxes: node -> (kernel, stride, padding, dilation); a max pool's values
+        # are its first output (read through getitem), its indices must go unread
+        self.pools: dict = {}
+        self.picks: set = set()  # getitem(max pool, 0): the pooled map itself
+        self.unread: set = set()  # getitem(max pool, 1): its indices, read by nothing, not computed
+        for n in self.calls:
+            pool = self._pool_args(n)
+            if pool is not None:
+                self.pools[n] = pool
+                if n.target is _MAX_POOL:
+                    self.shape[n] = tuple(n.meta["val"][0].shape)
+                    self.picks.update(u for u in n.users if u.args[1] == 0)
+                    self.unread.update(u for u in n.users if u.args[1] != 0)
         # maps read only by element-wise functions of them (a convolution before its activation): those reuse
         # the map's crop, so it is not kept between rows; whole, it lives until its readers have run
         self.transient = {n for n in self.calls if n not in self.fused and n is not self.result and n.users
+                          and n not in self.picks and n not in self.pools
                           and len(self.shape.get(n, ())) == 4
                           and all(u.target in _UNARY and u.args[0] is n and n not in u.args[1:] for u in n.users)}
         self.state: dict = {}
         self.rows = 0  # rows this object ran, counting each changed row once
+
+    @staticmethod
+    def _pool_args(n: torch.fx.Node) -> tuple | None:
+        """(kernel, stride, padding, dilation) of a 2-D pooling node whose windows can be recomputed in a box."""
+        if n.op != "call_function" or n.target not in (_MAX_POOL, _AVG_POOL):
+            return None
+        a = list(n.args) + [None] * 7
+        kernel = _pair(a[1], [])
+        stride = _pair(a[2], kernel)
+        padding = _pair(a[3] if a[3] is not None else 0, [0, 0])
+        if n.target is _MAX_POOL:
+            dilation, ceil = _pair(a[4] if a[4] is not None else 1, [1, 1]), a[5]
+            # only the values are read, each through getitem(pool, 0)
+            if not all(u.target is operator.getitem and (u.args[1] == 0 or not u.users) for u in n.users):
+                return None
+        else:
+            dilation, ceil = [1, 1], a[4]
+            include_pad = a[5] if a[5] is not None else True
+            if not include_pad and any(padding):  # edge windows would divide by fewer values
+                return None
+        if ceil or len(kernel) != 2:
+            return None
+        return kernel, stride, padding, dilation
 
     @staticmethod
     def _conv2d(n: torch.fx.Node) -> bool:
@@ -164,7 +217,8 @@ class IncrementalRows:
 
     def rows_within(self, budget: int = STATE_BYTES) -> int:
         """How many images' kept maps fit in ``budget`` bytes (at least 1)."""
-        kept = [self.input] + [n for n in self.calls if n not in self.fused and n not in self.transient]
+        kept = [self.input] + [n for n in self.calls
+                               if n not in self.fused and n not in self.transient and n not in self.unread]
         per = 0
         for n in kept:
             val = n.meta.get("val")
@@ -201,6 +255,9 @@ class IncrementalRows:
                          n.args[8])
         if n.target in _RESHAPES:
             return aten.reshape(self._value(n.args[0]), n.args[1])
+        if n in self.pools and n.target is _MAX_POOL:  # its indices go unread: not computed, not kept
+            kernel, stride, padding, dilation = self.pools[n]
+            return aten.max_pool2d(self._value(n.args[0]), kernel, stride, padding, dilation, False), None
         return self._call(n, self._value(n.args))
 
     def _call(self, n: torch.fx.Node, args: list | tuple) -> torch.Tensor:
@@ -218,7 +275,7 @@ class IncrementalRows:
         self.state = {self.input: x.contiguous(memory_format=torch.channels_last).clone()}
         done: set = set()
         for n in self.calls:
-            if n not in self.fused:
+            if n not in self.fused and n not in self.unread:
                 self.state[n] = self._whole(n)
                 done.add(n)
                 self._release(n, done)
@@ -253,14 +310,12 @@ class IncrementalRows:
             return _FULL
         return _Box(r0, c0, h, w)
 
-    def _conv_box(self, n: torch.fx.Node, box: _Box, src: torch.fx.Node) -> _Box | str:
-        stride, padding, dilation, groups = n.args[3], n.args[4], n.args[5], n.args[8]
-        w = self._value(n.args[1])
-        kh, kw = w.shape[-2:]
+    def _window(self, n: torch.fx.Node, box: _Box, x: torch.Tensor, kernel, stride, padding, dilation,
+                fill: float = 0.0) -> tuple[_Box | str, torch.Tensor | None]:
+        """The box of ``n``'s output that a sliding window (kernel, stride, top / left padding, dilation) over a
+        map changed inside ``box`` reaches, and the input window it reads (``fill`` outside ``x``)."""
+        kh, kw = kernel
         pt, pl = padding
-        if src in self.fused:
-            pads = src.args[1]  # [left, right, top, bottom]
-            pt, pl = pt + pads[2], pl + pads[0]
         ho, wo = self.shape[n][-2:]
         sh, sw = stride
         dh, dw = dilation
@@ -271,11 +326,36 @@ class IncrementalRows:
         r0, h = _span(lo_r, hi_r, ho)
         c0, wd = _span(lo_c, hi_c, wo)
         if h * wd > FULL_SHARE * ho * wo:
-            return _FULL
-        x = self.state[src.args[0] if src in self.fused else src]
+            return _FULL, None
         win = _gather(x, [r * sh - pt for r in r0], [q * sw - pl for q in c0], (h - 1) * sh + (kh - 1) * dh + 1,
-                      (wd - 1) * sw + (kw - 1) * dw + 1)
-        return _Box(r0, c0, h, wd, _conv(win, w, self._value(n.args[2]), stride, [0, 0], dilation, groups))
+                      (wd - 1) * sw + (kw - 1) * dw + 1, fill)
+        return _Box(r0, c0, h, wd), win
+
+    def _conv_box(self, n: torch.fx.Node, box: _Box, src: torch.fx.Node) -> _Box | str:
+        stride, padding, dilation, groups = n.args[3], n.args[4], n.args[5], n.args[8]
+        w = self._value(n.args[1])
+        pt, pl = padding
+        if src in self.fused:
+            pads = src.args[1]  # [left, right, top, bottom]
+            pt, pl = pt + pads[2], pl + pads[0]
+        x = self.state[src.args[0] if src in self.fused else src]
+        out, win = self._window(n, box, x, w.shape[-2:], stride, [pt, pl], dilation)
+        if out is not _FULL:
+            out.crop = _conv(win, w, self._value(n.args[2]), stride, [0, 0], dilation, groups)
+        return out
+
+    def _pool_box(self, n: torch.fx.Node, box: _Box) -> _Box | str:
+        kernel, stride, padding, dilation = self.pools[n]
+        if n.target is _MAX_POOL:  # padding is minus infinity to a max pool
+            out, win = self._window(n, box, self.state[n.args[0]], kernel, stride, padding, dilation, float("-inf"))
+            if out is not _FULL:
+                out.crop = aten.max_pool2d(win, kernel, stride, [0, 0], dilation, False)
+            return out
+        out, win = self._window(n, box, self.state[n.args[0]], kernel, stride, padding, dilation)
+        if out is not _FULL:  # padding counts as zeros here (else the node is not in ``pools``)
+            divisor = n.args[6] if len(n.args) > 6 else None
+            out.crop = aten.avg_pool2d(win, kernel, stride, [0, 0], False, True, divisor)
+        return out
 
     def _spatial(self, a, n: torch.fx.Node) -> bool:
         """Whether argument ``a`` is a map with the node's rows and columns, of its batch size or of one image."""
@@ -326,7 +406,7 @@ class IncrementalRows:
         boxes: dict = {self.input: first}
         done: set = set()
         for n in self.calls:
-            if n in self.fused:
+            if n in self.fused or n in self.unread:
                 continue
             done.add(n)
             srcs = [a for a in n.all_input_nodes if a not in self.consts]
@@ -339,12 +419,16 @@ class IncrementalRows:
             elif self._conv2d(n):
                 src = n.args[0]
                 box = self._conv_box(n, boxes[src.args[0] if src in self.fused else src], src)
+            elif n in self.pools:
+                box = self._pool_box(n, boxes[n.args[0]])
+            elif n in self.picks:
+                box = boxes[n.args[0]]
             elif (n.target in _UNARY or n.target in _BINARY) and len(self.shape.get(n, ())) == 4:
                 box = self._elementwise(n, boxes)
             if box is _FULL:
                 self.state[n] = self._whole(n)
-            elif n not in self.transient:
-                _scatter(self.state[n], box)
+            elif n not in self.transient and not (n in self.pools and n.target is _MAX_POOL):
+                _scatter(self.state[n], box)  # a max pool's values are written through its getitem
             boxes[n] = box
             self._release(n, done)
         return self.state[self.result].clone()  # the kept map changes in place at the next step
