@@ -181,3 +181,65 @@ def test_default_rows_per_pass_depend_on_the_device(tiny64):
     finally:
         handle.remove()
     assert sizes == [1, 8, 8, 4]  # the clean pass, then 20 masked rows
+
+
+def test_occlusion_rows_run_incrementally_and_equal_whole_rows(monkeypatch):
+    """Where IncrementalRows can run the model, every window is one engine step per image group (boustrophedon
+    order), and the maps equal those of the rows run whole (to float32 rounding of the logits)."""
+    from interpretorch.attribution import incremental
+    from interpretorch.attribution.incremental import IncrementalRows
+
+    g = torch.Generator().manual_seed(0)
+    model, x = TinyCNN().eval(), torch.randn(3, 3, 48, 40, generator=g)
+    with incremental.disabled():
+        ref = occlusion(model, x, [1, 2, 3], window=(8, 6), stride=(4, 3), baseline=0.2, batch_size=2)
+    steps = []
+    real = IncrementalRows.step
+
+    def counted(self, rows):
+        steps.append(rows.shape[0])
+        return real(self, rows)
+    incremental_rows = incremental.incremental_rows(model, x)  # traced and checked before counting
+    assert incremental_rows is not None
+    monkeypatch.setattr(IncrementalRows, "step", counted)
+    ours = occlusion(model, x, [1, 2, 3], window=(8, 6), stride=(4, 3), baseline=0.2, batch_size=2)
+    windows = 11 * 13  # ceil((48 - 8) / 4) + 1 rows of ceil((40 - 6) / 3) + 1 windows
+    assert sorted(set(steps)) == [1, 2] and steps.count(2) == steps.count(1) == windows  # groups of 2 and 1 images
+    assert ours.extras["forward_passes"] == windows * 3
+    scale = float(ref.maps.abs().max())
+    assert float((ours.maps - ref.maps).abs().max()) <= 1e-4 * scale
+    torch.testing.assert_close(ours.scores, ref.scores)
+
+
+def test_snake_order_visits_every_window_once_each_next_to_the_last():
+    from interpretorch.attribution.perturbation import _snake
+
+    order = _snake(4, 5)
+    assert sorted(order) == list(range(20))
+    for a, b in zip(order, order[1:]):
+        (ra, ca), (rb, cb) = divmod(a, 5), divmod(b, 5)
+        assert abs(ra - rb) + abs(ca - cb) == 1
+
+
+def test_occlusion_of_one_image_steps_through_chains_of_windows(monkeypatch):
+    """One image and 8 rows per call: the windows are cut into 8 chains stepped side by side (8 rows per step,
+    the last chain shorter), and the maps still equal the rows run whole."""
+    from interpretorch.attribution import incremental
+    from interpretorch.attribution.incremental import IncrementalRows
+
+    g = torch.Generator().manual_seed(1)
+    model, x = TinyCNN().eval(), torch.randn(1, 3, 40, 36, generator=g)
+    with incremental.disabled():
+        ref = occlusion(model, x, 5, window=6, stride=3, score="softmax", batch_size=8)
+    steps = []
+    real = IncrementalRows.step
+
+    def counted(self, rows):
+        steps.append(rows.shape[0])
+        return real(self, rows)
+    assert incremental.incremental_rows(model, x) is not None
+    monkeypatch.setattr(IncrementalRows, "step", counted)
+    ours = occlusion(model, x, 5, window=6, stride=3, score="softmax", batch_size=8)
+    windows = 13 * 11  # ceil((40 - 6) / 3) + 1 rows of ceil((36 - 6) / 3) + 1 windows: 143 = 8 chains of 18, less 1
+    assert steps == [8] * 18 and ours.extras["forward_passes"] == windows
+    assert float((ours.maps - ref.maps).abs().max()) <= 1e-4 * float(ref.maps.abs().max())
