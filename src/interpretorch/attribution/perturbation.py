@@ -91,7 +91,8 @@ def _occlude_in_place(model: nn.Module, x: torch.Tensor, out: object, base: torc
     order_t = torch.tensor(order, device=x.device)
     run = None
     with torch.no_grad():
-        for sl, k in group_steps(n_seq, size, length):
+        # a step's rows count on the progress sink where they are windows, not a finished chain's repeats
+        for sl, k in group_steps(n_seq, size, length, lambda g, k: int((seq_chain[g] * length + k < n).sum())):
             img = seq_img[sl]
             if k == 0:
                 run = incremental_rows(model, x[img])

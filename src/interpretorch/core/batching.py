@@ -9,7 +9,7 @@ the device: small batches are fastest per row on a CPU (their activations stay i
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -61,9 +61,11 @@ def chunks(n: int, size: int | None) -> Iterator[slice]:
             progress.depth -= 1
 
 
-def group_steps(n: int, size: int, n_steps: int) -> Iterator[tuple[slice, int]]:
+def group_steps(n: int, size: int, n_steps: int,
+                counted: Callable[[slice, int], int] | None = None) -> Iterator[tuple[slice, int]]:
     """Yield (images, step) for groups of at most ``size`` of ``n`` images, every step of a group before the next
-    group; each pair's rows (the group's images) count on the progress sink as ``chunks`` counts a chunk's."""
+    group; each pair's rows (the group's images, or ``counted(group, step)`` of them where some rows only fill
+    the step) count on the progress sink as ``chunks`` counts a chunk's."""
     progress = current()
     outermost = progress is not None and progress.depth == 0
     if progress is not None:
@@ -75,7 +77,7 @@ def group_steps(n: int, size: int, n_steps: int) -> Iterator[tuple[slice, int]]:
                 for k in range(n_steps):
                     yield group, k
                     if outermost:
-                        progress.advance(group.stop - group.start)
+                        progress.advance(group.stop - group.start if counted is None else counted(group, k))
     finally:
         if progress is not None:
             progress.depth -= 1
