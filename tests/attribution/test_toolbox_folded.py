@@ -77,6 +77,24 @@ def test_no_copy_where_it_would_not_be_the_same_model(tiny):
         assert folded_model(model, x16) is model  # a hook would no longer see the calls
     finally:
         handle.remove()
+    # a global module hook (a FLOP counter, a logger) sees every module call: the copies' modules are not the
+    # user's, so neither copy is made while one is registered
+    from interpretorch.attribution.folded import forward_only_model
+    from torch.nn.modules.module import register_module_forward_hook, register_module_full_backward_hook
+
+    from interpretorch.attribution import occlusion
+
+    for register in (register_module_forward_hook, register_module_full_backward_hook):
+        seen = []
+        handle = register(lambda mod, *a: seen.append(mod))
+        try:
+            assert folded_model(model, x16) is model and forward_only_model(model, x16) is model
+            if register is register_module_forward_hook:  # a method's rows: only the user's modules are called
+                occlusion(model, x16, window=8, stride=8)
+                assert seen and set(seen) <= set(model.modules())
+        finally:
+            handle.remove()
+    assert folded_model(model, x16) is not model and forward_only_model(model, x16) is not model
     no_bn = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.LazyLinear(2)).double()
     no_bn(x)
     assert folded_model(no_bn, x) is no_bn

@@ -47,7 +47,13 @@ def _signature(model: nn.Module, x: torch.Tensor, keep: tuple[str, ...]) -> tupl
 
 
 def _hooked(model: nn.Module) -> bool:
-    """Whether any module of ``model`` carries a hook (a copy would hide the calls from it)."""
+    """Whether any module of ``model`` carries a hook, or a global module hook is registered (a copy would hide
+    the model's calls from the one and show the other modules it never has)."""
+    from torch.nn.modules import module as torch_module
+
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks  # noqa: SLF001 - torch's own
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):  # noqa: SLF001
+        return True
     return any(has_hooks(m) for m in model.modules())
 
 
