@@ -76,7 +76,7 @@ def _occlude_in_place(model: nn.Module, x: torch.Tensor, out: object, base: torc
     if not isinstance(out, torch.Tensor):
         return False
     b, n = x.shape[0], len(order)
-    probe = incremental_rows(model, x[:1].expand(min(batch_size, b * n), *x.shape[1:]))
+    probe = incremental_rows(model, x[:1])  # the trace the check made; kept maps are counted per image
     if probe is None:
         return False
     size = max(1, min(batch_size, probe.rows_within()))
